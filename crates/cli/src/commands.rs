@@ -1,0 +1,295 @@
+//! The client commands: deploy, invoke, ls, rm, status.
+
+use crate::client::Client;
+use anyhow::{bail, Context};
+use clap::Args;
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// How results are printed.
+pub struct Output {
+    /// JSON for scripts instead of text for people.
+    pub json: bool,
+}
+
+impl Output {
+    fn print(&self, value: &Value, human: impl FnOnce(&Value) -> String) {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+        } else {
+            let text = human(value);
+            if !text.is_empty() {
+                println!("{text}");
+            }
+        }
+    }
+}
+
+/// `hearth deploy`.
+#[derive(Args)]
+pub struct DeployArgs {
+    /// Directory (zipped on the fly) or zip file with the function's code.
+    pub path: PathBuf,
+    /// Function name.
+    #[arg(long)]
+    pub name: String,
+    /// python, nodejs, cpp or go (required on create).
+    #[arg(long)]
+    pub runtime: Option<String>,
+    /// Memory limit, MB.
+    #[arg(long)]
+    pub memory: Option<u64>,
+    /// Timeout, ms.
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// Most concurrent instances.
+    #[arg(long)]
+    pub max_instances: Option<u32>,
+    /// Environment variable for the handler, K=V (repeatable).
+    #[arg(long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Free-text description.
+    #[arg(long)]
+    pub description: Option<String>,
+}
+
+/// `hearth invoke`.
+#[derive(Args)]
+pub struct InvokeArgs {
+    /// Function name.
+    pub name: String,
+    /// The event as JSON; `-` reads it from stdin; default `{}`.
+    pub event: Option<String>,
+}
+
+fn parse_env(pairs: &[String]) -> anyhow::Result<Option<BTreeMap<String, String>>> {
+    if pairs.is_empty() {
+        return Ok(None);
+    }
+    let mut env = BTreeMap::new();
+    for pair in pairs {
+        let Some((k, v)) = pair.split_once('=') else {
+            bail!("--env {pair:?} is not K=V");
+        };
+        env.insert(k.to_string(), v.to_string());
+    }
+    Ok(Some(env))
+}
+
+/// Deploys the code at `args.path`; returns the function object.
+pub async fn deploy_function(client: &Client, args: &DeployArgs) -> anyhow::Result<Value> {
+    let zip = crate::package::zip_path(&args.path)?;
+    let mut config = serde_json::Map::new();
+    let mut set = |k: &str, v: Value| {
+        config.insert(k.to_string(), v);
+    };
+    if let Some(r) = &args.runtime {
+        set("runtime", json!(r));
+    }
+    if let Some(m) = args.memory {
+        set("memory_mb", json!(m));
+    }
+    if let Some(t) = args.timeout {
+        set("timeout_ms", json!(t));
+    }
+    if let Some(n) = args.max_instances {
+        set("max_instances", json!(n));
+    }
+    if let Some(env) = parse_env(&args.env)? {
+        set("env", json!(env));
+    }
+    if let Some(d) = &args.description {
+        set("description", json!(d));
+    }
+    let size = zip.len();
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "code",
+            reqwest::multipart::Part::bytes(zip)
+                .file_name("code.zip")
+                .mime_str("application/zip")?,
+        )
+        .text("config", Value::Object(config).to_string());
+    let progress = indicatif::ProgressBar::new_spinner();
+    progress.set_message(format!("uploading {} ({})", args.name, human_bytes(size as u64)));
+    progress.enable_steady_tick(std::time::Duration::from_millis(100));
+    let answer = client
+        .send(
+            client
+                .request(Method::PUT, &format!("/v1/functions/{}", args.name))
+                .multipart(form),
+        )
+        .await;
+    progress.finish_and_clear();
+    answer
+}
+
+pub async fn deploy(client: &Client, output: &Output, args: DeployArgs) -> anyhow::Result<ExitCode> {
+    let function = deploy_function(client, &args).await?;
+    output.print(&function, |f| {
+        format!(
+            "deployed {} version {} ({}, {} MB, {} ms timeout, code {})",
+            f["name"].as_str().unwrap_or_default(),
+            f["version"],
+            f["runtime"].as_str().unwrap_or_default(),
+            f["memory_mb"],
+            f["timeout_ms"],
+            human_bytes(f["code_size"].as_u64().unwrap_or(0)),
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Invokes `name` with `event` (JSON text); returns the invocation object.
+pub async fn invoke_function(client: &Client, name: &str, event: String) -> anyhow::Result<Value> {
+    client
+        .send(
+            client
+                .request(Method::POST, &format!("/v1/functions/{name}/invoke"))
+                .header("content-type", "application/json")
+                .body(event),
+        )
+        .await
+}
+
+/// One line describing how an invocation went.
+pub fn describe_invocation(inv: &Value) -> String {
+    format!(
+        "{} in {:.2} ms ({}, handler {:.2} ms, peak {})",
+        inv["status"].as_str().unwrap_or("?"),
+        inv["duration_ms"].as_f64().unwrap_or(0.0),
+        if inv["cold_start"].as_bool() == Some(true) { "cold" } else { "warm" },
+        inv["handler_duration_ms"].as_f64().unwrap_or(0.0),
+        human_bytes(inv["memory"]["peak_bytes"].as_u64().unwrap_or(0)),
+    )
+}
+
+pub async fn invoke(client: &Client, output: &Output, args: InvokeArgs) -> anyhow::Result<ExitCode> {
+    let event = match args.event.as_deref() {
+        None => "{}".to_string(),
+        Some("-") => {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s).context("reading the event from stdin")?;
+            s
+        }
+        Some(text) => text.to_string(),
+    };
+    let inv = invoke_function(client, &args.name, event).await?;
+    output.print(&inv, |inv| {
+        let mut text = String::new();
+        for stream in ["stdout", "stderr"] {
+            if let Some(s) = inv[stream].as_str().filter(|s| !s.is_empty()) {
+                text.push_str(&format!("--- {stream}\n{}", s));
+                if !s.ends_with('\n') {
+                    text.push('\n');
+                }
+            }
+        }
+        if !inv["error"].is_null() {
+            let e = &inv["error"];
+            text.push_str(&format!(
+                "{}: {}\n{}",
+                e["type"].as_str().unwrap_or("Error"),
+                e["message"].as_str().unwrap_or(""),
+                e["trace"].as_str().unwrap_or("")
+            ));
+        } else {
+            text.push_str(&serde_json::to_string_pretty(&inv["result"]).unwrap_or_default());
+            text.push('\n');
+        }
+        text.push_str(&format!("# {} · id {}", describe_invocation(inv), inv["id"].as_str().unwrap_or("?")));
+        text
+    });
+    Ok(if inv["status"] == "success" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+pub async fn list(client: &Client, output: &Output) -> anyhow::Result<ExitCode> {
+    let answer = client.send(client.request(Method::GET, "/v1/functions")).await?;
+    output.print(&answer, |a| {
+        let functions = a["functions"].as_array().cloned().unwrap_or_default();
+        if functions.is_empty() {
+            return "no functions yet: hearth deploy DIR --name NAME --runtime python".into();
+        }
+        let mut text = format!("{:<32} {:>7} {:<8} {:>7} {:>9}  UPDATED\n", "NAME", "VERSION", "RUNTIME", "MEMORY", "TIMEOUT");
+        for f in functions {
+            text.push_str(&format!(
+                "{:<32} {:>7} {:<8} {:>5}MB {:>7}ms  {}\n",
+                f["name"].as_str().unwrap_or_default(),
+                f["version"],
+                f["runtime"].as_str().unwrap_or_default(),
+                f["memory_mb"],
+                f["timeout_ms"],
+                f["updated_at"].as_str().unwrap_or_default(),
+            ));
+        }
+        text.trim_end().to_string()
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn remove(client: &Client, output: &Output, name: &str) -> anyhow::Result<ExitCode> {
+    client
+        .send(client.request(Method::DELETE, &format!("/v1/functions/{name}")))
+        .await?;
+    output.print(&json!({"deleted": name}), |_| format!("deleted {name}"));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn status(client: &Client, output: &Output) -> anyhow::Result<ExitCode> {
+    let answer = client.send(client.request(Method::GET, "/v1/status")).await?;
+    output.print(&answer, |s| {
+        let mut text = format!(
+            "{} · {} worker(s) · {} active · {} warm\n",
+            s["status"].as_str().unwrap_or("?"),
+            s["totals"]["workers"],
+            s["totals"]["active_invocations"],
+            s["totals"]["warm_instances"]
+        );
+        for w in s["workers"].as_array().into_iter().flatten() {
+            text.push_str(&format!(
+                "worker {} ({}): {} active\n",
+                w["id"].as_str().unwrap_or("?"),
+                w["backend"].as_str().unwrap_or("?"),
+                w["active_invocations"]
+            ));
+            for p in w["pools"].as_array().into_iter().flatten() {
+                text.push_str(&format!(
+                    "  {}@{} ({}): {} idle, {} busy, {} queued, max {}\n",
+                    p["function"].as_str().unwrap_or("?"),
+                    p["version"],
+                    p["runtime"].as_str().unwrap_or("?"),
+                    p["idle"],
+                    p["busy"],
+                    p["queued"],
+                    p["max_instances"]
+                ));
+            }
+        }
+        text.trim_end().to_string()
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `1536` → `1.5 KB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}

@@ -1,0 +1,88 @@
+//! The `hearth` command: runs the platform (`up`) and talks to it over HTTP (`deploy`,
+//! `invoke`, `ls`, `rm`, `status`).
+//!
+//! Owns: argument parsing, wiring the embedded defaults together for `up`, and turning
+//! API answers into readable lines (or `--json`). Never: implements platform logic
+//! itself; it composes the library crates and calls the HTTP API like any client.
+
+mod client;
+mod commands;
+mod package;
+mod up;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "hearth", version, about = "hearth: functions in warm, isolated sandboxes, a fresh process per call")]
+struct Cli {
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// URL of the hearth API.
+    #[arg(long, global = true, env = "HEARTH_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// API key (default: read from the data dir's admin.key).
+    #[arg(long, global = true, env = "HEARTH_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Data directory of a local `hearth up` (for its admin key).
+    #[arg(long, global = true, env = "HEARTH_DATA_DIR", default_value = ".hearth")]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run controller and worker in one process on embedded defaults.
+    Up(up::UpArgs),
+    /// Deploy a function from a directory or a zip (a new version if it exists).
+    Deploy(commands::DeployArgs),
+    /// Invoke a function with a JSON event (an argument, `-` for stdin, or `{}`).
+    Invoke(commands::InvokeArgs),
+    /// List functions.
+    Ls,
+    /// Delete a function and its warm instances.
+    Rm {
+        /// Function name.
+        name: String,
+    },
+    /// Show workers, warm pools and active invocations.
+    Status,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("hearth: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hearth: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Up(args) = cli.command {
+        up::run(args, cli.data_dir).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let client = client::Client::new(&cli.url, cli.api_key, &cli.data_dir)?;
+    let output = commands::Output { json: cli.json };
+    match cli.command {
+        Command::Up(_) => unreachable!("handled above"),
+        Command::Deploy(args) => commands::deploy(&client, &output, args).await,
+        Command::Invoke(args) => commands::invoke(&client, &output, args).await,
+        Command::Ls => commands::list(&client, &output).await,
+        Command::Rm { name } => commands::remove(&client, &output, &name).await,
+        Command::Status => commands::status(&client, &output).await,
+    }
+}

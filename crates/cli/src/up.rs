@@ -1,0 +1,195 @@
+//! `hearth up`: controller and worker in one process, on embedded defaults (SQLite file,
+//! local object-store dir, native sandbox). On a fresh data dir it deploys a sample
+//! function and invokes it, so the first thing a newcomer sees is a call that worked.
+
+use crate::client::{Client, KEY_FILE};
+use crate::commands;
+use anyhow::{bail, Context};
+use clap::Args;
+use hearth_controller::AppState;
+use hearth_sandbox::native::{NativeBackend, NativeConfig};
+use hearth_store::{CodeStore, SqliteMetadataStore};
+use hearth_worker::{Worker, WorkerConfig};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The sample function deployed on first start.
+const SAMPLE_MAIN_PY: &str = include_str!("../samples/hello/main.py");
+/// Where the static agent lands, relative to the workspace root.
+const AGENT_BUILD_PATH: &str = "target/agent/x86_64-unknown-linux-gnu/release/hearth-agent";
+
+/// `hearth up` options.
+#[derive(Args)]
+pub struct UpArgs {
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// The static agent binary (default: beside `hearth`, or the workspace build).
+    #[arg(long, env = "HEARTH_AGENT")]
+    agent: Option<PathBuf>,
+    /// Seconds an idle instance stays warm.
+    #[arg(long, default_value_t = 600)]
+    idle_timeout: u64,
+    /// Do not deploy and invoke the sample function on a fresh data dir.
+    #[arg(long)]
+    no_sample: bool,
+}
+
+pub async fn run(args: UpArgs, data_dir: PathBuf) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let data_dir = data_dir.canonicalize()?;
+    let fresh = !data_dir.join("hearth.db").exists();
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .ok();
+    let metadata = SqliteMetadataStore::open(&data_dir.join("hearth.db"))
+        .context("opening the metadata store")?;
+    let code = CodeStore::local(&data_dir.join("objects")).context("opening the object store")?;
+    let api_key = load_or_create_key(&data_dir)?;
+    let agent = find_agent(args.agent.as_deref())?;
+    let backend = NativeBackend::new(NativeConfig::new(agent, data_dir.join("sandbox")))
+        .context("starting the native sandbox")?;
+    let worker = Worker::start(
+        WorkerConfig {
+            idle_timeout: Duration::from_secs(args.idle_timeout),
+            ..WorkerConfig::default()
+        },
+        Arc::new(backend),
+        code.clone(),
+    );
+    let state = AppState::new(Arc::new(metadata), code, worker, api_key.clone(), metrics);
+    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    println!("hearth listening on {url}");
+    println!("admin API key: {api_key}  (saved in {})", data_dir.join(KEY_FILE).display());
+    println!("data dir: {}", data_dir.display());
+    if fresh && !args.no_sample {
+        let client = Client::new(&url, Some(api_key), &data_dir)?;
+        let key_path = data_dir.join(KEY_FILE);
+        tokio::spawn(async move {
+            if let Err(e) = show_sample(&client, &url, &key_path).await {
+                eprintln!("hearth: the sample function did not run: {e:#}");
+            }
+        });
+    }
+    let shutdown = async {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+    };
+    hearth_controller::serve(listener, state.clone(), shutdown).await?;
+    eprintln!("hearth: shutting down, destroying warm instances");
+    state.shutdown().await;
+    Ok(())
+}
+
+/// The admin key: `HEARTH_API_KEY` when set, else the data dir's, else a new one.
+fn load_or_create_key(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join(KEY_FILE);
+    let key = match std::env::var("HEARTH_API_KEY") {
+        Ok(key) if !key.trim().is_empty() => key.trim().to_string(),
+        _ => match std::fs::read_to_string(&path) {
+            Ok(key) if !key.trim().is_empty() => return Ok(key.trim().to_string()),
+            _ => format!("hk_{}", hex::encode(rand::random::<[u8; 24]>())),
+        },
+    };
+    let tmp = data_dir.join(format!("{KEY_FILE}.tmp"));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    writeln!(file, "{key}")?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(key)
+}
+
+/// The agent binary: the flag or env, beside this executable, or the workspace build.
+fn find_agent(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = explicit {
+        if path.is_file() {
+            return Ok(path.to_path_buf());
+        }
+        bail!("agent binary {} does not exist", path.display());
+    }
+    let exe = std::env::current_exe()?;
+    let beside = exe.with_file_name("hearth-agent");
+    if beside.is_file() {
+        return Ok(beside);
+    }
+    for dir in exe.ancestors().skip(1) {
+        let candidate = dir.join(AGENT_BUILD_PATH);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "the hearth-agent binary was not found beside {} nor in {AGENT_BUILD_PATH}: build it with scripts/build.sh or pass --agent",
+        exe.display()
+    )
+}
+
+async fn show_sample(client: &Client, url: &str, key_path: &Path) -> anyhow::Result<()> {
+    let dir = tempfile_dir()?;
+    std::fs::write(dir.join("main.py"), SAMPLE_MAIN_PY)?;
+    let args = commands::DeployArgs {
+        path: dir.clone(),
+        name: "hello".into(),
+        runtime: Some("python".into()),
+        memory: None,
+        timeout: None,
+        max_instances: None,
+        env: Vec::new(),
+        description: Some("the sample function `hearth up` deploys on first start".into()),
+    };
+    let deployed = commands::deploy_function(client, &args).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    deployed?;
+    let event = r#"{"name": "hearth"}"#;
+    let cold = commands::invoke_function(client, "hello", event.into()).await?;
+    let warm = commands::invoke_function(client, "hello", event.into()).await?;
+    println!();
+    println!("deployed the sample function `hello` (python) and invoked it twice:");
+    println!("  result: {}", warm["result"]);
+    println!("  first call:  {}", commands::describe_invocation(&cold));
+    println!("  second call: {}", commands::describe_invocation(&warm));
+    println!();
+    println!("try it yourself (in another terminal, from this directory):");
+    println!(
+        "  curl -s -X POST {url}/v1/functions/hello/invoke -H \"Authorization: Bearer $(cat {})\" -d '{{\"name\":\"you\"}}'",
+        key_path.display()
+    );
+    println!("  target/release/hearth invoke hello '{{\"name\":\"you\"}}'");
+    println!();
+    Ok(())
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("hearth-sample-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

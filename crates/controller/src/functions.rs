@@ -1,0 +1,209 @@
+//! `/v1/functions`: deploy (create or update), get, list, delete.
+
+use crate::{ApiError, AppState};
+use axum::extract::multipart::MultipartRejection;
+use axum::extract::{Multipart, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use hearth_core::function::validate_name;
+use hearth_core::{FunctionConfig, FunctionSpec, SpecError};
+use hearth_store::{inspect_zip, FunctionRecord, FunctionStats, PackageLimits};
+use serde_json::{json, Value};
+
+/// The API's function object.
+pub(crate) fn function_json(record: &FunctionRecord, stats: Option<&FunctionStats>) -> Value {
+    let spec = &record.spec;
+    let mut body = json!({
+        "name": record.name,
+        "version": record.version,
+        "runtime": spec.runtime,
+        "memory_mb": spec.memory_mb,
+        "timeout_ms": spec.timeout_ms,
+        "max_instances": spec.max_instances,
+        "env": spec.env,
+        "description": spec.description,
+        "code_sha256": record.code_sha256,
+        "code_size": record.code_size,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+    });
+    if let Some(stats) = stats {
+        body["stats"] = json!({
+            "invocations": stats.invocations,
+            "errors": stats.errors,
+            "avg_duration_ms": stats.avg_duration_ms,
+            "p95_duration_ms": stats.p95_duration_ms,
+        });
+    }
+    body
+}
+
+pub(crate) fn checked_name(name: &str) -> Result<(), ApiError> {
+    validate_name(name).map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))
+}
+
+pub(crate) async fn find(state: &AppState, name: &str) -> Result<FunctionRecord, ApiError> {
+    checked_name(name)?;
+    state
+        .metadata
+        .get_function(name)
+        .await
+        .map_err(|e| ApiError::internal("reading function", e))?
+        .ok_or_else(|| ApiError::function_not_found(name))
+}
+
+pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let records = state
+        .metadata
+        .list_functions()
+        .await
+        .map_err(|e| ApiError::internal("listing functions", e))?;
+    let functions: Vec<Value> = records.iter().map(|r| function_json(r, None)).collect();
+    Ok(Json(json!({ "functions": functions })))
+}
+
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let record = find(&state, &name).await?;
+    let stats = state
+        .metadata
+        .function_stats(&name)
+        .await
+        .map_err(|e| ApiError::internal("reading function stats", e))?;
+    Ok(Json(function_json(&record, Some(&stats))))
+}
+
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    checked_name(&name)?;
+    let existed = state
+        .metadata
+        .delete_function(&name)
+        .await
+        .map_err(|e| ApiError::internal("deleting function", e))?;
+    if !existed {
+        return Err(ApiError::function_not_found(&name));
+    }
+    state.worker.retire(&name, None).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+struct DeployRequest {
+    code: Bytes,
+    config: FunctionConfig,
+}
+
+async fn read_deploy(
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<DeployRequest, ApiError> {
+    let mut multipart = multipart.map_err(|e| {
+        ApiError::bad_request(
+            "invalid_request",
+            format!("expected multipart/form-data with parts `code` (zip) and `config` (JSON): {e}"),
+        )
+    })?;
+    let mut code = None;
+    let mut config = FunctionConfig::default();
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) => return Err(multipart_error(e)),
+        };
+        let name = field.name().unwrap_or_default().to_string();
+        let bytes = field.bytes().await.map_err(multipart_error)?;
+        match name.as_str() {
+            "code" => code = Some(bytes),
+            "config" => {
+                config = serde_json::from_slice(&bytes).map_err(|e| {
+                    ApiError::bad_request(
+                        "invalid_config",
+                        format!("config is not valid JSON of the expected shape (runtime, memory_mb, timeout_ms, env, description, max_instances): {e}"),
+                    )
+                })?;
+            }
+            other => {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    format!("unexpected form part {other:?}: send only `code` and `config`"),
+                ))
+            }
+        }
+    }
+    let code = code.ok_or_else(|| {
+        ApiError::bad_request(
+            "missing_code",
+            "the `code` part (a zip of the function's files) is missing",
+        )
+    })?;
+    Ok(DeployRequest { code, config })
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "code_too_large",
+            "the upload is larger than 50 MB: shrink the zip (leave out dependencies you do not need)",
+        )
+    } else {
+        ApiError::bad_request("invalid_request", format!("cannot read the upload: {}", e.body_text()))
+    }
+}
+
+fn spec_error(e: SpecError) -> ApiError {
+    let code = match e {
+        SpecError::UnknownRuntime(_) => "unknown_runtime",
+        SpecError::UnsupportedRuntime(_) => "unsupported_runtime",
+        _ => "invalid_config",
+    };
+    ApiError::bad_request(code, e.to_string())
+}
+
+pub(crate) async fn deploy(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Response, ApiError> {
+    checked_name(&name)?;
+    let request = read_deploy(multipart).await?;
+    let previous = state
+        .metadata
+        .get_function(&name)
+        .await
+        .map_err(|e| ApiError::internal("reading function", e))?;
+    let spec = FunctionSpec::resolve(previous.as_ref().map(|p| &p.spec), &request.config)
+        .map_err(spec_error)?;
+    let code = request.code.clone();
+    let runtime = spec.runtime;
+    let package = tokio::task::spawn_blocking(move || {
+        inspect_zip(&code, runtime, &PackageLimits::default())
+    })
+    .await
+    .map_err(|e| ApiError::internal("checking code", e))?
+    .map_err(|e| ApiError::bad_request("invalid_code", e.to_string()))?;
+    state
+        .code
+        .put_code(&package.sha256, request.code)
+        .await
+        .map_err(|e| ApiError::internal("storing code", e))?;
+    let (record, created) = state
+        .metadata
+        .put_version(&name, &spec, &package.sha256, package.size)
+        .await
+        .map_err(|e| ApiError::internal("storing function", e))?;
+    state.worker.retire(&name, Some(record.version)).await;
+    tracing::info!(function = %name, version = record.version, runtime = %spec.runtime, "deployed");
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(function_json(&record, None))).into_response())
+}

@@ -1,0 +1,96 @@
+//! Invocation history, written behind the response.
+//!
+//! A finished invocation goes into a small in-memory cache (so `GET /v1/invocations/{id}`
+//! answers at once) and onto a channel that one task drains into the metadata store,
+//! so the store's latency never sits on the invocation path.
+
+use hearth_core::Invocation;
+use hearth_store::MetadataStore;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+
+/// Invocations kept in memory for immediate reads.
+const RECENT_CAPACITY: usize = 4096;
+
+enum Job {
+    Record(Box<Invocation>),
+    Flush(oneshot::Sender<()>),
+}
+
+pub(crate) struct History {
+    recent: Mutex<Recent>,
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+#[derive(Default)]
+struct Recent {
+    by_id: HashMap<String, Invocation>,
+    order: VecDeque<String>,
+}
+
+impl History {
+    pub(crate) fn start(store: Arc<dyn MetadataStore>) -> Arc<History> {
+        let (jobs, mut rx) = mpsc::unbounded_channel::<Job>();
+        tokio::spawn(async move {
+            while let Some(job) = rx.recv().await {
+                match job {
+                    Job::Record(invocation) => {
+                        if let Err(error) = store.record_invocation(&invocation).await {
+                            tracing::error!(id = %invocation.id, %error, "cannot record invocation");
+                        }
+                    }
+                    Job::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+        Arc::new(History {
+            recent: Mutex::new(Recent::default()),
+            jobs,
+        })
+    }
+
+    pub(crate) fn record(&self, invocation: &Invocation) {
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            if recent
+                .by_id
+                .insert(invocation.id.clone(), invocation.clone())
+                .is_none()
+            {
+                recent.order.push_back(invocation.id.clone());
+            }
+            while recent.order.len() > RECENT_CAPACITY {
+                if let Some(old) = recent.order.pop_front() {
+                    recent.by_id.remove(&old);
+                }
+            }
+        }
+        if self
+            .jobs
+            .send(Job::Record(Box::new(invocation.clone())))
+            .is_err()
+        {
+            tracing::error!(id = %invocation.id, "history writer stopped; invocation not recorded");
+        }
+    }
+
+    pub(crate) fn recent(&self, id: &str) -> Option<Invocation> {
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_id
+            .get(id)
+            .cloned()
+    }
+
+    /// Waits until everything recorded so far is in the store.
+    pub(crate) async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.jobs.send(Job::Flush(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+}

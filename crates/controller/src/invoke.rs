@@ -1,0 +1,205 @@
+//! `/v1/functions/{name}/invoke` and the invocation reads.
+
+use crate::functions::find;
+use crate::{ApiError, AppState};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use hearth_core::{Invocation, InvocationStatus};
+use hearth_store::InvocationFilter;
+use hearth_worker::{InvokeRequest, Target, WorkerError};
+use serde::Deserialize;
+use serde_json::json;
+use std::time::Instant;
+
+/// Largest event accepted inline, as Lambda's synchronous payload limit.
+pub(crate) const MAX_EVENT_BYTES: usize = 6 << 20;
+
+async fn read_event(body: Body) -> Result<Bytes, ApiError> {
+    let bytes = axum::body::to_bytes(body, MAX_EVENT_BYTES).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "event_too_large",
+            "the event is larger than 6 MB: pass a reference to the data (e.g. an object key) instead",
+        )
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Bytes::from_static(b"{}"));
+    }
+    serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_event",
+            format!("the event must be JSON (any value): {e}"),
+        )
+    })?;
+    Ok(bytes)
+}
+
+fn wants_async(headers: &HeaderMap, query: &InvokeQuery) -> bool {
+    query.r#async.unwrap_or(false)
+        || headers
+            .get_all("prefer")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|p| p.trim() == "respond-async"))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct InvokeQuery {
+    r#async: Option<bool>,
+}
+
+pub(crate) async fn invoke(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<InvokeQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let received = Instant::now();
+    let record = find(&state, &name).await?;
+    let event = read_event(body).await?;
+    let target = Target {
+        name: record.name,
+        version: record.version,
+        spec: record.spec,
+        code_sha256: record.code_sha256,
+    };
+    let request = InvokeRequest {
+        id: ulid::Ulid::new().to_string(),
+        event,
+        received,
+        started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    };
+    if wants_async(&headers, &query) {
+        return Ok(start_async(state, target, request));
+    }
+    let invocation = run(&state, &target, request).await?;
+    Ok(Json(invocation).into_response())
+}
+
+async fn run(
+    state: &AppState,
+    target: &Target,
+    request: InvokeRequest,
+) -> Result<Invocation, ApiError> {
+    let invocation = state
+        .worker
+        .invoke(target, request)
+        .await
+        .map_err(worker_error)?;
+    state.history.record(&invocation);
+    Ok(invocation)
+}
+
+/// Runs the invocation in the background and answers 202 at once. The queue lives in
+/// this process: an invocation still queued when it stops is lost.
+fn start_async(state: AppState, target: Target, request: InvokeRequest) -> Response {
+    let id = request.id.clone();
+    let queued = hearth_worker::outcome::queued(&target, &request, state.worker.id());
+    state.history.record(&queued);
+    tokio::spawn(async move {
+        let id = request.id.clone();
+        if let Err(error) = run(&state, &target, request).await {
+            let mut failed = queued;
+            failed.status = InvocationStatus::Failed;
+            failed.error = Some(hearth_core::invocation::ErrorInfo {
+                kind: "PlatformError".into(),
+                message: error.message().to_string(),
+                trace: String::new(),
+            });
+            tracing::warn!(%id, "async invocation failed");
+            state.history.record(&failed);
+        }
+    });
+    let location = format!("/v1/invocations/{id}");
+    (
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(json!({"id": id, "status": "queued"})),
+    )
+        .into_response()
+}
+
+fn worker_error(error: WorkerError) -> ApiError {
+    match error {
+        WorkerError::Overloaded { .. } => {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", error.to_string()).retry_after(1)
+        }
+        WorkerError::ShuttingDown => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "this hearth is shutting down: retry against another instance or after restart",
+        ),
+        WorkerError::Sandbox(e) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "sandbox_unavailable",
+            format!("no sandbox could be started: {e}"),
+        ),
+        WorkerError::Code { .. } => ApiError::internal("loading function code", error),
+    }
+}
+
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Invocation>, ApiError> {
+    if let Some(invocation) = state.history.recent(&id) {
+        return Ok(Json(invocation));
+    }
+    state
+        .metadata
+        .get_invocation(&id)
+        .await
+        .map_err(|e| ApiError::internal("reading invocation", e))?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "invocation_not_found",
+                format!("invocation {id:?} does not exist (history is kept 30 days)"),
+            )
+        })
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ListQuery {
+    limit: Option<u32>,
+    status: Option<String>,
+    since: Option<String>,
+}
+
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    find(&state, &name).await?;
+    // Invocations just answered may still be on their way to the store.
+    state.history.flush().await;
+    let status = match query.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(
+            serde_json::from_value::<InvocationStatus>(json!(s)).map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("unknown status {s:?}: use success, error, timeout, oom, crashed, queued, running or failed"),
+                )
+            })?,
+        ),
+    };
+    let filter = InvocationFilter {
+        limit: query.limit.unwrap_or(50).clamp(1, 1000),
+        status,
+        since: query.since,
+    };
+    let invocations = state
+        .metadata
+        .list_invocations(&name, &filter)
+        .await
+        .map_err(|e| ApiError::internal("listing invocations", e))?;
+    Ok(Json(json!({ "invocations": invocations })))
+}

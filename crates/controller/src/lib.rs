@@ -1,0 +1,114 @@
+//! hearth's HTTP API (`../shared/API.md`): auth, deploy, invoke, invocations, status.
+//!
+//! Owns: routing, request parsing and limits, the one [`ApiError`] type every handler
+//! returns, the admin-key check, and the write-behind of invocation history.
+//!
+//! Never: runs code (it hands invocations to a [`Worker`]) or knows how metadata and
+//! objects are stored (it holds a `dyn MetadataStore` and a `CodeStore`). Handlers turn
+//! HTTP into domain calls and back; nothing below this crate imports axum.
+
+mod auth;
+mod error;
+mod functions;
+mod history;
+mod invoke;
+mod status;
+
+pub use error::ApiError;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use hearth_store::{CodeStore, MetadataStore};
+use hearth_worker::Worker;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Largest deploy request body: a 50 MB zip plus the config part and multipart framing.
+const MAX_DEPLOY_BODY: usize = 51 << 20;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    metadata: Arc<dyn MetadataStore>,
+    code: CodeStore,
+    worker: Arc<Worker>,
+    api_key: Arc<str>,
+    history: Arc<history::History>,
+    metrics: Option<PrometheusHandle>,
+    started: Instant,
+}
+
+impl AppState {
+    /// Wires the API to its stores and worker. `metrics` renders `/metrics` when given.
+    pub fn new(
+        metadata: Arc<dyn MetadataStore>,
+        code: CodeStore,
+        worker: Arc<Worker>,
+        api_key: String,
+        metrics: Option<PrometheusHandle>,
+    ) -> AppState {
+        AppState {
+            history: history::History::start(metadata.clone()),
+            metadata,
+            code,
+            worker,
+            api_key: api_key.into(),
+            metrics,
+            started: Instant::now(),
+        }
+    }
+
+    /// Writes pending history and destroys every warm instance.
+    pub async fn shutdown(&self) {
+        self.worker.shutdown().await;
+        self.history.flush().await;
+    }
+}
+
+/// The whole API as a router.
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route(
+            "/functions",
+            get(functions::list),
+        )
+        .route(
+            "/functions/{name}",
+            get(functions::get)
+                .put(functions::deploy)
+                .delete(functions::delete)
+                .layer(DefaultBodyLimit::max(MAX_DEPLOY_BODY)),
+        )
+        .route(
+            "/functions/{name}/invoke",
+            post(invoke::invoke).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/functions/{name}/invocations", get(invoke::list))
+        .route("/invocations/{id}", get(invoke::get))
+        .route("/status", get(status::status))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(status::healthz))
+        .route("/metrics", get(status::metrics))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

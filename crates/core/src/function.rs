@@ -1,0 +1,318 @@
+//! A function's configuration: what a client sends, what a version stores, and the
+//! rules both must satisfy.
+
+use crate::runtime::{Runtime, UnknownRuntime};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Memory a function gets when its config does not say.
+pub const DEFAULT_MEMORY_MB: u64 = 128;
+/// Smallest memory limit accepted.
+pub const MIN_MEMORY_MB: u64 = 64;
+/// Largest memory limit accepted (Lambda's ceiling).
+pub const MAX_MEMORY_MB: u64 = 10_240;
+/// Timeout a function gets when its config does not say.
+pub const DEFAULT_TIMEOUT_MS: u64 = 3_000;
+/// Longest timeout accepted (15 minutes, as Lambda).
+pub const MAX_TIMEOUT_MS: u64 = 900_000;
+/// Concurrent instances per function when its config does not say.
+pub const DEFAULT_MAX_INSTANCES: u32 = 10;
+/// Most concurrent instances one function may ask for.
+pub const MAX_MAX_INSTANCES: u32 = 100;
+/// Total size of a function's environment (names + values), as Lambda.
+pub const MAX_ENV_BYTES: usize = 4 * 1024;
+/// Longest description accepted.
+pub const MAX_DESCRIPTION_CHARS: usize = 256;
+
+/// Environment variable names the platform sets; user env may not use them.
+pub const RESERVED_ENV_NAMES: &[&str] = &["PATH", "HOME", "OUTPUT_DIR", "PAYLOAD", "PAYLOAD_FILE"];
+/// Prefix of the platform's own environment variables.
+pub const RESERVED_ENV_PREFIX: &str = "HEARTH_";
+
+/// A function configuration that breaks a rule; the message says what to change.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SpecError {
+    /// The name does not match `^[a-z0-9][a-z0-9-]{0,62}$`.
+    #[error("invalid function name {0:?}: use 1-63 lowercase letters, digits or '-', starting with a letter or digit")]
+    InvalidName(String),
+    /// The runtime is not one hearth knows.
+    #[error("{0}")]
+    UnknownRuntime(String),
+    /// The runtime is known but not available in this build.
+    #[error("runtime {0} is not supported by this hearth yet: use python or nodejs")]
+    UnsupportedRuntime(Runtime),
+    /// A create request without a runtime.
+    #[error("config.runtime is required when creating a function: one of python, nodejs, cpp, go")]
+    MissingRuntime,
+    /// An update that tries to switch language.
+    #[error("cannot change runtime from {from} to {to}: delete the function and create it again")]
+    RuntimeChange {
+        /// The runtime the function has.
+        from: Runtime,
+        /// The runtime the update asked for.
+        to: Runtime,
+    },
+    /// Memory outside the accepted range.
+    #[error("memory_mb {0} is out of range: use {MIN_MEMORY_MB}..={MAX_MEMORY_MB}")]
+    MemoryOutOfRange(u64),
+    /// Timeout outside the accepted range.
+    #[error("timeout_ms {0} is out of range: use 1..={MAX_TIMEOUT_MS}")]
+    TimeoutOutOfRange(u64),
+    /// Instance maximum outside the accepted range.
+    #[error("max_instances {0} is out of range: use 1..={MAX_MAX_INSTANCES}")]
+    MaxInstancesOutOfRange(u32),
+    /// An env var name that is not a portable identifier.
+    #[error("invalid env var name {0:?}: use letters, digits and '_', not starting with a digit")]
+    InvalidEnvName(String),
+    /// An env var the platform owns.
+    #[error("env var {0:?} is reserved by the platform: choose another name")]
+    ReservedEnvName(String),
+    /// An env var value with a NUL byte, which no process environment can hold.
+    #[error("env var {0:?} contains a NUL byte")]
+    EnvValueNul(String),
+    /// The environment is too large.
+    #[error("env is {0} bytes: the limit is {MAX_ENV_BYTES} bytes of names and values")]
+    EnvTooLarge(usize),
+    /// The description is too long.
+    #[error("description is {0} characters: the limit is {MAX_DESCRIPTION_CHARS}")]
+    DescriptionTooLong(usize),
+}
+
+impl From<UnknownRuntime> for SpecError {
+    fn from(e: UnknownRuntime) -> Self {
+        SpecError::UnknownRuntime(e.to_string())
+    }
+}
+
+/// Checks a function name against `^[a-z0-9][a-z0-9-]{0,62}$`.
+pub fn validate_name(name: &str) -> Result<(), SpecError> {
+    let bytes = name.as_bytes();
+    let ok = !bytes.is_empty()
+        && bytes.len() <= 63
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(SpecError::InvalidName(name.to_string()))
+    }
+}
+
+/// The `config` part of a deploy request. Every field is optional: on create only
+/// `runtime` is required; on update an omitted field keeps its value.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionConfig {
+    /// `python`, `nodejs`, `cpp` or `go`.
+    pub runtime: Option<String>,
+    /// Memory limit of each instance, MB.
+    pub memory_mb: Option<u64>,
+    /// Wall-clock limit of one invocation, ms.
+    pub timeout_ms: Option<u64>,
+    /// Environment variables handed to the handler.
+    pub env: Option<BTreeMap<String, String>>,
+    /// Free text shown in listings.
+    pub description: Option<String>,
+    /// Most instances serving this function at once.
+    pub max_instances: Option<u32>,
+}
+
+/// The settings of one function version, validated.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FunctionSpec {
+    /// The function's runtime.
+    pub runtime: Runtime,
+    /// Memory limit of each instance, MB.
+    pub memory_mb: u64,
+    /// Wall-clock limit of one invocation, ms.
+    pub timeout_ms: u64,
+    /// User environment variables (never a reserved name).
+    pub env: BTreeMap<String, String>,
+    /// Free text.
+    pub description: String,
+    /// Most instances serving this function at once.
+    pub max_instances: u32,
+}
+
+impl FunctionSpec {
+    /// Applies `config` on top of `previous` (an update) or on the defaults (a create),
+    /// then validates the result.
+    pub fn resolve(
+        previous: Option<&FunctionSpec>,
+        config: &FunctionConfig,
+    ) -> Result<FunctionSpec, SpecError> {
+        let runtime = match (&config.runtime, previous) {
+            (Some(name), prev) => {
+                let runtime: Runtime = name.parse()?;
+                if let Some(prev) = prev {
+                    if prev.runtime != runtime {
+                        return Err(SpecError::RuntimeChange {
+                            from: prev.runtime,
+                            to: runtime,
+                        });
+                    }
+                }
+                runtime
+            }
+            (None, Some(prev)) => prev.runtime,
+            (None, None) => return Err(SpecError::MissingRuntime),
+        };
+        let spec = FunctionSpec {
+            runtime,
+            memory_mb: config
+                .memory_mb
+                .or(previous.map(|p| p.memory_mb))
+                .unwrap_or(DEFAULT_MEMORY_MB),
+            timeout_ms: config
+                .timeout_ms
+                .or(previous.map(|p| p.timeout_ms))
+                .unwrap_or(DEFAULT_TIMEOUT_MS),
+            env: config
+                .env
+                .clone()
+                .or_else(|| previous.map(|p| p.env.clone()))
+                .unwrap_or_default(),
+            description: config
+                .description
+                .clone()
+                .or_else(|| previous.map(|p| p.description.clone()))
+                .unwrap_or_default(),
+            max_instances: config
+                .max_instances
+                .or(previous.map(|p| p.max_instances))
+                .unwrap_or(DEFAULT_MAX_INSTANCES),
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Checks every rule a stored spec must satisfy.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if !self.runtime.is_supported() {
+            return Err(SpecError::UnsupportedRuntime(self.runtime));
+        }
+        if !(MIN_MEMORY_MB..=MAX_MEMORY_MB).contains(&self.memory_mb) {
+            return Err(SpecError::MemoryOutOfRange(self.memory_mb));
+        }
+        if !(1..=MAX_TIMEOUT_MS).contains(&self.timeout_ms) {
+            return Err(SpecError::TimeoutOutOfRange(self.timeout_ms));
+        }
+        if !(1..=MAX_MAX_INSTANCES).contains(&self.max_instances) {
+            return Err(SpecError::MaxInstancesOutOfRange(self.max_instances));
+        }
+        validate_env(&self.env)?;
+        let chars = self.description.chars().count();
+        if chars > MAX_DESCRIPTION_CHARS {
+            return Err(SpecError::DescriptionTooLong(chars));
+        }
+        Ok(())
+    }
+}
+
+fn validate_env(env: &BTreeMap<String, String>) -> Result<(), SpecError> {
+    let mut total = 0;
+    for (name, value) in env {
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(SpecError::InvalidEnvName(name.clone()));
+        }
+        if name.starts_with(RESERVED_ENV_PREFIX) || RESERVED_ENV_NAMES.contains(&name.as_str()) {
+            return Err(SpecError::ReservedEnvName(name.clone()));
+        }
+        if value.contains('\0') {
+            return Err(SpecError::EnvValueNul(name.clone()));
+        }
+        total += name.len() + value.len();
+    }
+    if total > MAX_ENV_BYTES {
+        return Err(SpecError::EnvTooLarge(total));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(runtime: &str) -> FunctionConfig {
+        FunctionConfig {
+            runtime: Some(runtime.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn names_follow_the_api_pattern() {
+        for good in ["a", "hello", "hello-world-2", "0abc", &"a".repeat(63)] {
+            assert_eq!(validate_name(good), Ok(()), "{good}");
+        }
+        for bad in ["", "-a", "Hello", "a_b", "a.b", "../x", &"a".repeat(64)] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn create_needs_a_runtime_and_fills_defaults() {
+        assert_eq!(
+            FunctionSpec::resolve(None, &FunctionConfig::default()),
+            Err(SpecError::MissingRuntime)
+        );
+        let spec = FunctionSpec::resolve(None, &config("python")).unwrap();
+        assert_eq!(spec.memory_mb, DEFAULT_MEMORY_MB);
+        assert_eq!(spec.timeout_ms, DEFAULT_TIMEOUT_MS);
+        assert_eq!(spec.max_instances, DEFAULT_MAX_INSTANCES);
+    }
+
+    #[test]
+    fn update_keeps_omitted_fields_and_refuses_a_runtime_change() {
+        let mut first = config("nodejs");
+        first.memory_mb = Some(256);
+        first.env = Some([("A".to_string(), "1".to_string())].into());
+        let v1 = FunctionSpec::resolve(None, &first).unwrap();
+        let update = FunctionConfig {
+            timeout_ms: Some(5000),
+            ..Default::default()
+        };
+        let v2 = FunctionSpec::resolve(Some(&v1), &update).unwrap();
+        assert_eq!((v2.memory_mb, v2.timeout_ms), (256, 5000));
+        assert_eq!(v2.env, v1.env);
+        assert!(matches!(
+            FunctionSpec::resolve(Some(&v1), &config("python")),
+            Err(SpecError::RuntimeChange { .. })
+        ));
+    }
+
+    #[test]
+    fn limits_and_env_rules_are_enforced() {
+        let mut c = config("python");
+        c.memory_mb = Some(1);
+        assert_eq!(
+            FunctionSpec::resolve(None, &c),
+            Err(SpecError::MemoryOutOfRange(1))
+        );
+        let mut c = config("python");
+        c.timeout_ms = Some(0);
+        assert!(FunctionSpec::resolve(None, &c).is_err());
+        for reserved in ["HEARTH_FUNCTION_NAME", "PATH", "OUTPUT_DIR"] {
+            let mut c = config("python");
+            c.env = Some([(reserved.to_string(), "x".to_string())].into());
+            assert_eq!(
+                FunctionSpec::resolve(None, &c),
+                Err(SpecError::ReservedEnvName(reserved.into()))
+            );
+        }
+        let mut c = config("python");
+        c.env = Some([("1X".to_string(), "x".to_string())].into());
+        assert!(FunctionSpec::resolve(None, &c).is_err());
+        assert!(matches!(
+            FunctionSpec::resolve(None, &config("ruby")),
+            Err(SpecError::UnknownRuntime(_))
+        ));
+    }
+}

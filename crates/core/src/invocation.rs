@@ -1,0 +1,143 @@
+//! The invocation record: what a client gets back and what history keeps.
+
+use serde::{Deserialize, Serialize};
+
+/// Where an invocation stands or how it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InvocationStatus {
+    /// Accepted, waiting for an instance (async).
+    Queued,
+    /// Running in an instance.
+    Running,
+    /// The handler returned.
+    Success,
+    /// The handler raised or returned an error.
+    Error,
+    /// The handler ran past its timeout and was killed.
+    Timeout,
+    /// The instance ran out of memory while the handler ran.
+    Oom,
+    /// The process died another way (signal, bad exit, lost agent).
+    Crashed,
+    /// An async invocation that gave up after its retries.
+    Failed,
+}
+
+impl InvocationStatus {
+    /// The lowercase name used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Success => "success",
+            Self::Error => "error",
+            Self::Timeout => "timeout",
+            Self::Oom => "oom",
+            Self::Crashed => "crashed",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Whether the invocation has ended.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::Queued | Self::Running)
+    }
+}
+
+/// A handler's failure, as the language reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    /// Exception class or error name, e.g. `ValueError`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The exception's message.
+    pub message: String,
+    /// The stack trace, as the runtime formats it.
+    pub trace: String,
+}
+
+/// Memory the invocation used.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemoryUsage {
+    /// The function's memory limit.
+    pub limit_mb: u64,
+    /// Peak of the instance's cgroup during this invocation (reset before it).
+    pub peak_bytes: u64,
+    /// `ru_maxrss` of the invocation's process.
+    pub max_rss_bytes: u64,
+}
+
+/// CPU time the invocation used, from the instance's cgroup.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CpuUsage {
+    /// User-mode CPU time, ms.
+    pub user_ms: f64,
+    /// Kernel-mode CPU time, ms.
+    pub system_ms: f64,
+}
+
+/// Block I/O the invocation caused, from the instance's cgroup.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IoUsage {
+    /// Bytes read from block devices.
+    pub read_bytes: u64,
+    /// Bytes written to block devices.
+    pub write_bytes: u64,
+}
+
+/// One file the invocation left in its output directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputFile {
+    /// Path relative to the output directory.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Object-store key.
+    pub key: String,
+}
+
+/// The invocation object of the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Invocation {
+    /// ULID of the invocation.
+    pub id: String,
+    /// Function name.
+    pub function: String,
+    /// Function version that ran.
+    pub version: u64,
+    /// Outcome.
+    pub status: InvocationStatus,
+    /// The handler's return value (JSON), when it returned one.
+    pub result: Option<serde_json::Value>,
+    /// The handler's failure, or the platform's reason for `timeout`/`oom`/`crashed`.
+    pub error: Option<ErrorInfo>,
+    /// Exit code of the invocation's process, when it exited (not when killed).
+    pub exit_code: Option<i32>,
+    /// Captured stdout, at most 1 MB.
+    pub stdout: String,
+    /// Captured stderr, at most 1 MB.
+    pub stderr: String,
+    /// Whether stdout or stderr was cut at the inline cap.
+    pub truncated: bool,
+    /// Whether this invocation had to start an instance.
+    pub cold_start: bool,
+    /// Worker that ran it.
+    pub worker: String,
+    /// RFC 3339 time the platform accepted it.
+    pub started_at: String,
+    /// Wall time from request in to result out, ms.
+    pub duration_ms: f64,
+    /// Wall time of the handler's own process, ms.
+    pub handler_duration_ms: f64,
+    /// Memory used.
+    pub memory: MemoryUsage,
+    /// CPU used.
+    pub cpu: CpuUsage,
+    /// Block I/O caused.
+    pub io: IoUsage,
+    /// Files written to the output directory.
+    pub outputs: Vec<OutputFile>,
+    /// AutoTuner advice, when there is some.
+    pub advice: Option<serde_json::Value>,
+}

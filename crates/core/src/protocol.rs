@@ -1,0 +1,294 @@
+//! The frames spoken between a worker and the agent inside each sandbox.
+//!
+//! A frame is `[u32 BE header length][u32 BE payload length][header JSON][payload]`.
+//! The header is a [`ToAgent`] or [`FromAgent`] message; the payload carries bulk bytes
+//! that would be wasteful as JSON: the code tar in `Init`, the event in `Invoke`, the
+//! handler's return value in `Result`. The agent reads frames on its stdin and writes
+//! them on its stdout; nothing else may write to that stream.
+
+use crate::invocation::ErrorInfo;
+use crate::runtime::Runtime;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+
+/// Bumped whenever a frame changes shape; `Init` and `Ready` carry it.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Largest header accepted (inline stdout/stderr are capped at 1 MB each).
+pub const MAX_HEADER_BYTES: u32 = 32 << 20;
+/// Largest payload accepted (a code tar, at most 250 MB uncompressed, plus headers).
+pub const MAX_PAYLOAD_BYTES: u32 = 512 << 20;
+/// Length of the fixed prefix before each header.
+pub const PREFIX_BYTES: usize = 8;
+
+/// Messages from the worker to the agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToAgent {
+    /// Set the sandbox up and load the code (payload: an uncompressed tar of the code).
+    Init(InitSpec),
+    /// Run one invocation in a fresh process (payload: the event as JSON).
+    Invoke(InvokeSpec),
+    /// Kill everything and exit.
+    Shutdown,
+}
+
+/// Messages from the agent to the worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FromAgent {
+    /// Init done; the next invocation's process is being prepared.
+    Ready(ReadyInfo),
+    /// One invocation ended (payload: the handler's return value as JSON, may be empty).
+    Result(InvokeOutcome),
+    /// The agent cannot go on (bad init, broken runtime); it exits after sending this.
+    Failed(AgentFailure),
+}
+
+/// Everything the agent needs to become a function instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InitSpec {
+    /// Must equal [`PROTOCOL_VERSION`].
+    pub protocol_version: u32,
+    /// Runtime of the function.
+    pub runtime: Runtime,
+    /// Function name, for `context.function_name`.
+    pub function_name: String,
+    /// Function version, for `context.version`.
+    pub version: u64,
+    /// Memory limit, for `context.memory_limit_mb`.
+    pub memory_limit_mb: u64,
+    /// The user's environment variables; the agent adds the platform's, which win.
+    pub env: BTreeMap<String, String>,
+    /// Absolute path of the interpreter to run (e.g. `/usr/bin/python3`), already
+    /// resolved past shims and symlinks by the worker.
+    pub interpreter: String,
+    /// How the agent builds its root file system.
+    pub root: RootSetup,
+    /// Size of the writable `/tmp`, MB.
+    pub tmp_size_mb: u64,
+    /// Cap on inline stdout and on inline stderr, bytes each.
+    pub inline_output_limit: u64,
+    /// User id the function runs as.
+    pub uid: u32,
+    /// Group id the function runs as.
+    pub gid: u32,
+}
+
+/// How the agent gets an isolated root file system.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RootSetup {
+    /// Native backend: the agent is in fresh mount/pid/net/ipc/uts namespaces, still
+    /// root. It mounts a tmpfs on `mount_point` (an empty host directory), binds each of
+    /// `read_only_dirs` read-only inside it, pivots into it, and drops privileges.
+    Native {
+        /// Empty host directory to mount the new root on (in the private mount ns).
+        mount_point: String,
+        /// Host directories bound read-only at the same path (the runtimes' files).
+        read_only_dirs: Vec<String>,
+        /// Size of the root tmpfs, MB (code + runtime files).
+        root_size_mb: u64,
+    },
+    /// The sandbox is already isolated (a container): use `/` as it is.
+    Existing,
+}
+
+/// One invocation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvokeSpec {
+    /// Invocation id, for `context.request_id`.
+    pub request_id: String,
+    /// Wall-clock limit; the process is killed when it passes.
+    pub timeout_ms: u64,
+}
+
+/// Sent once init has finished.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadyInfo {
+    /// The agent's [`PROTOCOL_VERSION`].
+    pub protocol_version: u32,
+    /// The agent's own version (its crate version).
+    pub agent_version: String,
+    /// Time spent in init, ms.
+    pub init_ms: f64,
+}
+
+/// How the invocation's process ended, as the agent saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeStatus {
+    /// Returned a value.
+    Success,
+    /// The handler raised or returned an error.
+    Error,
+    /// Killed at its deadline.
+    Timeout,
+    /// Died without a result (signal, exit without result). The worker turns this into
+    /// `oom` when the cgroup's OOM counter moved.
+    Crashed,
+}
+
+/// The end of one invocation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvokeOutcome {
+    /// The invocation id from [`InvokeSpec`].
+    pub request_id: String,
+    /// How it ended.
+    pub status: OutcomeStatus,
+    /// The handler's error, or why it crashed.
+    pub error: Option<ErrorInfo>,
+    /// Exit code, when the process exited.
+    pub exit_code: Option<i32>,
+    /// Signal that killed the process, when one did.
+    pub signal: Option<i32>,
+    /// Captured stdout (lossy UTF-8), at most `inline_output_limit` bytes.
+    pub stdout: String,
+    /// Captured stderr (lossy UTF-8), at most `inline_output_limit` bytes.
+    pub stderr: String,
+    /// Whether stdout or stderr went past the cap.
+    pub truncated: bool,
+    /// From handing the event over to the process's exit, ms.
+    pub handler_duration_ms: f64,
+    /// `ru_maxrss` of the process, bytes.
+    pub max_rss_bytes: u64,
+    /// User CPU time of the process, ms.
+    pub user_cpu_ms: f64,
+    /// System CPU time of the process, ms.
+    pub system_cpu_ms: f64,
+    /// Processes left behind by the invocation that the agent killed.
+    pub leftovers_killed: u32,
+    /// False when the instance should not serve again (a runtime process died, a
+    /// leftover could not be killed).
+    pub healthy: bool,
+}
+
+/// Why the agent gave up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentFailure {
+    /// `init` for a failed setup or code load, `runtime` for a broken runtime.
+    pub phase: String,
+    /// What went wrong, for the user (e.g. the import error of `main.py`).
+    pub message: String,
+}
+
+/// A frame that cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The stream failed.
+    #[error("agent stream i/o: {0}")]
+    Io(#[from] io::Error),
+    /// A length over the limits: a corrupt or hostile stream.
+    #[error("frame too large: header {header} bytes, payload {payload} bytes")]
+    TooLarge {
+        /// Header length announced.
+        header: u32,
+        /// Payload length announced.
+        payload: u32,
+    },
+    /// The header is not a valid message.
+    #[error("bad frame header: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Parses the 8-byte prefix into (header length, payload length), checking limits.
+pub fn parse_prefix(prefix: [u8; PREFIX_BYTES]) -> Result<(usize, usize), FrameError> {
+    let header = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+    let payload = u32::from_be_bytes([prefix[4], prefix[5], prefix[6], prefix[7]]);
+    if header > MAX_HEADER_BYTES || payload > MAX_PAYLOAD_BYTES {
+        return Err(FrameError::TooLarge { header, payload });
+    }
+    Ok((header as usize, payload as usize))
+}
+
+/// Encodes a whole frame into one buffer (one `write` on the stream).
+pub fn encode<T: Serialize>(message: &T, payload: &[u8]) -> Result<Vec<u8>, FrameError> {
+    let header = serde_json::to_vec(message)?;
+    let too_large = FrameError::TooLarge {
+        header: u32::try_from(header.len()).unwrap_or(u32::MAX),
+        payload: u32::try_from(payload.len()).unwrap_or(u32::MAX),
+    };
+    let (Ok(hlen), Ok(plen)) = (u32::try_from(header.len()), u32::try_from(payload.len())) else {
+        return Err(too_large);
+    };
+    if hlen > MAX_HEADER_BYTES || plen > MAX_PAYLOAD_BYTES {
+        return Err(too_large);
+    }
+    let mut frame = Vec::with_capacity(PREFIX_BYTES + header.len() + payload.len());
+    frame.extend_from_slice(&hlen.to_be_bytes());
+    frame.extend_from_slice(&plen.to_be_bytes());
+    frame.extend_from_slice(&header);
+    frame.extend_from_slice(payload);
+    Ok(frame)
+}
+
+/// Writes one frame and flushes.
+pub fn write_frame<T: Serialize>(
+    w: &mut impl Write,
+    message: &T,
+    payload: &[u8],
+) -> Result<(), FrameError> {
+    w.write_all(&encode(message, payload)?)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// Reads one frame; `Ok(None)` on a clean end of stream before a frame starts.
+pub fn read_frame<T: DeserializeOwned>(
+    r: &mut impl Read,
+) -> Result<Option<(T, Vec<u8>)>, FrameError> {
+    let mut prefix = [0u8; PREFIX_BYTES];
+    let mut filled = 0;
+    while filled < PREFIX_BYTES {
+        match r.read(&mut prefix[filled..]) {
+            Ok(0) if filled == 0 => return Ok(None),
+            Ok(0) => return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into())),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let (hlen, plen) = parse_prefix(prefix)?;
+    let mut header = vec![0u8; hlen];
+    r.read_exact(&mut header)?;
+    let mut payload = vec![0u8; plen];
+    r.read_exact(&mut payload)?;
+    Ok(Some((serde_json::from_slice(&header)?, payload)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_with_their_payload() {
+        let msg = ToAgent::Invoke(InvokeSpec {
+            request_id: "r1".into(),
+            timeout_ms: 3000,
+        });
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &msg, b"{\"x\":1}").unwrap();
+        write_frame(&mut buf, &ToAgent::Shutdown, b"").unwrap();
+        let mut r = buf.as_slice();
+        let (got, payload) = read_frame::<ToAgent>(&mut r).unwrap().unwrap();
+        assert_eq!((got, payload.as_slice()), (msg, &b"{\"x\":1}"[..]));
+        let (got, _) = read_frame::<ToAgent>(&mut r).unwrap().unwrap();
+        assert_eq!(got, ToAgent::Shutdown);
+        assert!(read_frame::<ToAgent>(&mut r).unwrap().is_none());
+    }
+
+    #[test]
+    fn oversized_and_truncated_frames_are_errors() {
+        let mut prefix = [0u8; PREFIX_BYTES];
+        prefix[..4].copy_from_slice(&(MAX_HEADER_BYTES + 1).to_be_bytes());
+        assert!(matches!(
+            parse_prefix(prefix),
+            Err(FrameError::TooLarge { .. })
+        ));
+        let frame = encode(&ToAgent::Shutdown, b"abc").unwrap();
+        let mut cut = &frame[..frame.len() - 1];
+        assert!(read_frame::<ToAgent>(&mut cut).is_err());
+        let mut partial_prefix = &frame[..3];
+        assert!(read_frame::<ToAgent>(&mut partial_prefix).is_err());
+    }
+}

@@ -1,0 +1,142 @@
+//! Sandboxes: where function code runs, isolated from the host and from each other.
+//!
+//! Owns: the [`SandboxBackend`] / [`Instance`] traits the worker programs against, the
+//! native backend ([`native`]: Linux namespaces + cgroups, no daemon), and the cgroup
+//! code that sets limits and reads per-invocation usage ([`cgroup`], v1 and v2).
+//!
+//! Never: decides which instance serves which call (the worker's pool does), talks
+//! HTTP, or bind-mounts a host path other than the runtimes' read-only directories.
+//!
+//! Talk with the agent inside a sandbox goes over its stdio as `hearth_core::protocol`
+//! frames; [`agent_stream`] has the async reading and writing of those frames.
+
+pub mod agent_stream;
+pub mod cgroup;
+pub mod native;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use hearth_core::protocol::{InvokeOutcome, InvokeSpec};
+use hearth_core::Runtime;
+use std::collections::BTreeMap;
+
+/// What the worker asks a backend to start.
+#[derive(Debug, Clone)]
+pub struct InstanceSpec {
+    /// Unique id (also the cgroup's name).
+    pub instance_id: String,
+    /// Function name.
+    pub function_name: String,
+    /// Function version.
+    pub version: u64,
+    /// Runtime of the code.
+    pub runtime: Runtime,
+    /// Memory limit of the whole instance, MB.
+    pub memory_mb: u64,
+    /// User environment variables (already validated: no reserved names).
+    pub env: BTreeMap<String, String>,
+    /// The function's code as an uncompressed tar (entries relative to the code root).
+    pub code_tar: Bytes,
+}
+
+/// Resource usage of one invocation, read from the instance's cgroup.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Usage {
+    /// Peak memory of the cgroup during the invocation (reset before it), bytes.
+    pub peak_bytes: u64,
+    /// User CPU time consumed by the cgroup during the invocation, ns.
+    pub cpu_user_ns: u64,
+    /// System CPU time consumed by the cgroup during the invocation, ns.
+    pub cpu_system_ns: u64,
+    /// Block bytes read during the invocation.
+    pub io_read_bytes: u64,
+    /// Block bytes written during the invocation.
+    pub io_write_bytes: u64,
+    /// Whether the kernel's OOM killer fired in the cgroup during the invocation.
+    pub oom_killed: bool,
+}
+
+/// The end of one invocation in an instance.
+#[derive(Debug, Clone)]
+pub struct InstanceRun {
+    /// What the agent reported.
+    pub outcome: InvokeOutcome,
+    /// The handler's return value as JSON text (empty when it returned none).
+    pub result: Vec<u8>,
+    /// What the invocation used.
+    pub usage: Usage,
+}
+
+/// A sandbox failure. Messages carry the instance id or path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The backend cannot be used on this host (no cgroup, no agent binary, …).
+    #[error("sandbox backend unavailable: {0}")]
+    Unavailable(String),
+    /// Creating the instance failed before the agent ran.
+    #[error("cannot start instance {instance}: {message}")]
+    Spawn {
+        /// Instance id.
+        instance: String,
+        /// What failed.
+        message: String,
+    },
+    /// The agent refused the code (e.g. `main.py` fails to import).
+    #[error("{message}")]
+    InitFailed {
+        /// The runtime's own message.
+        message: String,
+    },
+    /// The agent died, closed its stream or broke the protocol.
+    #[error("instance {instance} lost: {message}")]
+    Lost {
+        /// Instance id.
+        instance: String,
+        /// What happened.
+        message: String,
+    },
+    /// The agent did not answer within the invocation's timeout plus a grace period.
+    #[error("instance {instance} did not answer within {waited_ms} ms")]
+    Unresponsive {
+        /// Instance id.
+        instance: String,
+        /// How long the worker waited.
+        waited_ms: u64,
+    },
+    /// A cgroup file could not be read or written.
+    #[error("cgroup {path}: {source}")]
+    Cgroup {
+        /// The file or directory.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// A way of making sandboxes.
+#[async_trait]
+pub trait SandboxBackend: Send + Sync {
+    /// Short name for logs and status (`native`, `docker`).
+    fn name(&self) -> &'static str;
+
+    /// Starts an instance, loads the code, and returns once the agent is ready to
+    /// invoke (the cold start). An `InitFailed` error means the user's code is at fault.
+    async fn create(&self, spec: InstanceSpec) -> Result<Box<dyn Instance>, SandboxError>;
+}
+
+/// One warm sandbox serving one function version, one invocation at a time.
+#[async_trait]
+pub trait Instance: Send + Sync {
+    /// The instance id.
+    fn id(&self) -> &str;
+
+    /// Runs one invocation: resets the cgroup's peak, sends the event, waits for the
+    /// agent's result (at most `spec.timeout_ms` plus a grace period), reads usage.
+    /// After an error the instance must be destroyed.
+    async fn invoke(&mut self, spec: InvokeSpec, event: Bytes)
+        -> Result<InstanceRun, SandboxError>;
+
+    /// Kills everything in the instance and removes its cgroup. Never fails: problems
+    /// are logged.
+    async fn destroy(self: Box<Self>);
+}

@@ -1,0 +1,347 @@
+//! The worker: runs invocations in warm sandboxes.
+//!
+//! Owns: one warm [`pool`] per function version (instances serve one invocation at a
+//! time; more are started up to the function's maximum; callers past that wait in a
+//! bounded queue, then get [`WorkerError::Overloaded`]), cold starts (code fetched from
+//! the object store, checked, handed to the sandbox as a tar), idle keep-alive, and
+//! turning a sandbox's report into the API's [`Invocation`] ([`outcome`]).
+//!
+//! Never: speaks HTTP, touches the metadata store, or knows which sandbox backend it
+//! drives (it holds a `dyn SandboxBackend`).
+
+pub mod outcome;
+pub mod pool;
+
+use bytes::Bytes;
+use hearth_core::protocol::InvokeSpec;
+use hearth_core::{FunctionSpec, Invocation};
+use hearth_sandbox::{InstanceSpec, SandboxBackend, SandboxError};
+use hearth_store::{inspect_zip, CodeStore, PackageLimits};
+use pool::{Checkout, Pool, PoolStatus};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Settings of a worker.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Shown in invocations and status.
+    pub id: String,
+    /// How long an idle instance stays warm.
+    pub idle_timeout: Duration,
+    /// Callers that may wait for an instance of one function before 429.
+    pub queue_limit: usize,
+    /// Longest a caller waits for an instance before 429.
+    pub queue_timeout: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            id: "w-1".into(),
+            idle_timeout: Duration::from_secs(600),
+            queue_limit: 100,
+            queue_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The function version an invocation targets.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Function name.
+    pub name: String,
+    /// Version to run.
+    pub version: u64,
+    /// Its settings.
+    pub spec: FunctionSpec,
+    /// Hash of its code zip in the object store.
+    pub code_sha256: String,
+}
+
+/// One invocation to run.
+#[derive(Debug, Clone)]
+pub struct InvokeRequest {
+    /// Invocation id (ULID).
+    pub id: String,
+    /// The event, JSON text already checked by the caller.
+    pub event: Bytes,
+    /// When the platform accepted the request (for `duration_ms`).
+    pub received: Instant,
+    /// The same moment as wall-clock time, RFC 3339.
+    pub started_at: String,
+}
+
+/// Why the worker could not run an invocation (a function's own failure is not one:
+/// it is an [`Invocation`] with a failed status).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// Every instance is busy and the queue is full or the wait ran out.
+    #[error("function {function} is at its limit of {max_instances} concurrent instances and {queued} queued calls: retry later or raise max_instances")]
+    Overloaded {
+        /// Function name.
+        function: String,
+        /// Its instance maximum.
+        max_instances: u32,
+        /// Callers waiting when this one gave up.
+        queued: usize,
+    },
+    /// The function's code could not be fetched or unpacked.
+    #[error("code of {function} v{version}: {message}")]
+    Code {
+        /// Function name.
+        function: String,
+        /// Version.
+        version: u64,
+        /// What failed.
+        message: String,
+    },
+    /// The sandbox failed for a platform reason.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    /// The worker is shutting down.
+    #[error("worker is shutting down")]
+    ShuttingDown,
+}
+
+/// What a worker reports in `/v1/status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WorkerStatus {
+    /// Worker id.
+    pub id: String,
+    /// Sandbox backend in use.
+    pub backend: String,
+    /// Invocations running now.
+    pub active_invocations: usize,
+    /// Warm pools, one per function version.
+    pub pools: Vec<PoolStatus>,
+}
+
+/// Runs invocations; cheap to share behind an `Arc`.
+pub struct Worker {
+    config: WorkerConfig,
+    backend: Arc<dyn SandboxBackend>,
+    code: CodeStore,
+    pools: Mutex<HashMap<String, Arc<Pool>>>,
+    code_tars: Mutex<HashMap<String, Bytes>>,
+    shutting_down: std::sync::atomic::AtomicBool,
+}
+
+impl Worker {
+    /// Makes a worker and starts its idle reaper.
+    pub fn start(
+        config: WorkerConfig,
+        backend: Arc<dyn SandboxBackend>,
+        code: CodeStore,
+    ) -> Arc<Worker> {
+        let worker = Arc::new(Worker {
+            config,
+            backend,
+            code,
+            pools: Mutex::new(HashMap::new()),
+            code_tars: Mutex::new(HashMap::new()),
+            shutting_down: Default::default(),
+        });
+        let weak = Arc::downgrade(&worker);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                let Some(worker) = weak.upgrade() else { break };
+                worker.reap_idle().await;
+            }
+        });
+        worker
+    }
+
+    /// The worker's id.
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+
+    /// Runs one invocation to its end.
+    pub async fn invoke(
+        &self,
+        target: &Target,
+        request: InvokeRequest,
+    ) -> Result<Invocation, WorkerError> {
+        if self.shutting_down.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(WorkerError::ShuttingDown);
+        }
+        let pool = self.pool_for(target);
+        let checkout = pool
+            .checkout(self.config.queue_limit, self.config.queue_timeout)
+            .await?;
+        let (mut instance, permit, cold_start) = match checkout {
+            Checkout::Warm(instance, permit) => (instance, permit, false),
+            Checkout::Cold(permit) => match self.cold_start(target).await {
+                Ok(instance) => (instance, permit, true),
+                Err(WorkerError::Sandbox(SandboxError::InitFailed { message })) => {
+                    return Ok(outcome::init_failure(
+                        target,
+                        &request,
+                        &self.config.id,
+                        message,
+                    ));
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        let spec = InvokeSpec {
+            request_id: request.id.clone(),
+            timeout_ms: target.spec.timeout_ms,
+        };
+        let run = instance.invoke(spec, request.event.clone()).await;
+        let invocation = match run {
+            Ok(run) => {
+                let healthy = run.outcome.healthy && !run.usage.oom_killed;
+                let invocation =
+                    outcome::from_run(target, &request, &self.config.id, cold_start, run);
+                pool.checkin(instance, permit, healthy);
+                invocation
+            }
+            Err(error) => {
+                tracing::warn!(function = %target.name, %error, "instance failed; destroying it");
+                pool.checkin(instance, permit, false);
+                outcome::platform_failure(target, &request, &self.config.id, cold_start, &error)
+            }
+        };
+        metrics::counter!("hearth_invocations_total", "status" => invocation.status.as_str())
+            .increment(1);
+        metrics::histogram!("hearth_invocation_duration_ms").record(invocation.duration_ms);
+        if cold_start {
+            metrics::counter!("hearth_cold_starts_total").increment(1);
+        }
+        Ok(invocation)
+    }
+
+    /// Destroys the warm instances of `name`, except those of `keep_version`.
+    pub async fn retire(&self, name: &str, keep_version: Option<u64>) {
+        let retired: Vec<Arc<Pool>> = {
+            let mut pools = self.lock_pools();
+            let keys: Vec<String> = pools
+                .iter()
+                .filter(|(_, p)| p.function() == name && Some(p.version()) != keep_version)
+                .map(|(k, _)| k.clone())
+                .collect();
+            keys.iter().filter_map(|k| pools.remove(k)).collect()
+        };
+        for pool in retired {
+            pool.retire().await;
+        }
+    }
+
+    /// Pools and activity for `/v1/status`.
+    pub fn status(&self) -> WorkerStatus {
+        let pools: Vec<PoolStatus> = {
+            let mut list: Vec<PoolStatus> = self.lock_pools().values().map(|p| p.status()).collect();
+            list.sort_by(|a, b| (&a.function, a.version).cmp(&(&b.function, b.version)));
+            list
+        };
+        WorkerStatus {
+            id: self.config.id.clone(),
+            backend: self.backend.name().to_string(),
+            active_invocations: pools.iter().map(|p| p.busy).sum(),
+            pools,
+        }
+    }
+
+    /// Stops taking invocations and destroys every instance.
+    pub async fn shutdown(&self) {
+        self.shutting_down
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let pools: Vec<Arc<Pool>> = self.lock_pools().drain().map(|(_, p)| p).collect();
+        for pool in pools {
+            pool.retire().await;
+        }
+    }
+
+    fn lock_pools(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Pool>>> {
+        // A panic while holding this lock leaves plain data behind; keep serving.
+        self.pools.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn pool_for(&self, target: &Target) -> Arc<Pool> {
+        let key = format!("{}@{}", target.name, target.version);
+        let mut pools = self.lock_pools();
+        pools
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(Pool::new(
+                    target.name.clone(),
+                    target.version,
+                    target.spec.runtime,
+                    target.spec.max_instances,
+                ))
+            })
+            .clone()
+    }
+
+    async fn cold_start(
+        &self,
+        target: &Target,
+    ) -> Result<Box<dyn hearth_sandbox::Instance>, WorkerError> {
+        let code_tar = self.code_tar(target).await?;
+        let spec = InstanceSpec {
+            instance_id: format!(
+                "{}-{}-{}",
+                target.name,
+                target.version,
+                ulid::Ulid::new().to_string().to_lowercase()
+            ),
+            function_name: target.name.clone(),
+            version: target.version,
+            runtime: target.spec.runtime,
+            memory_mb: target.spec.memory_mb,
+            env: target.spec.env.clone(),
+            code_tar,
+        };
+        let started = Instant::now();
+        let instance = self.backend.create(spec).await?;
+        metrics::histogram!("hearth_cold_start_ms").record(started.elapsed().as_secs_f64() * 1e3);
+        Ok(instance)
+    }
+
+    /// The code of a version as a tar, fetched and checked once per code hash.
+    async fn code_tar(&self, target: &Target) -> Result<Bytes, WorkerError> {
+        let cached = self
+            .code_tars
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&target.code_sha256)
+            .cloned();
+        if let Some(tar) = cached {
+            return Ok(tar);
+        }
+        let code_error = |message: String| WorkerError::Code {
+            function: target.name.clone(),
+            version: target.version,
+            message,
+        };
+        let zip = self
+            .code
+            .get_code(&target.code_sha256)
+            .await
+            .map_err(|e| code_error(e.to_string()))?;
+        let runtime = target.spec.runtime;
+        let package = tokio::task::spawn_blocking(move || {
+            inspect_zip(&zip, runtime, &PackageLimits::default())
+        })
+        .await
+        .map_err(|e| code_error(format!("unpacking task failed: {e}")))?
+        .map_err(|e| code_error(e.to_string()))?;
+        let tar = Bytes::from(package.tar);
+        self.code_tars
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(target.code_sha256.clone(), tar.clone());
+        Ok(tar)
+    }
+
+    async fn reap_idle(&self) {
+        let pools: Vec<Arc<Pool>> = self.lock_pools().values().cloned().collect();
+        for pool in pools {
+            pool.evict_idle(self.config.idle_timeout).await;
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The warm pool of one function version.
+//!
+//! Instances serve one invocation at a time. A semaphore with one permit per allowed
+//! instance bounds how many are busy; a caller holding a permit takes the most recently
+//! used idle instance (so the rest can age out) or makes a new one (a cold start).
+
+use crate::WorkerError;
+use hearth_core::Runtime;
+use hearth_sandbox::Instance;
+use serde::Serialize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// A pool's numbers for `/v1/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolStatus {
+    /// Function name.
+    pub function: String,
+    /// Function version.
+    pub version: u64,
+    /// Runtime.
+    pub runtime: Runtime,
+    /// Warm instances waiting for work.
+    pub idle: usize,
+    /// Instances running an invocation.
+    pub busy: usize,
+    /// Callers waiting for an instance.
+    pub queued: usize,
+    /// Most instances allowed.
+    pub max_instances: u32,
+}
+
+/// The right to run one invocation in this pool; frees its slot when dropped.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    busy: Arc<AtomicUsize>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.busy.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What a caller gets from [`Pool::checkout`].
+pub enum Checkout {
+    /// A warm instance to run on.
+    Warm(Box<dyn Instance>, Slot),
+    /// A free slot but no idle instance: the caller starts one.
+    Cold(Slot),
+}
+
+struct Idle {
+    instance: Box<dyn Instance>,
+    since: Instant,
+}
+
+struct IdleList {
+    instances: Vec<Idle>,
+    retired: bool,
+}
+
+/// Warm instances of one function version.
+pub struct Pool {
+    function: String,
+    version: u64,
+    runtime: Runtime,
+    max_instances: u32,
+    slots: Arc<Semaphore>,
+    idle: Mutex<IdleList>,
+    waiting: AtomicUsize,
+    busy: Arc<AtomicUsize>,
+}
+
+impl Pool {
+    /// An empty pool allowing `max_instances` at once.
+    pub fn new(function: String, version: u64, runtime: Runtime, max_instances: u32) -> Pool {
+        Pool {
+            function,
+            version,
+            runtime,
+            max_instances,
+            slots: Arc::new(Semaphore::new(max_instances as usize)),
+            idle: Mutex::new(IdleList {
+                instances: Vec::new(),
+                retired: false,
+            }),
+            waiting: AtomicUsize::new(0),
+            busy: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// The function this pool serves.
+    pub fn function(&self) -> &str {
+        &self.function
+    }
+
+    /// The version this pool serves.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Waits for a free slot (bounded queue and wait), then hands out an idle instance
+    /// when there is one.
+    pub async fn checkout(
+        &self,
+        queue_limit: usize,
+        queue_timeout: Duration,
+    ) -> Result<Checkout, WorkerError> {
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let overloaded = |queued| WorkerError::Overloaded {
+                    function: self.function.clone(),
+                    max_instances: self.max_instances,
+                    queued,
+                };
+                let queued = self.waiting.fetch_add(1, Ordering::Relaxed);
+                let _leave_queue = DecrementOnDrop(&self.waiting);
+                if queued >= queue_limit {
+                    return Err(overloaded(queued));
+                }
+                match tokio::time::timeout(queue_timeout, self.slots.clone().acquire_owned()).await
+                {
+                    Ok(Ok(permit)) => permit,
+                    // The semaphore is closed only when the pool is retired.
+                    Ok(Err(_)) => return Err(WorkerError::ShuttingDown),
+                    Err(_) => return Err(overloaded(queued)),
+                }
+            }
+        };
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        let slot = Slot {
+            _permit: permit,
+            busy: self.busy.clone(),
+        };
+        let idle = self.lock_idle().instances.pop();
+        Ok(match idle {
+            Some(idle) => Checkout::Warm(idle.instance, slot),
+            None => Checkout::Cold(slot),
+        })
+    }
+
+    /// Returns an instance after an invocation: back to the idle list when it is
+    /// healthy and the pool still serves, destroyed otherwise.
+    pub fn checkin(&self, instance: Box<dyn Instance>, slot: Slot, healthy: bool) {
+        let mut idle = self.lock_idle();
+        if healthy && !idle.retired {
+            idle.instances.push(Idle {
+                instance,
+                since: Instant::now(),
+            });
+        } else {
+            tokio::spawn(instance.destroy());
+        }
+        drop(idle);
+        drop(slot);
+    }
+
+    /// Destroys instances idle for longer than `max_idle`.
+    pub async fn evict_idle(&self, max_idle: Duration) {
+        let expired: Vec<Idle> = {
+            let mut idle = self.lock_idle();
+            let (old, fresh): (Vec<Idle>, Vec<Idle>) = idle
+                .instances
+                .drain(..)
+                .partition(|i| i.since.elapsed() >= max_idle);
+            idle.instances = fresh;
+            old
+        };
+        for idle in expired {
+            tracing::info!(function = %self.function, version = self.version, instance = idle.instance.id(), "idle instance expired");
+            idle.instance.destroy().await;
+        }
+    }
+
+    /// Stops serving: idle instances are destroyed now, busy ones when they return,
+    /// and waiting callers are turned away.
+    pub async fn retire(&self) {
+        self.slots.close();
+        let instances = {
+            let mut idle = self.lock_idle();
+            idle.retired = true;
+            std::mem::take(&mut idle.instances)
+        };
+        for idle in instances {
+            idle.instance.destroy().await;
+        }
+    }
+
+    /// Numbers for `/v1/status`.
+    pub fn status(&self) -> PoolStatus {
+        PoolStatus {
+            function: self.function.clone(),
+            version: self.version,
+            runtime: self.runtime,
+            idle: self.lock_idle().instances.len(),
+            busy: self.busy.load(Ordering::Relaxed),
+            queued: self.waiting.load(Ordering::Relaxed),
+            max_instances: self.max_instances,
+        }
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, IdleList> {
+        // The list stays consistent even if a holder panicked: keep serving.
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+struct DecrementOnDrop<'a>(&'a AtomicUsize);
+
+impl Drop for DecrementOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
