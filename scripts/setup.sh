@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what hearth needs on a fresh Debian machine (only what is missing), then
+# builds the static agent and the hearth binary. Idempotent; safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+[ -x /usr/bin/python3 ] || need+=(python3)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]} from Debian packages"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+fi
+
+if [ "$(id -u)" != 0 ]; then
+  echo "setup: warning: the native sandbox needs root (namespaces, cgroups); run hearth as root" >&2
+fi
+
+scripts/build.sh "${1:-release}"

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it: formatting, lints, then unit,
+# integration and end-to-end tests against real `hearth up` processes (real
+# namespaces and cgroups: run as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+started=$(date +%s)
+
+scripts/setup.sh debug
+
+echo "test: cargo fmt --check"
+cargo fmt --all -- --check
+echo "test: cargo clippy"
+cargo clippy --quiet --workspace --all-targets -- -D warnings
+
+export HEARTH_AGENT="$PWD/target/agent/x86_64-unknown-linux-gnu/release/hearth-agent"
+echo "test: cargo test (unit, integration, end-to-end)"
+cargo test --workspace -- --test-threads "${HEARTH_TEST_THREADS:-2}"
+
+echo "test: all passed in $(( $(date +%s) - started )) s"
