@@ -1,0 +1,101 @@
+//! Storage of hearth: function metadata, invocation history, code packages, and the
+//! checks a code package must pass before it is stored.
+//!
+//! Owns: the [`MetadataStore`] interface and its embedded SQLite implementation
+//! ([`metadata`]); content-addressed code packages over any `object_store::ObjectStore`
+//! ([`objects`]); validation of uploaded zips and their re-packing as a tar
+//! ([`package`]).
+//!
+//! Never: talks HTTP, runs user code, or decides API policy (names, auth, limits other
+//! than a package's). The controller and the worker call in; this crate calls out only
+//! to the disk, the database and the object store.
+//!
+//! Layout: `metadata.rs` (trait + `SqliteMetadataStore`), `objects.rs` (`CodeStore`),
+//! `package.rs` (`inspect_zip`), this file (`StoreError`).
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod metadata;
+pub mod objects;
+pub mod package;
+
+pub use metadata::{
+    FunctionRecord, FunctionStats, InvocationFilter, MetadataStore, SqliteMetadataStore,
+};
+pub use objects::CodeStore;
+pub use package::{inspect_zip, CodePackage, PackageError, PackageLimits};
+
+use std::path::PathBuf;
+
+/// A failure of the metadata or object store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed an operation.
+    #[error("metadata database {}: {op} failed: {source}", path.display())]
+    Database {
+        /// The database (a file path, `:memory:`, or a connection string without secrets).
+        path: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// The backend's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The database was written by a newer hearth.
+    #[error("metadata database {} has schema version {found}, newer than this hearth supports ({supported}): upgrade hearth", path.display())]
+    SchemaTooNew {
+        /// The database.
+        path: PathBuf,
+        /// Its schema version.
+        found: u32,
+        /// The newest this build knows.
+        supported: u32,
+    },
+    /// A blocking database task did not finish (it panicked or was cancelled).
+    #[error("metadata database {}: {op} did not finish: {reason}", path.display())]
+    Task {
+        /// The database.
+        path: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A caller passed a value the store cannot take (a bad time, hash, size).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// Stored data that does not decode or does not match its hash.
+    #[error("{what} is corrupt: {reason}")]
+    Corrupt {
+        /// The record or object.
+        what: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No code package under this key.
+    #[error("code package {key} not found in the object store")]
+    CodeNotFound {
+        /// The object key.
+        key: String,
+    },
+    /// The object store failed.
+    #[error("object store: {op} {key} failed: {source}")]
+    ObjectStore {
+        /// The object key (or the store's root when opening it).
+        key: String,
+        /// What was being done.
+        op: &'static str,
+        /// The object store's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A local file or directory could not be used.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}

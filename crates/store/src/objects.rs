@@ -1,0 +1,257 @@
+//! Code packages in an object store, addressed by content.
+//!
+//! [`CodeStore`] sits on any `object_store::ObjectStore`: a local directory in the
+//! embedded setup, an S3-compatible bucket in a cluster (just another `ObjectStore`).
+//! A package lives at `code/{sha256}.zip`, so equal uploads share one object and an
+//! object never changes once written.
+
+use crate::StoreError;
+use bytes::Bytes;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, PutPayload};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Code packages, keyed by the hex SHA-256 of their zip.
+#[derive(Debug, Clone)]
+pub struct CodeStore {
+    store: Arc<dyn ObjectStore>,
+    /// Set for [`CodeStore::local`]: the directory, to make writes durable with fsync.
+    local_root: Option<PathBuf>,
+}
+
+/// The object-store key of a code package.
+pub fn code_key(sha256: &str) -> String {
+    format!("code/{sha256}.zip")
+}
+
+fn check_sha256(sha256: &str) -> Result<(), StoreError> {
+    let valid = sha256.len() == 64
+        && sha256
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidArgument(format!(
+            "{sha256:?} is not a code sha256: expected 64 lowercase hex digits"
+        )))
+    }
+}
+
+impl CodeStore {
+    /// Code kept in any object store (an S3 bucket, memory in tests, …).
+    pub fn new(store: Arc<dyn ObjectStore>) -> Self {
+        CodeStore {
+            store,
+            local_root: None,
+        }
+    }
+
+    /// Code kept under a local directory, created if missing.
+    ///
+    /// `LocalFileSystem` writes each object to a staging file beside it (`<key>#<n>`)
+    /// and renames it into place (object_store 0.12 `local.rs`, `put_opts`; its docs
+    /// reserve `#<n>` names "to provide atomic writes"), so a crash mid-write never
+    /// leaves a half-written object at the key, at worst a stray staging file that
+    /// listings ignore. It does not fsync, so after each put this store fsyncs the file
+    /// and its directory itself: a package is on disk before its version is recorded.
+    pub fn local(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let fs = LocalFileSystem::new_with_prefix(dir).map_err(|e| StoreError::ObjectStore {
+            key: dir.display().to_string(),
+            op: "open",
+            source: Box::new(e),
+        })?;
+        let root = std::fs::canonicalize(dir).map_err(|source| StoreError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        Ok(CodeStore {
+            store: Arc::new(fs),
+            local_root: Some(root),
+        })
+    }
+
+    /// The underlying object store, for other kinds of objects (outputs, logs).
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// Stores a package under `code/{sha256}.zip`, unless an object of the same size is
+    /// already there. Refuses bytes whose hash is not `sha256`.
+    pub async fn put_code(&self, sha256: &str, zip: Bytes) -> Result<(), StoreError> {
+        check_sha256(sha256)?;
+        let key = code_key(sha256);
+        let actual = hex::encode(Sha256::digest(&zip));
+        if actual != sha256 {
+            return Err(StoreError::InvalidArgument(format!(
+                "code for {key} hashes to {actual}: the sha256 does not match the bytes"
+            )));
+        }
+        let location = ObjectPath::from(key.as_str());
+        match self.store.head(&location).await {
+            // A different size means an earlier write was cut short: write it again.
+            Ok(meta) if meta.size == zip.len() as u64 => return Ok(()),
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(object_error(&key, "head", e)),
+        }
+        self.store
+            .put(&location, PutPayload::from(zip))
+            .await
+            .map_err(|e| object_error(&key, "put", e))?;
+        if let Some(root) = &self.local_root {
+            let file = root.join("code").join(format!("{sha256}.zip"));
+            tokio::task::spawn_blocking(move || sync_file_and_dir(&file))
+                .await
+                .map_err(|e| StoreError::Io {
+                    path: root.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })??;
+        }
+        Ok(())
+    }
+
+    /// The zip of a package. Its hash is checked, so a damaged object is an error,
+    /// never wrong code.
+    pub async fn get_code(&self, sha256: &str) -> Result<Bytes, StoreError> {
+        check_sha256(sha256)?;
+        let key = code_key(sha256);
+        let location = ObjectPath::from(key.as_str());
+        let bytes = match self.store.get(&location).await {
+            Ok(result) => result
+                .bytes()
+                .await
+                .map_err(|e| object_error(&key, "get", e))?,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(StoreError::CodeNotFound { key })
+            }
+            Err(e) => return Err(object_error(&key, "get", e)),
+        };
+        let actual = hex::encode(Sha256::digest(&bytes));
+        if actual != sha256 {
+            return Err(StoreError::Corrupt {
+                what: key,
+                reason: format!("its content hashes to {actual}"),
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Deletes a package; deleting one that is absent is not an error. Check
+    /// `MetadataStore::code_in_use` first: packages are shared by hash.
+    pub async fn delete_code(&self, sha256: &str) -> Result<(), StoreError> {
+        check_sha256(sha256)?;
+        let key = code_key(sha256);
+        match self.store.delete(&ObjectPath::from(key.as_str())).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(object_error(&key, "delete", e)),
+        }
+    }
+}
+
+fn object_error(key: &str, op: &'static str, e: object_store::Error) -> StoreError {
+    StoreError::ObjectStore {
+        key: key.to_string(),
+        op,
+        source: Box::new(e),
+    }
+}
+
+fn sync_file_and_dir(file: &Path) -> Result<(), StoreError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StoreError::Io { path, source }
+    };
+    std::fs::File::open(file)
+        .and_then(|f| f.sync_all())
+        .map_err(io(file))?;
+    if let Some(dir) = file.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha(bytes: &[u8]) -> String {
+        hex::encode(Sha256::digest(bytes))
+    }
+
+    #[tokio::test]
+    async fn put_get_delete_in_a_local_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("objects");
+        let store = CodeStore::local(&root).unwrap();
+        let zip = Bytes::from_static(b"PK pretend zip");
+        let hash = sha(&zip);
+
+        assert!(matches!(
+            store.get_code(&hash).await,
+            Err(StoreError::CodeNotFound { .. })
+        ));
+        store.put_code(&hash, zip.clone()).await.unwrap();
+        assert!(root.join("code").join(format!("{hash}.zip")).is_file());
+        assert_eq!(store.get_code(&hash).await.unwrap(), zip);
+        // A second put of the same package is a no-op.
+        store.put_code(&hash, zip.clone()).await.unwrap();
+
+        store.delete_code(&hash).await.unwrap();
+        store.delete_code(&hash).await.unwrap();
+        assert!(matches!(
+            store.get_code(&hash).await,
+            Err(StoreError::CodeNotFound { .. })
+        ));
+        // Nothing left behind but the (empty) code directory.
+        let leftovers: Vec<_> = std::fs::read_dir(root.join("code")).unwrap().collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[tokio::test]
+    async fn bad_hashes_and_damaged_objects_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CodeStore::local(dir.path()).unwrap();
+        let zip = Bytes::from_static(b"zip");
+        let hash = sha(&zip);
+        assert!(matches!(
+            store.put_code(&sha(b"other"), zip.clone()).await,
+            Err(StoreError::InvalidArgument(_))
+        ));
+        for bad in ["../../etc/passwd", "ABC", &hash.to_uppercase()] {
+            assert!(matches!(
+                store.get_code(bad).await,
+                Err(StoreError::InvalidArgument(_))
+            ));
+        }
+
+        store.put_code(&hash, zip.clone()).await.unwrap();
+        let file = dir.path().join("code").join(format!("{hash}.zip"));
+        std::fs::write(&file, b"zap").unwrap();
+        assert!(matches!(
+            store.get_code(&hash).await,
+            Err(StoreError::Corrupt { .. })
+        ));
+        // A truncated object (size differs) is rewritten by the next put.
+        std::fs::write(&file, b"z").unwrap();
+        store.put_code(&hash, zip.clone()).await.unwrap();
+        assert_eq!(store.get_code(&hash).await.unwrap(), zip);
+    }
+
+    #[tokio::test]
+    async fn any_object_store_will_do() {
+        let store = CodeStore::new(Arc::new(object_store::memory::InMemory::new()));
+        let zip = Bytes::from_static(b"in memory");
+        let hash = sha(&zip);
+        store.put_code(&hash, zip.clone()).await.unwrap();
+        assert_eq!(store.get_code(&hash).await.unwrap(), zip);
+    }
+}
