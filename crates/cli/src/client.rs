@@ -28,7 +28,13 @@ pub struct ApiFailure {
 
 impl std::fmt::Display for ApiFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}, HTTP {})", self.message, self.code, self.status.as_u16())
+        write!(
+            f,
+            "{} ({}, HTTP {})",
+            self.message,
+            self.code,
+            self.status.as_u16()
+        )
     }
 }
 
@@ -68,10 +74,12 @@ impl Client {
 
     /// Sends a request and returns the JSON body of a 2xx answer (Null for 204).
     pub async fn send(&self, request: RequestBuilder) -> anyhow::Result<Value> {
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach hearth at {}: is `hearth up` running?", self.base))?;
+        let response = request.send().await.with_context(|| {
+            format!(
+                "cannot reach hearth at {}: is `hearth up` running?",
+                self.base
+            )
+        })?;
         let status = response.status();
         let body = response.bytes().await.context("reading the answer")?;
         if status.is_success() {

@@ -19,7 +19,10 @@ pub struct Output {
 impl Output {
     fn print(&self, value: &Value, human: impl FnOnce(&Value) -> String) {
         if self.json {
-            println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(value).unwrap_or_default()
+            );
         } else {
             let text = human(value);
             if !text.is_empty() {
@@ -115,7 +118,11 @@ pub async fn deploy_function(client: &Client, args: &DeployArgs) -> anyhow::Resu
         )
         .text("config", Value::Object(config).to_string());
     let progress = indicatif::ProgressBar::new_spinner();
-    progress.set_message(format!("uploading {} ({})", args.name, human_bytes(size as u64)));
+    progress.set_message(format!(
+        "uploading {} ({})",
+        args.name,
+        human_bytes(size as u64)
+    ));
     progress.enable_steady_tick(std::time::Duration::from_millis(100));
     let answer = client
         .send(
@@ -128,7 +135,11 @@ pub async fn deploy_function(client: &Client, args: &DeployArgs) -> anyhow::Resu
     answer
 }
 
-pub async fn deploy(client: &Client, output: &Output, args: DeployArgs) -> anyhow::Result<ExitCode> {
+pub async fn deploy(
+    client: &Client,
+    output: &Output,
+    args: DeployArgs,
+) -> anyhow::Result<ExitCode> {
     let function = deploy_function(client, &args).await?;
     output.print(&function, |f| {
         format!(
@@ -162,18 +173,28 @@ pub fn describe_invocation(inv: &Value) -> String {
         "{} in {:.2} ms ({}, handler {:.2} ms, peak {})",
         inv["status"].as_str().unwrap_or("?"),
         inv["duration_ms"].as_f64().unwrap_or(0.0),
-        if inv["cold_start"].as_bool() == Some(true) { "cold" } else { "warm" },
+        if inv["cold_start"].as_bool() == Some(true) {
+            "cold"
+        } else {
+            "warm"
+        },
         inv["handler_duration_ms"].as_f64().unwrap_or(0.0),
         human_bytes(inv["memory"]["peak_bytes"].as_u64().unwrap_or(0)),
     )
 }
 
-pub async fn invoke(client: &Client, output: &Output, args: InvokeArgs) -> anyhow::Result<ExitCode> {
+pub async fn invoke(
+    client: &Client,
+    output: &Output,
+    args: InvokeArgs,
+) -> anyhow::Result<ExitCode> {
     let event = match args.event.as_deref() {
         None => "{}".to_string(),
         Some("-") => {
             let mut s = String::new();
-            std::io::stdin().read_to_string(&mut s).context("reading the event from stdin")?;
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading the event from stdin")?;
             s
         }
         Some(text) => text.to_string(),
@@ -201,7 +222,11 @@ pub async fn invoke(client: &Client, output: &Output, args: InvokeArgs) -> anyho
             text.push_str(&serde_json::to_string_pretty(&inv["result"]).unwrap_or_default());
             text.push('\n');
         }
-        text.push_str(&format!("# {} · id {}", describe_invocation(inv), inv["id"].as_str().unwrap_or("?")));
+        text.push_str(&format!(
+            "# {} · id {}",
+            describe_invocation(inv),
+            inv["id"].as_str().unwrap_or("?")
+        ));
         text
     });
     Ok(if inv["status"] == "success" {
@@ -212,13 +237,18 @@ pub async fn invoke(client: &Client, output: &Output, args: InvokeArgs) -> anyho
 }
 
 pub async fn list(client: &Client, output: &Output) -> anyhow::Result<ExitCode> {
-    let answer = client.send(client.request(Method::GET, "/v1/functions")).await?;
+    let answer = client
+        .send(client.request(Method::GET, "/v1/functions"))
+        .await?;
     output.print(&answer, |a| {
         let functions = a["functions"].as_array().cloned().unwrap_or_default();
         if functions.is_empty() {
             return "no functions yet: hearth deploy DIR --name NAME --runtime python".into();
         }
-        let mut text = format!("{:<32} {:>7} {:<8} {:>7} {:>9}  UPDATED\n", "NAME", "VERSION", "RUNTIME", "MEMORY", "TIMEOUT");
+        let mut text = format!(
+            "{:<32} {:>7} {:<8} {:>7} {:>9}  UPDATED\n",
+            "NAME", "VERSION", "RUNTIME", "MEMORY", "TIMEOUT"
+        );
         for f in functions {
             text.push_str(&format!(
                 "{:<32} {:>7} {:<8} {:>5}MB {:>7}ms  {}\n",
@@ -244,7 +274,9 @@ pub async fn remove(client: &Client, output: &Output, name: &str) -> anyhow::Res
 }
 
 pub async fn status(client: &Client, output: &Output) -> anyhow::Result<ExitCode> {
-    let answer = client.send(client.request(Method::GET, "/v1/status")).await?;
+    let answer = client
+        .send(client.request(Method::GET, "/v1/status"))
+        .await?;
     output.print(&answer, |s| {
         let mut text = format!(
             "{} · {} worker(s) · {} active · {} warm\n",

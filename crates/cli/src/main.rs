@@ -5,6 +5,7 @@
 //! API answers into readable lines (or `--json`). Never: implements platform logic
 //! itself; it composes the library crates and calls the HTTP API like any client.
 
+mod bench;
 mod client;
 mod commands;
 mod package;
@@ -14,20 +15,32 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Where the client commands look for hearth when `--url` is not given.
+const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+
 #[derive(Parser)]
-#[command(name = "hearth", version, about = "hearth: functions in warm, isolated sandboxes, a fresh process per call")]
+#[command(
+    name = "hearth",
+    version,
+    about = "hearth: functions in warm, isolated sandboxes, a fresh process per call"
+)]
 struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
-    /// URL of the hearth API.
-    #[arg(long, global = true, env = "HEARTH_URL", default_value = "http://127.0.0.1:8080")]
-    url: String,
+    /// URL of the hearth API [default: http://127.0.0.1:8080; `bench` starts its own].
+    #[arg(long, global = true, env = "HEARTH_URL")]
+    url: Option<String>,
     /// API key (default: read from the data dir's admin.key).
     #[arg(long, global = true, env = "HEARTH_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// Data directory of a local `hearth up` (for its admin key).
-    #[arg(long, global = true, env = "HEARTH_DATA_DIR", default_value = ".hearth")]
+    #[arg(
+        long,
+        global = true,
+        env = "HEARTH_DATA_DIR",
+        default_value = ".hearth"
+    )]
     data_dir: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -50,11 +63,16 @@ enum Command {
     },
     /// Show workers, warm pools and active invocations.
     Status,
+    /// Measure warm and cold latency, throughput and baselines (DESIGN.md §8).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("hearth: cannot start the async runtime: {e}");
@@ -75,10 +93,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         up::run(args, cli.data_dir).await?;
         return Ok(ExitCode::SUCCESS);
     }
-    let client = client::Client::new(&cli.url, cli.api_key, &cli.data_dir)?;
     let output = commands::Output { json: cli.json };
+    if let Command::Bench(args) = cli.command {
+        bench::run(args, cli.url, cli.api_key, &cli.data_dir, &output).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let url = cli.url.as_deref().unwrap_or(DEFAULT_URL);
+    let client = client::Client::new(url, cli.api_key, &cli.data_dir)?;
     match cli.command {
-        Command::Up(_) => unreachable!("handled above"),
+        Command::Up(_) | Command::Bench(_) => unreachable!("handled above"),
         Command::Deploy(args) => commands::deploy(&client, &output, args).await,
         Command::Invoke(args) => commands::invoke(&client, &output, args).await,
         Command::Ls => commands::list(&client, &output).await,

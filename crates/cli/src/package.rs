@@ -9,8 +9,8 @@ const SKIPPED_DIRS: &[&str] = &[".git", "__pycache__", ".hearth"];
 
 /// The zip bytes for `path`: a directory is zipped, a `.zip` file is taken as it is.
 pub fn zip_path(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     if meta.is_file() {
         return std::fs::read(path).with_context(|| format!("cannot read {}", path.display()));
     }
@@ -39,7 +39,10 @@ fn add_dir(
             if SKIPPED_DIRS.contains(&name.as_str()) {
                 continue;
             }
-            writer.add_directory(format!("{zip_name}/"), zip::write::SimpleFileOptions::default())?;
+            writer.add_directory(
+                format!("{zip_name}/"),
+                zip::write::SimpleFileOptions::default(),
+            )?;
             add_dir(writer, &entry.path(), &format!("{zip_name}/"))?;
         } else if kind.is_file() {
             use std::os::unix::fs::PermissionsExt;

@@ -10,6 +10,7 @@ use hearth_controller::AppState;
 use hearth_sandbox::native::{NativeBackend, NativeConfig};
 use hearth_store::{CodeStore, SqliteMetadataStore};
 use hearth_worker::{Worker, WorkerConfig};
+use sha2::Digest;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -44,14 +45,14 @@ pub struct UpArgs {
 pub async fn run(args: UpArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize()?;
+    let _lock = lock_data_dir(&data_dir)?;
     let fresh = !data_dir.join("hearth.db").exists();
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
@@ -61,8 +62,7 @@ pub async fn run(args: UpArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     let code = CodeStore::local(&data_dir.join("objects")).context("opening the object store")?;
     let api_key = load_or_create_key(&data_dir)?;
     let agent = find_agent(args.agent.as_deref())?;
-    let backend = NativeBackend::new(NativeConfig::new(agent, data_dir.join("sandbox")))
-        .context("starting the native sandbox")?;
+    let backend = native_backend(agent, &data_dir)?;
     let worker = Worker::start(
         WorkerConfig {
             idle_timeout: Duration::from_secs(args.idle_timeout),
@@ -77,7 +77,10 @@ pub async fn run(args: UpArgs, data_dir: PathBuf) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
     let url = format!("http://{}", listener.local_addr()?);
     println!("hearth listening on {url}");
-    println!("admin API key: {api_key}  (saved in {})", data_dir.join(KEY_FILE).display());
+    println!(
+        "admin API key: {api_key}  (saved in {})",
+        data_dir.join(KEY_FILE).display()
+    );
     println!("data dir: {}", data_dir.display());
     if fresh && !args.no_sample {
         let client = Client::new(&url, Some(api_key), &data_dir)?;
@@ -89,10 +92,11 @@ pub async fn run(args: UpArgs, data_dir: PathBuf) -> anyhow::Result<()> {
         });
     }
     let shutdown = async {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {},
             _ = term.recv() => {},
@@ -102,6 +106,41 @@ pub async fn run(args: UpArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     eprintln!("hearth: shutting down, destroying warm instances");
     state.shutdown().await;
     Ok(())
+}
+
+/// The native sandbox, with a cgroup group of its own per data dir so that instances
+/// a crashed run of this hearth left behind can be swept without touching another's.
+fn native_backend(agent: PathBuf, data_dir: &Path) -> anyhow::Result<NativeBackend> {
+    let mut config = NativeConfig::new(agent, data_dir);
+    let digest = sha2::Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
+    config.cgroup.group = format!("hearth-{}", hex::encode(&digest[..6]));
+    let backend = NativeBackend::new(config).context("starting the native sandbox")?;
+    let swept = backend.sweep_orphans();
+    if swept > 0 {
+        tracing::warn!(swept, "removed instances left behind by an earlier run");
+    }
+    Ok(backend)
+}
+
+/// Holds an exclusive lock on the data dir for the life of the process, so two
+/// `hearth up` never share one (they would fight over its database and sandboxes).
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = data_dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!(
+            "another hearth is already running on {}: stop it, or pass another --data-dir",
+            data_dir.display()
+        );
+    }
+    Ok(file)
 }
 
 /// The admin key: `HEARTH_API_KEY` when set, else the data dir's, else a new one.

@@ -13,7 +13,10 @@ fn hearth() -> Hearth {
 
 fn assert_recovers(hearth: &Hearth, name: &str) {
     let next = hearth.invoke(name, json!({"action": "none"}));
-    assert_eq!(next["status"], "success", "the call after a failure must succeed: {next}");
+    assert_eq!(
+        next["status"], "success",
+        "the call after a failure must succeed: {next}"
+    );
 }
 
 #[test]
@@ -21,16 +24,31 @@ fn a_raising_handler_reports_type_message_and_trace() {
     let hearth = hearth();
     for (runtime, prefix) in RUNTIMES {
         let name = format!("{prefix}-raise");
-        hearth.deploy_fixture(&name, &format!("{prefix}-fail"), json!({"runtime": runtime}));
+        hearth.deploy_fixture(
+            &name,
+            &format!("{prefix}-fail"),
+            json!({"runtime": runtime}),
+        );
         let inv = hearth.invoke(&name, json!({"action": "raise", "detail": 42}));
         assert_eq!(inv["status"], "error", "{inv}");
         let error = &inv["error"];
-        let expected_type = if runtime == "python" { "ValueError" } else { "TypeError" };
+        let expected_type = if runtime == "python" {
+            "ValueError"
+        } else {
+            "TypeError"
+        };
         assert_eq!(error["type"], expected_type, "{inv}");
         assert_eq!(error["message"], "bad input: 42");
         let trace = error["trace"].as_str().unwrap();
-        let frame = if runtime == "python" { "fail_deeply" } else { "failDeeply" };
-        assert!(trace.contains(frame), "trace names the raising function: {trace}");
+        let frame = if runtime == "python" {
+            "fail_deeply"
+        } else {
+            "failDeeply"
+        };
+        assert!(
+            trace.contains(frame),
+            "trace names the raising function: {trace}"
+        );
         assert_recovers(&hearth, &name);
     }
 }
@@ -40,12 +58,19 @@ fn an_endless_loop_times_out_within_a_second_of_its_timeout() {
     let hearth = hearth();
     for (runtime, prefix) in RUNTIMES {
         let name = format!("{prefix}-loop");
-        hearth.deploy_fixture(&name, &format!("{prefix}-fail"), json!({"runtime": runtime, "timeout_ms": 1000}));
+        hearth.deploy_fixture(
+            &name,
+            &format!("{prefix}-fail"),
+            json!({"runtime": runtime, "timeout_ms": 1000}),
+        );
         hearth.invoke(&name, json!({"action": "none"}));
         let inv = hearth.invoke(&name, json!({"action": "loop"}));
         assert_eq!(inv["status"], "timeout", "{inv}");
         let duration = inv["duration_ms"].as_f64().unwrap();
-        assert!((1000.0..2000.0).contains(&duration), "timed out after {duration} ms");
+        assert!(
+            (1000.0..2000.0).contains(&duration),
+            "timed out after {duration} ms"
+        );
         assert_recovers(&hearth, &name);
     }
 }
@@ -55,10 +80,17 @@ fn allocating_past_the_limit_is_oom_and_the_next_call_succeeds() {
     let hearth = hearth();
     for (runtime, prefix) in RUNTIMES {
         let name = format!("{prefix}-oom");
-        hearth.deploy_fixture(&name, &format!("{prefix}-fail"), json!({"runtime": runtime, "memory_mb": 128}));
+        hearth.deploy_fixture(
+            &name,
+            &format!("{prefix}-fail"),
+            json!({"runtime": runtime, "memory_mb": 128}),
+        );
         let inv = hearth.invoke(&name, json!({"action": "alloc", "mb": 400}));
         assert_eq!(inv["status"], "oom", "{inv}");
-        assert!(inv["error"]["message"].as_str().unwrap().contains("128 MB"), "{inv}");
+        assert!(
+            inv["error"]["message"].as_str().unwrap().contains("128 MB"),
+            "{inv}"
+        );
         assert_recovers(&hearth, &name);
     }
 }
@@ -66,21 +98,42 @@ fn allocating_past_the_limit_is_oom_and_the_next_call_succeeds() {
 #[test]
 fn memory_peak_is_each_invocations_own() {
     let hearth = hearth();
-    hearth.deploy_fixture("py-peak", "py-fail", json!({"runtime": "python", "memory_mb": 512}));
+    hearth.deploy_fixture(
+        "py-peak",
+        "py-fail",
+        json!({"runtime": "python", "memory_mb": 512}),
+    );
     hearth.invoke("py-peak", json!({"action": "none"}));
     let big = hearth.invoke("py-peak", json!({"action": "alloc", "mb": 100}));
     assert_eq!(big["status"], "success", "{big}");
     assert_eq!(big["cold_start"], false);
     let peak = big["memory"]["peak_bytes"].as_u64().unwrap();
-    assert!((100 * MB..140 * MB).contains(&peak), "100 MB allocation peaked at {} MB", peak / MB);
-    assert!(big["memory"]["max_rss_bytes"].as_u64().unwrap() >= 100 * MB, "{big}");
-    assert!(big["cpu"]["user_ms"].as_f64().unwrap() + big["cpu"]["system_ms"].as_f64().unwrap() > 0.0);
+    assert!(
+        (100 * MB..140 * MB).contains(&peak),
+        "100 MB allocation peaked at {} MB",
+        peak / MB
+    );
+    assert!(
+        big["memory"]["max_rss_bytes"].as_u64().unwrap() >= 100 * MB,
+        "{big}"
+    );
+    assert!(
+        big["cpu"]["user_ms"].as_f64().unwrap() + big["cpu"]["system_ms"].as_f64().unwrap() > 0.0
+    );
 
     let small = hearth.invoke("py-peak", json!({"action": "alloc", "mb": 10}));
     assert_eq!(small["cold_start"], false, "same warm instance");
     let peak = small["memory"]["peak_bytes"].as_u64().unwrap();
-    assert!(peak < 40 * MB, "10 MB allocation after a 100 MB one peaked at {} MB", peak / MB);
-    assert!(peak > 10 * MB, "the reading covers the allocation: {} bytes", peak);
+    assert!(
+        peak < 40 * MB,
+        "10 MB allocation after a 100 MB one peaked at {} MB",
+        peak / MB
+    );
+    assert!(
+        peak > 10 * MB,
+        "the reading covers the allocation: {} bytes",
+        peak
+    );
 }
 
 #[test]

@@ -4,7 +4,11 @@ use hearth_testkit::Hearth;
 use serde_json::{json, Value};
 
 fn hostile(hearth: &Hearth, name: &str) {
-    hearth.deploy_fixture(name, "py-hostile", json!({"runtime": "python", "timeout_ms": 10000}));
+    hearth.deploy_fixture(
+        name,
+        "py-hostile",
+        json!({"runtime": "python", "timeout_ms": 10000}),
+    );
 }
 
 fn act(hearth: &Hearth, name: &str, event: Value) -> Value {
@@ -21,17 +25,32 @@ fn cannot_see_other_code_or_the_host_data_dir() {
     hostile(&hearth, "intruder");
     let data_dir = hearth.data_dir().to_string_lossy().into_owned();
     let objects = format!("{data_dir}/objects");
-    let looked = act(&hearth, "intruder", json!({"action": "look", "paths": [data_dir, objects, "/root", "/work", "/home", "/var/lib", "/etc/shadow", "/proc/1/root/code/main.py"]}));
+    let looked = act(
+        &hearth,
+        "intruder",
+        json!({"action": "look", "paths": [data_dir, objects, "/root", "/work", "/home", "/var/lib", "/etc/shadow", "/proc/1/root/code/main.py"]}),
+    );
     for (path, visible) in looked["visible"].as_object().unwrap() {
         if path != "/proc/1/root/code/main.py" {
-            assert_eq!(visible, &json!(false), "{path} is visible inside the sandbox");
+            assert_eq!(
+                visible,
+                &json!(false),
+                "{path} is visible inside the sandbox"
+            );
         }
     }
-    assert_eq!(looked["code"], json!(["main.py"]), "only its own code is in /code");
+    assert_eq!(
+        looked["code"],
+        json!(["main.py"]),
+        "only its own code is in /code"
+    );
     assert_eq!(looked["uid"], 65534);
     assert_eq!(looked["gid"], 65534);
     let pids = looked["pids"].as_array().unwrap();
-    assert!(pids.len() <= 4, "only the sandbox's own processes are visible: {pids:?}");
+    assert!(
+        pids.len() <= 4,
+        "only the sandbox's own processes are visible: {pids:?}"
+    );
     assert!(looked["pid"].as_u64().unwrap() < 100, "own pid namespace");
 }
 
@@ -44,7 +63,10 @@ fn cannot_write_outside_its_own_dirs() {
         if path == "/tmp/x" {
             assert_eq!(result, "ok", "/tmp is writable");
         } else {
-            assert!(["EROFS", "EACCES", "EPERM"].contains(&result.as_str().unwrap()), "{path}: {result}");
+            assert!(
+                ["EROFS", "EACCES", "EPERM"].contains(&result.as_str().unwrap()),
+                "{path}: {result}"
+            );
         }
     }
 }
@@ -54,7 +76,11 @@ fn cannot_connect_to_the_controller_or_anywhere() {
     let hearth = Hearth::start(env!("CARGO_BIN_EXE_hearth"));
     hostile(&hearth, "caller");
     let port: u16 = hearth.url.rsplit(':').next().unwrap().parse().unwrap();
-    let tried = act(&hearth, "caller", json!({"action": "connect", "targets": [["127.0.0.1", port], ["10.0.2.2", 80], ["1.1.1.1", 53]]}));
+    let tried = act(
+        &hearth,
+        "caller",
+        json!({"action": "connect", "targets": [["127.0.0.1", port], ["10.0.2.2", 80], ["1.1.1.1", 53]]}),
+    );
     for (target, result) in tried.as_object().unwrap() {
         assert_ne!(result, "ok", "connected to {target}");
     }
@@ -72,7 +98,10 @@ fn a_fork_bomb_is_stopped_by_the_pids_limit_and_the_platform_keeps_serving() {
     assert_eq!(by["status"], "success", "{by}");
     let again = hearth.invoke("bomber", json!({"action": "look"}));
     assert_eq!(again["status"], "success", "{again}");
-    assert!(again["result"]["pids"].as_array().unwrap().len() <= 4, "the bomb's children are gone: {again}");
+    assert!(
+        again["result"]["pids"].as_array().unwrap().len() <= 4,
+        "the bomb's children are gone: {again}"
+    );
 }
 
 #[test]
@@ -82,7 +111,10 @@ fn a_background_process_does_not_outlive_its_invocation() {
     let spawned = act(&hearth, "daemon", json!({"action": "spawn_sleep"}));
     let pid = spawned["pid"].as_u64().unwrap();
     let alive = act(&hearth, "daemon", json!({"action": "alive", "pid": pid}));
-    assert_eq!(alive["alive"], false, "sleep 1000 survived its invocation: {alive}");
+    assert_eq!(
+        alive["alive"], false,
+        "sleep 1000 survived its invocation: {alive}"
+    );
 }
 
 #[test]

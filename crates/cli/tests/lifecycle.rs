@@ -16,7 +16,11 @@ fn deploy_invoke_update_list_delete_and_restart() {
     let mut hearth = hearth();
     for (runtime, prefix) in RUNTIMES {
         let name = format!("{prefix}-life");
-        let created = hearth.deploy_fixture(&name, &format!("{prefix}-echo"), json!({"runtime": runtime, "env": {"GREETING": "hi"}}));
+        let created = hearth.deploy_fixture(
+            &name,
+            &format!("{prefix}-echo"),
+            json!({"runtime": runtime, "env": {"GREETING": "hi"}}),
+        );
         assert_eq!(created["version"], 1);
         assert_eq!(created["runtime"], runtime);
         assert_eq!(created["memory_mb"], 128);
@@ -32,7 +36,11 @@ fn deploy_invoke_update_list_delete_and_restart() {
         // An update makes version 2, which answers; v1's instances are gone.
         let updated = hearth.deploy_fixture(&name, &format!("{prefix}-counter"), json!({}));
         assert_eq!(updated["version"], 2);
-        assert_eq!(updated["env"], json!({"GREETING": "hi"}), "omitted fields keep their values");
+        assert_eq!(
+            updated["env"],
+            json!({"GREETING": "hi"}),
+            "omitted fields keep their values"
+        );
         let second = hearth.invoke(&name, json!({}));
         assert_eq!(second["status"], "success", "{second}");
         assert_eq!(second["version"], 2);
@@ -51,12 +59,20 @@ fn deploy_invoke_update_list_delete_and_restart() {
         let got = hearth.get(&format!("/v1/functions/{name}"));
         assert_eq!(got["version"], 2);
         assert!(got["stats"].is_object(), "{got}");
-        let fetched = hearth.get(&format!("/v1/invocations/{}", second["id"].as_str().unwrap()));
+        let fetched = hearth.get(&format!(
+            "/v1/invocations/{}",
+            second["id"].as_str().unwrap()
+        ));
         assert_eq!(fetched["id"], second["id"]);
     }
 
     let listed = hearth.get("/v1/functions");
-    let names: Vec<&str> = listed["functions"].as_array().unwrap().iter().filter_map(|f| f["name"].as_str()).collect();
+    let names: Vec<&str> = listed["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .collect();
     assert_eq!(names, ["node-life", "py-life"]);
 
     hearth.restart();
@@ -71,17 +87,30 @@ fn deploy_invoke_update_list_delete_and_restart() {
 
     for (_, prefix) in RUNTIMES {
         let name = format!("{prefix}-life");
-        let response = hearth.request(Method::DELETE, &format!("/v1/functions/{name}")).send().unwrap();
+        let response = hearth
+            .request(Method::DELETE, &format!("/v1/functions/{name}"))
+            .send()
+            .unwrap();
         assert_eq!(response.status(), 204);
-        expect_error(hearth.invoke_raw(&name, b"{}".to_vec()), 404, "function_not_found");
         expect_error(
-            hearth.request(Method::GET, &format!("/v1/functions/{name}")).send().unwrap(),
+            hearth.invoke_raw(&name, b"{}".to_vec()),
+            404,
+            "function_not_found",
+        );
+        expect_error(
+            hearth
+                .request(Method::GET, &format!("/v1/functions/{name}"))
+                .send()
+                .unwrap(),
             404,
             "function_not_found",
         );
     }
     let status = hearth.get("/v1/status");
-    assert_eq!(status["totals"]["warm_instances"], 0, "delete destroys instances: {status}");
+    assert_eq!(
+        status["totals"]["warm_instances"], 0,
+        "delete destroys instances: {status}"
+    );
 }
 
 #[test]
@@ -89,11 +118,19 @@ fn every_call_is_a_fresh_process_on_a_warm_instance() {
     let hearth = hearth();
     for (runtime, prefix) in RUNTIMES {
         let name = format!("{prefix}-count");
-        hearth.deploy_fixture(&name, &format!("{prefix}-counter"), json!({"runtime": runtime}));
+        hearth.deploy_fixture(
+            &name,
+            &format!("{prefix}-counter"),
+            json!({"runtime": runtime}),
+        );
         for call in 0..5 {
             let inv = hearth.invoke(&name, json!({}));
             assert_eq!(inv["status"], "success", "{inv}");
-            assert_eq!(inv["result"], json!({"calls": 1}), "call {call}: module state must not survive");
+            assert_eq!(
+                inv["result"],
+                json!({"calls": 1}),
+                "call {call}: module state must not survive"
+            );
             assert_eq!(inv["cold_start"], call == 0, "call {call}: {inv}");
         }
     }
@@ -119,7 +156,10 @@ fn env_and_context_reach_the_handler() {
         assert_eq!(ctx["version"], 1);
         assert_eq!(ctx["memory_limit_mb"], 256);
         let remaining = ctx["remaining_time_ms"].as_i64().unwrap();
-        assert!(remaining > 0 && remaining <= 5000, "remaining_time_ms {remaining}");
+        assert!(
+            remaining > 0 && remaining <= 5000,
+            "remaining_time_ms {remaining}"
+        );
         let env = &result["env"];
         assert_eq!(env["COLOR"], "blue");
         assert_eq!(env["EMPTY"], "");
@@ -150,10 +190,20 @@ fn python_sdk_scripts_and_main_functions_run_unchanged() {
     for _ in 0..2 {
         let inv = hearth.invoke("sdk-script", json!({"numbers": [1, 2, 3]}));
         assert_eq!(inv["status"], "success", "{inv}");
-        assert_eq!(inv["result"], json!({"doubled": [2, 4, 6], "function": "sdk-script"}));
-        assert!(inv["stdout"].as_str().unwrap().contains(inv["id"].as_str().unwrap()));
+        assert_eq!(
+            inv["result"],
+            json!({"doubled": [2, 4, 6], "function": "sdk-script"})
+        );
+        assert!(inv["stdout"]
+            .as_str()
+            .unwrap()
+            .contains(inv["id"].as_str().unwrap()));
     }
     hearth.deploy_fixture("py-main", "py-main", json!({"runtime": "python"}));
     let inv = hearth.invoke("py-main", json!({"k": "v"}));
-    assert_eq!(inv["result"], json!({"via": "main", "event": {"k": "v"}}), "{inv}");
+    assert_eq!(
+        inv["result"],
+        json!({"via": "main", "event": {"k": "v"}}),
+        "{inv}"
+    );
 }

@@ -105,7 +105,9 @@ async fn read_deploy(
     let mut multipart = multipart.map_err(|e| {
         ApiError::bad_request(
             "invalid_request",
-            format!("expected multipart/form-data with parts `code` (zip) and `config` (JSON): {e}"),
+            format!(
+                "expected multipart/form-data with parts `code` (zip) and `config` (JSON): {e}"
+            ),
         )
     })?;
     let mut code = None;
@@ -153,7 +155,10 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
             "the upload is larger than 50 MB: shrink the zip (leave out dependencies you do not need)",
         )
     } else {
-        ApiError::bad_request("invalid_request", format!("cannot read the upload: {}", e.body_text()))
+        ApiError::bad_request(
+            "invalid_request",
+            format!("cannot read the upload: {}", e.body_text()),
+        )
     }
 }
 
@@ -182,12 +187,11 @@ pub(crate) async fn deploy(
         .map_err(spec_error)?;
     let code = request.code.clone();
     let runtime = spec.runtime;
-    let package = tokio::task::spawn_blocking(move || {
-        inspect_zip(&code, runtime, &PackageLimits::default())
-    })
-    .await
-    .map_err(|e| ApiError::internal("checking code", e))?
-    .map_err(|e| ApiError::bad_request("invalid_code", e.to_string()))?;
+    let package =
+        tokio::task::spawn_blocking(move || inspect_zip(&code, runtime, &PackageLimits::default()))
+            .await
+            .map_err(|e| ApiError::internal("checking code", e))?
+            .map_err(|e| ApiError::bad_request("invalid_code", e.to_string()))?;
     state
         .code
         .put_code(&package.sha256, request.code)

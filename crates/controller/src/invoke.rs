@@ -126,9 +126,12 @@ fn start_async(state: AppState, target: Target, request: InvokeRequest) -> Respo
 
 fn worker_error(error: WorkerError) -> ApiError {
     match error {
-        WorkerError::Overloaded { .. } => {
-            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", error.to_string()).retry_after(1)
-        }
+        WorkerError::Overloaded { .. } => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "overloaded",
+            error.to_string(),
+        )
+        .retry_after(1),
         WorkerError::ShuttingDown => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting_down",

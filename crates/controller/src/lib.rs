@@ -71,10 +71,7 @@ impl AppState {
 /// The whole API as a router.
 pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
-        .route(
-            "/functions",
-            get(functions::list),
-        )
+        .route("/functions", get(functions::list))
         .route(
             "/functions/{name}",
             get(functions::get)

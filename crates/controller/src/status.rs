@@ -33,7 +33,10 @@ pub(crate) async fn healthz() -> Json<Value> {
 pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     match &state.metrics {
         Some(handle) => Ok((
-            [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
             handle.render(),
         )
             .into_response()),

@@ -48,8 +48,15 @@ pub fn zip_fixture(name: &str) -> Vec<u8> {
     let dir = fixture(name);
     let mut files = Vec::new();
     collect(&dir, "", &mut files);
-    assert!(!files.is_empty(), "fixture {} is empty or missing", dir.display());
-    let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, c)| (n.as_str(), c.as_slice())).collect();
+    assert!(
+        !files.is_empty(),
+        "fixture {} is empty or missing",
+        dir.display()
+    );
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, c)| (n.as_str(), c.as_slice()))
+        .collect();
     zip_files(&refs)
 }
 
@@ -118,7 +125,9 @@ impl Hearth {
                 .unwrap_or_else(|e| panic!("http client: {e}")),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
         };
-        hearth.boot().unwrap_or_else(|e| panic!("starting hearth: {e:#}"));
+        hearth
+            .boot()
+            .unwrap_or_else(|e| panic!("starting hearth: {e:#}"));
         hearth
     }
 
@@ -134,7 +143,10 @@ impl Hearth {
             .args(&self.extra_args)
             .env("HEARTH_AGENT", agent_path())
             .env_remove("HEARTH_API_KEY")
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -162,7 +174,8 @@ impl Hearth {
     /// Stops the process (SIGTERM, then waits) and starts it again on the same data dir.
     pub fn restart(&mut self) {
         self.stop();
-        self.boot().unwrap_or_else(|e| panic!("restarting hearth: {e:#}"));
+        self.boot()
+            .unwrap_or_else(|e| panic!("restarting hearth: {e:#}"));
     }
 
     /// Sends SIGTERM and waits for the process to end.
@@ -182,14 +195,22 @@ impl Hearth {
     }
 
     /// An authorised request builder.
-    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::blocking::RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.url))
             .bearer_auth(&self.key)
     }
 
     /// A request without any key.
-    pub fn anonymous(&self, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
+    pub fn anonymous(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::blocking::RequestBuilder {
         self.http.request(method, format!("{}{path}", self.url))
     }
 
@@ -213,7 +234,10 @@ impl Hearth {
     /// Deploys inline files and asserts success.
     pub fn deploy_files(&self, name: &str, files: &[(&str, &str)], config: Value) -> Value {
         let bytes: Vec<(&str, &[u8])> = files.iter().map(|(n, c)| (*n, c.as_bytes())).collect();
-        expect_ok(self.deploy_zip(name, zip_files(&bytes), config), &format!("deploy {name}"))
+        expect_ok(
+            self.deploy_zip(name, zip_files(&bytes), config),
+            &format!("deploy {name}"),
+        )
     }
 
     /// Invokes synchronously and asserts an HTTP 200; returns the invocation.
@@ -224,11 +248,14 @@ impl Hearth {
 
     /// Invokes with a raw body; returns the raw response.
     pub fn invoke_raw(&self, name: &str, body: Vec<u8>) -> Response {
-        self.request(reqwest::Method::POST, &format!("/v1/functions/{name}/invoke"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .unwrap_or_else(|e| panic!("invoke {name}: {e}"))
+        self.request(
+            reqwest::Method::POST,
+            &format!("/v1/functions/{name}/invoke"),
+        )
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .unwrap_or_else(|e| panic!("invoke {name}: {e}"))
     }
 
     /// GETs a path and asserts a 2xx; returns the JSON.
@@ -268,13 +295,20 @@ pub fn expect_error(response: Response, status: u16, code: &str) -> String {
         .unwrap_or_else(|e| panic!("error body is not JSON ({e}): {text}"));
     assert_eq!(got, status, "unexpected status, body: {text}");
     assert_eq!(body["error"]["code"], json!(code), "body: {text}");
-    let message = body["error"]["message"].as_str().unwrap_or_default().to_string();
+    let message = body["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(!message.is_empty(), "error without a message: {text}");
     message
 }
 
 /// Fails unless `cond` holds within `timeout`, polling.
-pub fn eventually(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) -> anyhow::Result<()> {
+pub fn eventually(
+    timeout: Duration,
+    what: &str,
+    mut cond: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + timeout;
     while std::time::Instant::now() < deadline {
         if cond() {

@@ -165,7 +165,10 @@ impl Worker {
         target: &Target,
         request: InvokeRequest,
     ) -> Result<Invocation, WorkerError> {
-        if self.shutting_down.load(std::sync::atomic::Ordering::Relaxed) {
+        if self
+            .shutting_down
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
             return Err(WorkerError::ShuttingDown);
         }
         let pool = self.pool_for(target);
@@ -234,7 +237,8 @@ impl Worker {
     /// Pools and activity for `/v1/status`.
     pub fn status(&self) -> WorkerStatus {
         let pools: Vec<PoolStatus> = {
-            let mut list: Vec<PoolStatus> = self.lock_pools().values().map(|p| p.status()).collect();
+            let mut list: Vec<PoolStatus> =
+                self.lock_pools().values().map(|p| p.status()).collect();
             list.sort_by(|a, b| (&a.function, a.version).cmp(&(&b.function, b.version)));
             list
         };

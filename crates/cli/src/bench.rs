@@ -1,0 +1,576 @@
+//! `hearth bench`: the performance figures of DESIGN.md §8, each beside a baseline
+//! measured in the same run on the same handler.
+//!
+//! It starts its own `hearth up` on a free port and a scratch data dir (or measures
+//! the hearth at `--url`), deploys trivial handlers, and measures through HTTP like any client.
+//! Figures are medians and percentiles of many samples; nothing here is asserted.
+
+use crate::client::Client;
+use crate::commands::{self, Output};
+use anyhow::{bail, Context};
+use clap::Args;
+use reqwest::Method;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PYTHON_HANDLER: &str =
+    "def handler(event, context):\n    return {\"ok\": True, \"echo\": event}\n";
+const NODE_HANDLER: &str = "exports.handler = (event) => ({ ok: true, echo: event });\n";
+
+/// `hearth bench` options.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Sequential warm invocations per runtime.
+    #[arg(long, default_value_t = 1000)]
+    requests: usize,
+    /// Seconds of the sustained-throughput run.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Concurrent clients in the throughput run.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Cold starts measured per runtime.
+    #[arg(long, default_value_t = 10)]
+    cold_samples: usize,
+    /// A run of a few seconds that exercises every figure (CI uses it; timings are
+    /// meaningless at that size).
+    #[arg(long)]
+    smoke: bool,
+}
+
+impl BenchArgs {
+    fn sized(mut self) -> BenchArgs {
+        if self.smoke {
+            self.requests = self.requests.min(20);
+            self.duration = self.duration.min(1);
+            self.clients = self.clients.min(2);
+            self.cold_samples = self.cold_samples.min(2);
+        }
+        self
+    }
+}
+
+/// Latency percentiles, ms.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    samples: usize,
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Latency {
+    fn of(mut ms: Vec<f64>) -> Latency {
+        ms.sort_by(f64::total_cmp);
+        let at = |q: f64| -> f64 {
+            if ms.is_empty() {
+                return f64::NAN;
+            }
+            let i = ((ms.len() as f64 - 1.0) * q).round() as usize;
+            ms[i.min(ms.len() - 1)]
+        };
+        Latency {
+            samples: ms.len(),
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            max: ms.last().copied().unwrap_or(f64::NAN),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Throughput {
+    clients: usize,
+    seconds: f64,
+    completed: usize,
+    per_second: f64,
+    errors: usize,
+    latency: Latency,
+}
+
+#[derive(Debug, Serialize)]
+struct Baseline {
+    what: String,
+    median_ms: Option<f64>,
+    note: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    warm: Vec<(String, Latency)>,
+    /// Server-side duration (request in → result out inside hearth), ms.
+    warm_server_side: Vec<(String, Latency)>,
+    throughput: Throughput,
+    cold_start: Vec<(String, Latency)>,
+    baselines: Vec<Baseline>,
+    memory_reading_us: Option<f64>,
+    memory_reading_note: Option<String>,
+    output_rss_growth_mb: Option<f64>,
+    output_rss_note: Option<String>,
+}
+
+/// A `hearth up` started for the bench, stopped on drop.
+struct OwnPlatform {
+    child: Child,
+    data_dir: PathBuf,
+    url: String,
+}
+
+impl OwnPlatform {
+    fn start() -> anyhow::Result<OwnPlatform> {
+        let data_dir = std::env::temp_dir().join(format!("hearth-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&data_dir)?;
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["up", "--port", "0", "--no-sample", "--data-dir"])
+            .arg(&data_dir)
+            .env("RUST_LOG", "warn")
+            .env_remove("HEARTH_API_KEY")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting hearth up for the bench")?;
+        let stdout = child.stdout.take().context("no stdout from hearth up")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(url) = line.strip_prefix("hearth listening on ") {
+                        break url.trim().to_string();
+                    }
+                }
+                _ => bail!("hearth up exited before listening"),
+            }
+        };
+        // Keep draining its stdout so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Ok(OwnPlatform {
+            child,
+            data_dir,
+            url,
+        })
+    }
+}
+
+impl Drop for OwnPlatform {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+pub async fn run(
+    args: BenchArgs,
+    target: Option<String>,
+    api_key: Option<String>,
+    data_dir: &Path,
+    output: &Output,
+) -> anyhow::Result<()> {
+    let args = args.sized();
+    let own = match &target {
+        Some(_) => None,
+        None => Some(tokio::task::spawn_blocking(OwnPlatform::start).await??),
+    };
+    let (url, key_dir) = match (&target, &own) {
+        (Some(url), _) => (url.clone(), data_dir.to_path_buf()),
+        (None, Some(own)) => (own.url.clone(), own.data_dir.clone()),
+        (None, None) => unreachable!("own platform started above"),
+    };
+    let key = if own.is_some() { None } else { api_key };
+    let client = Client::new(&url, key, &key_dir)?;
+    let progress = |what: &str| eprintln!("bench: {what}");
+
+    progress("deploying trivial handlers");
+    let handlers = [
+        ("python", "main.py", PYTHON_HANDLER),
+        ("nodejs", "index.js", NODE_HANDLER),
+    ];
+    for (runtime, file, code) in handlers {
+        deploy(&client, &format!("bench-{runtime}"), runtime, file, code).await?;
+    }
+
+    let mut warm = Vec::new();
+    let mut warm_server = Vec::new();
+    for (runtime, _, _) in handlers {
+        progress(&format!(
+            "warm latency, {runtime}, {} sequential calls",
+            args.requests
+        ));
+        let name = format!("bench-{runtime}");
+        for _ in 0..5.min(args.requests) {
+            invoke_timed(&client, &name).await?;
+        }
+        let mut client_ms = Vec::with_capacity(args.requests);
+        let mut server_ms = Vec::with_capacity(args.requests);
+        for _ in 0..args.requests {
+            let (ms, inv) = invoke_timed(&client, &name).await?;
+            client_ms.push(ms);
+            server_ms.push(inv["duration_ms"].as_f64().unwrap_or(f64::NAN));
+        }
+        warm.push((runtime.to_string(), Latency::of(client_ms)));
+        warm_server.push((runtime.to_string(), Latency::of(server_ms)));
+    }
+
+    progress(&format!(
+        "throughput, {} clients for {} s (python)",
+        args.clients, args.duration
+    ));
+    let throughput = throughput(
+        &client,
+        "bench-python",
+        args.clients,
+        Duration::from_secs(args.duration),
+    )
+    .await;
+
+    let mut cold = Vec::new();
+    for (runtime, file, code) in handlers {
+        progress(&format!(
+            "cold start, {runtime}, {} samples",
+            args.cold_samples
+        ));
+        let name = format!("bench-cold-{runtime}");
+        let mut samples = Vec::new();
+        for i in 0..args.cold_samples {
+            // A new version retires the warm instances: its first call is cold.
+            let code = format!(
+                "{code}\n{} sample {i}\n",
+                if runtime == "python" { "#" } else { "//" }
+            );
+            deploy(&client, &name, runtime, file, &code).await?;
+            let (ms, inv) = invoke_timed(&client, &name).await?;
+            if inv["cold_start"] != json!(true) {
+                bail!("cold-start sample {i} of {runtime} was warm: {inv}");
+            }
+            samples.push(ms);
+        }
+        cold.push((runtime.to_string(), Latency::of(samples)));
+    }
+
+    progress("baselines");
+    let samples = if args.smoke { 3 } else { 20 };
+    let baselines = vec![
+        fresh_process_baseline(
+            "python3 -c (fresh interpreter per call)",
+            "/usr/bin/python3",
+            &[
+                "-c",
+                &format!("{PYTHON_HANDLER}import json\nprint(json.dumps(handler({{}}, None)))"),
+            ],
+            samples,
+        ),
+        fresh_process_baseline(
+            "node -e (fresh interpreter per call)",
+            "node",
+            &[
+                "-e",
+                &format!("{NODE_HANDLER}console.log(JSON.stringify(exports.handler({{}})))"),
+            ],
+            samples,
+        ),
+        docker_baseline("docker exec into a warm container"),
+        docker_baseline("bare docker run"),
+    ];
+
+    let (memory_reading_us, memory_reading_note) =
+        match memory_reading_cost(if args.smoke { 100 } else { 10_000 }) {
+            Ok(us) => (Some(us), None),
+            Err(e) => (None, Some(format!("{e:#}"))),
+        };
+
+    let report = Report {
+        warm,
+        warm_server_side: warm_server,
+        throughput,
+        cold_start: cold,
+        baselines,
+        memory_reading_us,
+        memory_reading_note,
+        output_rss_growth_mb: None,
+        output_rss_note: Some(
+            "functions cannot write outputs yet (outputs arrive with the outputs issue)".into(),
+        ),
+    };
+    if output.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+async fn deploy(
+    client: &Client,
+    name: &str,
+    runtime: &str,
+    file: &str,
+    code: &str,
+) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("hearth-bench-fn-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join(file), code)?;
+    let args = commands::DeployArgs {
+        path: dir.clone(),
+        name: name.into(),
+        runtime: Some(runtime.into()),
+        memory: None,
+        timeout: None,
+        max_instances: None,
+        env: Vec::new(),
+        description: None,
+    };
+    let result = commands::deploy_function(client, &args).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result.map(|_| ())
+}
+
+async fn invoke_timed(client: &Client, name: &str) -> anyhow::Result<(f64, Value)> {
+    let started = Instant::now();
+    let inv = commands::invoke_function(client, name, "{}".into()).await?;
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    if inv["status"] != "success" {
+        bail!("bench invocation of {name} failed: {inv}");
+    }
+    Ok((ms, inv))
+}
+
+async fn throughput(client: &Client, name: &str, clients: usize, length: Duration) -> Throughput {
+    let started = Instant::now();
+    let deadline = started + length;
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let request = client.request(Method::POST, &format!("/v1/functions/{name}/invoke"));
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0usize;
+            while Instant::now() < deadline {
+                let Some(request) = request.try_clone() else {
+                    break;
+                };
+                let t = Instant::now();
+                match request.body("{}").send().await {
+                    Ok(r) if r.status().is_success() => match r.json::<Value>().await {
+                        Ok(v) if v["status"] == "success" => {
+                            latencies.push(t.elapsed().as_secs_f64() * 1e3)
+                        }
+                        _ => errors += 1,
+                    },
+                    _ => errors += 1,
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        if let Ok((latencies, e)) = task.await {
+            all.extend(latencies);
+            errors += e;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Throughput {
+        clients,
+        seconds,
+        completed: all.len(),
+        per_second: all.len() as f64 / seconds,
+        errors,
+        latency: Latency::of(all),
+    }
+}
+
+fn fresh_process_baseline(what: &str, program: &str, args: &[&str], samples: usize) -> Baseline {
+    let mut ms = Vec::new();
+    for _ in 0..samples {
+        let started = Instant::now();
+        match Command::new(program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+        {
+            Ok(status) if status.success() => ms.push(started.elapsed().as_secs_f64() * 1e3),
+            Ok(status) => {
+                return Baseline {
+                    what: what.into(),
+                    median_ms: None,
+                    note: Some(format!("{program} exited with {status}")),
+                }
+            }
+            Err(e) => {
+                return Baseline {
+                    what: what.into(),
+                    median_ms: None,
+                    note: Some(format!("cannot run {program}: {e}")),
+                }
+            }
+        }
+    }
+    Baseline {
+        what: what.into(),
+        median_ms: Some(Latency::of(ms).p50),
+        note: None,
+    }
+}
+
+fn docker_baseline(what: &str) -> Baseline {
+    let reachable = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    let note = if reachable {
+        "a Docker engine is reachable but hearth has no runtime images yet (the Docker backend issue adds `hearth images build`)"
+    } else {
+        "no Docker engine reachable on this host"
+    };
+    Baseline {
+        what: what.into(),
+        median_ms: None,
+        note: Some(note.into()),
+    }
+}
+
+/// The cost of one reset + read of a cgroup's memory peak, on a cgroup of its own.
+fn memory_reading_cost(rounds: u32) -> anyhow::Result<f64> {
+    use hearth_sandbox::cgroup::{
+        time_peak_reading, CgroupConfig, CgroupHost, CgroupLimits, CpuQuota,
+    };
+    let config = CgroupConfig {
+        group: "hearth-bench".into(),
+        ..CgroupConfig::default()
+    };
+    let host = CgroupHost::detect(&config)?;
+    host.prepare()?;
+    let limits = CgroupLimits {
+        memory_bytes: 64 << 20,
+        pids_max: 8,
+        cpu: CpuQuota::cpus(1.0),
+    };
+    let mut cgroup = host.create(&format!("reading-{}", std::process::id()), &limits)?;
+    let timed = time_peak_reading(cgroup.meter()?, rounds);
+    cgroup.destroy();
+    Ok(timed?.as_secs_f64() * 1e6)
+}
+
+fn ratio(baseline: Option<f64>, ours: f64) -> String {
+    match baseline {
+        Some(b) if ours > 0.0 => format!("{:.1}×", b / ours),
+        _ => "n/a".into(),
+    }
+}
+
+fn print_table(r: &Report) {
+    let py_warm = r
+        .warm
+        .iter()
+        .find(|(n, _)| n == "python")
+        .map(|(_, l)| l.p50)
+        .unwrap_or(f64::NAN);
+    let node_warm = r
+        .warm
+        .iter()
+        .find(|(n, _)| n == "nodejs")
+        .map(|(_, l)| l.p50)
+        .unwrap_or(f64::NAN);
+    println!(
+        "{:<58} {:>10} {:>10} {:>10} {:>10}",
+        "figure", "p50 ms", "p90 ms", "p99 ms", "max ms"
+    );
+    for (runtime, l) in &r.warm {
+        println!(
+            "{:<58} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
+            format!("warm invoke through HTTP, {runtime} ({} calls)", l.samples),
+            l.p50,
+            l.p90,
+            l.p99,
+            l.max
+        );
+    }
+    for (runtime, l) in &r.warm_server_side {
+        println!(
+            "{:<58} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
+            format!("  of which inside hearth (duration_ms), {runtime}"),
+            l.p50,
+            l.p90,
+            l.p99,
+            l.max
+        );
+    }
+    for (runtime, l) in &r.cold_start {
+        println!(
+            "{:<58} {:>10.1} {:>10.1} {:>10.1} {:>10.1}",
+            format!("cold start through HTTP, {runtime} ({} samples)", l.samples),
+            l.p50,
+            l.p90,
+            l.p99,
+            l.max
+        );
+    }
+    let t = &r.throughput;
+    println!(
+        "{:<58} {:>10.3} {:>10} {:>10.3} {:>10.3}",
+        format!("under load: {} clients, {:.0} s", t.clients, t.seconds),
+        t.latency.p50,
+        "",
+        t.latency.p99,
+        t.latency.max
+    );
+    println!();
+    println!(
+        "throughput: {:.0} invocations/s ({} completed, {} errors, {} clients, python)",
+        t.per_second, t.completed, t.errors, t.clients
+    );
+    println!();
+    println!(
+        "{:<58} {:>10} {:>18}",
+        "baseline (same handler, same run)", "median ms", "hearth warm is"
+    );
+    for b in &r.baselines {
+        let ours = if b.what.starts_with("node") {
+            node_warm
+        } else {
+            py_warm
+        };
+        match b.median_ms {
+            Some(ms) => println!(
+                "{:<58} {:>10.2} {:>18}",
+                b.what,
+                ms,
+                format!("{} faster", ratio(Some(ms), ours))
+            ),
+            None => println!(
+                "{:<58} {:>10} {:>18}  ({})",
+                b.what,
+                "-",
+                "n/a",
+                b.note.as_deref().unwrap_or("")
+            ),
+        }
+    }
+    println!();
+    match r.memory_reading_us {
+        Some(us) => println!("cgroup memory-peak reading (reset + read): {us:.2} µs"),
+        None => println!(
+            "cgroup memory-peak reading: n/a ({})",
+            r.memory_reading_note.as_deref().unwrap_or("")
+        ),
+    }
+    match r.output_rss_growth_mb {
+        Some(mb) => println!("worker RSS growth while writing a 2 GB output: {mb:.1} MB"),
+        None => println!(
+            "worker RSS growth while writing a 2 GB output: n/a ({})",
+            r.output_rss_note.as_deref().unwrap_or("")
+        ),
+    }
+}
