@@ -9,6 +9,7 @@
 //!
 //! Talk with the agent inside a sandbox goes over its stdio as `hearth_core::protocol`
 //! frames; [`agent_stream`] has the async reading and writing of those frames.
+#![deny(missing_docs)]
 
 pub mod agent_stream;
 pub mod cgroup;

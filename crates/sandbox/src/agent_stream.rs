@@ -1,0 +1,221 @@
+//! Async reading and writing of `hearth_core::protocol` frames on an agent's stdio.
+//!
+//! The worker writes [`ToAgent`] frames to the agent's stdin and reads [`FromAgent`]
+//! frames from its stdout. Every failure of the stream (the agent died, closed its
+//! end, or wrote something that is not a frame) becomes [`SandboxError::Lost`]: an
+//! instance whose stream broke cannot serve again.
+
+use crate::SandboxError;
+use hearth_core::protocol::{encode, parse_prefix, FrameError, FromAgent, ToAgent, PREFIX_BYTES};
+use std::io;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+
+/// Read buffer size: a typical `Result` frame (header + small return value) arrives in
+/// one `read`.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// The two directions of one agent's stdio, speaking frames.
+pub struct AgentStream<W, R> {
+    instance: String,
+    writer: W,
+    reader: BufReader<R>,
+}
+
+impl<W, R> AgentStream<W, R>
+where
+    W: AsyncWrite + Unpin,
+    R: AsyncRead + Unpin,
+{
+    /// Wraps the agent's stdin (`writer`) and stdout (`reader`); `instance` names the
+    /// instance in errors.
+    pub fn new(instance: impl Into<String>, writer: W, reader: R) -> Self {
+        Self {
+            instance: instance.into(),
+            writer,
+            reader: BufReader::with_capacity(READ_BUFFER_BYTES, reader),
+        }
+    }
+
+    /// Sends one message with its payload as a single write, then flushes.
+    pub async fn send(&mut self, message: &ToAgent, payload: &[u8]) -> Result<(), SandboxError> {
+        let frame =
+            encode(message, payload).map_err(|e| self.lost(format!("cannot encode: {e}")))?;
+        self.writer
+            .write_all(&frame)
+            .await
+            .map_err(|e| self.lost(format!("cannot write to the agent: {e}")))?;
+        self.writer
+            .flush()
+            .await
+            .map_err(|e| self.lost(format!("cannot write to the agent: {e}")))
+    }
+
+    /// Receives one message and its payload. An end of stream, clean or not, is
+    /// [`SandboxError::Lost`].
+    pub async fn recv(&mut self) -> Result<(FromAgent, Vec<u8>), SandboxError> {
+        let mut prefix = [0u8; PREFIX_BYTES];
+        let mut filled = 0;
+        while filled < PREFIX_BYTES {
+            let n = self
+                .reader
+                .read(&mut prefix[filled..])
+                .await
+                .map_err(|e| self.lost(format!("cannot read from the agent: {e}")))?;
+            if n == 0 {
+                let message = if filled == 0 {
+                    "the agent closed its stream".to_string()
+                } else {
+                    format!("the agent's stream ended {filled} bytes into a frame")
+                };
+                return Err(self.lost(message));
+            }
+            filled += n;
+        }
+        let (header_len, payload_len) = parse_prefix(prefix).map_err(|e| self.frame_error(e))?;
+        let mut header = vec![0u8; header_len];
+        self.read_body(&mut header).await?;
+        let mut payload = vec![0u8; payload_len];
+        self.read_body(&mut payload).await?;
+        let message =
+            serde_json::from_slice(&header).map_err(|e| self.frame_error(FrameError::Json(e)))?;
+        Ok((message, payload))
+    }
+
+    /// The instance id this stream belongs to.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    async fn read_body(&mut self, buf: &mut [u8]) -> Result<(), SandboxError> {
+        match self.reader.read_exact(buf).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                Err(self.lost("the agent's stream ended inside a frame".to_string()))
+            }
+            Err(e) => Err(self.lost(format!("cannot read from the agent: {e}"))),
+        }
+    }
+
+    fn frame_error(&self, error: FrameError) -> SandboxError {
+        self.lost(format!("protocol error: {error}"))
+    }
+
+    fn lost(&self, message: String) -> SandboxError {
+        SandboxError::Lost {
+            instance: self.instance.clone(),
+            message,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hearth_core::protocol::{InvokeSpec, ReadyInfo, PROTOCOL_VERSION};
+    use tokio::io::duplex;
+
+    fn ready() -> FromAgent {
+        FromAgent::Ready(ReadyInfo {
+            protocol_version: PROTOCOL_VERSION,
+            agent_version: "test".into(),
+            init_ms: 1.5,
+        })
+    }
+
+    #[tokio::test]
+    async fn frames_cross_the_stream_with_their_payloads() {
+        // worker side: writes into `to_agent`, reads from `from_agent`.
+        let (worker_out, mut agent_in) = duplex(1024);
+        let (mut agent_out, worker_in) = duplex(1024);
+        let mut stream = AgentStream::new("i1", worker_out, worker_in);
+
+        let invoke = ToAgent::Invoke(InvokeSpec {
+            request_id: "r1".into(),
+            timeout_ms: 1000,
+        });
+        stream.send(&invoke, b"{\"n\":1}").await.unwrap();
+        let mut got = vec![0u8; encode(&invoke, b"{\"n\":1}").unwrap().len()];
+        agent_in.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, encode(&invoke, b"{\"n\":1}").unwrap());
+
+        // Two frames written in small pieces arrive as two messages.
+        let mut bytes = encode(&ready(), b"").unwrap();
+        bytes.extend(
+            encode(
+                &FromAgent::Ready(ReadyInfo {
+                    protocol_version: 9,
+                    agent_version: "x".into(),
+                    init_ms: 0.0,
+                }),
+                b"payload",
+            )
+            .unwrap(),
+        );
+        let writer = tokio::spawn(async move {
+            for chunk in bytes.chunks(3) {
+                agent_out.write_all(chunk).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            agent_out
+        });
+        let (first, payload) = stream.recv().await.unwrap();
+        assert_eq!((first, payload.len()), (ready(), 0));
+        let (second, payload) = stream.recv().await.unwrap();
+        assert!(matches!(
+            second,
+            FromAgent::Ready(ReadyInfo {
+                protocol_version: 9,
+                ..
+            })
+        ));
+        assert_eq!(payload, b"payload");
+        drop(writer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_clean_end_of_stream_is_lost() {
+        let (worker_out, _agent_in) = duplex(64);
+        let (agent_out, worker_in) = duplex(64);
+        drop(agent_out);
+        let mut stream = AgentStream::new("i2", worker_out, worker_in);
+        let err = stream.recv().await.unwrap_err();
+        assert!(
+            matches!(&err, SandboxError::Lost { instance, message }
+                if instance == "i2" && message.contains("closed")),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn truncated_and_garbage_frames_are_lost() {
+        let frame = encode(&ready(), b"abc").unwrap();
+        for bytes in [
+            frame[..frame.len() - 1].to_vec(),
+            frame[..5].to_vec(),
+            vec![0xff; 8],
+            {
+                let mut bad = frame.clone();
+                bad[8] = b'!';
+                bad
+            },
+        ] {
+            let (worker_out, _agent_in) = duplex(64);
+            let (mut agent_out, worker_in) = duplex(1024);
+            agent_out.write_all(&bytes).await.unwrap();
+            drop(agent_out);
+            let mut stream = AgentStream::new("i3", worker_out, worker_in);
+            let err = stream.recv().await.unwrap_err();
+            assert!(matches!(err, SandboxError::Lost { .. }), "{err:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn writing_to_a_gone_agent_is_lost() {
+        let (worker_out, agent_in) = duplex(16);
+        let (_agent_out, worker_in) = duplex(16);
+        drop(agent_in);
+        let mut stream = AgentStream::new("i4", worker_out, worker_in);
+        let err = stream.send(&ToAgent::Shutdown, b"").await.unwrap_err();
+        assert!(matches!(err, SandboxError::Lost { .. }), "{err:?}");
+    }
+}

@@ -1,0 +1,631 @@
+//! The native backend: each instance is the agent in fresh Linux namespaces and its own
+//! cgroup, with no daemon in between.
+//!
+//! [`NativeBackend::create`] makes the instance's cgroup, spawns the agent straight into
+//! it and into new mount/pid/net/ipc/uts namespaces (`spawn.rs`), and hands it an `Init`
+//! frame with the code tar. The agent, still root, builds a tmpfs root on the shared
+//! empty mount point (each instance in its own private mount namespace), binds the
+//! runtime directories read-only, pivots, drops to uid 65534 without capabilities, and
+//! answers `Ready`. Each [`NativeInstance::invoke`] then costs one frame each way plus a
+//! few cgroup file reads.
+//!
+//! Needs root (namespaces, cgroups, mounts). Interpreters are resolved once, at
+//! [`NativeBackend::new`], past shims and symlinks (`interpreter.rs`).
+
+mod interpreter;
+mod spawn;
+
+use crate::agent_stream::AgentStream;
+use crate::cgroup::{
+    CgroupConfig, CgroupHost, CgroupLimits, CgroupVersion, CpuQuota, InstanceCgroup,
+};
+use crate::{Instance, InstanceRun, InstanceSpec, SandboxBackend, SandboxError};
+use async_trait::async_trait;
+use bytes::Bytes;
+use hearth_core::protocol::{
+    FromAgent, InitSpec, InvokeSpec, ReadyInfo, RootSetup, ToAgent, PROTOCOL_VERSION,
+};
+use hearth_core::Runtime;
+use std::collections::{HashMap, VecDeque};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
+use tokio::task::JoinHandle;
+
+const MIB: u64 = 1 << 20;
+
+/// Settings of the native backend. [`NativeConfig::new`] fills in the defaults.
+#[derive(Debug, Clone)]
+pub struct NativeConfig {
+    /// The static `hearth-agent` binary.
+    pub agent_path: PathBuf,
+    /// hearth's data directory; the backend uses `<data_dir>/sandbox/`.
+    pub data_dir: PathBuf,
+    /// Host directories bound read-only into every sandbox (those that exist).
+    pub read_only_dirs: Vec<PathBuf>,
+    /// Most processes and threads in one instance.
+    pub pids_max: u64,
+    /// CPU limit of one instance, in CPUs.
+    pub cpus: f64,
+    /// Size of each instance's `/tmp`, MB (capped at the function's memory).
+    pub tmp_size_mb: u64,
+    /// Where the cgroup and proc file systems are.
+    pub cgroup: CgroupConfig,
+    /// How long a cold start may take, from spawn to `Ready`.
+    pub init_timeout: Duration,
+}
+
+impl NativeConfig {
+    /// Runtime directories bound read-only by default (where they exist).
+    pub const DEFAULT_READ_ONLY_DIRS: [&'static str; 5] =
+        ["/usr", "/lib", "/lib64", "/bin", "/sbin"];
+    /// Default process limit per instance.
+    pub const DEFAULT_PIDS_MAX: u64 = 64;
+    /// Default `/tmp` size, MB.
+    pub const DEFAULT_TMP_SIZE_MB: u64 = 64;
+
+    /// Defaults: the standard runtime directories, 64 pids, one CPU, 64 MB of `/tmp`,
+    /// cgroups under `/sys/fs/cgroup`, 30 s to start.
+    pub fn new(agent_path: impl Into<PathBuf>, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            agent_path: agent_path.into(),
+            data_dir: data_dir.into(),
+            read_only_dirs: Self::DEFAULT_READ_ONLY_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
+            pids_max: Self::DEFAULT_PIDS_MAX,
+            cpus: 1.0,
+            tmp_size_mb: Self::DEFAULT_TMP_SIZE_MB,
+            cgroup: CgroupConfig::default(),
+            init_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Makes native instances. Cheap to share (`Arc`) between tasks.
+#[derive(Debug)]
+pub struct NativeBackend {
+    config: NativeConfig,
+    cgroups: CgroupHost,
+    mount_point: PathBuf,
+    read_only_dirs: Vec<String>,
+    /// Per runtime: the interpreter, or why there is none.
+    interpreters: HashMap<Runtime, Result<PathBuf, String>>,
+}
+
+impl NativeBackend {
+    /// Checks the host (root, agent binary, cgroups) and prepares the shared mount
+    /// point. Any problem is [`SandboxError::Unavailable`] with a message for the user.
+    pub fn new(config: NativeConfig) -> Result<Self, SandboxError> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(SandboxError::Unavailable(
+                "the native sandbox needs root; run as root or use --sandbox docker".into(),
+            ));
+        }
+        check_agent(&config.agent_path)?;
+        let cgroups = CgroupHost::detect(&config.cgroup)?;
+        cgroups.prepare()?;
+        let mount_point = prepare_mount_point(&config.data_dir)?;
+
+        let existing: Vec<PathBuf> = config
+            .read_only_dirs
+            .iter()
+            .filter(|d| d.exists())
+            .cloned()
+            .collect();
+        let read_only_dirs = existing
+            .iter()
+            .map(|d| path_string(d))
+            .collect::<Result<Vec<_>, _>>()?;
+        let visible: Vec<PathBuf> = existing
+            .iter()
+            .filter_map(|d| d.canonicalize().ok())
+            .collect();
+        let interpreters = Runtime::ALL
+            .into_iter()
+            .map(|runtime| (runtime, interpreter::resolve(runtime, &visible)))
+            .collect();
+        tracing::info!(
+            cgroup = ?cgroups.version(),
+            mount_point = %mount_point.display(),
+            ?interpreters,
+            "native sandbox ready"
+        );
+        Ok(Self {
+            config,
+            cgroups,
+            mount_point,
+            read_only_dirs,
+            interpreters,
+        })
+    }
+
+    /// Removes the cgroups of instances left by an earlier run that crashed (killing
+    /// what still runs in them). Call once at startup, before any `create`; two workers
+    /// must not share a cgroup group. Returns how many were removed.
+    pub fn sweep_orphans(&self) -> usize {
+        self.cgroups.sweep_orphans()
+    }
+
+    /// The cgroup interface in use.
+    pub fn cgroup_version(&self) -> CgroupVersion {
+        self.cgroups.version()
+    }
+
+    /// The interpreter `runtime` runs with, or why it cannot run.
+    pub fn interpreter(&self, runtime: Runtime) -> Result<&Path, SandboxError> {
+        match self.interpreters.get(&runtime) {
+            Some(Ok(path)) => Ok(path),
+            Some(Err(why)) => Err(SandboxError::Unavailable(why.clone())),
+            None => Err(SandboxError::Unavailable(format!(
+                "the native sandbox cannot run {runtime} functions"
+            ))),
+        }
+    }
+
+    /// [`SandboxBackend::create`] without the box: starts the agent, loads the code and
+    /// waits (at most `init_timeout`) for it to be ready.
+    pub async fn create_native(&self, spec: InstanceSpec) -> Result<NativeInstance, SandboxError> {
+        let interpreter = self.interpreter(spec.runtime)?;
+        let init = self.init_spec(&spec, interpreter)?;
+        let limits = CgroupLimits {
+            memory_bytes: spec.memory_mb.saturating_mul(MIB),
+            pids_max: self.config.pids_max,
+            cpu: CpuQuota::cpus(self.config.cpus),
+        };
+        let cgroup = self.cgroups.create(&spec.instance_id, &limits)?;
+        let mut instance =
+            NativeInstance::spawn(&self.config.agent_path, spec.instance_id, cgroup).await?;
+        let handshake = async {
+            instance
+                .stream
+                .send(&ToAgent::Init(init), &spec.code_tar)
+                .await?;
+            instance.stream.recv().await
+        };
+        let waited_ms = self.config.init_timeout.as_millis() as u64;
+        let answer = tokio::time::timeout(self.config.init_timeout, handshake)
+            .await
+            .unwrap_or_else(|_| {
+                Err(SandboxError::Unresponsive {
+                    instance: instance.id.clone(),
+                    waited_ms,
+                })
+            });
+        match answer.and_then(|(message, _)| expect_ready(&instance.id, message)) {
+            Ok(ready) => {
+                tracing::debug!(
+                    instance = %instance.id,
+                    agent = %ready.agent_version,
+                    init_ms = ready.init_ms,
+                    "instance ready"
+                );
+                Ok(instance)
+            }
+            Err(error) => Err(instance.fail(error).await),
+        }
+    }
+
+    fn init_spec(&self, spec: &InstanceSpec, interpreter: &Path) -> Result<InitSpec, SandboxError> {
+        Ok(InitSpec {
+            protocol_version: PROTOCOL_VERSION,
+            runtime: spec.runtime,
+            function_name: spec.function_name.clone(),
+            version: spec.version,
+            memory_limit_mb: spec.memory_mb,
+            env: spec.env.clone(),
+            interpreter: path_string(interpreter)?,
+            root: RootSetup::Native {
+                mount_point: path_string(&self.mount_point)?,
+                read_only_dirs: self.read_only_dirs.clone(),
+                root_size_mb: root_size_mb(spec.code_tar.len()),
+            },
+            tmp_size_mb: self.config.tmp_size_mb.min(spec.memory_mb),
+            inline_output_limit: INLINE_OUTPUT_LIMIT,
+            uid: SANDBOX_ID,
+            gid: SANDBOX_ID,
+        })
+    }
+}
+
+/// Cap on inline stdout and stderr of one invocation, bytes each.
+const INLINE_OUTPUT_LIMIT: u64 = 1 << 20;
+/// `nobody`: the user and group functions run as.
+const SANDBOX_ID: u32 = 65534;
+/// The agent enforces the real timeout; the worker waits this much longer.
+const INVOKE_GRACE: Duration = Duration::from_millis(2000);
+/// How long `destroy` lets the agent shut down by itself.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(200);
+/// Lines of the agent's stderr kept for error messages.
+const LOG_TAIL_LINES: usize = 20;
+
+/// The root tmpfs holds the code plus some room: code + 16 MB, at least 32 MB.
+fn root_size_mb(code_bytes: usize) -> u64 {
+    let code_mb = (code_bytes as u64).div_ceil(MIB);
+    (code_mb + 16).max(32)
+}
+
+fn path_string(path: &Path) -> Result<String, SandboxError> {
+    path.to_str()
+        .map(str::to_string)
+        .ok_or_else(|| SandboxError::Unavailable(format!("path {} is not UTF-8", path.display())))
+}
+
+fn check_agent(path: &Path) -> Result<(), SandboxError> {
+    let build = "RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release \
+                 -p hearth-agent --target x86_64-unknown-linux-gnu --target-dir target/agent";
+    let metadata = std::fs::metadata(path).map_err(|e| {
+        SandboxError::Unavailable(format!(
+            "agent binary {}: {e} (build it with `{build}`)",
+            path.display()
+        ))
+    })?;
+    if !metadata.is_file() || metadata.permissions().mode() & 0o111 == 0 {
+        return Err(SandboxError::Unavailable(format!(
+            "agent binary {} is not an executable file",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Makes `<data_dir>/sandbox/mnt`, the empty directory every instance mounts its root
+/// on (each in its own mount namespace, so they never see each other's).
+fn prepare_mount_point(data_dir: &Path) -> Result<PathBuf, SandboxError> {
+    let dir = data_dir.join("sandbox").join("mnt");
+    let unavailable = |e: std::io::Error| {
+        SandboxError::Unavailable(format!("mount point {}: {e}", dir.display()))
+    };
+    std::fs::create_dir_all(&dir).map_err(unavailable)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).map_err(unavailable)?;
+    if std::fs::read_dir(&dir)
+        .map_err(unavailable)?
+        .next()
+        .is_some()
+    {
+        tracing::warn!(dir = %dir.display(), "the sandbox mount point is not empty");
+    }
+    dir.canonicalize().map_err(unavailable)
+}
+
+#[async_trait]
+impl SandboxBackend for NativeBackend {
+    fn name(&self) -> &'static str {
+        "native"
+    }
+
+    async fn create(&self, spec: InstanceSpec) -> Result<Box<dyn Instance>, SandboxError> {
+        Ok(Box::new(self.create_native(spec).await?))
+    }
+}
+
+/// The agent's answer to `Init`: `Ready` in our protocol version, or an error.
+fn expect_ready(instance: &str, message: FromAgent) -> Result<ReadyInfo, SandboxError> {
+    let spawn_error = |message: String| SandboxError::Spawn {
+        instance: instance.to_string(),
+        message,
+    };
+    match message {
+        FromAgent::Ready(ready) if ready.protocol_version == PROTOCOL_VERSION => Ok(ready),
+        FromAgent::Ready(ready) => Err(spawn_error(format!(
+            "the agent speaks protocol {}, this worker {PROTOCOL_VERSION}",
+            ready.protocol_version
+        ))),
+        // The user's code failed to load.
+        FromAgent::Failed(failure) if failure.phase == "init" => Err(SandboxError::InitFailed {
+            message: failure.message,
+        }),
+        FromAgent::Failed(failure) => Err(spawn_error(format!(
+            "the agent failed ({}): {}",
+            failure.phase, failure.message
+        ))),
+        FromAgent::Result(_) => Err(SandboxError::Lost {
+            instance: instance.to_string(),
+            message: "the agent sent a result before ready".into(),
+        }),
+    }
+}
+
+/// Keeps the last lines the agent wrote on stderr, for error messages.
+#[derive(Debug, Clone, Default)]
+struct LogTail(Arc<Mutex<VecDeque<String>>>);
+
+impl LogTail {
+    fn push(&self, line: String) {
+        if let Ok(mut lines) = self.0.lock() {
+            if lines.len() == LOG_TAIL_LINES {
+                lines.pop_front();
+            }
+            lines.push_back(line);
+        }
+    }
+
+    fn joined(&self) -> String {
+        self.0
+            .lock()
+            .map(|lines| lines.iter().cloned().collect::<Vec<_>>().join(" | "))
+            .unwrap_or_default()
+    }
+}
+
+/// Forwards the agent's stderr to `tracing`, line by line, tagged with the instance.
+fn forward_stderr(instance: String, stderr: ChildStderr, tail: LogTail) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(stderr);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let text = String::from_utf8_lossy(&line);
+                    let text = text.trim_end();
+                    tracing::info!(target: "hearth::agent", instance = %instance, "{text}");
+                    tail.push(text.chars().take(1000).collect());
+                }
+            }
+        }
+    })
+}
+
+/// One running agent, serving one function version.
+pub struct NativeInstance {
+    id: String,
+    // Fields drop in order: the stream (the agent's stdin closes), the process (killed
+    // on drop), then the cgroup (everything left in it killed, directories removed).
+    stream: AgentStream<ChildStdin, ChildStdout>,
+    child: Child,
+    cgroup: Option<InstanceCgroup>,
+    log_tail: LogTail,
+    stderr_task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for NativeInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativeInstance")
+            .field("id", &self.id)
+            .field("pid", &self.child.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NativeInstance {
+    /// Spawns the agent into `cgroup` and new namespaces.
+    async fn spawn(agent: &Path, id: String, cgroup: InstanceCgroup) -> Result<Self, SandboxError> {
+        let mut child = spawn::spawn_agent(agent, cgroup.procs_files())
+            .await
+            .map_err(|e| SandboxError::Spawn {
+                instance: id.clone(),
+                message: format!("cannot start the agent {}: {e}", agent.display()),
+            })?;
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err(SandboxError::Spawn {
+                instance: id,
+                message: "the agent's stdio is not piped".into(),
+            });
+        };
+        let log_tail = LogTail::default();
+        let stderr_task = forward_stderr(id.clone(), stderr, log_tail.clone());
+        Ok(Self {
+            stream: AgentStream::new(id.clone(), stdin, stdout),
+            id,
+            child,
+            cgroup: Some(cgroup),
+            log_tail,
+            stderr_task: Some(stderr_task),
+        })
+    }
+
+    /// The agent's process id (outside the sandbox's pid namespace).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// The instance's cgroup directories (empty once destroyed).
+    pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        self.cgroup
+            .as_ref()
+            .map(|c| c.dirs().to_vec())
+            .unwrap_or_default()
+    }
+
+    fn cgroup(&mut self) -> Result<&mut InstanceCgroup, SandboxError> {
+        self.cgroup.as_mut().ok_or_else(|| SandboxError::Lost {
+            instance: self.id.clone(),
+            message: "the instance was destroyed".into(),
+        })
+    }
+
+    /// Tears the instance down after a failed start and returns the error, with what
+    /// the agent last said added to a lost stream's message.
+    async fn fail(mut self, error: SandboxError) -> SandboxError {
+        self.teardown().await;
+        if let Some(task) = self.stderr_task.take() {
+            // Everything is dead, so stderr ends; do not wait long for its last lines.
+            let _ = tokio::time::timeout(Duration::from_millis(500), task).await;
+        }
+        let said = self.log_tail.joined();
+        match error {
+            SandboxError::Lost { instance, message } if !said.is_empty() => SandboxError::Lost {
+                instance,
+                message: format!("{message}; the agent said: {said}"),
+            },
+            SandboxError::Spawn { instance, message } if !said.is_empty() => SandboxError::Spawn {
+                instance,
+                message: format!("{message}; the agent said: {said}"),
+            },
+            other => other,
+        }
+    }
+
+    /// Asks the agent to stop, kills it after [`SHUTDOWN_GRACE`], then empties and
+    /// removes the cgroup.
+    async fn teardown(&mut self) {
+        let polite = async {
+            if self.stream.send(&ToAgent::Shutdown, b"").await.is_ok() {
+                let _ = self.child.wait().await;
+            }
+        };
+        if tokio::time::timeout(SHUTDOWN_GRACE, polite).await.is_err() {
+            tracing::debug!(instance = %self.id, "agent ignored shutdown; killing it");
+        }
+        if let Err(e) = self.child.start_kill() {
+            // InvalidInput: it already exited.
+            if e.kind() != std::io::ErrorKind::InvalidInput {
+                tracing::warn!(instance = %self.id, error = %e, "cannot kill the agent");
+            }
+        }
+        let _ = self.child.wait().await;
+        if let Some(cgroup) = self.cgroup.take() {
+            let id = self.id.clone();
+            match tokio::task::spawn_blocking(move || cgroup.destroy()).await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(instance = %id, "instance cgroup not fully removed"),
+                Err(e) => tracing::warn!(instance = %id, error = %e, "cgroup removal panicked"),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Instance for NativeInstance {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    async fn invoke(
+        &mut self,
+        spec: InvokeSpec,
+        event: Bytes,
+    ) -> Result<InstanceRun, SandboxError> {
+        let before = self.cgroup()?.meter()?.begin()?;
+        let guard = Duration::from_millis(spec.timeout_ms).saturating_add(INVOKE_GRACE);
+        let request_id = spec.request_id.clone();
+        let exchange = async {
+            self.stream.send(&ToAgent::Invoke(spec), &event).await?;
+            self.stream.recv().await
+        };
+        let (message, result) = tokio::time::timeout(guard, exchange).await.map_err(|_| {
+            SandboxError::Unresponsive {
+                instance: self.id.clone(),
+                waited_ms: guard.as_millis() as u64,
+            }
+        })??;
+        let outcome = match message {
+            FromAgent::Result(outcome) if outcome.request_id == request_id => outcome,
+            FromAgent::Result(outcome) => {
+                return Err(self.lost(format!(
+                    "result for {} while waiting for {request_id}",
+                    outcome.request_id
+                )))
+            }
+            FromAgent::Failed(failure) => {
+                return Err(self.lost(format!(
+                    "the agent failed ({}): {}",
+                    failure.phase, failure.message
+                )))
+            }
+            FromAgent::Ready(_) => return Err(self.lost("unexpected ready".into())),
+        };
+        let usage = self.cgroup()?.meter()?.finish(&before)?;
+        Ok(InstanceRun {
+            outcome,
+            result,
+            usage,
+        })
+    }
+
+    async fn destroy(mut self: Box<Self>) {
+        self.teardown().await;
+    }
+}
+
+impl NativeInstance {
+    fn lost(&self, message: String) -> SandboxError {
+        SandboxError::Lost {
+            instance: self.id.clone(),
+            message,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_tmpfs_fits_the_code_with_room() {
+        assert_eq!(root_size_mb(0), 32);
+        assert_eq!(root_size_mb(10 * MIB as usize), 32);
+        assert_eq!(root_size_mb(16 * MIB as usize + 1), 33);
+        assert_eq!(root_size_mb(100 * MIB as usize), 116);
+    }
+
+    #[test]
+    fn only_ready_in_our_protocol_starts_an_instance() {
+        use hearth_core::protocol::AgentFailure;
+        let ready = |protocol_version| {
+            FromAgent::Ready(ReadyInfo {
+                protocol_version,
+                agent_version: "t".into(),
+                init_ms: 1.0,
+            })
+        };
+        let failed = |phase: &str| {
+            FromAgent::Failed(AgentFailure {
+                phase: phase.into(),
+                message: "SyntaxError: expected ':'".into(),
+            })
+        };
+        assert!(expect_ready("i", ready(PROTOCOL_VERSION)).is_ok());
+        let err = expect_ready("i", ready(PROTOCOL_VERSION + 1)).unwrap_err();
+        assert!(matches!(err, SandboxError::Spawn { .. }), "{err:?}");
+        let err = expect_ready("i", failed("init")).unwrap_err();
+        assert!(
+            matches!(&err, SandboxError::InitFailed { message } if message.contains("SyntaxError")),
+            "{err:?}"
+        );
+        let err = expect_ready("i", failed("runtime")).unwrap_err();
+        assert!(matches!(err, SandboxError::Spawn { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn log_tail_keeps_the_last_lines() {
+        let tail = LogTail::default();
+        for i in 0..30 {
+            tail.push(format!("line {i}"));
+        }
+        let joined = tail.joined();
+        assert!(joined.starts_with("line 10 |"), "{joined}");
+        assert!(joined.ends_with("line 29"), "{joined}");
+    }
+
+    #[test]
+    fn a_missing_agent_names_the_build_command() {
+        let err = check_agent(Path::new("/nonexistent/hearth-agent")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("cargo build --release -p hearth-agent"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_mount_point_is_made_empty_and_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mount_point = prepare_mount_point(dir.path()).unwrap();
+        assert!(mount_point.ends_with("sandbox/mnt"));
+        let mode = std::fs::metadata(&mount_point)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755);
+    }
+}

@@ -1,0 +1,504 @@
+//! The native backend against the real kernel and the real agent.
+//!
+//! Needs root and the static agent binary: `$HEARTH_AGENT`, else
+//! `<workspace>/target/agent/x86_64-unknown-linux-gnu/release/hearth-agent`. A missing
+//! agent fails every test with the command that builds it; nothing is skipped.
+
+use bytes::Bytes;
+use hearth_core::protocol::{InvokeSpec, OutcomeStatus};
+use hearth_core::Runtime;
+use hearth_sandbox::cgroup::{CgroupConfig, CgroupHost};
+use hearth_sandbox::native::{NativeBackend, NativeConfig, NativeInstance};
+use hearth_sandbox::{Instance, InstanceRun, InstanceSpec, SandboxBackend, SandboxError};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use tempfile::TempDir;
+
+const MIB: u64 = 1 << 20;
+
+const BUILD_AGENT: &str = "RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release \
+     -p hearth-agent --target x86_64-unknown-linux-gnu --target-dir target/agent";
+
+fn agent_path() -> PathBuf {
+    let path = std::env::var_os("HEARTH_AGENT").map_or_else(
+        || {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../target/agent/x86_64-unknown-linux-gnu/release/hearth-agent")
+        },
+        PathBuf::from,
+    );
+    assert!(
+        path.is_file(),
+        "the agent binary {} is missing: build it from the workspace root with\n  {BUILD_AGENT}\n\
+         or point HEARTH_AGENT at it",
+        path.display()
+    );
+    path
+}
+
+/// A backend with its own data dir (kept alive by the returned guard).
+fn backend() -> (NativeBackend, TempDir) {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "the native sandbox tests need root");
+    let data = tempfile::tempdir().expect("temp dir");
+    let backend =
+        NativeBackend::new(NativeConfig::new(agent_path(), data.path())).expect("native backend");
+    (backend, data)
+}
+
+/// A code package with one `main.py`.
+fn python(source: &str) -> Bytes {
+    package("main.py", source)
+}
+
+/// A code package (uncompressed tar) with one file.
+fn package(file: &str, source: &str) -> Bytes {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(source.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder
+        .append_data(&mut header, file, source.as_bytes())
+        .expect("tar entry");
+    Bytes::from(builder.into_inner().expect("tar"))
+}
+
+fn unique_id(name: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "test-{}-{name}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn spec(name: &str, code: Bytes, memory_mb: u64) -> InstanceSpec {
+    InstanceSpec {
+        instance_id: unique_id(name),
+        function_name: name.to_string(),
+        version: 1,
+        runtime: Runtime::Python,
+        memory_mb,
+        env: BTreeMap::new(),
+        code_tar: code,
+    }
+}
+
+async fn invoke(instance: &mut NativeInstance, event: &str) -> InstanceRun {
+    invoke_with_timeout(instance, event, 10_000).await
+}
+
+async fn invoke_with_timeout(
+    instance: &mut NativeInstance,
+    event: &str,
+    timeout_ms: u64,
+) -> InstanceRun {
+    let spec = InvokeSpec {
+        request_id: unique_id("req"),
+        timeout_ms,
+    };
+    instance
+        .invoke(spec, Bytes::copy_from_slice(event.as_bytes()))
+        .await
+        .expect("invoke")
+}
+
+fn assert_success(run: &InstanceRun) {
+    assert_eq!(
+        run.outcome.status,
+        OutcomeStatus::Success,
+        "{:#?}",
+        run.outcome
+    );
+}
+
+/// The pids in the instance's cgroups, read from the files.
+fn cgroup_pids(dirs: &[PathBuf]) -> Vec<i32> {
+    let mut pids: Vec<i32> = dirs
+        .iter()
+        .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
+        .flat_map(|t| {
+            t.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+/// Whether `pid` is a live (not zombie) process.
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
+    }
+}
+
+const ECHO: &str = "def handler(event, context):\n    return event\n";
+
+#[tokio::test]
+async fn a_trivial_handler_returns_its_event() {
+    let (backend, _data) = backend();
+    let start = std::time::Instant::now();
+    let mut instance = backend
+        .create_native(spec("echo", python(ECHO), 128))
+        .await
+        .expect("create");
+    eprintln!("python cold start: {:?}", start.elapsed());
+    let run = invoke(&mut instance, r#"{"hello":"world","n":[1,2,3]}"#).await;
+    assert_success(&run);
+    let value: serde_json::Value = serde_json::from_slice(&run.result).expect("json result");
+    assert_eq!(value, serde_json::json!({"hello": "world", "n": [1, 2, 3]}));
+    // A second call on the same instance works too.
+    let run = invoke(&mut instance, "42").await;
+    assert_success(&run);
+    assert_eq!(run.result, b"42");
+    Box::new(instance).destroy().await;
+}
+
+#[tokio::test]
+async fn the_memory_peak_is_per_invocation() {
+    let (backend, _data) = backend();
+    let code = python(
+        "def handler(event, context):\n\
+        \x20   b = bytearray(event['mb'] * 1024 * 1024)\n\
+        \x20   for i in range(0, len(b), 4096):\n\
+        \x20       b[i] = 1\n\
+        \x20   return len(b)\n",
+    );
+    let mut instance = backend
+        .create_native(spec("memory", code, 256))
+        .await
+        .expect("create");
+    let big = invoke(&mut instance, r#"{"mb":100}"#).await;
+    assert_success(&big);
+    let peak = big.usage.peak_bytes;
+    assert!(
+        (100 * MIB..140 * MIB).contains(&peak),
+        "100 MB allocation peaked at {} MB",
+        peak / MIB
+    );
+    assert!(!big.usage.oom_killed);
+    let small = invoke(&mut instance, r#"{"mb":10}"#).await;
+    assert_success(&small);
+    eprintln!(
+        "peaks: 100 MB call {} MB, 10 MB call {} MB",
+        peak / MIB,
+        small.usage.peak_bytes / MIB
+    );
+    assert!(
+        small.usage.peak_bytes < 40 * MIB,
+        "10 MB allocation after a 100 MB one peaked at {} MB: the peak was not reset",
+        small.usage.peak_bytes / MIB
+    );
+    Box::new(instance).destroy().await;
+}
+
+#[tokio::test]
+async fn an_oom_kill_is_reported_and_the_instance_still_serves() {
+    let (backend, _data) = backend();
+    let code = python(
+        "def handler(event, context):\n\
+        \x20   if event.get('mb'):\n\
+        \x20       b = bytearray(event['mb'] * 1024 * 1024)\n\
+        \x20       for i in range(0, len(b), 4096):\n\
+        \x20           b[i] = 1\n\
+        \x20   return 'ok'\n",
+    );
+    let mut instance = backend
+        .create_native(spec("oom", code, 128))
+        .await
+        .expect("create");
+    let run = invoke(&mut instance, r#"{"mb":200}"#).await;
+    eprintln!(
+        "OOM call: {:?}, healthy {}, peak {} MB",
+        run.outcome.status,
+        run.outcome.healthy,
+        run.usage.peak_bytes / MIB
+    );
+    assert!(run.usage.oom_killed, "{:#?}", run);
+    assert_ne!(
+        run.outcome.status,
+        OutcomeStatus::Success,
+        "{:#?}",
+        run.outcome
+    );
+    // The same instance serves the next call (if the agent says it can), and a new
+    // one does in any case.
+    if run.outcome.healthy {
+        let next = invoke(&mut instance, "{}").await;
+        assert_success(&next);
+        assert!(!next.usage.oom_killed);
+    }
+    Box::new(instance).destroy().await;
+    let code = python("def handler(event, context):\n    return 'ok'\n");
+    let mut fresh = backend
+        .create_native(spec("oom-after", code, 128))
+        .await
+        .expect("create");
+    assert_success(&invoke(&mut fresh, "{}").await);
+    Box::new(fresh).destroy().await;
+}
+
+#[tokio::test]
+async fn a_busy_loop_uses_cpu_time() {
+    let (backend, _data) = backend();
+    let code = python(
+        "import time\n\
+        def handler(event, context):\n\
+        \x20   end = time.time() + 0.2\n\
+        \x20   n = 0\n\
+        \x20   while time.time() < end:\n\
+        \x20       n += 1\n\
+        \x20   return n\n",
+    );
+    let mut instance = backend
+        .create_native(spec("cpu", code, 128))
+        .await
+        .expect("create");
+    let run = invoke(&mut instance, "{}").await;
+    assert_success(&run);
+    let cpu_ns = run.usage.cpu_user_ns + run.usage.cpu_system_ns;
+    assert!(
+        cpu_ns > 50_000_000,
+        "200 ms busy loop used {cpu_ns} ns of CPU"
+    );
+    Box::new(instance).destroy().await;
+}
+
+#[tokio::test]
+async fn a_fork_bomb_is_stopped_by_the_pids_limit() {
+    let (backend, _data) = backend();
+    let code = python(
+        "import os, time\n\
+        def handler(event, context):\n\
+        \x20   if event.get('bomb'):\n\
+        \x20       me = os.getpid()\n\
+        \x20       try:\n\
+        \x20           while True:\n\
+        \x20               os.fork()\n\
+        \x20       except OSError:\n\
+        \x20           pass\n\
+        \x20       if os.getpid() != me:\n\
+        \x20           time.sleep(3600)\n\
+        \x20           os._exit(0)\n\
+        \x20       return 'stopped'\n\
+        \x20   return 'calm'\n",
+    );
+    let mut instance = backend
+        .create_native(spec("forkbomb", code, 256))
+        .await
+        .expect("create");
+    let dirs = instance.cgroup_dirs();
+    let bomb = invoke(&mut instance, r#"{"bomb":true}"#).await;
+    assert_eq!(
+        bomb.outcome.status,
+        OutcomeStatus::Success,
+        "{:#?}",
+        bomb.outcome
+    );
+    assert_eq!(bomb.result, b"\"stopped\"");
+    let left = cgroup_pids(&dirs);
+    assert!(
+        left.len() < NativeConfig::DEFAULT_PIDS_MAX as usize,
+        "{} processes left after the bomb",
+        left.len()
+    );
+    let calm = invoke(&mut instance, "{}").await;
+    assert_success(&calm);
+    assert_eq!(calm.result, b"\"calm\"");
+    Box::new(instance).destroy().await;
+}
+
+#[tokio::test]
+async fn code_that_fails_to_load_is_an_init_failure() {
+    let (backend, _data) = backend();
+    let id_spec = spec(
+        "broken",
+        python("def handler(event, context)\n    return 1\n"),
+        128,
+    );
+    let dirs = instance_dirs(&id_spec.instance_id);
+    let Err(err) = backend.create(id_spec).await else {
+        panic!("code with a syntax error loaded");
+    };
+    assert!(matches!(err, SandboxError::InitFailed { .. }), "{err:?}");
+    assert!(dirs.iter().all(|d| !d.exists()), "cgroup left: {dirs:?}");
+}
+
+/// The cgroup directories an instance id gets on this host.
+fn instance_dirs(id: &str) -> Vec<PathBuf> {
+    CgroupHost::detect(&CgroupConfig::default())
+        .expect("cgroups")
+        .group_dirs()
+        .iter()
+        .map(|g| g.join(id))
+        .collect()
+}
+
+#[tokio::test]
+async fn destroy_leaves_no_cgroup_and_no_process() {
+    let (backend, _data) = backend();
+    let mut instance = backend
+        .create_native(spec("destroy", python(ECHO), 128))
+        .await
+        .expect("create");
+    assert_success(&invoke(&mut instance, "{}").await);
+    let dirs = instance.cgroup_dirs();
+    assert!(!dirs.is_empty() && dirs.iter().all(|d| d.is_dir()));
+    let pids = cgroup_pids(&dirs);
+    assert!(!pids.is_empty(), "no process in the instance's cgroup");
+    let agent = instance.pid().expect("agent pid") as i32;
+    assert!(
+        pids.contains(&agent),
+        "agent {agent} not in its cgroup {pids:?}"
+    );
+    Box::new(instance).destroy().await;
+    assert!(dirs.iter().all(|d| !d.exists()), "cgroup left: {dirs:?}");
+    let alive: Vec<i32> = pids.into_iter().filter(|p| alive(*p)).collect();
+    assert!(alive.is_empty(), "processes survive destroy: {alive:?}");
+}
+
+#[tokio::test]
+async fn a_dropped_instance_leaves_no_cgroup_and_no_process() {
+    let (backend, _data) = backend();
+    let instance = backend
+        .create_native(spec("dropped", python(ECHO), 128))
+        .await
+        .expect("create");
+    let dirs = instance.cgroup_dirs();
+    let pids = cgroup_pids(&dirs);
+    assert!(!pids.is_empty());
+    drop(instance);
+    assert!(dirs.iter().all(|d| !d.exists()), "cgroup left: {dirs:?}");
+    // SIGKILLed processes may take a moment to be reaped by their parents.
+    let mut alive_pids = pids.clone();
+    for _ in 0..100 {
+        alive_pids.retain(|p| alive(*p));
+        if alive_pids.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        alive_pids.is_empty(),
+        "processes survive drop: {alive_pids:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_handler_past_its_timeout_does_not_hang_the_worker() {
+    let (backend, _data) = backend();
+    let code = python(
+        "import time\n\
+        def handler(event, context):\n\
+        \x20   time.sleep(event['s'])\n\
+        \x20   return 'woke'\n",
+    );
+    let mut instance = backend
+        .create_native(spec("timeout", code, 128))
+        .await
+        .expect("create");
+    let spec = InvokeSpec {
+        request_id: unique_id("req"),
+        timeout_ms: 300,
+    };
+    let start = std::time::Instant::now();
+    match instance
+        .invoke(spec, Bytes::from_static(br#"{"s":30}"#))
+        .await
+    {
+        Ok(run) => assert_eq!(
+            run.outcome.status,
+            OutcomeStatus::Timeout,
+            "{:#?}",
+            run.outcome
+        ),
+        Err(e) => assert!(matches!(e, SandboxError::Unresponsive { .. }), "{e:?}"),
+    }
+    assert!(start.elapsed() < std::time::Duration::from_secs(10));
+    Box::new(instance).destroy().await;
+}
+
+#[tokio::test]
+async fn the_handler_sees_only_its_sandbox() {
+    let (backend, _data) = backend();
+    let code = python(
+        "import os, socket\n\
+        def handler(event, context):\n\
+        \x20   try:\n\
+        \x20       open('/usr/hearth-probe', 'w')\n\
+        \x20       usr_writable = True\n\
+        \x20   except OSError:\n\
+        \x20       usr_writable = False\n\
+        \x20   return {\n\
+        \x20       'uid': os.getuid(), 'gid': os.getgid(),\n\
+        \x20       'root': sorted(os.listdir('/')),\n\
+        \x20       'pids': len([p for p in os.listdir('/proc') if p.isdigit()]),\n\
+        \x20       'interfaces': [name for _, name in socket.if_nameindex()],\n\
+        \x20       'hostname': socket.gethostname(),\n\
+        \x20       'usr_writable': usr_writable,\n\
+        \x20   }\n",
+    );
+    let mut instance = backend
+        .create_native(spec("isolation", code, 128))
+        .await
+        .expect("create");
+    let run = invoke(&mut instance, "{}").await;
+    assert_success(&run);
+    let seen: serde_json::Value = serde_json::from_slice(&run.result).expect("json result");
+    eprintln!("inside the sandbox: {seen}");
+    assert_eq!(
+        (seen["uid"].as_u64(), seen["gid"].as_u64()),
+        (Some(65534), Some(65534))
+    );
+    let root: Vec<&str> = seen["root"]
+        .as_array()
+        .expect("root listing")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    for host_only in ["root", "work", "home", "var"] {
+        assert!(
+            !root.contains(&host_only),
+            "/{host_only} is visible: {root:?}"
+        );
+    }
+    assert!(root.contains(&"usr"), "{root:?}");
+    assert!(
+        seen["pids"].as_u64().is_some_and(|n| n < 10),
+        "the host's processes are visible: {seen}"
+    );
+    assert_eq!(seen["interfaces"], serde_json::json!(["lo"]));
+    let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    assert_ne!(seen["hostname"].as_str(), Some(host_name.trim()));
+    assert_eq!(seen["usr_writable"], false);
+    Box::new(instance).destroy().await;
+}
+
+#[tokio::test]
+async fn a_node_handler_returns_its_event() {
+    let (backend, _data) = backend();
+    let code = package(
+        "index.js",
+        "exports.handler = async (event, context) => ({ got: event });\n",
+    );
+    let mut spec = spec("node-echo", code, 128);
+    spec.runtime = Runtime::Nodejs;
+    let start = std::time::Instant::now();
+    let mut instance = backend.create_native(spec).await.expect("create");
+    eprintln!("node cold start: {:?}", start.elapsed());
+    let run = invoke(&mut instance, r#"{"a":1}"#).await;
+    assert_success(&run);
+    let value: serde_json::Value = serde_json::from_slice(&run.result).expect("json result");
+    assert_eq!(value, serde_json::json!({"got": {"a": 1}}));
+    Box::new(instance).destroy().await;
+}
