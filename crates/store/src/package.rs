@@ -87,7 +87,7 @@ impl fmt::Debug for CodePackage {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PackageError {
     /// The zip itself is over the size limit.
-    #[error("code zip is {size} bytes: the limit is {limit} bytes; leave out files the function does not need (tests, caches, build output)")]
+    #[error("code zip is {size} bytes: the limit is {} MB; leave out files the function does not need (tests, caches, build output)", limit >> 20)]
     ZipTooLarge {
         /// Size of the upload.
         size: u64,
@@ -106,7 +106,7 @@ pub enum PackageError {
         limit: usize,
     },
     /// The files inflate to more than allowed (counted while inflating).
-    #[error("code unpacks to more than {limit} bytes: keep the uncompressed code under {limit} bytes (large data belongs in object storage, not in the package)")]
+    #[error("code unpacks to more than {mb} MB: keep the uncompressed code under {mb} MB (large data belongs in object storage, not in the package)", mb = limit >> 20)]
     UncompressedTooLarge {
         /// The limit.
         limit: u64,
