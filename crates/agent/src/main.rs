@@ -1,0 +1,280 @@
+//! hearth-agent: PID 1 of every sandbox. It turns a sandbox into a function instance and
+//! runs each invocation in a fresh process.
+//!
+//! Owns: the agent side of the protocol in `hearth_core::protocol` (frames on its stdin
+//! and stdout, moved to high fds at once so no child can touch them); the native sandbox's
+//! root file system (tmpfs root, read-only binds, minimal `/dev` and `/etc`, pivot);
+//! dropping privileges (capabilities, uid/gid, no-new-privileges, seccomp); keeping the
+//! next invocation's process ready (a Python zygote that forks, a Node.js standby); and
+//! making sure no process of an invocation outlives it.
+//!
+//! Never: creates namespaces or cgroups (the worker spawns it inside them), reads cgroup
+//! counters (the worker does, right after the result), talks to anything but its own
+//! stdio, or runs user code in a process that outlives its invocation.
+//!
+//! Layout: `main.rs` (startup and the frame loop), `channel.rs` (the protocol stream),
+//! `setup.rs` (root file system), `code.rs` (code tar, runtime files), `privileges.rs`
+//! (caps, uid, seccomp), `runtime.rs` (what runtimes share), `python.rs` (zygote),
+//! `node.rs` (standby), `process.rs` (spawn, pipes, wait), `run.rs` (one invocation's
+//! outcome), `sweep.rs` (leftover killing).
+//!
+//! Built as a static binary, in its own target dir:
+//!
+//! ```text
+//! RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p hearth-agent \
+//!     --target x86_64-unknown-linux-gnu --target-dir target/agent
+//! ```
+//!
+//! which leaves it at `target/agent/x86_64-unknown-linux-gnu/release/hearth-agent`.
+
+/// Writes one diagnostic line on the agent's stderr (the worker's log).
+macro_rules! diag {
+    ($($arg:tt)*) => {
+        eprintln!("hearth-agent: {}", format_args!($($arg)*))
+    };
+}
+pub(crate) use diag;
+
+mod channel;
+mod code;
+mod error;
+mod node;
+mod privileges;
+mod process;
+mod python;
+mod run;
+mod runtime;
+mod setup;
+mod sweep;
+
+use channel::Channel;
+use error::AgentError;
+use hearth_core::protocol::{
+    AgentFailure, FromAgent, InitSpec, ReadyInfo, RootSetup, ToAgent, PROTOCOL_VERSION,
+};
+use runtime::{Instance, Runner};
+use std::path::Path;
+use std::time::Instant;
+use sweep::{Scope, Sweeper};
+
+fn main() {
+    std::process::exit(agent_main());
+}
+
+fn agent_main() -> i32 {
+    // SAFETY: umask only sets a process attribute.
+    unsafe { libc::umask(0o022) };
+    let mut channel = match Channel::from_stdio() {
+        Ok(channel) => channel,
+        Err(e) => {
+            diag!("cannot take the protocol stream: {e}");
+            return 2;
+        }
+    };
+    let started = Instant::now();
+    let (spec, code) = match channel.read() {
+        Ok(Some((ToAgent::Init(spec), code))) => (spec, code),
+        Ok(Some((ToAgent::Shutdown, _)) | None) => return 0,
+        Ok(Some((other, _))) => {
+            let e = AgentError::Unexpected(format!("{other:?} before init"));
+            return fail(&mut channel, "init", &e);
+        }
+        Err(e) => return fail(&mut channel, "init", &e),
+    };
+    if let Err(e) = preflight(&spec) {
+        return fail(&mut channel, "init", &e);
+    }
+    if matches!(spec.root, RootSetup::Native { .. }) {
+        match become_pid1() {
+            Ok(Some(child)) => {
+                drop(channel);
+                return wait_for_pid1(child);
+            }
+            Ok(None) => {}
+            Err(e) => return fail(&mut channel, "init", &e),
+        }
+    }
+    let mut instance = match init(&spec, &code) {
+        Ok(instance) => instance,
+        Err(e) => return fail(&mut channel, "init", &e),
+    };
+    drop(code);
+    let mut runner = match Runner::start(spec.runtime, &mut instance) {
+        Ok(runner) => runner,
+        Err(e) => return fail(&mut channel, "init", &e),
+    };
+    let ready = FromAgent::Ready(ReadyInfo {
+        protocol_version: PROTOCOL_VERSION,
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        init_ms: started.elapsed().as_secs_f64() * 1000.0,
+    });
+    if let Err(e) = channel.send(&ready, &[]) {
+        diag!("cannot send ready: {e}");
+        kill_all(&mut instance);
+        return 1;
+    }
+    let code = match serve(&mut channel, &mut runner, &mut instance) {
+        Ok(()) => 0,
+        Err(e) => fail(&mut channel, "runtime", &e),
+    };
+    kill_all(&mut instance);
+    code
+}
+
+/// Reports a failure to the worker (best effort) and returns the exit code.
+fn fail(channel: &mut Channel, phase: &str, error: &AgentError) -> i32 {
+    diag!("{phase} failed: {error}");
+    let failure = FromAgent::Failed(AgentFailure {
+        phase: phase.to_string(),
+        message: error.to_string(),
+    });
+    if let Err(e) = channel.send(&failure, &[]) {
+        diag!("cannot report the failure: {e}");
+    }
+    1
+}
+
+/// Checks what can be checked before touching anything.
+fn preflight(spec: &InitSpec) -> Result<(), AgentError> {
+    if spec.protocol_version != PROTOCOL_VERSION {
+        return Err(AgentError::Version {
+            worker: spec.protocol_version,
+            agent: PROTOCOL_VERSION,
+        });
+    }
+    if !spec.runtime.is_supported() {
+        return Err(AgentError::Config(format!(
+            "runtime {} is not supported by this agent",
+            spec.runtime
+        )));
+    }
+    if !Path::new(&spec.interpreter).is_absolute() {
+        return Err(AgentError::Config(format!(
+            "interpreter {:?} must be an absolute path",
+            spec.interpreter
+        )));
+    }
+    Ok(())
+}
+
+/// Forks so that the child is PID 1 of the pid namespace the worker unshared (it only
+/// applies to children). Returns the child's pid in the parent, `None` in the child.
+fn become_pid1() -> Result<Option<libc::pid_t>, AgentError> {
+    process::die_with_parent()?;
+    // SAFETY: the agent is single-threaded here, so the child may go on running Rust code.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(AgentError::last_os("fork PID 1")),
+        0 => {
+            process::die_with_parent()?;
+            Ok(None)
+        }
+        child => Ok(Some(child)),
+    }
+}
+
+/// The parent's whole life after the fork: wait for PID 1 and exit as it did.
+fn wait_for_pid1(child: libc::pid_t) -> i32 {
+    match process::wait4(child, false) {
+        Ok(Some((_, info))) => info
+            .exit_code()
+            .or(info.signal().map(|s| 128 + s))
+            .unwrap_or(1),
+        Ok(None) | Err(_) => 1,
+    }
+}
+
+/// Builds the sandbox, drops privileges and locks down; returns the instance.
+fn init(spec: &InitSpec, code: &[u8]) -> Result<Instance, AgentError> {
+    let (layout, scope) = match &spec.root {
+        RootSetup::Native {
+            mount_point,
+            read_only_dirs,
+            root_size_mb,
+        } => {
+            let root = setup::NativeRoot {
+                mount_point,
+                read_only_dirs,
+                root_size_mb: *root_size_mb,
+                tmp_size_mb: spec.tmp_size_mb,
+                uid: spec.uid,
+                gid: spec.gid,
+            };
+            (setup::native(&root, code)?, Scope::Namespace)
+        }
+        RootSetup::Existing => {
+            privileges::become_subreaper()?;
+            // PID 1 of a container owns its whole pid namespace; otherwise (tests, a
+            // shared namespace) only our descendants are ours.
+            let scope = if std::process::id() == 1 {
+                Scope::Namespace
+            } else {
+                Scope::Descendants
+            };
+            (setup::existing(code)?, scope)
+        }
+    };
+    // Losing the agent loses the instance: let the OOM killer pick the invocation. Needs
+    // CAP_SYS_RESOURCE, which some hosts withhold even from root; then it is only logged.
+    if let Err(e) = privileges::set_oom_score_adj(-1000) {
+        diag!("cannot protect the agent from the OOM killer: {e}");
+    }
+    if privileges::is_root() {
+        privileges::drop_to(spec.uid, spec.gid)?;
+    }
+    // Changing credentials cleared the parent-death signal.
+    process::die_with_parent()?;
+    privileges::lock_down()?;
+    let env = runtime::environment(spec, &layout);
+    Ok(Instance {
+        interpreter: spec.interpreter.clone(),
+        env,
+        output_limit: usize::try_from(spec.inline_output_limit).unwrap_or(usize::MAX),
+        reaper: process::Reaper::default(),
+        sweeper: Sweeper::new("/proc", scope, std::process::id() as i32),
+        layout,
+    })
+}
+
+/// The frame loop: one invocation at a time until `Shutdown` or the end of the stream.
+fn serve(
+    channel: &mut Channel,
+    runner: &mut Runner,
+    inst: &mut Instance,
+) -> Result<(), AgentError> {
+    loop {
+        let mut fds = vec![process::pollfd(channel.input_fd(), libc::POLLIN)];
+        fds.extend(
+            runner
+                .idle_fds()
+                .into_iter()
+                .map(|fd| process::pollfd(fd, libc::POLLIN)),
+        );
+        process::poll(&mut fds, None)?;
+        if fds[1..].iter().any(|f| f.revents != 0) {
+            runner.on_idle(inst);
+        }
+        if fds[0].revents == 0 {
+            continue;
+        }
+        match channel.read()? {
+            None | Some((ToAgent::Shutdown, _)) => return Ok(()),
+            Some((ToAgent::Invoke(spec), event)) => {
+                let finished = runner.invoke(inst, &spec, &event)?;
+                channel.send(&FromAgent::Result(finished.outcome), &finished.payload)?;
+                runner.after_result(inst);
+            }
+            Some((ToAgent::Init(_), _)) => {
+                return Err(AgentError::Unexpected("a second init".into()));
+            }
+        }
+    }
+}
+
+/// Kills every process of the instance, runtime processes included.
+fn kill_all(inst: &mut Instance) {
+    let report = inst.sweeper.sweep(&[], &[], &mut inst.reaper);
+    if !report.converged {
+        diag!("some processes survived the final sweep");
+    }
+}

@@ -1,0 +1,471 @@
+//! Python: a zygote that has loaded the user's code forks one fresh process per invocation.
+//!
+//! The zygote (`runtimes/python/bootstrap.py`) talks over a unix stream socket on its
+//! fd 3; each invocation message carries the child's stdout, stderr and result pipe ends as
+//! SCM_RIGHTS. The zygote reports the child's pid after the fork and its wait status and
+//! rusage after `wait4`. Warm path: one `sendmsg`, one `fork` in the zygote, no exec.
+
+use crate::error::AgentError;
+use crate::process::{self, Capture, ChildState, ExitInfo, Outbox, ReadState, SpawnSpec};
+use crate::run::{self, Ending, Finished, Pipes, Report};
+use crate::runtime::{load_message, unix_ms, Instance, LOAD_LIMIT};
+use hearth_core::invocation::ErrorInfo;
+use hearth_core::protocol::InvokeSpec;
+use serde::Deserialize;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+/// How long to wait for the zygote's report after the agent killed a timed-out child.
+const STATUS_LIMIT: Duration = Duration::from_secs(5);
+/// How much of the zygote's own output is kept for error messages.
+const LOG_KEEP: usize = 16 * 1024;
+/// Largest message the zygote may send.
+const MAX_MESSAGE: usize = 1 << 20;
+
+/// One message from the zygote (see the bootstrap's doc for the shapes).
+#[derive(Debug, Default, Deserialize)]
+struct Message {
+    ready: Option<bool>,
+    init_error: Option<ErrorInfo>,
+    pid: Option<i32>,
+    status: Option<i32>,
+    maxrss_kb: Option<u64>,
+    utime: Option<f64>,
+    stime: Option<f64>,
+}
+
+impl Message {
+    fn exit_info(&self) -> Option<ExitInfo> {
+        Some(ExitInfo {
+            status: self.status?,
+            maxrss_kb: self.maxrss_kb.unwrap_or(0),
+            user_ms: self.utime.unwrap_or(0.0) * 1000.0,
+            system_ms: self.stime.unwrap_or(0.0) * 1000.0,
+        })
+    }
+}
+
+/// Length-prefixed JSON messages arriving on the non-blocking control socket.
+#[derive(Debug, Default)]
+struct Inbox {
+    buf: Vec<u8>,
+    eof: bool,
+}
+
+impl Inbox {
+    fn pump(&mut self, fd: RawFd) {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match process::read_fd(fd, &mut chunk) {
+                Ok(ReadState::Data(n)) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(ReadState::WouldBlock) => return,
+                Ok(ReadState::Eof) | Err(_) => {
+                    self.eof = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn next(&mut self) -> Option<Result<Message, AgentError>> {
+        let prefix: [u8; 4] = self.buf.get(..4)?.try_into().ok()?;
+        let len = u32::from_be_bytes(prefix) as usize;
+        if len > MAX_MESSAGE {
+            self.eof = true;
+            return Some(Err(AgentError::Runtime(
+                "oversized message from the python zygote".into(),
+            )));
+        }
+        let body = self.buf.get(4..4 + len)?;
+        let message = serde_json::from_slice(body).map_err(|e| {
+            AgentError::Runtime(format!("unreadable message from the python zygote: {e}"))
+        });
+        self.buf.drain(..4 + len);
+        Some(message)
+    }
+}
+
+/// Sends `data` with `fds` attached (SCM_RIGHTS) on a non-blocking socket; returns how
+/// many bytes went (at least one, so the fds travel), waiting for room until `deadline`.
+fn send_with_fds(
+    sock: RawFd,
+    data: &[u8],
+    fds: &[RawFd; 3],
+    deadline: Instant,
+) -> io::Result<usize> {
+    let fd_bytes = std::mem::size_of_val(fds);
+    // SAFETY: CMSG_SPACE and CMSG_LEN are pure size computations.
+    let (space, len) = unsafe {
+        (
+            libc::CMSG_SPACE(fd_bytes as u32) as usize,
+            libc::CMSG_LEN(fd_bytes as u32) as usize,
+        )
+    };
+    // u64 elements keep the control buffer aligned for `cmsghdr`.
+    let mut control = vec![0u64; space.div_ceil(8)];
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: msghdr is plain old data; all-zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: msg_control points at `space` zeroed, aligned bytes: room for one cmsghdr
+    // followed by the fds, which is what CMSG_FIRSTHDR/CMSG_DATA address.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if cmsg.is_null() {
+            return Err(io::Error::other("no room for the control message"));
+        }
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = len as _;
+        std::ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), libc::CMSG_DATA(cmsg), fd_bytes);
+    }
+    loop {
+        // SAFETY: `msg` and the buffers it points at are alive for the call; sendmsg only
+        // reads them.
+        let n = unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+        if n >= 0 {
+            return Ok(n.unsigned_abs());
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::Interrupted => {}
+            io::ErrorKind::WouldBlock => {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+                let mut fds = [process::pollfd(sock, libc::POLLOUT)];
+                process::poll(&mut fds, Some(deadline - now)).map_err(io::Error::other)?;
+            }
+            _ => return Err(err),
+        }
+    }
+}
+
+/// The running zygote.
+#[derive(Debug)]
+struct Zygote {
+    pid: i32,
+    sock: OwnedFd,
+    inbox: Inbox,
+    log: Capture,
+}
+
+impl Zygote {
+    /// Starts `python3 -B bootstrap.py CODE_DIR` and waits until it has loaded the code.
+    fn start(inst: &mut Instance) -> Result<Zygote, AgentError> {
+        let (ours, theirs) = process::socket_pair()?;
+        let (log_r, log_w) = process::pipe()?;
+        let log_w2 = log_w
+            .try_clone()
+            .map_err(|e| AgentError::io("dup the zygote log pipe", e))?;
+        let args = [
+            "-B".to_string(),
+            inst.layout
+                .runtime
+                .join("python/bootstrap.py")
+                .to_string_lossy()
+                .into_owned(),
+            inst.layout.code.to_string_lossy().into_owned(),
+        ];
+        let pid = process::spawn(SpawnSpec {
+            program: &inst.interpreter,
+            args: &args,
+            env: &inst.env,
+            cwd: &inst.layout.code,
+            fds: [process::dev_null()?, log_w, log_w2, theirs],
+        })?;
+        inst.reaper.track(pid);
+        let mut zygote = Zygote {
+            pid,
+            inbox: Inbox::default(),
+            log: Capture::new(log_r, LOG_KEEP)?,
+            sock: ours,
+        };
+        process::set_nonblocking(zygote.sock.as_raw_fd())?;
+        match zygote.await_ready() {
+            Ok(()) => Ok(zygote),
+            Err(e) => {
+                zygote.kill(inst);
+                Err(e)
+            }
+        }
+    }
+
+    fn await_ready(&mut self) -> Result<(), AgentError> {
+        let until = Instant::now() + LOAD_LIMIT;
+        loop {
+            while let Some(message) = self.inbox.next() {
+                let message = message?;
+                if let Some(error) = message.init_error {
+                    return Err(AgentError::CodeLoad(load_message(&error)));
+                }
+                if message.ready == Some(true) {
+                    self.forward_log();
+                    return Ok(());
+                }
+            }
+            if self.inbox.eof {
+                self.log.pump();
+                let log = String::from_utf8_lossy(self.log.data())
+                    .trim_end()
+                    .to_string();
+                return Err(AgentError::Runtime(format!(
+                    "the python zygote exited while starting: {log}"
+                )));
+            }
+            let now = Instant::now();
+            if now >= until {
+                return Err(AgentError::CodeLoad(format!(
+                    "loading main.py took longer than {} s",
+                    LOAD_LIMIT.as_secs()
+                )));
+            }
+            let mut fds = vec![process::pollfd(self.sock.as_raw_fd(), libc::POLLIN)];
+            fds.extend(
+                self.log
+                    .raw_fd()
+                    .map(|fd| process::pollfd(fd, libc::POLLIN)),
+            );
+            process::poll(&mut fds, Some(until - now))?;
+            self.log.pump();
+            self.inbox.pump(self.sock.as_raw_fd());
+        }
+    }
+
+    /// Passes what the zygote itself printed (at import time, or dying) to our stderr.
+    fn forward_log(&mut self) {
+        self.log.pump();
+        let data = self.log.take();
+        for line in String::from_utf8_lossy(&data).lines() {
+            crate::diag!("python zygote: {line}");
+        }
+    }
+
+    /// Watches one invocation until the zygote reports the child's end, the deadline, or
+    /// the zygote's death. Returns the ending and the child's pid when it was reported.
+    fn watch(
+        &mut self,
+        pipes: &mut Pipes,
+        mut outbox: Outbox,
+        deadline: Instant,
+    ) -> (Ending, Option<i32>) {
+        let sock = self.sock.as_raw_fd();
+        let mut child = None;
+        loop {
+            while let Some(message) = self.inbox.next() {
+                match message {
+                    Ok(m) => {
+                        if let Some(info) = m.exit_info() {
+                            return (Ending::Exited(info), child.or(m.pid));
+                        }
+                        child = m.pid.or(child);
+                    }
+                    Err(e) => return (Ending::Lost(e.to_string(), None), child),
+                }
+            }
+            if self.inbox.eof {
+                let why = "the python zygote died during the invocation".to_string();
+                return (Ending::Lost(why, None), child);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return (Ending::TimedOut(None), child);
+            }
+            let mut fds = pipes.pollfds();
+            let events = if outbox.is_done() {
+                libc::POLLIN
+            } else {
+                libc::POLLIN | libc::POLLOUT
+            };
+            fds.push(process::pollfd(sock, events));
+            fds.extend(
+                self.log
+                    .raw_fd()
+                    .map(|fd| process::pollfd(fd, libc::POLLIN)),
+            );
+            if let Err(e) = process::poll(&mut fds, Some(deadline - now)) {
+                return (Ending::Lost(e.to_string(), None), child);
+            }
+            pipes.pump();
+            self.forward_log();
+            if !outbox.is_done() {
+                outbox.pump(sock);
+            }
+            self.inbox.pump(sock);
+        }
+    }
+
+    /// After a kill: the zygote's report on the child, if it comes in time.
+    fn await_status(&mut self, until: Instant) -> Option<ExitInfo> {
+        let sock = self.sock.as_raw_fd();
+        loop {
+            while let Some(message) = self.inbox.next() {
+                if let Some(info) = message.ok()?.exit_info() {
+                    return Some(info);
+                }
+            }
+            let now = Instant::now();
+            if self.inbox.eof || now >= until {
+                return None;
+            }
+            let mut fds = [process::pollfd(sock, libc::POLLIN)];
+            process::poll(&mut fds, Some(until - now)).ok()?;
+            self.inbox.pump(sock);
+        }
+    }
+
+    fn kill(&mut self, inst: &mut Instance) {
+        process::kill(self.pid, libc::SIGKILL);
+        let _ = process::wait4(self.pid, false);
+        inst.reaper.forget(self.pid);
+        self.forward_log();
+    }
+}
+
+/// The Python runtime: one zygote, restarted when it dies.
+#[derive(Debug)]
+pub struct Python {
+    zygote: Option<Zygote>,
+}
+
+impl Python {
+    /// Starts the zygote; a failing import of `main.py` is [`AgentError::CodeLoad`].
+    pub fn start(inst: &mut Instance) -> Result<Python, AgentError> {
+        Ok(Python {
+            zygote: Some(Zygote::start(inst)?),
+        })
+    }
+
+    /// Runs one invocation in a process forked from the zygote.
+    pub fn invoke(
+        &mut self,
+        inst: &mut Instance,
+        spec: &InvokeSpec,
+        event: &[u8],
+    ) -> Result<Finished, AgentError> {
+        if self.zygote.is_none() && !self.ensure_zygote(inst, false) {
+            let why = "the python zygote died and could not be restarted".to_string();
+            return Ok(run::not_run(&spec.request_id, why));
+        }
+        let Some(zygote) = self.zygote.as_mut() else {
+            return Ok(run::not_run(&spec.request_id, "no python zygote".into()));
+        };
+        let (out_r, out_w) = process::pipe()?;
+        let (err_r, err_w) = process::pipe()?;
+        let (res_r, res_w) = process::pipe()?;
+        let mut pipes = Pipes::new(out_r, err_r, res_r, inst.output_limit)?;
+        let header = serde_json::json!({
+            "request_id": spec.request_id,
+            "deadline_ms": unix_ms().saturating_add(spec.timeout_ms),
+            "event_len": event.len(),
+        });
+        let header = serde_json::to_vec(&header)
+            .map_err(|e| AgentError::Runtime(format!("encode the invocation header: {e}")))?;
+        let mut message = Vec::with_capacity(4 + header.len() + event.len());
+        message.extend_from_slice(
+            &u32::try_from(header.len())
+                .unwrap_or(u32::MAX)
+                .to_be_bytes(),
+        );
+        message.extend_from_slice(&header);
+        message.extend_from_slice(event);
+
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(spec.timeout_ms);
+        let ends = [out_w.as_raw_fd(), err_w.as_raw_fd(), res_w.as_raw_fd()];
+        let sent = send_with_fds(zygote.sock.as_raw_fd(), &message, &ends, deadline);
+        drop((out_w, err_w, res_w));
+        let (ending, child) = match sent {
+            Ok(n) => zygote.watch(&mut pipes, Outbox::new(message, n), deadline),
+            Err(e) => {
+                let why = format!("could not hand the event to the python zygote: {e}");
+                (Ending::Lost(why, None), None)
+            }
+        };
+        let duration = started.elapsed();
+
+        let expected: Vec<i32> = child.into_iter().collect();
+        let sweep = inst
+            .sweeper
+            .sweep(&[zygote.pid], &expected, &mut inst.reaper);
+        let ending = match ending {
+            Ending::TimedOut(_) => {
+                Ending::TimedOut(zygote.await_status(Instant::now() + STATUS_LIMIT))
+            }
+            other => other,
+        };
+        // A zygote that lost the thread (no report after a kill, or it died) starts over.
+        let desynced = matches!(ending, Ending::TimedOut(None) | Ending::Lost(..));
+        pipes.drain();
+        let runtime_healthy = self.ensure_zygote(inst, desynced);
+        let result = pipes.result.take();
+        let report = Report {
+            request_id: &spec.request_id,
+            timeout_ms: spec.timeout_ms,
+            ending,
+            duration,
+            sweep,
+            runtime_healthy,
+        };
+        Ok(run::finish(report, &mut pipes, &result))
+    }
+
+    /// Makes sure a working zygote is there, restarting it when it died or when `restart`;
+    /// false when it cannot be brought back.
+    fn ensure_zygote(&mut self, inst: &mut Instance, restart: bool) -> bool {
+        if let Some(zygote) = self.zygote.as_mut() {
+            let alive = !restart
+                && !zygote.inbox.eof
+                && inst.reaper.state(zygote.pid) == ChildState::Running;
+            if alive {
+                return true;
+            }
+            zygote.kill(inst);
+            self.zygote = None;
+        }
+        match Zygote::start(inst) {
+            Ok(zygote) => {
+                crate::diag!("python zygote restarted (pid {})", zygote.pid);
+                self.zygote = Some(zygote);
+                true
+            }
+            Err(e) => {
+                crate::diag!("python zygote could not be restarted: {e}");
+                false
+            }
+        }
+    }
+
+    /// The zygote's socket and log, watched between invocations.
+    pub fn idle_fds(&self) -> Vec<RawFd> {
+        let Some(zygote) = &self.zygote else {
+            return Vec::new();
+        };
+        let mut fds = vec![zygote.sock.as_raw_fd()];
+        fds.extend(zygote.log.raw_fd());
+        fds
+    }
+
+    /// Forwards the zygote's log; notices its death (it is restarted at the next call).
+    pub fn on_idle(&mut self, inst: &mut Instance) {
+        let Some(zygote) = self.zygote.as_mut() else {
+            return;
+        };
+        zygote.forward_log();
+        zygote.inbox.pump(zygote.sock.as_raw_fd());
+        while zygote.inbox.next().is_some() {}
+        if zygote.inbox.eof {
+            crate::diag!("python zygote (pid {}) died while idle", zygote.pid);
+            zygote.kill(inst);
+            self.zygote = None;
+        }
+    }
+}

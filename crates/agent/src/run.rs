@@ -1,0 +1,322 @@
+//! One invocation's pipes, and how what came out of them becomes an [`InvokeOutcome`].
+
+use crate::error::AgentError;
+use crate::process::{self, Capture, ExitInfo};
+use crate::sweep::SweepReport;
+use hearth_core::invocation::ErrorInfo;
+use hearth_core::protocol::{InvokeOutcome, OutcomeStatus};
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+/// Largest result a handler may return.
+pub const MAX_RESULT_BYTES: usize = 16 << 20;
+/// How long to keep reading pipes after the sweep, when a writer somehow survived.
+const DRAIN_LIMIT: Duration = Duration::from_millis(200);
+
+/// The read ends of an invocation's stdout, stderr and result pipes.
+#[derive(Debug)]
+pub struct Pipes {
+    /// The process's stdout, capped.
+    pub stdout: Capture,
+    /// The process's stderr, capped.
+    pub stderr: Capture,
+    /// What the runtime wrote on its result fd.
+    pub result: Capture,
+}
+
+impl Pipes {
+    /// Wraps three read ends; stdout and stderr keep at most `limit` bytes each.
+    pub fn new(
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+        result: OwnedFd,
+        limit: usize,
+    ) -> Result<Self, AgentError> {
+        Ok(Pipes {
+            stdout: Capture::new(stdout, limit)?,
+            stderr: Capture::new(stderr, limit)?,
+            result: Capture::new(result, MAX_RESULT_BYTES)?,
+        })
+    }
+
+    /// `pollfd`s for the pipes still open.
+    pub fn pollfds(&self) -> Vec<libc::pollfd> {
+        [&self.stdout, &self.stderr, &self.result]
+            .into_iter()
+            .filter_map(Capture::raw_fd)
+            .map(|fd| process::pollfd(fd, libc::POLLIN))
+            .collect()
+    }
+
+    /// Reads whatever is waiting on every pipe.
+    pub fn pump(&mut self) {
+        self.stdout.pump();
+        self.stderr.pump();
+        self.result.pump();
+    }
+
+    /// Reads until every pipe is at EOF (all writers are dead after the sweep), or a
+    /// short limit passes.
+    pub fn drain(&mut self) {
+        let until = Instant::now() + DRAIN_LIMIT;
+        loop {
+            self.pump();
+            let mut fds = self.pollfds();
+            let now = Instant::now();
+            if fds.is_empty() || now >= until {
+                return;
+            }
+            if process::poll(&mut fds, Some(until - now)).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// How the invocation's process ended, as far as the agent could tell.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ending {
+    /// It exited (or was killed by something other than the deadline).
+    Exited(ExitInfo),
+    /// The deadline passed and the agent killed it.
+    TimedOut(Option<ExitInfo>),
+    /// The runtime process lost track of it (the zygote died, the standby broke).
+    Lost(String, Option<ExitInfo>),
+}
+
+/// An invocation's end, ready to be sent.
+#[derive(Debug)]
+pub struct Finished {
+    /// The `Result` frame's header.
+    pub outcome: InvokeOutcome,
+    /// The handler's return value as JSON, empty when there is none.
+    pub payload: Vec<u8>,
+}
+
+/// What the runtime wrote on the result fd.
+#[derive(Debug, PartialEq)]
+enum Reported {
+    Value(Vec<u8>),
+    Raised(ErrorInfo),
+    Nothing,
+    Garbled(String),
+    TooLarge,
+}
+
+fn parse_result(bytes: &[u8], truncated: bool) -> Reported {
+    if truncated {
+        return Reported::TooLarge;
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Reported::Nothing;
+    }
+    let fields: BTreeMap<String, &RawValue> = match serde_json::from_slice(bytes) {
+        Ok(fields) => fields,
+        Err(e) => return Reported::Garbled(format!("unreadable result from the runtime: {e}")),
+    };
+    if let Some(error) = fields.get("error") {
+        return match serde_json::from_str::<ErrorInfo>(error.get()) {
+            Ok(info) => Reported::Raised(info),
+            Err(e) => Reported::Garbled(format!("unreadable error from the runtime: {e}")),
+        };
+    }
+    let value = fields.get("ok").map_or("null", |v| v.get());
+    Reported::Value(value.as_bytes().to_vec())
+}
+
+/// A readable name for the common signals.
+pub fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGSYS => "SIGSYS",
+        _ => "a signal",
+    }
+}
+
+fn error(kind: &str, message: String) -> Option<ErrorInfo> {
+    Some(ErrorInfo {
+        kind: kind.into(),
+        message,
+        trace: String::new(),
+    })
+}
+
+/// Everything needed to describe one invocation's end.
+pub struct Report<'a> {
+    /// The invocation id.
+    pub request_id: &'a str,
+    /// Its wall-clock limit.
+    pub timeout_ms: u64,
+    /// How the process ended.
+    pub ending: Ending,
+    /// From handing the event over to the process's end.
+    pub duration: Duration,
+    /// What the leftover sweep did.
+    pub sweep: SweepReport,
+    /// Whether the runtime process is fit to serve again.
+    pub runtime_healthy: bool,
+}
+
+/// Builds the outcome from the ending and what the pipes carried. `result` is the
+/// result pipe's content without any readiness marker.
+pub fn finish(report: Report<'_>, pipes: &mut Pipes, result: &[u8]) -> Finished {
+    let exit = match &report.ending {
+        Ending::Exited(info) => Some(*info),
+        Ending::TimedOut(info) | Ending::Lost(_, info) => *info,
+    };
+    let mut payload = Vec::new();
+    let (status, error) = match &report.ending {
+        Ending::TimedOut(_) => (
+            OutcomeStatus::Timeout,
+            error(
+                "Timeout",
+                format!("invocation timed out after {} ms", report.timeout_ms),
+            ),
+        ),
+        Ending::Lost(why, _) => (OutcomeStatus::Crashed, error("RuntimeError", why.clone())),
+        Ending::Exited(info) => match parse_result(result, pipes.result.truncated()) {
+            Reported::Value(value) => {
+                payload = value;
+                (OutcomeStatus::Success, None)
+            }
+            Reported::Raised(info) => (OutcomeStatus::Error, Some(info)),
+            Reported::TooLarge => (
+                OutcomeStatus::Error,
+                error(
+                    "ResultTooLarge",
+                    format!(
+                        "the handler's return value is larger than {} MB",
+                        MAX_RESULT_BYTES >> 20
+                    ),
+                ),
+            ),
+            Reported::Garbled(why) => (OutcomeStatus::Crashed, error("RuntimeError", why)),
+            Reported::Nothing => (OutcomeStatus::Crashed, crash_error(info)),
+        },
+    };
+    let truncated = pipes.stdout.truncated() || pipes.stderr.truncated();
+    let stdout = pipes.stdout.take();
+    let stderr = pipes.stderr.take();
+    let outcome = InvokeOutcome {
+        request_id: report.request_id.to_string(),
+        status,
+        error,
+        exit_code: exit.and_then(|e| e.exit_code()),
+        signal: exit.and_then(|e| e.signal()),
+        truncated,
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        handler_duration_ms: report.duration.as_secs_f64() * 1000.0,
+        max_rss_bytes: exit.map_or(0, |e| e.maxrss_kb.saturating_mul(1024)),
+        user_cpu_ms: exit.map_or(0.0, |e| e.user_ms),
+        system_cpu_ms: exit.map_or(0.0, |e| e.system_ms),
+        leftovers_killed: report.sweep.killed,
+        healthy: report.runtime_healthy && report.sweep.converged,
+    };
+    Finished { outcome, payload }
+}
+
+fn crash_error(info: &ExitInfo) -> Option<ErrorInfo> {
+    if let Some(signal) = info.signal() {
+        return error(
+            "Killed",
+            format!(
+                "process killed by signal {signal} ({})",
+                signal_name(signal)
+            ),
+        );
+    }
+    match info.exit_code() {
+        Some(code) => error(
+            "Exited",
+            format!("process exited with code {code} without returning a result"),
+        ),
+        None => error(
+            "Exited",
+            "process ended without returning a result".to_string(),
+        ),
+    }
+}
+
+/// An invocation that never reached a process (the runtime could not be brought up).
+pub fn not_run(request_id: &str, why: String) -> Finished {
+    Finished {
+        outcome: InvokeOutcome {
+            request_id: request_id.to_string(),
+            status: OutcomeStatus::Crashed,
+            error: error("RuntimeError", why),
+            exit_code: None,
+            signal: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            truncated: false,
+            handler_duration_ms: 0.0,
+            max_rss_bytes: 0,
+            user_cpu_ms: 0.0,
+            system_cpu_ms: 0.0,
+            leftovers_killed: 0,
+            healthy: false,
+        },
+        payload: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_parse_into_values_errors_and_garbage() {
+        assert_eq!(
+            parse_result(br#"{"ok": {"a": [1, 2]}}"#, false),
+            Reported::Value(br#"{"a": [1, 2]}"#.to_vec())
+        );
+        assert_eq!(
+            parse_result(br#"{"ok":null}"#, false),
+            Reported::Value(b"null".to_vec())
+        );
+        assert_eq!(
+            parse_result(b"{}", false),
+            Reported::Value(b"null".to_vec())
+        );
+        let raised = parse_result(
+            br#"{"error":{"type":"ValueError","message":"bad","trace":"t"}}"#,
+            false,
+        );
+        assert!(
+            matches!(raised, Reported::Raised(ErrorInfo { ref kind, .. }) if kind == "ValueError")
+        );
+        assert_eq!(parse_result(b"", false), Reported::Nothing);
+        assert!(matches!(
+            parse_result(b"{\"ok\":", false),
+            Reported::Garbled(_)
+        ));
+        assert_eq!(parse_result(b"{}", true), Reported::TooLarge);
+    }
+
+    #[test]
+    fn crashes_say_what_happened() {
+        let killed = ExitInfo {
+            status: libc::SIGKILL,
+            ..ExitInfo::unknown()
+        };
+        let e = crash_error(&killed).unwrap();
+        assert_eq!(e.kind, "Killed");
+        assert_eq!(e.message, "process killed by signal 9 (SIGKILL)");
+        let exited = ExitInfo {
+            status: 3 << 8,
+            ..ExitInfo::unknown()
+        };
+        assert!(crash_error(&exited).unwrap().message.contains("code 3"));
+    }
+}

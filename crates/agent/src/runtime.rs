@@ -1,0 +1,188 @@
+//! What every runtime shares (the instance's layout, environment, reaper and sweeper), and
+//! the dispatch to the runtime that keeps the next process ready.
+
+use crate::error::AgentError;
+use crate::node::Node;
+use crate::process::Reaper;
+use crate::python::Python;
+use crate::run::Finished;
+use crate::setup::Layout;
+use crate::sweep::Sweeper;
+use hearth_core::invocation::ErrorInfo;
+use hearth_core::protocol::{InitSpec, InvokeSpec};
+use hearth_core::Runtime;
+use std::collections::BTreeMap;
+use std::os::fd::RawFd;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How long loading the user's code may take before init gives up.
+pub const LOAD_LIMIT: Duration = Duration::from_secs(120);
+
+/// The instance: what the runtimes need to start and clean up processes.
+#[derive(Debug)]
+pub struct Instance {
+    /// Absolute path of the interpreter.
+    pub interpreter: String,
+    /// Where code, runtime files and scratch space are.
+    pub layout: Layout,
+    /// The environment of every runtime process.
+    pub env: Vec<(String, String)>,
+    /// Cap on inline stdout and on inline stderr.
+    pub output_limit: usize,
+    /// Reaps children without losing the runtime processes' statuses.
+    pub reaper: Reaper,
+    /// Kills leftovers after each invocation.
+    pub sweeper: Sweeper,
+}
+
+/// The environment of user processes: defaults, then the user's, then the platform's.
+pub fn environment(spec: &InitSpec, layout: &Layout) -> Vec<(String, String)> {
+    let tmp = layout.tmp.to_string_lossy().into_owned();
+    let mut env: BTreeMap<String, String> = [
+        ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        ("HOME", tmp.as_str()),
+        ("TMPDIR", tmp.as_str()),
+        ("LANG", "C.UTF-8"),
+        ("PYTHONDONTWRITEBYTECODE", "1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (key, value) in &spec.env {
+        let usable = !key.is_empty()
+            && !key.contains(['=', '\0'])
+            && !value.contains('\0')
+            && !key.starts_with("HEARTH_");
+        if usable {
+            env.insert(key.clone(), value.clone());
+        } else {
+            crate::diag!("ignoring environment variable {key:?}");
+        }
+    }
+    for (key, value) in [
+        ("HEARTH_FUNCTION_NAME", spec.function_name.clone()),
+        ("HEARTH_FUNCTION_VERSION", spec.version.to_string()),
+        ("HEARTH_MEMORY_LIMIT_MB", spec.memory_limit_mb.to_string()),
+        ("HEARTH_RUNTIME", spec.runtime.as_str().to_string()),
+    ] {
+        env.insert(key.to_string(), value);
+    }
+    env.into_iter().collect()
+}
+
+/// The text of a failed code load for the worker: the runtime's traceback when it gave
+/// one, else `Type: message`.
+pub fn load_message(error: &ErrorInfo) -> String {
+    if error.trace.trim().is_empty() {
+        format!("{}: {}", error.kind, error.message)
+    } else {
+        error.trace.trim_end().to_string()
+    }
+}
+
+/// Now as unix milliseconds.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The runtime keeping the next invocation's process ready.
+#[derive(Debug)]
+pub enum Runner {
+    /// A zygote that forks.
+    Python(Python),
+    /// A standby process per invocation.
+    Node(Node),
+}
+
+impl Runner {
+    /// Starts the runtime and loads the code; a load failure is [`AgentError::CodeLoad`].
+    pub fn start(runtime: Runtime, inst: &mut Instance) -> Result<Runner, AgentError> {
+        match runtime {
+            Runtime::Python => Ok(Runner::Python(Python::start(inst)?)),
+            Runtime::Nodejs => Ok(Runner::Node(Node::start(inst)?)),
+            other => Err(AgentError::Config(format!(
+                "runtime {other} is not supported by this agent"
+            ))),
+        }
+    }
+
+    /// Runs one invocation in a fresh process; afterwards none of its processes is alive.
+    pub fn invoke(
+        &mut self,
+        inst: &mut Instance,
+        spec: &InvokeSpec,
+        event: &[u8],
+    ) -> Result<Finished, AgentError> {
+        match self {
+            Runner::Python(p) => p.invoke(inst, spec, event),
+            Runner::Node(n) => n.invoke(inst, spec, event),
+        }
+    }
+
+    /// Prepares the next process, once the result has gone out.
+    pub fn after_result(&mut self, inst: &mut Instance) {
+        if let Runner::Node(n) = self {
+            n.after_result(inst);
+        }
+    }
+
+    /// fds to watch between invocations (output of a process waiting for its event).
+    pub fn idle_fds(&self) -> Vec<RawFd> {
+        match self {
+            Runner::Python(p) => p.idle_fds(),
+            Runner::Node(n) => n.idle_fds(),
+        }
+    }
+
+    /// Services the idle fds.
+    pub fn on_idle(&mut self, inst: &mut Instance) {
+        match self {
+            Runner::Python(p) => p.on_idle(inst),
+            Runner::Node(n) => n.on_idle(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hearth_core::protocol::{RootSetup, PROTOCOL_VERSION};
+    use std::path::Path;
+
+    #[test]
+    fn platform_variables_win_and_bad_names_are_dropped() {
+        let spec = InitSpec {
+            protocol_version: PROTOCOL_VERSION,
+            runtime: Runtime::Python,
+            function_name: "f".into(),
+            version: 3,
+            memory_limit_mb: 128,
+            env: [
+                ("HEARTH_FUNCTION_NAME", "spoof"),
+                ("PATH", "/custom"),
+                ("A=B", "x"),
+                ("GREETING", "hi"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            interpreter: "/usr/bin/python3".into(),
+            root: RootSetup::Existing,
+            tmp_size_mb: 64,
+            inline_output_limit: 1024,
+            uid: 65534,
+            gid: 65534,
+        };
+        let env: BTreeMap<_, _> = environment(&spec, &Layout::under(Path::new("/")))
+            .into_iter()
+            .collect();
+        assert_eq!(env["HEARTH_FUNCTION_NAME"], "f");
+        assert_eq!(env["HEARTH_FUNCTION_VERSION"], "3");
+        assert_eq!(env["PATH"], "/custom");
+        assert_eq!(env["GREETING"], "hi");
+        assert_eq!(env["HOME"], "/tmp");
+        assert!(!env.contains_key("A=B"));
+    }
+}

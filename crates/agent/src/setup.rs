@@ -1,0 +1,362 @@
+//! Building the sandbox's file system: the native backend's private root (tmpfs, read-only
+//! binds of the host's runtime dirs, a minimal `/dev` and `/etc`, pivot), or directories in
+//! an existing root (a container, or tests).
+
+use crate::code;
+use crate::error::{check, AgentError};
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{symlink, DirBuilderExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+/// Where the agent put things, as its runtime processes see them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The unpacked code, the cwd of user processes.
+    pub code: PathBuf,
+    /// The runtimes' bootstrap files.
+    pub runtime: PathBuf,
+    /// The writable scratch dir (`HOME`, `TMPDIR`).
+    pub tmp: PathBuf,
+}
+
+impl Layout {
+    /// `code`, `runtime` and `tmp` under `base`.
+    pub fn under(base: &Path) -> Self {
+        Layout {
+            code: base.join("code"),
+            runtime: base.join("runtime"),
+            tmp: base.join("tmp"),
+        }
+    }
+}
+
+/// Sizes and ids for the native root.
+#[derive(Debug, Clone)]
+pub struct NativeRoot<'a> {
+    /// Empty host dir to mount the new root on.
+    pub mount_point: &'a str,
+    /// Host paths made visible read-only at the same place.
+    pub read_only_dirs: &'a [String],
+    /// Size of the root tmpfs, MB.
+    pub root_size_mb: u64,
+    /// Size of `/tmp`, MB.
+    pub tmp_size_mb: u64,
+    /// Uid and gid of the function, for `/etc/passwd`.
+    pub uid: u32,
+    /// See `uid`.
+    pub gid: u32,
+}
+
+fn cstr(path: &Path) -> Result<CString, AgentError> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| AgentError::Config(format!("path {} holds a NUL byte", path.display())))
+}
+
+fn mount(
+    source: Option<&str>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> Result<(), AgentError> {
+    let c = |s: Option<&str>| s.map(|s| CString::new(s).unwrap_or_default());
+    let (source_c, fstype_c, data_c) = (c(source), c(fstype), c(data));
+    let target_c = cstr(target)?;
+    let ptr = |s: &Option<CString>| s.as_ref().map_or(std::ptr::null(), |s| s.as_ptr());
+    // SAFETY: every pointer is either null or a NUL-terminated string that outlives the call.
+    let ret = unsafe {
+        libc::mount(
+            ptr(&source_c),
+            target_c.as_ptr(),
+            ptr(&fstype_c),
+            flags,
+            ptr(&data_c).cast(),
+        )
+    };
+    check(ret, || {
+        format!(
+            "mount {} on {} (flags {flags:#x}, {})",
+            source.or(fstype).unwrap_or("-"),
+            target.display(),
+            data.unwrap_or("")
+        )
+    })?;
+    Ok(())
+}
+
+/// Makes the mount at `target` read-only (plus `extra` flags), leaving the rest alone.
+fn remount_readonly(target: &Path, extra: libc::c_ulong) -> Result<(), AgentError> {
+    mount(
+        None,
+        target,
+        None,
+        libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | extra,
+        None,
+    )
+}
+
+/// Binds `target` onto itself and makes that read-only.
+fn seal(target: &Path) -> Result<(), AgentError> {
+    mount(
+        Some(&target.to_string_lossy()),
+        target,
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )?;
+    remount_readonly(target, libc::MS_NOSUID | libc::MS_NODEV)
+}
+
+fn mkdir(path: &Path, mode: u32) -> Result<(), AgentError> {
+    match fs::DirBuilder::new().mode(mode).create(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(AgentError::at("mkdir", path, e)),
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|e| AgentError::at("chmod", path, e))
+}
+
+fn write_file(path: &Path, content: &str) -> Result<(), AgentError> {
+    fs::write(path, content).map_err(|e| AgentError::at("write", path, e))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o644))
+        .map_err(|e| AgentError::at("chmod", path, e))
+}
+
+/// Makes host path `dir` visible read-only at the same place under `root`: a symlink is
+/// recreated (Debian's `/bin -> usr/bin`), a dir or file is bound and remounted
+/// read-only, nosuid, nodev. A path missing on the host is skipped.
+fn expose_read_only(root: &Path, dir: &str) -> Result<(), AgentError> {
+    let host = Path::new(dir);
+    let plain = host.is_absolute()
+        && host
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    if !plain {
+        return Err(AgentError::Config(format!(
+            "read-only dir {dir:?} must be an absolute path without .."
+        )));
+    }
+    let inside = root.join(host.strip_prefix("/").unwrap_or(host));
+    if inside == root {
+        return Err(AgentError::Config("read-only dir / is not allowed".into()));
+    }
+    let meta = match fs::symlink_metadata(host) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            crate::diag!("read-only dir {dir} does not exist on the host; skipped");
+            return Ok(());
+        }
+        Err(e) => return Err(AgentError::at("stat", host, e)),
+    };
+    if let Some(parent) = inside.parent() {
+        fs::create_dir_all(parent).map_err(|e| AgentError::at("mkdir", parent, e))?;
+    }
+    if meta.file_type().is_symlink() {
+        let target = fs::read_link(host).map_err(|e| AgentError::at("readlink", host, e))?;
+        if inside.is_dir() {
+            // An empty placeholder (e.g. the pre-made `usr`) gives way to the link.
+            let _ = fs::remove_dir(&inside);
+        }
+        return symlink(&target, &inside).map_err(|e| AgentError::at("symlink", &inside, e));
+    }
+    if meta.is_dir() {
+        mkdir(&inside, 0o755)?;
+    } else {
+        fs::write(&inside, b"").map_err(|e| AgentError::at("create", &inside, e))?;
+    }
+    mount(Some(dir), &inside, None, libc::MS_BIND | libc::MS_REC, None)?;
+    remount_readonly(&inside, libc::MS_NOSUID | libc::MS_NODEV)
+}
+
+/// A fresh `/dev`: a small tmpfs with the harmless character devices, links into
+/// `/proc/self/fd` and a tiny `/dev/shm`. No host device node is bound.
+fn make_dev(dev: &Path) -> Result<(), AgentError> {
+    mount(
+        Some("tmpfs"),
+        dev,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("size=64k,mode=0755"),
+    )?;
+    for (name, minor) in [
+        ("null", 3),
+        ("zero", 5),
+        ("full", 7),
+        ("random", 8),
+        ("urandom", 9),
+    ] {
+        let path = dev.join(name);
+        let c = cstr(&path)?;
+        // SAFETY: `c` is a NUL-terminated path; makedev and mknod take plain integers.
+        let ret =
+            unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, minor)) };
+        check(ret, || format!("mknod {}", path.display()))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o666))
+            .map_err(|e| AgentError::at("chmod", &path, e))?;
+    }
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        let path = dev.join(name);
+        symlink(target, &path).map_err(|e| AgentError::at("symlink", &path, e))?;
+    }
+    let shm = dev.join("shm");
+    mkdir(&shm, 0o1777)?;
+    mount(
+        Some("tmpfs"),
+        &shm,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        Some("size=16m,mode=1777"),
+    )
+}
+
+/// The minimal `/etc`: users, groups, hosts, name service config. Nothing from the host.
+fn make_etc(etc: &Path, uid: u32, gid: u32) -> Result<(), AgentError> {
+    let mut passwd = String::from(
+        "root:x:0:0:root:/root:/usr/sbin/nologin\n\
+         nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+    );
+    let mut group = String::from("root:x:0:\nnogroup:x:65534:\n");
+    if uid != 0 && uid != 65534 {
+        passwd.push_str(&format!(
+            "hearth:x:{uid}:{gid}:hearth:/tmp:/usr/sbin/nologin\n"
+        ));
+    }
+    if gid != 0 && gid != 65534 {
+        group.push_str(&format!("hearth:x:{gid}:\n"));
+    }
+    write_file(&etc.join("passwd"), &passwd)?;
+    write_file(&etc.join("group"), &group)?;
+    write_file(
+        &etc.join("hosts"),
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    )?;
+    write_file(&etc.join("hostname"), "hearth\n")?;
+    write_file(
+        &etc.join("nsswitch.conf"),
+        "passwd: files\ngroup: files\nshadow: files\nhosts: files\nnetworks: files\n",
+    )
+}
+
+/// Swaps the process's root for `root` and drops the old one.
+fn pivot_into(root: &Path) -> Result<(), AgentError> {
+    std::env::set_current_dir(root).map_err(|e| AgentError::at("chdir", root, e))?;
+    // SAFETY: both arguments are the NUL-terminated literal ".".
+    let ret = unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) };
+    if ret != 0 {
+        return Err(AgentError::last_os(format!(
+            "pivot_root into {}",
+            root.display()
+        )));
+    }
+    // SAFETY: a NUL-terminated literal and a flag.
+    let ret = unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) };
+    check(ret, || "detach the old root".into())?;
+    std::env::set_current_dir("/").map_err(|e| AgentError::at("chdir", Path::new("/"), e))
+}
+
+/// Builds the native sandbox's root and pivots into it. Runs as root in fresh mount, pid,
+/// net, ipc and uts namespaces, as PID 1 of the pid namespace. Afterwards the only
+/// writable places are `/tmp` and `/dev/shm`; no host path is visible but the read-only
+/// dirs.
+pub fn native(root_spec: &NativeRoot<'_>, code_tar: &[u8]) -> Result<Layout, AgentError> {
+    let root = Path::new(root_spec.mount_point);
+    if !root.is_absolute() {
+        return Err(AgentError::Config(format!(
+            "mount point {:?} must be absolute",
+            root_spec.mount_point
+        )));
+    }
+    mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )?;
+    mount(
+        Some("tmpfs"),
+        root,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some(&format!(
+            "size={}m,mode=0755",
+            root_spec.root_size_mb.max(1)
+        )),
+    )?;
+    for dir in ["usr", "proc", "dev", "tmp", "code", "runtime", "etc"] {
+        mkdir(&root.join(dir), 0o755)?;
+    }
+    for dir in root_spec.read_only_dirs {
+        expose_read_only(root, dir)?;
+    }
+    make_dev(&root.join("dev"))?;
+    mount(
+        Some("tmpfs"),
+        &root.join("tmp"),
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some(&format!("size={}m,mode=1777", root_spec.tmp_size_mb.max(1))),
+    )?;
+    make_etc(&root.join("etc"), root_spec.uid, root_spec.gid)?;
+    code::extract(code_tar, &root.join("code"))?;
+    code::write_runtime_files(&root.join("runtime"))?;
+    seal(&root.join("code"))?;
+    seal(&root.join("runtime"))?;
+    pivot_into(root)?;
+    mount(
+        Some("proc"),
+        Path::new("/proc"),
+        Some("proc"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        None,
+    )?;
+    let name = b"hearth";
+    // SAFETY: `name` is valid for `name.len()` bytes.
+    let ret = unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) };
+    check(ret, || "sethostname".into())?;
+    remount_readonly(Path::new("/dev"), libc::MS_NOSUID | libc::MS_NOEXEC)?;
+    remount_readonly(Path::new("/"), libc::MS_NOSUID | libc::MS_NODEV)?;
+    Ok(Layout::under(Path::new("/")))
+}
+
+/// Prepares `code`, `runtime` and `tmp` in an existing root: under `$HEARTH_AGENT_ROOT`
+/// when set, else under `/` when writable, else under a fresh temp dir. The code is
+/// unpacked only when the tar is not empty (a container may carry it already).
+pub fn existing(code_tar: &[u8]) -> Result<Layout, AgentError> {
+    let layout = match std::env::var_os("HEARTH_AGENT_ROOT") {
+        Some(base) => prepare(Path::new(&base))?,
+        None => match prepare(Path::new("/")) {
+            Ok(layout) => layout,
+            Err(e) => {
+                let base =
+                    std::env::temp_dir().join(format!("hearth-agent-{}", std::process::id()));
+                crate::diag!("cannot use /: {e}; using {}", base.display());
+                prepare(&base)?
+            }
+        },
+    };
+    if !code_tar.is_empty() {
+        code::extract(code_tar, &layout.code)?;
+    }
+    Ok(layout)
+}
+
+fn prepare(base: &Path) -> Result<Layout, AgentError> {
+    let layout = Layout::under(base);
+    fs::create_dir_all(&layout.code).map_err(|e| AgentError::at("mkdir", &layout.code, e))?;
+    fs::create_dir_all(&layout.runtime).map_err(|e| AgentError::at("mkdir", &layout.runtime, e))?;
+    code::write_runtime_files(&layout.runtime)?;
+    if !layout.tmp.is_dir() {
+        mkdir(&layout.tmp, 0o1777)?;
+    }
+    Ok(layout)
+}

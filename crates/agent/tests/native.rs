@@ -1,0 +1,229 @@
+//! The native sandbox: the agent in fresh namespaces builds its own root and drops
+//! privileges. Needs root (as the native worker does).
+
+mod common;
+
+use common::{is_root, native_command, spec, tar_of, Agent};
+use hearth_core::protocol::{FromAgent, OutcomeStatus, RootSetup};
+use hearth_core::Runtime;
+use serde_json::json;
+use std::fs;
+
+const PROBE: &str = r#"
+import ctypes, errno, os, socket, subprocess
+
+def attempt_write(path):
+    try:
+        with open(path, "w") as f:
+            f.write("x")
+        return "ok"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e.errno))
+
+def handler(event, context):
+    if event.get("action") == "leave":
+        return {"left": subprocess.Popen(["sleep", "1000"]).pid}
+    libc = ctypes.CDLL(None, use_errno=True)
+    unshare = libc.unshare(0x10000000)
+    unshare_errno = ctypes.get_errno()
+    mount = libc.mount(b"none", b"/mnt", b"tmpfs", 0, None)
+    mount_errno = ctypes.get_errno()
+    return {
+        "uid": os.getuid(),
+        "gid": os.getgid(),
+        "groups": os.getgroups(),
+        "pid": os.getpid(),
+        "hostname": socket.gethostname(),
+        "host_paths": [p for p in ["/work", "/root", "/home", "/var", "/srv", "/opt"] if os.path.exists(p)],
+        "root": sorted(os.listdir("/")),
+        "etc": sorted(os.listdir("/etc")),
+        "dev": sorted(os.listdir("/dev")),
+        "write_code": attempt_write("/code/x"),
+        "write_usr": attempt_write("/usr/x"),
+        "write_root": attempt_write("/x"),
+        "write_etc": attempt_write("/etc/passwd"),
+        "write_tmp": attempt_write("/tmp/x"),
+        "write_shm": attempt_write("/dev/shm/x"),
+        "urandom": len(open("/dev/urandom", "rb").read(8)),
+        "unshare": [unshare, unshare_errno],
+        "mount": [mount, mount_errno],
+        "caps": [l.split()[1] for l in open("/proc/self/status") if l.startswith("Cap")],
+        "no_new_privs": [l.split()[1] for l in open("/proc/self/status") if l.startswith("NoNewPrivs")],
+        "seccomp": [l.split()[1] for l in open("/proc/self/status") if l.startswith("Seccomp:")],
+        "visible_pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+    }
+"#;
+
+#[test]
+fn the_native_sandbox_is_sealed() {
+    if !is_root() {
+        eprintln!("skipped: the native sandbox needs root");
+        return;
+    }
+    let mount_point = tempfile::tempdir().unwrap();
+    let root = RootSetup::Native {
+        mount_point: mount_point.path().to_string_lossy().into_owned(),
+        read_only_dirs: ["/usr", "/lib", "/lib64", "/bin"]
+            .map(String::from)
+            .to_vec(),
+        root_size_mb: 32,
+    };
+    let init = spec(Runtime::Python, root);
+    let mut agent = Agent::spawn(native_command());
+    match agent.init(&init, &tar_of(&[("main.py", PROBE)])) {
+        FromAgent::Ready(ready) => assert!(ready.init_ms > 0.0),
+        other => panic!("expected ready, got {other:?}"),
+    }
+    let reply = agent.invoke("probe", 10_000, "{}");
+    assert_eq!(
+        reply.outcome.status,
+        OutcomeStatus::Success,
+        "{:#?}",
+        reply.outcome
+    );
+    let v = reply.value();
+    assert_eq!(v["uid"], 65534);
+    assert_eq!(v["gid"], 65534);
+    assert_eq!(v["groups"], json!([]));
+    assert!(
+        v["pid"].as_i64().unwrap() < 20,
+        "pid {} is not small",
+        v["pid"]
+    );
+    assert_eq!(v["hostname"], "hearth");
+    assert_eq!(
+        v["host_paths"],
+        json!([]),
+        "host dirs leak in: {}",
+        v["root"]
+    );
+    assert_eq!(
+        v["root"],
+        json!(["bin", "code", "dev", "etc", "lib", "lib64", "proc", "runtime", "tmp", "usr"])
+    );
+    assert_eq!(
+        v["etc"],
+        json!(["group", "hostname", "hosts", "nsswitch.conf", "passwd"])
+    );
+    assert_eq!(
+        v["dev"],
+        json!([
+            "fd", "full", "null", "random", "shm", "stderr", "stdin", "stdout", "urandom", "zero"
+        ])
+    );
+    for path in ["write_code", "write_usr", "write_root", "write_etc"] {
+        assert!(
+            v[path] == "EROFS" || v[path] == "EACCES",
+            "{path}: {}",
+            v[path]
+        );
+    }
+    assert_eq!(v["write_tmp"], "ok");
+    assert_eq!(v["write_shm"], "ok");
+    assert_eq!(v["urandom"], 8);
+    assert_eq!(v["unshare"], json!([-1, 1]), "unshare must fail with EPERM");
+    assert_eq!(v["mount"], json!([-1, 1]), "mount must fail with EPERM");
+    for cap in v["caps"].as_array().unwrap() {
+        assert_eq!(cap, "0000000000000000", "capabilities left: {}", v["caps"]);
+    }
+    assert_eq!(v["no_new_privs"], json!(["1"]));
+    assert_eq!(v["seccomp"], json!(["2"]));
+    // The agent (1), the zygote and this process; nothing of the host.
+    assert!(
+        v["visible_pids"].as_array().unwrap().len() <= 3,
+        "{}",
+        v["visible_pids"]
+    );
+
+    let reply = agent.invoke("leave", 10_000, r#"{"action": "leave"}"#);
+    assert_eq!(
+        reply.outcome.status,
+        OutcomeStatus::Success,
+        "{:#?}",
+        reply.outcome
+    );
+    assert!(reply.outcome.leftovers_killed >= 1, "{:#?}", reply.outcome);
+    assert!(reply.outcome.healthy);
+
+    // The host sees nothing of the sandbox's mounts.
+    assert_eq!(fs::read_dir(mount_point.path()).unwrap().count(), 0);
+    assert!(agent.shutdown().success());
+}
+
+#[test]
+fn node_runs_in_the_native_sandbox_too() {
+    if !is_root() {
+        eprintln!("skipped: the native sandbox needs root");
+        return;
+    }
+    let mount_point = tempfile::tempdir().unwrap();
+    let root = RootSetup::Native {
+        mount_point: mount_point.path().to_string_lossy().into_owned(),
+        read_only_dirs: ["/usr", "/lib", "/lib64", "/bin"]
+            .map(String::from)
+            .to_vec(),
+        root_size_mb: 32,
+    };
+    let code = "exports.handler = async (e) => ({ uid: process.getuid(), pid: process.pid, e });";
+    let mut agent = Agent::spawn(native_command());
+    match agent.init(&spec(Runtime::Nodejs, root), &tar_of(&[("index.js", code)])) {
+        FromAgent::Ready(_) => {}
+        other => panic!("expected ready, got {other:?}"),
+    }
+    for i in 0..2 {
+        let reply = agent.invoke("n", 10_000, &json!({"i": i}).to_string());
+        assert_eq!(
+            reply.outcome.status,
+            OutcomeStatus::Success,
+            "{:#?}",
+            reply.outcome
+        );
+        let v = reply.value();
+        assert_eq!(v["uid"], 65534);
+        assert_eq!(v["e"], json!({"i": i}));
+    }
+    assert!(agent.shutdown().success());
+}
+
+#[test]
+fn the_sandbox_dies_with_the_agent() {
+    if !is_root() {
+        eprintln!("skipped: the native sandbox needs root");
+        return;
+    }
+    let mount_point = tempfile::tempdir().unwrap();
+    let root = RootSetup::Native {
+        mount_point: mount_point.path().to_string_lossy().into_owned(),
+        read_only_dirs: vec!["/usr".into(), "/lib".into(), "/lib64".into(), "/bin".into()],
+        root_size_mb: 32,
+    };
+    let mut agent = Agent::spawn(native_command());
+    let code = "def handler(e, c):\n    return 1\n";
+    assert!(matches!(
+        agent.init(&spec(Runtime::Python, root), &tar_of(&[("main.py", code)])),
+        FromAgent::Ready(_)
+    ));
+    let parent = agent.pid();
+    let children = |pid: u32| -> Vec<u32> {
+        fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    };
+    let pid1 = children(parent);
+    assert_eq!(pid1.len(), 1, "the agent forks one PID 1");
+    let zygote = children(pid1[0]);
+    assert_eq!(zygote.len(), 1, "PID 1 runs the zygote");
+    // SAFETY: kill with plain integers, on the agent process this test started.
+    unsafe { libc::kill(parent as i32, libc::SIGKILL) };
+    agent.wait();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for pid in [pid1[0], zygote[0]] {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let alive = stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'));
+        assert!(!alive, "{pid} outlived the agent: {stat}");
+    }
+}

@@ -1,0 +1,195 @@
+// hearth's Node.js standby: one process per invocation, started before it is needed.
+//
+// Started by hearth-agent as `node bootstrap.js CODE_DIR` with
+//   fd 0  the event pipe: one JSON header line {request_id, deadline_ms}, then the
+//         event bytes (JSON), then EOF
+//   fd 1  stdout pipe, fd 2  stderr pipe (this invocation's own)
+//   fd 3  the result pipe
+// It loads CODE_DIR/index.js, writes the one-byte marker "R" on fd 3 (or, if the code
+// fails to load, {"init_error": {type, message, trace}} and exits), then blocks on fd 0
+// until the agent hands it an event, calls exports.handler(event, context) once, writes
+// {"ok": value} or {"error": {type, message, trace}} on fd 3 and exits.
+'use strict';
+
+const fs = require('fs');
+const path = require('path');
+const url = require('url');
+
+const RESULT_FD = 3;
+const codeDir = process.argv[2];
+
+function writeAll(fd, text) {
+  const buf = Buffer.from(text, 'utf8');
+  let off = 0;
+  while (off < buf.length) {
+    try {
+      off += fs.writeSync(fd, buf, off, buf.length - off);
+    } catch (e) {
+      if (e.code !== 'EAGAIN') throw e;
+    }
+  }
+}
+
+function errorInfo(e) {
+  if (e instanceof Error) {
+    return {
+      type: String(e.name || (e.constructor && e.constructor.name) || 'Error'),
+      message: String(e.message),
+      trace: String(e.stack || ''),
+    };
+  }
+  let message;
+  try {
+    message = typeof e === 'string' ? e : JSON.stringify(e);
+  } catch (_) {
+    message = String(e);
+  }
+  return { type: 'Error', message: String(message), trace: '' };
+}
+
+// Exits once stdout and stderr have handed everything to the kernel.
+function flushAndExit(code) {
+  let pending = 2;
+  const done = () => {
+    pending -= 1;
+    if (pending === 0) process.exit(code);
+  };
+  process.stdout.write('', done);
+  process.stderr.write('', done);
+}
+
+async function loadHandler() {
+  const entry = path.join(codeDir, 'index.js');
+  let mod;
+  try {
+    mod = require(entry);
+  } catch (e) {
+    if (e && e.code === 'ERR_REQUIRE_ESM') {
+      mod = await import(url.pathToFileURL(entry).href);
+    } else {
+      throw e;
+    }
+  }
+  const handler = mod && (mod.handler || (mod.default && mod.default.handler));
+  if (typeof handler !== 'function') {
+    throw new TypeError(
+      'index.js does not export a function named handler ' +
+        '(exports.handler = async (event, context) => { ... })',
+    );
+  }
+  return handler;
+}
+
+function readInvocation() {
+  const input = fs.readFileSync(0);
+  const nl = input.indexOf(10);
+  const header = JSON.parse(input.subarray(0, nl < 0 ? input.length : nl).toString('utf8'));
+  const body = nl < 0 ? Buffer.alloc(0) : input.subarray(nl + 1);
+  const text = body.toString('utf8');
+  let event = null;
+  if (text.trim() !== '') {
+    try {
+      event = JSON.parse(text);
+    } catch (_) {
+      event = text;
+    }
+  }
+  return { header, event };
+}
+
+function makeContext(header) {
+  const env = process.env;
+  const deadline = Number(header.deadline_ms) || 0;
+  const remaining = () => Math.max(0, Math.floor(deadline - Date.now()));
+  const requestId = String(header.request_id || '');
+  const name = env.HEARTH_FUNCTION_NAME || '';
+  const version = Number(env.HEARTH_FUNCTION_VERSION) || 0;
+  const memory = Number(env.HEARTH_MEMORY_LIMIT_MB) || 0;
+  return {
+    request_id: requestId,
+    requestId,
+    function_name: name,
+    functionName: name,
+    version,
+    functionVersion: String(version),
+    memory_limit_mb: memory,
+    memoryLimitInMB: memory,
+    deadline_ms: deadline,
+    remainingTimeMs: remaining,
+    remaining_time_ms: remaining,
+    getRemainingTimeInMillis: remaining,
+  };
+}
+
+async function main() {
+  try {
+    fs.writeFileSync('/proc/self/oom_score_adj', '1000');
+  } catch (_) {
+    // not on Linux, or no /proc: the OOM killer picks as it likes
+  }
+  let handler;
+  try {
+    handler = await loadHandler();
+  } catch (e) {
+    writeAll(RESULT_FD, JSON.stringify({ init_error: errorInfo(e) }));
+    flushAndExit(1);
+    return;
+  }
+  writeAll(RESULT_FD, 'R');
+
+  const { header, event } = readInvocation();
+  process.env.HEARTH_REQUEST_ID = String(header.request_id || '');
+  process.env.HEARTH_DEADLINE_MS = String(header.deadline_ms || 0);
+  const context = makeContext(header);
+
+  let settled = false;
+  const finish = (outcome) => {
+    if (settled) return;
+    settled = true;
+    let text;
+    try {
+      text = JSON.stringify(
+        'error' in outcome ? outcome : { ok: outcome.ok === undefined ? null : outcome.ok },
+      );
+    } catch (e) {
+      text = JSON.stringify({
+        error: {
+          type: 'TypeError',
+          message: "the handler's return value is not JSON-serialisable: " + e.message,
+          trace: '',
+        },
+      });
+    }
+    writeAll(RESULT_FD, text);
+    flushAndExit(0);
+  };
+  const fail = (e) => finish({ error: errorInfo(e) });
+  process.on('uncaughtException', fail);
+  process.on('unhandledRejection', fail);
+  process.on('beforeExit', () =>
+    fail(new Error('the handler returned a promise that never settled')),
+  );
+
+  try {
+    const args = [event, context];
+    if (handler.length >= 3) {
+      args.push((err, value) => (err ? fail(err) : finish({ ok: value })));
+    }
+    const value = handler(...args);
+    if (value && typeof value.then === 'function') {
+      value.then((v) => finish({ ok: v }), fail);
+    } else if (handler.length < 3) {
+      finish({ ok: value });
+    }
+  } catch (e) {
+    fail(e);
+  }
+}
+
+main().catch((e) => {
+  try {
+    writeAll(RESULT_FD, JSON.stringify({ error: errorInfo(e) }));
+  } finally {
+    flushAndExit(1);
+  }
+});

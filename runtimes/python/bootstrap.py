@@ -1,0 +1,380 @@
+"""hearth's Python zygote: loads the function once, forks a fresh process per invocation.
+
+Started by hearth-agent as ``python3 -B bootstrap.py CODE_DIR`` with a unix stream socket
+on fd 3 (the control socket) and a log pipe on fds 1 and 2. Never runs handler code
+itself: it only imports the user's module (handler and main modes) or compiles the script
+(script mode), then serves invocations one at a time:
+
+agent -> zygote   [u32 BE n][n bytes JSON {request_id, deadline_ms, event_len}][event bytes]
+                  with three fds attached (SCM_RIGHTS): stdout, stderr, result pipe ends
+zygote -> agent   [u32 BE n][JSON], one of
+                  {"ready": true, "mode": "handler" | "main" | "script"}   once, at start
+                  {"init_error": {"type", "message", "trace"}}             instead, then exit
+                  {"pid": P}                                               after each fork
+                  {"pid": P, "status", "maxrss_kb", "utime", "stime"}      after wait4
+
+The forked child writes {"ok": value} or {"error": {"type", "message", "trace"}} to the
+result pipe and leaves with os._exit; an exit with no result tells the agent it crashed.
+"""
+
+import ast
+import builtins
+import gc
+import importlib.util
+import inspect
+import json
+import os
+import socket
+import struct
+import sys
+import traceback
+import types
+
+CONTROL_FD = 3
+RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
+MAX_HEADER = 1 << 20
+
+# Frames of these files are cut from the top of user tracebacks.
+_INTERNAL_FILES = {os.path.abspath(__file__)}
+
+
+def _send(sock, obj):
+    data = json.dumps(obj).encode()
+    sock.sendall(struct.pack(">I", len(data)) + data)
+
+
+def _trace(exc):
+    tb = exc.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if name in _INTERNAL_FILES or name.startswith("<frozen "):
+            tb = tb.tb_next
+        else:
+            break
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def _error_info(exc):
+    return {"type": type(exc).__name__, "message": str(exc), "trace": _trace(exc)}
+
+
+def _load_sdk():
+    """Loads runtime/python/sdk.py as the module `sdk`, whatever the code package holds."""
+    path = os.path.join(RUNTIME_DIR, "sdk.py")
+    spec = importlib.util.spec_from_file_location("sdk", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["sdk"] = module
+    spec.loader.exec_module(module)
+    _INTERNAL_FILES.add(path)
+    return module
+
+
+def _binds(tree, name):
+    """Whether the module's top level binds `name` (def, class, assignment or import)."""
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if node.name == name:
+                return True
+        elif isinstance(node, ast.Assign):
+            if any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+                return True
+        elif isinstance(node, ast.AnnAssign):
+            if isinstance(node.target, ast.Name) and node.target.id == name and node.value:
+                return True
+        elif isinstance(node, ast.ImportFrom):
+            if any((a.asname or a.name) == name for a in node.names):
+                return True
+    return False
+
+
+def _warm_imports(tree):
+    """Script mode: import the script's top-level imports once, so each fork has them."""
+    for node in tree.body:
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        for name in names:
+            try:
+                importlib.import_module(name)
+            except BaseException:  # the script will meet the error itself, in its process
+                pass
+
+
+def _arity(fn):
+    """How many of (event, context) `fn` takes."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 2
+    count = 0
+    for p in params:
+        if p.kind == p.VAR_POSITIONAL:
+            return 2
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            count += 1
+    return min(count, 2)
+
+
+class Zygote:
+    def __init__(self, code_dir):
+        self.code_dir = code_dir
+        self.path = os.path.join(code_dir, "main.py")
+        self.sock = socket.socket(fileno=CONTROL_FD)
+        os.set_inheritable(CONTROL_FD, False)
+        self.mode = None
+        self.fn = None
+        self.arity = 2
+        self.script = None
+        self.sdk = None
+
+    def load(self):
+        sys.path.insert(0, self.code_dir)
+        sys.path.append(RUNTIME_DIR)
+        sys.argv = [self.path]
+        self.sdk = _load_sdk()
+        try:
+            with open(self.path, "rb") as f:
+                source = f.read()
+        except FileNotFoundError:
+            raise FileNotFoundError("main.py not found at the root of the code package")
+        tree = ast.parse(source, filename=self.path)
+        if _binds(tree, "handler"):
+            self.mode = "handler"
+        elif _binds(tree, "main"):
+            self.mode = "main"
+        else:
+            self.mode = "script"
+        if self.mode == "script":
+            self.script = compile(tree, self.path, "exec")
+            _warm_imports(tree)
+            return
+        spec = importlib.util.spec_from_file_location("main", self.path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["main"] = module
+        spec.loader.exec_module(module)
+        fn = getattr(module, self.mode, None)
+        if not callable(fn):
+            raise TypeError("main.py: %s is not a function" % self.mode)
+        self.fn = fn
+        self.arity = _arity(fn)
+
+    def _read_more(self, buf, fds):
+        if fds:
+            data = self.sock.recv(1 << 16)
+        else:
+            data, new_fds, _flags, _addr = socket.recv_fds(self.sock, 1 << 16, 3)
+            for fd in new_fds:
+                os.set_inheritable(fd, False)
+            fds.extend(new_fds)
+        if not data:
+            raise EOFError("control socket closed")
+        buf += data
+
+    def recv(self):
+        """The next invocation: (header dict, event bytes, [fds]), or None at EOF."""
+        buf = bytearray()
+        fds = []
+        try:
+            while len(buf) < 4:
+                self._read_more(buf, fds)
+            hlen = struct.unpack(">I", bytes(buf[:4]))[0]
+            if hlen > MAX_HEADER:
+                raise ValueError("invocation header too large")
+            while len(buf) < 4 + hlen:
+                self._read_more(buf, fds)
+            header = json.loads(bytes(buf[4 : 4 + hlen]))
+            total = 4 + hlen + int(header["event_len"])
+            while len(buf) < total:
+                self._read_more(buf, fds)
+        except EOFError:
+            for fd in fds:
+                os.close(fd)
+            if not buf:
+                return None
+            raise
+        if len(fds) != 3:
+            for fd in fds:
+                os.close(fd)
+            raise ValueError("expected 3 fds with the invocation, got %d" % len(fds))
+        return header, bytes(buf[4 + hlen : total]), fds
+
+    def serve(self):
+        while True:
+            msg = self.recv()
+            if msg is None:
+                return
+            header, event, fds = msg
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:
+                    pass
+            pid = os.fork()
+            if pid == 0:
+                self.child(header, event, fds)  # never returns
+            for fd in fds:
+                os.close(fd)
+            _send(self.sock, {"pid": pid})
+            _, status, ru = os.wait4(pid, 0)
+            _send(
+                self.sock,
+                {
+                    "pid": pid,
+                    "status": status,
+                    "maxrss_kb": ru.ru_maxrss,
+                    "utime": ru.ru_utime,
+                    "stime": ru.ru_stime,
+                },
+            )
+
+    def child(self, header, event_bytes, fds):
+        """The invocation's own process: runs the user's code once, then _exit."""
+        code = 0
+        try:
+            out_fd, err_fd, result_fd = fds
+            os.setsid()
+            self.sock.close()
+            try:  # os.open: the io stack costs more than the write itself
+                fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+                os.write(fd, b"1000")
+                os.close(fd)
+            except OSError:
+                pass
+            os.dup2(out_fd, 1)
+            os.dup2(err_fd, 2)
+            os.close(out_fd)
+            os.close(err_fd)
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.reconfigure(line_buffering=True)
+                except Exception:
+                    pass
+            result, code = self.run(header, event_bytes)
+            _flush_std()
+            if result is not None:
+                view = memoryview(result)
+                while view:
+                    view = view[os.write(result_fd, view) :]
+        except BaseException:  # a bug here must still end the process, never return
+            try:
+                traceback.print_exc()
+                _flush_std()
+            except BaseException:
+                pass
+            code = 70
+        os._exit(code)
+
+    def run(self, header, event_bytes):
+        """Runs the user's code; returns (result bytes or None, exit code)."""
+        request_id = str(header.get("request_id", ""))
+        deadline_ms = int(header.get("deadline_ms", 0))
+        os.environ["HEARTH_REQUEST_ID"] = request_id
+        os.environ["HEARTH_DEADLINE_MS"] = str(deadline_ms)
+        if event_bytes.strip():
+            try:
+                event = json.loads(event_bytes)
+            except ValueError:
+                event = event_bytes.decode("utf-8", "replace")
+        else:
+            event = None
+        env = os.environ
+        context = self.sdk.Context(
+            request_id,
+            env.get("HEARTH_FUNCTION_NAME", ""),
+            _int(env.get("HEARTH_FUNCTION_VERSION")),
+            _int(env.get("HEARTH_MEMORY_LIMIT_MB")),
+            deadline_ms,
+        )
+        self.sdk._begin(event, context)
+        try:
+            if self.mode == "script":
+                value = self.run_script()
+            else:
+                value = self.fn(*(event, context)[: self.arity])
+                if inspect.isawaitable(value):
+                    import asyncio
+
+                    value = asyncio.run(_await(value))
+                returned, output = self.sdk._result()
+                if value is None and returned:
+                    value = output
+        except SystemExit as exc:
+            if exc.code is None or exc.code == 0:
+                return _encode_ok(self.sdk._result()[1]), 0
+            if isinstance(exc.code, int):
+                return None, exc.code & 0xFF or 1
+            print(exc.code, file=sys.stderr)
+            return None, 1
+        except BaseException as exc:
+            return _encode({"error": _error_info(exc)}), 0
+        return _encode_ok(value), 0
+
+    def run_script(self):
+        module = types.ModuleType("__main__")
+        module.__file__ = self.path
+        module.__builtins__ = builtins
+        sys.modules["__main__"] = module
+        exec(self.script, module.__dict__)
+        return self.sdk._result()[1]
+
+
+async def _await(awaitable):
+    return await awaitable
+
+
+def _int(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _encode(obj):
+    return json.dumps(obj, allow_nan=False, separators=(",", ":")).encode()
+
+
+def _encode_ok(value):
+    try:
+        return _encode({"ok": value})
+    except (TypeError, ValueError, RecursionError) as exc:
+        return _encode(
+            {
+                "error": {
+                    "type": "TypeError",
+                    "message": "the handler's return value is not JSON-serialisable: %s" % exc,
+                    "trace": "",
+                }
+            }
+        )
+
+
+def _flush_std():
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+
+
+def main():
+    zygote = Zygote(sys.argv[1])
+    try:
+        zygote.load()
+    except BaseException as exc:
+        _flush_std()
+        _send(zygote.sock, {"init_error": _error_info(exc)})
+        return 1
+    _flush_std()
+    # Everything loaded so far is read-only from here on: keep the collector from
+    # touching it in the children (every touched page is copied after the fork).
+    gc.collect()
+    gc.freeze()
+    _send(zygote.sock, {"ready": True, "mode": zygote.mode})
+    zygote.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
