@@ -17,4 +17,8 @@ export HEARTH_AGENT="$PWD/target/agent/x86_64-unknown-linux-gnu/release/hearth-a
 echo "test: cargo test (unit, integration, end-to-end)"
 cargo test --workspace -- --test-threads "${HEARTH_TEST_THREADS:-2}"
 
+echo "test: hearth bench --smoke (exercises every figure; asserts no timing)"
+target/debug/hearth bench --smoke --json > target/bench-smoke.json
+echo "test: bench smoke wrote target/bench-smoke.json"
+
 echo "test: all passed in $(( $(date +%s) - started )) s"

@@ -12,6 +12,7 @@ use clap::Args;
 use reqwest::Method;
 use serde::Serialize;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -103,11 +104,11 @@ struct Baseline {
 
 #[derive(Debug, Serialize)]
 struct Report {
-    warm: Vec<(String, Latency)>,
+    warm: BTreeMap<String, Latency>,
     /// Server-side duration (request in → result out inside hearth), ms.
-    warm_server_side: Vec<(String, Latency)>,
+    warm_server_side: BTreeMap<String, Latency>,
     throughput: Throughput,
-    cold_start: Vec<(String, Latency)>,
+    cold_start: BTreeMap<String, Latency>,
     baselines: Vec<Baseline>,
     memory_reading_us: Option<f64>,
     memory_reading_note: Option<String>,
@@ -196,8 +197,8 @@ pub async fn run(
         deploy(&client, &format!("bench-{runtime}"), runtime, file, code).await?;
     }
 
-    let mut warm = Vec::new();
-    let mut warm_server = Vec::new();
+    let mut warm = BTreeMap::new();
+    let mut warm_server = BTreeMap::new();
     for (runtime, _, _) in handlers {
         progress(&format!(
             "warm latency, {runtime}, {} sequential calls",
@@ -214,8 +215,8 @@ pub async fn run(
             client_ms.push(ms);
             server_ms.push(inv["duration_ms"].as_f64().unwrap_or(f64::NAN));
         }
-        warm.push((runtime.to_string(), Latency::of(client_ms)));
-        warm_server.push((runtime.to_string(), Latency::of(server_ms)));
+        warm.insert(runtime.to_string(), Latency::of(client_ms));
+        warm_server.insert(runtime.to_string(), Latency::of(server_ms));
     }
 
     progress(&format!(
@@ -230,7 +231,7 @@ pub async fn run(
     )
     .await;
 
-    let mut cold = Vec::new();
+    let mut cold = BTreeMap::new();
     for (runtime, file, code) in handlers {
         progress(&format!(
             "cold start, {runtime}, {} samples",
@@ -251,7 +252,7 @@ pub async fn run(
             }
             samples.push(ms);
         }
-        cold.push((runtime.to_string(), Latency::of(samples)));
+        cold.insert(runtime.to_string(), Latency::of(samples));
     }
 
     progress("baselines");
@@ -471,18 +472,8 @@ fn ratio(baseline: Option<f64>, ours: f64) -> String {
 }
 
 fn print_table(r: &Report) {
-    let py_warm = r
-        .warm
-        .iter()
-        .find(|(n, _)| n == "python")
-        .map(|(_, l)| l.p50)
-        .unwrap_or(f64::NAN);
-    let node_warm = r
-        .warm
-        .iter()
-        .find(|(n, _)| n == "nodejs")
-        .map(|(_, l)| l.p50)
-        .unwrap_or(f64::NAN);
+    let p50 = |runtime: &str| r.warm.get(runtime).map(|l| l.p50).unwrap_or(f64::NAN);
+    let (py_warm, node_warm) = (p50("python"), p50("nodejs"));
     println!(
         "{:<58} {:>10} {:>10} {:>10} {:>10}",
         "figure", "p50 ms", "p90 ms", "p99 ms", "max ms"
