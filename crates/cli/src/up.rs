@@ -1,13 +1,16 @@
 //! `hearth up`: controller and worker in one process, on embedded defaults (SQLite file,
-//! local object-store dir, native sandbox). On a fresh data dir it deploys a sample
-//! function and invokes it, so the first thing a newcomer sees is a call that worked.
+//! local object-store dir, native sandbox; `--sandbox docker` for containers). On a fresh
+//! data dir it deploys a sample function and invokes it, so the first thing a newcomer
+//! sees is a call that worked.
 
 use crate::client::{Client, KEY_FILE};
 use crate::commands;
 use anyhow::{bail, Context};
 use clap::Args;
 use hearth_controller::AppState;
+use hearth_sandbox::docker::{DockerBackend, DockerConfig};
 use hearth_sandbox::native::{NativeBackend, NativeConfig};
+use hearth_sandbox::SandboxBackend;
 use hearth_store::{CodeStore, SqliteMetadataStore};
 use hearth_worker::{Worker, WorkerConfig};
 use sha2::Digest;
@@ -40,6 +43,19 @@ pub struct UpArgs {
     /// Do not deploy and invoke the sample function on a fresh data dir.
     #[arg(long)]
     no_sample: bool,
+    /// Where functions run: `native` (namespaces + cgroups, no daemon) or `docker`
+    /// (warm containers; needs an engine and `hearth images build`).
+    #[arg(long, value_enum, default_value_t = SandboxKind::Native)]
+    sandbox: SandboxKind,
+}
+
+/// The sandbox backends `hearth up` can run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SandboxKind {
+    /// Linux namespaces and cgroups, driven directly.
+    Native,
+    /// Containers through a Docker engine.
+    Docker,
 }
 
 pub async fn run(args: UpArgs, data_dir: PathBuf) -> anyhow::Result<()> {
@@ -62,16 +78,31 @@ pub async fn run(args: UpArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     let code = CodeStore::local(&data_dir.join("objects")).context("opening the object store")?;
     let api_key = load_or_create_key(&data_dir)?;
     let agent = find_agent(args.agent.as_deref())?;
-    let backend = native_backend(agent, &data_dir)?;
+    let mut docker = None;
+    let backend: Arc<dyn SandboxBackend> = match args.sandbox {
+        SandboxKind::Native => Arc::new(native_backend(agent, &data_dir)?),
+        SandboxKind::Docker => {
+            let backend = Arc::new(docker_backend(agent, &data_dir).await?);
+            docker = Some(backend.clone());
+            backend
+        }
+    };
     let worker = Worker::start(
         WorkerConfig {
             idle_timeout: Duration::from_secs(args.idle_timeout),
             ..WorkerConfig::default()
         },
-        Arc::new(backend),
+        backend,
         code.clone(),
     );
-    let state = AppState::new(Arc::new(metadata), code, worker, api_key.clone(), metrics);
+    let state = AppState::new(
+        Arc::new(metadata.clone()),
+        Arc::new(metadata),
+        code,
+        worker,
+        api_key.clone(),
+        metrics,
+    );
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
@@ -105,6 +136,12 @@ pub async fn run(args: UpArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     hearth_controller::serve(listener, state.clone(), shutdown).await?;
     eprintln!("hearth: shutting down, destroying warm instances");
     state.shutdown().await;
+    if let Some(docker) = docker {
+        let swept = docker.sweep_orphans().await;
+        if swept > 0 {
+            tracing::warn!(swept, "removed containers no pool owned at shutdown");
+        }
+    }
     Ok(())
 }
 
@@ -118,6 +155,22 @@ fn native_backend(agent: PathBuf, data_dir: &Path) -> anyhow::Result<NativeBacke
     let swept = backend.sweep_orphans();
     if swept > 0 {
         tracing::warn!(swept, "removed instances left behind by an earlier run");
+    }
+    Ok(backend)
+}
+
+/// The Docker sandbox, its containers labelled with this data dir's digest so that
+/// those a crashed run of this hearth left behind can be swept without touching
+/// another's.
+async fn docker_backend(agent: PathBuf, data_dir: &Path) -> anyhow::Result<DockerBackend> {
+    let digest = sha2::Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
+    let config = DockerConfig::new(agent, hex::encode(&digest[..6]));
+    let backend = DockerBackend::connect(config)
+        .await
+        .context("starting the docker sandbox")?;
+    let swept = backend.sweep_orphans().await;
+    if swept > 0 {
+        tracing::warn!(swept, "removed containers left behind by an earlier run");
     }
     Ok(backend)
 }
@@ -168,7 +221,7 @@ fn load_or_create_key(data_dir: &Path) -> anyhow::Result<String> {
 }
 
 /// The agent binary: the flag or env, beside this executable, or the workspace build.
-fn find_agent(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+pub(crate) fn find_agent(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(path) = explicit {
         if path.is_file() {
             return Ok(path.to_path_buf());

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use hearth_core::{Invocation, InvocationStatus};
-use hearth_store::InvocationFilter;
+use hearth_store::{AsyncJob, InvocationFilter};
 use hearth_worker::{InvokeRequest, Target, WorkerError};
 use serde::Deserialize;
 use serde_json::json;
@@ -50,6 +50,7 @@ fn wants_async(headers: &HeaderMap, query: &InvokeQuery) -> bool {
 #[derive(Deserialize)]
 pub(crate) struct InvokeQuery {
     r#async: Option<bool>,
+    callback_url: Option<String>,
 }
 
 pub(crate) async fn invoke(
@@ -75,7 +76,7 @@ pub(crate) async fn invoke(
         started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     };
     if wants_async(&headers, &query) {
-        return Ok(start_async(state, target, request));
+        return start_async(state, target, request, query.callback_url).await;
     }
     let invocation = run(&state, &target, request).await?;
     Ok(Json(invocation).into_response())
@@ -95,33 +96,56 @@ async fn run(
     Ok(invocation)
 }
 
-/// Runs the invocation in the background and answers 202 at once. The queue lives in
-/// this process: an invocation still queued when it stops is lost.
-fn start_async(state: AppState, target: Target, request: InvokeRequest) -> Response {
-    let id = request.id.clone();
-    let queued = hearth_worker::outcome::queued(&target, &request, state.worker.id());
-    state.history.record(&queued);
-    tokio::spawn(async move {
-        let id = request.id.clone();
-        if let Err(error) = run(&state, &target, request).await {
-            let mut failed = queued;
-            failed.status = InvocationStatus::Failed;
-            failed.error = Some(hearth_core::invocation::ErrorInfo {
-                kind: "PlatformError".into(),
-                message: error.message().to_string(),
-                trace: String::new(),
-            });
-            tracing::warn!(%id, "async invocation failed");
-            state.history.record(&failed);
-        }
-    });
-    let location = format!("/v1/invocations/{id}");
-    (
+/// Queues the invocation durably and answers 202 at once.
+async fn start_async(
+    state: AppState,
+    target: Target,
+    request: InvokeRequest,
+    callback_url: Option<String>,
+) -> Result<Response, ApiError> {
+    if let Some(url) = &callback_url {
+        crate::async_invoke::check_callback_url(url)
+            .map_err(|message| ApiError::bad_request("invalid_callback_url", message))?;
+    }
+    let pending = state
+        .queue
+        .pending()
+        .await
+        .map_err(|e| ApiError::internal("reading the async queue", e))?;
+    if pending >= crate::async_invoke::MAX_PENDING {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue_full",
+            format!("{pending} asynchronous invocations are waiting: retry later"),
+        )
+        .retry_after(5));
+    }
+    let job = AsyncJob {
+        id: request.id.clone(),
+        function: target.name.clone(),
+        event: request.event.to_vec(),
+        callback_url,
+        started_at: request.started_at.clone(),
+        attempts: 0,
+    };
+    state
+        .queue
+        .enqueue(&job)
+        .await
+        .map_err(|e| ApiError::internal("queueing the invocation", e))?;
+    state.history.record(&hearth_worker::outcome::queued(
+        &target,
+        &request,
+        state.worker.id(),
+    ));
+    state.dispatcher.wake();
+    let location = format!("/v1/invocations/{}", job.id);
+    Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
-        Json(json!({"id": id, "status": "queued"})),
+        Json(json!({"id": job.id, "status": "queued"})),
     )
-        .into_response()
+        .into_response())
 }
 
 fn worker_error(error: WorkerError) -> ApiError {

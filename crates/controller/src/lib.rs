@@ -7,6 +7,7 @@
 //! objects are stored (it holds a `dyn MetadataStore` and a `CodeStore`). Handlers turn
 //! HTTP into domain calls and back; nothing below this crate imports axum.
 
+mod async_invoke;
 mod auth;
 mod error;
 mod functions;
@@ -19,7 +20,7 @@ pub use error::ApiError;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
-use hearth_store::{CodeStore, MetadataStore};
+use hearth_store::{AsyncQueue, CodeStore, MetadataStore};
 use hearth_worker::Worker;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::future::Future;
@@ -33,32 +34,40 @@ const MAX_DEPLOY_BODY: usize = 51 << 20;
 #[derive(Clone)]
 pub struct AppState {
     metadata: Arc<dyn MetadataStore>,
+    queue: Arc<dyn AsyncQueue>,
     code: CodeStore,
     worker: Arc<Worker>,
     api_key: Arc<str>,
     history: Arc<history::History>,
+    dispatcher: async_invoke::DispatcherHandle,
     metrics: Option<PrometheusHandle>,
     started: Instant,
 }
 
 impl AppState {
-    /// Wires the API to its stores and worker. `metrics` renders `/metrics` when given.
+    /// Wires the API to its stores and worker and starts its background tasks (history
+    /// writer, async dispatcher). `metrics` renders `/metrics` when given.
     pub fn new(
         metadata: Arc<dyn MetadataStore>,
+        queue: Arc<dyn AsyncQueue>,
         code: CodeStore,
         worker: Arc<Worker>,
         api_key: String,
         metrics: Option<PrometheusHandle>,
     ) -> AppState {
-        AppState {
+        let state = AppState {
             history: history::History::start(metadata.clone()),
             metadata,
+            queue,
             code,
             worker,
             api_key: api_key.into(),
+            dispatcher: Default::default(),
             metrics,
             started: Instant::now(),
-        }
+        };
+        async_invoke::start(state.clone());
+        state
     }
 
     /// Writes pending history and destroys every warm instance.

@@ -11,19 +11,22 @@
 //! to the disk, the database and the object store.
 //!
 //! Layout: `metadata.rs` (trait + `SqliteMetadataStore`), `objects.rs` (`CodeStore`),
-//! `package.rs` (`inspect_zip`), this file (`StoreError`).
+//! `package.rs` (`inspect_zip`), `queue.rs` (the durable queue of async invocations),
+//! this file (`StoreError`).
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod metadata;
 pub mod objects;
 pub mod package;
+pub mod queue;
 
 pub use metadata::{
     FunctionRecord, FunctionStats, InvocationFilter, MetadataStore, SqliteMetadataStore,
 };
 pub use objects::CodeStore;
 pub use package::{inspect_zip, CodePackage, PackageError, PackageLimits};
+pub use queue::{AsyncJob, AsyncQueue};
 
 use std::path::PathBuf;
 

@@ -139,7 +139,8 @@ pub trait MetadataStore: Send + Sync {
 }
 
 /// Schema migrations; entry `i` takes `user_version` from `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE functions (
     name           TEXT PRIMARY KEY,
     created_at     TEXT NOT NULL,
@@ -166,7 +167,21 @@ CREATE TABLE invocations (
 );
 CREATE INDEX invocations_by_function ON invocations (function, started_us);
 CREATE INDEX invocations_by_start ON invocations (started_us);
-"#];
+"#,
+    r#"
+CREATE TABLE async_jobs (
+    id              TEXT PRIMARY KEY,
+    function        TEXT NOT NULL,
+    event           BLOB NOT NULL,
+    callback_url    TEXT,
+    started_at      TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_us INTEGER NOT NULL,
+    claimed         INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX async_jobs_due ON async_jobs (claimed, next_attempt_us);
+"#,
+];
 
 /// How long a statement waits for another connection's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -234,7 +249,7 @@ impl SqliteMetadataStore {
     }
 
     /// Runs `f` on the connection in the blocking pool.
-    async fn with_conn<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    pub(crate) async fn with_conn<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
@@ -280,7 +295,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn db_error(path: &Path, op: &'static str, e: rusqlite::Error) -> StoreError {
+pub(crate) fn db_error(path: &Path, op: &'static str, e: rusqlite::Error) -> StoreError {
     StoreError::Database {
         path: path.to_path_buf(),
         op,

@@ -81,6 +81,17 @@ pub fn agent_path() -> PathBuf {
     workspace_root().join("target/agent/x86_64-unknown-linux-gnu/release/hearth-agent")
 }
 
+/// The sandbox backend the end-to-end suites run against: `$HEARTH_TEST_SANDBOX`
+/// (`native` or `docker`), `native` when unset. `scripts/test.sh` runs the suites once
+/// per backend.
+pub fn sandbox() -> String {
+    std::env::var("HEARTH_TEST_SANDBOX")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "native".to_string())
+}
+
 /// A running `hearth up`, stopped when dropped.
 pub struct Hearth {
     binary: PathBuf,
@@ -137,9 +148,16 @@ impl Hearth {
     }
 
     fn boot(&mut self) -> anyhow::Result<()> {
+        // The suite's backend, unless the test chose one itself.
+        let sandbox = if self.extra_args.iter().any(|a| a == "--sandbox") {
+            Vec::new()
+        } else {
+            vec!["--sandbox".to_string(), sandbox()]
+        };
         let mut child = Command::new(&self.binary)
             .args(["up", "--port", "0", "--no-sample", "--data-dir"])
             .arg(self.data_dir.path())
+            .args(&sandbox)
             .args(&self.extra_args)
             .env("HEARTH_AGENT", agent_path())
             .env_remove("HEARTH_API_KEY")
@@ -176,6 +194,27 @@ impl Hearth {
         self.stop();
         self.boot()
             .unwrap_or_else(|e| panic!("restarting hearth: {e:#}"));
+    }
+
+    /// Kills the process with SIGKILL (no shutdown at all, as a crash or the OOM killer
+    /// would) and starts it again on the same data dir.
+    pub fn kill_and_restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.boot()
+            .unwrap_or_else(|e| panic!("restarting hearth after SIGKILL: {e:#}"));
+    }
+
+    /// Kills the process with SIGKILL (no cleanup at all) and starts it again on the
+    /// same data dir: what a crash and a restart look like.
+    pub fn crash_and_restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.boot().unwrap_or_else(|e| panic!("restarting hearth: {e:#}"));
     }
 
     /// Sends SIGTERM and waits for the process to end.

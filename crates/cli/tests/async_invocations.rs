@@ -1,0 +1,161 @@
+//! Asynchronous invocations: 202 at once, a durable queue, retries, callbacks.
+
+use hearth_testkit::{eventually, expect_error, Hearth};
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::mpsc;
+use std::time::Duration;
+
+fn invoke_async(hearth: &Hearth, path: &str, event: Value) -> (String, String) {
+    let response = hearth
+        .request(Method::POST, path)
+        .header("Prefer", "respond-async")
+        .json(&event)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let location = response.headers()["location"].to_str().unwrap().to_string();
+    let body: Value = response.json().unwrap();
+    assert_eq!(body["status"], "queued");
+    (body["id"].as_str().unwrap().to_string(), location)
+}
+
+fn wait_final(hearth: &Hearth, location: &str, within: Duration) -> Value {
+    let mut last = Value::Null;
+    eventually(within, "the async invocation to end", || {
+        last = hearth.get(location);
+        !matches!(last["status"].as_str(), Some("queued" | "running"))
+    })
+    .unwrap_or_else(|e| panic!("{e}: {last}"));
+    last
+}
+
+/// A one-shot HTTP server that hands the body of the first POST to the channel.
+fn callback_receiver() -> (String, mpsc::Receiver<Value>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        let mut stream = stream;
+        stream
+            .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+            .unwrap();
+        tx.send(serde_json::from_slice(&body).unwrap()).unwrap();
+    });
+    (url, rx)
+}
+
+#[test]
+fn an_async_invocation_is_accepted_at_once_polled_and_called_back() {
+    let hearth = Hearth::start(env!("CARGO_BIN_EXE_hearth"));
+    hearth.deploy_fixture("later", "py-sleep", json!({"runtime": "python"}));
+    let (hook, received) = callback_receiver();
+    let (id, location) = invoke_async(
+        &hearth,
+        &format!("/v1/functions/later/invoke?callback_url={hook}"),
+        json!({"seconds": 1}),
+    );
+    assert_eq!(location, format!("/v1/invocations/{id}"));
+    let polled = hearth.get(&location);
+    assert!(
+        ["queued", "running"].contains(&polled["status"].as_str().unwrap()),
+        "{polled}"
+    );
+    let done = wait_final(&hearth, &location, Duration::from_secs(30));
+    assert_eq!(done["status"], "success", "{done}");
+    assert!(done["result"]["end"].as_f64().is_some());
+    let called = received
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the callback was not called");
+    assert_eq!(called["id"], json!(id));
+    assert_eq!(called["status"], "success");
+    assert_eq!(called["result"], done["result"]);
+}
+
+#[test]
+fn an_invocation_that_keeps_failing_ends_failed_after_three_attempts() {
+    let hearth = Hearth::start(env!("CARGO_BIN_EXE_hearth"));
+    hearth.deploy_fixture("flaky", "py-fail", json!({"runtime": "python"}));
+    let (_, location) = invoke_async(
+        &hearth,
+        "/v1/functions/flaky/invoke?async=true",
+        json!({"action": "raise", "detail": "always"}),
+    );
+    let done = wait_final(&hearth, &location, Duration::from_secs(60));
+    assert_eq!(done["status"], "failed", "{done}");
+    let message = done["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("3 attempts") && message.contains("bad input: always"),
+        "{message}"
+    );
+    let history = hearth.get("/v1/functions/flaky/invocations");
+    assert_eq!(
+        history["invocations"].as_array().unwrap().len(),
+        1,
+        "one invocation, three attempts"
+    );
+}
+
+#[test]
+fn a_queued_invocation_survives_a_crash_of_hearth() {
+    let mut hearth = Hearth::start(env!("CARGO_BIN_EXE_hearth"));
+    hearth.deploy_fixture(
+        "durable",
+        "py-sleep",
+        json!({"runtime": "python", "max_instances": 1}),
+    );
+    let (_, first) = invoke_async(
+        &hearth,
+        "/v1/functions/durable/invoke",
+        json!({"seconds": 2}),
+    );
+    let (_, second) = invoke_async(
+        &hearth,
+        "/v1/functions/durable/invoke",
+        json!({"seconds": 0}),
+    );
+    hearth.crash_and_restart();
+    for location in [first, second] {
+        let done = wait_final(&hearth, &location, Duration::from_secs(60));
+        assert_eq!(done["status"], "success", "{done}");
+    }
+}
+
+#[test]
+fn async_requests_for_unknown_functions_or_bad_callbacks_are_refused() {
+    let hearth = Hearth::start(env!("CARGO_BIN_EXE_hearth"));
+    let response = hearth
+        .request(Method::POST, "/v1/functions/nobody/invoke")
+        .header("Prefer", "respond-async")
+        .body("{}")
+        .send()
+        .unwrap();
+    expect_error(response, 404, "function_not_found");
+    hearth.deploy_fixture("cb", "py-counter", json!({"runtime": "python"}));
+    let response = hearth
+        .request(
+            Method::POST,
+            "/v1/functions/cb/invoke?async=true&callback_url=ftp://x/y",
+        )
+        .body("{}")
+        .send()
+        .unwrap();
+    expect_error(response, 400, "invalid_callback_url");
+}
