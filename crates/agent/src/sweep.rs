@@ -78,7 +78,18 @@ pub enum Scope {
 
 /// The live processes to kill: those in `scope` other than `me` and `keep` (the
 /// descendants of a kept process are still killed).
+#[cfg(test)]
 pub fn targets(table: &[ProcEntry], scope: Scope, me: i32, keep: &[i32]) -> Vec<i32> {
+    in_scope(table, scope, me, keep)
+        .into_iter()
+        .filter(|e| !e.is_dead())
+        .map(|e| e.pid)
+        .collect()
+}
+
+/// Every process in `scope` other than `me` and `keep`, live or dead (a zombie is
+/// still a process until it is reaped), sorted by pid.
+fn in_scope(table: &[ProcEntry], scope: Scope, me: i32, keep: &[i32]) -> Vec<ProcEntry> {
     let chosen: Vec<&ProcEntry> = match scope {
         Scope::Namespace => table.iter().collect(),
         Scope::Descendants => {
@@ -100,13 +111,13 @@ pub fn targets(table: &[ProcEntry], scope: Scope, me: i32, keep: &[i32]) -> Vec<
             found
         }
     };
-    let mut pids: Vec<i32> = chosen
+    let mut entries: Vec<ProcEntry> = chosen
         .into_iter()
-        .filter(|e| e.pid != me && !keep.contains(&e.pid) && !e.is_dead())
-        .map(|e| e.pid)
+        .filter(|e| e.pid != me && !keep.contains(&e.pid))
+        .copied()
         .collect();
-    pids.sort_unstable();
-    pids
+    entries.sort_unstable_by_key(|e| e.pid);
+    entries
 }
 
 /// What a sweep did.
@@ -144,16 +155,19 @@ impl Sweeper {
         let mut killed = HashSet::new();
         let converged = loop {
             reaper.reap_all();
-            let found = targets(&read_table(&self.proc_root), self.scope, self.me, keep);
-            if found.is_empty() {
+            // Done only when nothing is left, zombies included: a killed process whose
+            // parent died with it reaches us to be reaped a moment later, and until
+            // then it still shows in /proc.
+            let left = in_scope(&read_table(&self.proc_root), self.scope, self.me, keep);
+            if left.is_empty() {
                 break true;
             }
             if started.elapsed() > SWEEP_LIMIT {
                 break false;
             }
-            for pid in found {
-                process::kill(pid, libc::SIGKILL);
-                killed.insert(pid);
+            for entry in left.iter().filter(|e| !e.is_dead()) {
+                process::kill(entry.pid, libc::SIGKILL);
+                killed.insert(entry.pid);
             }
             std::thread::sleep(Duration::from_micros(200));
         };
