@@ -3,18 +3,26 @@
 Started by hearth-agent as ``python3 -B bootstrap.py CODE_DIR`` with a unix stream socket
 on fd 3 (the control socket) and a log pipe on fds 1 and 2. Never runs handler code
 itself: it only imports the user's module (handler and main modes) or compiles the script
-(script mode), then serves invocations one at a time:
+(script mode), then serves invocations one at a time.
 
-agent -> zygote   [u32 BE n][n bytes JSON {request_id, deadline_ms, event_len}][event bytes]
-                  with three fds attached (SCM_RIGHTS): stdout, stderr, result pipe ends
+The next invocation's process is forked ahead of time (the "spare": it has already called
+setsid and raised its OOM score, and waits on a private socket), so an invocation pays
+no fork. The spare is made at start and whenever the agent says "prepare" (after it has
+swept the previous invocation's leftovers), or on demand if there is none.
+
+agent -> zygote   [u32 BE n][n bytes JSON header][body], where the header is one of
+                  {request_id, deadline_ms, event_len}, body = the event, with three fds
+                      attached (SCM_RIGHTS): stdout, stderr, result pipe write ends
+                  {"prepare": true}, no body, no fds: fork the next spare now
 zygote -> agent   [u32 BE n][JSON], one of
                   {"ready": true, "mode": "handler" | "main" | "script"}   once, at start
                   {"init_error": {"type", "message", "trace"}}             instead, then exit
-                  {"pid": P}                                               after each fork
+                  {"pid": P}                                   once the spare has the event
                   {"pid": P, "status", "maxrss_kb", "utime", "stime"}      after wait4
 
-The forked child writes {"ok": value} or {"error": {"type", "message", "trace"}} to the
-result pipe and leaves with os._exit; an exit with no result tells the agent it crashed.
+The invocation's process writes {"ok": value} or {"error": {"type", "message", "trace"}}
+to the result pipe and leaves with os._exit; an exit with no result tells the agent it
+crashed.
 """
 
 import ast
@@ -117,11 +125,65 @@ def _arity(fn):
     return min(count, 2)
 
 
+class Channel:
+    """Length-prefixed messages on a unix stream socket, with the fds that came along.
+
+    One read may carry the end of one message and the start of the next (the kernel
+    glues them), so bytes and fds left over stay here for the next call.
+    """
+
+    MAX_FDS = 16
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = bytearray()
+        self.fds = []
+
+    def _fill(self):
+        data, fds, _flags, _addr = socket.recv_fds(self.sock, 1 << 16, self.MAX_FDS)
+        for fd in fds:
+            os.set_inheritable(fd, False)
+        self.fds.extend(fds)
+        if not data:
+            raise EOFError("socket closed")
+        self.buf += data
+
+    def recv(self, nfds):
+        """The next message (header dict, body bytes, `nfds` fds), or None at EOF."""
+        try:
+            while len(self.buf) < 4:
+                self._fill()
+            hlen = struct.unpack(">I", bytes(self.buf[:4]))[0]
+            if hlen > MAX_HEADER:
+                raise ValueError("message header too large")
+            while len(self.buf) < 4 + hlen:
+                self._fill()
+            header = json.loads(bytes(self.buf[4 : 4 + hlen]))
+            nfds = 0 if header.get("prepare") else nfds
+            total = 4 + hlen + int(header.get("event_len", 0))
+            while len(self.buf) < total or len(self.fds) < nfds:
+                self._fill()
+        except EOFError:
+            if not self.buf:
+                return None
+            raise
+        body = bytes(self.buf[4 + hlen : total])
+        del self.buf[:total]
+        fds, self.fds = self.fds[:nfds], self.fds[nfds:]
+        return header, body, fds
+
+    def close(self):
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+        self.sock.close()
+
+
 class Zygote:
     def __init__(self, code_dir):
         self.code_dir = code_dir
         self.path = os.path.join(code_dir, "main.py")
-        self.sock = socket.socket(fileno=CONTROL_FD)
+        self.control = Channel(socket.socket(fileno=CONTROL_FD))
         os.set_inheritable(CONTROL_FD, False)
         self.mode = None
         self.fn = None
@@ -160,66 +222,27 @@ class Zygote:
         self.fn = fn
         self.arity = _arity(fn)
 
-    def _read_more(self, buf, fds):
-        if fds:
-            data = self.sock.recv(1 << 16)
-        else:
-            data, new_fds, _flags, _addr = socket.recv_fds(self.sock, 1 << 16, 3)
-            for fd in new_fds:
-                os.set_inheritable(fd, False)
-            fds.extend(new_fds)
-        if not data:
-            raise EOFError("control socket closed")
-        buf += data
-
-    def recv(self):
-        """The next invocation: (header dict, event bytes, [fds]), or None at EOF."""
-        buf = bytearray()
-        fds = []
-        try:
-            while len(buf) < 4:
-                self._read_more(buf, fds)
-            hlen = struct.unpack(">I", bytes(buf[:4]))[0]
-            if hlen > MAX_HEADER:
-                raise ValueError("invocation header too large")
-            while len(buf) < 4 + hlen:
-                self._read_more(buf, fds)
-            header = json.loads(bytes(buf[4 : 4 + hlen]))
-            total = 4 + hlen + int(header["event_len"])
-            while len(buf) < total:
-                self._read_more(buf, fds)
-        except EOFError:
-            for fd in fds:
-                os.close(fd)
-            if not buf:
-                return None
-            raise
-        if len(fds) != 3:
-            for fd in fds:
-                os.close(fd)
-            raise ValueError("expected 3 fds with the invocation, got %d" % len(fds))
-        return header, bytes(buf[4 + hlen : total]), fds
-
     def serve(self):
+        spare = self.prefork()
         while True:
-            msg = self.recv()
+            msg = self.control.recv(3)
             if msg is None:
                 return
             header, event, fds = msg
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except Exception:
-                    pass
-            pid = os.fork()
-            if pid == 0:
-                self.child(header, event, fds)  # never returns
+            if header.get("prepare"):
+                if spare is None:
+                    spare = self.prefork()
+                continue
+            if spare is None:
+                spare = self.prefork()
+            pid = self.hand_over(spare, header, event, fds)
+            spare = None
             for fd in fds:
                 os.close(fd)
-            _send(self.sock, {"pid": pid})
+            _send(self.control.sock, {"pid": pid})
             _, status, ru = os.wait4(pid, 0)
             _send(
-                self.sock,
+                self.control.sock,
                 {
                     "pid": pid,
                     "status": status,
@@ -229,42 +252,81 @@ class Zygote:
                 },
             )
 
-    def child(self, header, event_bytes, fds):
-        """The invocation's own process: runs the user's code once, then _exit."""
-        code = 0
-        try:
-            out_fd, err_fd, result_fd = fds
-            os.setsid()
-            self.sock.close()
-            try:  # os.open: the io stack costs more than the write itself
-                fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
-                os.write(fd, b"1000")
-                os.close(fd)
-            except OSError:
-                pass
-            os.dup2(out_fd, 1)
-            os.dup2(err_fd, 2)
-            os.close(out_fd)
-            os.close(err_fd)
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.reconfigure(line_buffering=True)
-                except Exception:
-                    pass
-            result, code = self.run(header, event_bytes)
-            _flush_std()
-            if result is not None:
-                view = memoryview(result)
-                while view:
-                    view = view[os.write(result_fd, view) :]
-        except BaseException:  # a bug here must still end the process, never return
-            try:
-                traceback.print_exc()
-                _flush_std()
-            except BaseException:
-                pass
+    def prefork(self):
+        """Forks the next invocation's process ahead of time: (pid, socket to hand it over)."""
+        ours, theirs = socket.socketpair()
+        _flush_std()
+        pid = os.fork()
+        if pid == 0:
             code = 70
-        os._exit(code)
+            try:
+                ours.close()
+                code = self.spare(theirs)
+            except BaseException:  # a bug here must still end the process, never return
+                try:
+                    traceback.print_exc()
+                    _flush_std()
+                except BaseException:
+                    pass
+            os._exit(code)
+        theirs.close()
+        return pid, ours
+
+    def hand_over(self, spare, header, event, fds):
+        """Gives the invocation to the spare process; returns the pid that runs it.
+
+        A spare found dead before the hand-over (the OOM killer, say) is replaced. One that
+        dies during it is not retried: its status becomes the invocation's (a crash), so
+        nothing ever runs the event after the agent has given up on it.
+        """
+        pid, sock = spare
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            sock.close()
+            pid, sock = self.prefork()
+        header = json.dumps(header).encode()
+        data = struct.pack(">I", len(header)) + header + event
+        try:
+            sent = socket.send_fds(sock, [data], fds)
+            sock.sendall(data[sent:])
+        except OSError:
+            pass  # it died: wait4 reports how
+        finally:
+            sock.close()
+        return pid
+
+    def spare(self, sock):
+        """A pre-forked process: waits for its invocation, runs it; returns the exit code."""
+        self.control.close()
+        os.setsid()
+        try:  # os.open: the io stack costs more than the write itself
+            fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+            os.write(fd, b"1000")
+            os.close(fd)
+        except OSError:
+            pass
+        channel = Channel(sock)
+        msg = channel.recv(3)
+        if msg is None:
+            return 0  # the zygote went away before using us
+        channel.close()
+        header, event, fds = msg
+        out_fd, err_fd, result_fd = fds
+        os.dup2(out_fd, 1)
+        os.dup2(err_fd, 2)
+        os.close(out_fd)
+        os.close(err_fd)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.reconfigure(line_buffering=True)
+            except Exception:
+                pass
+        result, code = self.run(header, event)
+        _flush_std()
+        if result is not None:
+            view = memoryview(result)
+            while view:
+                view = view[os.write(result_fd, view) :]
+        return code
 
     def run(self, header, event_bytes):
         """Runs the user's code; returns (result bytes or None, exit code)."""
@@ -364,14 +426,14 @@ def main():
         zygote.load()
     except BaseException as exc:
         _flush_std()
-        _send(zygote.sock, {"init_error": _error_info(exc)})
+        _send(zygote.control.sock, {"init_error": _error_info(exc)})
         return 1
     _flush_std()
     # Everything loaded so far is read-only from here on: keep the collector from
     # touching it in the children (every touched page is copied after the fork).
     gc.collect()
     gc.freeze()
-    _send(zygote.sock, {"ready": True, "mode": zygote.mode})
+    _send(zygote.control.sock, {"ready": True, "mode": zygote.mode})
     zygote.serve()
     return 0
 

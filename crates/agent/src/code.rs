@@ -28,10 +28,15 @@ pub const RUNTIME_FILES: &[(&str, &str)] = &[
     ),
 ];
 
-/// Writes [`RUNTIME_FILES`] under `dir` (0644, directories 0755).
+/// Writes [`RUNTIME_FILES`] under `dir` (0644, directories 0755). A file already there
+/// with the same content is left alone: a container image carries them, baked in by
+/// `hearth images build`, on a read-only root.
 pub fn write_runtime_files(dir: &Path) -> Result<(), AgentError> {
     for (rel, content) in RUNTIME_FILES {
         let path = dir.join(rel);
+        if fs::read(&path).is_ok_and(|present| present == content.as_bytes()) {
+            continue;
+        }
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(|e| AgentError::at("create", parent, e))?;
             set_mode(parent, 0o755)?;

@@ -18,6 +18,11 @@
 //! `node.rs` (standby), `process.rs` (spawn, pipes, wait), `run.rs` (one invocation's
 //! outcome), `sweep.rs` (leftover killing).
 //!
+//! Modes (`InitSpec::root`): `Native` (the worker spawned it as root in fresh mount, pid,
+//! net, ipc and uts namespaces: it forks PID 1, builds a tmpfs root, pivots, drops to the
+//! function's uid) and `Existing` (a container or a test: `code/`, `runtime/` and `tmp/`
+//! go under `$HEARTH_AGENT_ROOT`, default `/`; privileges are dropped only when root).
+//!
 //! Built as a static binary, in its own target dir:
 //!
 //! ```text
@@ -58,6 +63,18 @@ use std::time::Instant;
 use sweep::{Scope, Sweeper};
 
 fn main() {
+    // `hearth-agent --write-runtime-files DIR`: how `hearth images build` gets the exact
+    // runtime files this agent expects, to bake them into a container image.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if let [flag, dir] = args.as_slice() {
+        if flag == "--write-runtime-files" {
+            if let Err(e) = code::write_runtime_files(Path::new(dir)) {
+                diag!("{e}");
+                std::process::exit(1);
+            }
+            std::process::exit(0);
+        }
+    }
     std::process::exit(agent_main());
 }
 
@@ -87,7 +104,8 @@ fn agent_main() -> i32 {
     if matches!(spec.root, RootSetup::Native { .. }) {
         match become_pid1() {
             Ok(Some(child)) => {
-                drop(channel);
+                // The parent only waits: it must not keep the stream or the code alive.
+                drop((channel, code));
                 return wait_for_pid1(child);
             }
             Ok(None) => {}

@@ -73,8 +73,10 @@ impl Standby {
         inst.reaper.state(self.pid)
     }
 
-    /// Waits for the ready marker; a failed load is [`AgentError::CodeLoad`].
-    fn await_ready(&mut self, inst: &mut Instance, until: Instant) -> Result<(), AgentError> {
+    /// Waits up to `limit` for the ready marker; a failed load is
+    /// [`AgentError::CodeLoad`].
+    fn await_ready(&mut self, inst: &mut Instance, limit: Duration) -> Result<(), AgentError> {
+        let until = Instant::now() + limit;
         loop {
             self.pipes.pump();
             if self.pipes.result.data().first() == Some(&READY) {
@@ -88,8 +90,8 @@ impl Standby {
             let now = Instant::now();
             if now >= until {
                 return Err(AgentError::CodeLoad(format!(
-                    "loading index.js took longer than {} s",
-                    LOAD_LIMIT.as_secs()
+                    "loading index.js took longer than {} ms",
+                    limit.as_millis()
                 )));
             }
             let mut fds = self.pipes.pollfds();
@@ -162,7 +164,7 @@ impl Node {
     /// Starts the first standby and waits until it has loaded `index.js`.
     pub fn start(inst: &mut Instance) -> Result<Node, AgentError> {
         let mut standby = Standby::spawn(inst)?;
-        match standby.await_ready(inst, Instant::now() + LOAD_LIMIT) {
+        match standby.await_ready(inst, LOAD_LIMIT) {
             Ok(()) => Ok(Node {
                 standby: Some(standby),
             }),
@@ -173,8 +175,13 @@ impl Node {
         }
     }
 
-    /// A loaded standby, replacing one that died while it waited.
-    fn ready_standby(&mut self, inst: &mut Instance) -> Result<Standby, AgentError> {
+    /// A loaded standby (waiting at most `limit` for it to load), replacing one that died
+    /// while it waited.
+    fn ready_standby(
+        &mut self,
+        inst: &mut Instance,
+        limit: Duration,
+    ) -> Result<Standby, AgentError> {
         if let Some(standby) = self.standby.take() {
             if standby.state(inst) == ChildState::Running {
                 self.standby = Some(standby);
@@ -188,7 +195,7 @@ impl Node {
             None => Standby::spawn(inst)?,
         };
         if !standby.ready {
-            if let Err(e) = standby.await_ready(inst, Instant::now() + LOAD_LIMIT) {
+            if let Err(e) = standby.await_ready(inst, limit) {
                 standby.kill(inst);
                 return Err(e);
             }
@@ -203,7 +210,10 @@ impl Node {
         spec: &InvokeSpec,
         event: &[u8],
     ) -> Result<Finished, AgentError> {
-        let mut standby = match self.ready_standby(inst) {
+        // The standby started after the previous result may still be loading; that wait
+        // is bounded by this invocation's own timeout.
+        let limit = Duration::from_millis(spec.timeout_ms).min(LOAD_LIMIT);
+        let mut standby = match self.ready_standby(inst, limit) {
             Ok(standby) => standby,
             Err(e) => {
                 let why = format!("no node.js process could load the code: {e}");

@@ -2,8 +2,9 @@
 //!
 //! The zygote (`runtimes/python/bootstrap.py`) talks over a unix stream socket on its
 //! fd 3; each invocation message carries the child's stdout, stderr and result pipe ends as
-//! SCM_RIGHTS. The zygote reports the child's pid after the fork and its wait status and
-//! rusage after `wait4`. Warm path: one `sendmsg`, one `fork` in the zygote, no exec.
+//! SCM_RIGHTS. The zygote hands them to a process it forked ahead of time (after the
+//! previous invocation's sweep, when the agent says "prepare"), reports its pid, then its
+//! wait status and rusage after `wait4`. Warm path: two `sendmsg`s, no fork, no exec.
 
 use crate::error::AgentError;
 use crate::process::{self, Capture, ChildState, ExitInfo, Outbox, ReadState, SpawnSpec};
@@ -147,6 +148,24 @@ fn send_with_fds(
             _ => return Err(err),
         }
     }
+}
+
+/// `[u32 BE header length][header JSON][event]` for the zygote.
+fn invocation_message(spec: &InvokeSpec, event: &[u8]) -> Result<Vec<u8>, AgentError> {
+    let header = serde_json::json!({
+        "request_id": spec.request_id,
+        "deadline_ms": unix_ms().saturating_add(spec.timeout_ms),
+        "event_len": event.len(),
+    });
+    let header = serde_json::to_vec(&header)
+        .map_err(|e| AgentError::Runtime(format!("encode the invocation header: {e}")))?;
+    let len = u32::try_from(header.len())
+        .map_err(|_| AgentError::Runtime("invocation header too large".into()))?;
+    let mut message = Vec::with_capacity(4 + header.len() + event.len());
+    message.extend_from_slice(&len.to_be_bytes());
+    message.extend_from_slice(&header);
+    message.extend_from_slice(event);
+    Ok(message)
 }
 
 /// The running zygote.
@@ -362,22 +381,7 @@ impl Python {
         let (err_r, err_w) = process::pipe()?;
         let (res_r, res_w) = process::pipe()?;
         let mut pipes = Pipes::new(out_r, err_r, res_r, inst.output_limit)?;
-        let header = serde_json::json!({
-            "request_id": spec.request_id,
-            "deadline_ms": unix_ms().saturating_add(spec.timeout_ms),
-            "event_len": event.len(),
-        });
-        let header = serde_json::to_vec(&header)
-            .map_err(|e| AgentError::Runtime(format!("encode the invocation header: {e}")))?;
-        let mut message = Vec::with_capacity(4 + header.len() + event.len());
-        message.extend_from_slice(
-            &u32::try_from(header.len())
-                .unwrap_or(u32::MAX)
-                .to_be_bytes(),
-        );
-        message.extend_from_slice(&header);
-        message.extend_from_slice(event);
-
+        let message = invocation_message(spec, event)?;
         let started = Instant::now();
         let deadline = started + Duration::from_millis(spec.timeout_ms);
         let ends = [out_w.as_raw_fd(), err_w.as_raw_fd(), res_w.as_raw_fd()];
@@ -442,6 +446,18 @@ impl Python {
                 false
             }
         }
+    }
+
+    /// Tells the zygote to fork the next invocation's process now that the sweep is over
+    /// (a spare forked earlier would have been swept as a leftover).
+    pub fn after_result(&mut self) {
+        let Some(zygote) = &self.zygote else { return };
+        let header = br#"{"prepare":true}"#;
+        let mut message = (header.len() as u32).to_be_bytes().to_vec();
+        message.extend_from_slice(header);
+        let mut outbox = Outbox::new(message, 0);
+        // A few bytes into an idle socket: they fit. A dead zygote shows at the next call.
+        outbox.pump(zygote.sock.as_raw_fd());
     }
 
     /// The zygote's socket and log, watched between invocations.

@@ -222,6 +222,8 @@ pub fn finish(report: Report<'_>, pipes: &mut Pipes, result: &[u8]) -> Finished 
         system_cpu_ms: exit.map_or(0.0, |e| e.system_ms),
         leftovers_killed: report.sweep.killed,
         healthy: report.runtime_healthy && report.sweep.converged,
+        output_bytes: 0,
+        output_quota_exceeded: false,
     };
     Finished { outcome, payload }
 }
@@ -266,6 +268,8 @@ pub fn not_run(request_id: &str, why: String) -> Finished {
             system_cpu_ms: 0.0,
             leftovers_killed: 0,
             healthy: false,
+            output_bytes: 0,
+            output_quota_exceeded: false,
         },
         payload: Vec::new(),
     }

@@ -35,6 +35,16 @@ pub struct Instance {
     pub sweeper: Sweeper,
 }
 
+/// Variables only the platform sets (the last two per invocation, by the runtime).
+const RESERVED: [&str; 6] = [
+    "HEARTH_FUNCTION_NAME",
+    "HEARTH_FUNCTION_VERSION",
+    "HEARTH_MEMORY_LIMIT_MB",
+    "HEARTH_RUNTIME",
+    "HEARTH_REQUEST_ID",
+    "HEARTH_DEADLINE_MS",
+];
+
 /// The environment of user processes: defaults, then the user's, then the platform's.
 pub fn environment(spec: &InitSpec, layout: &Layout) -> Vec<(String, String)> {
     let tmp = layout.tmp.to_string_lossy().into_owned();
@@ -49,14 +59,13 @@ pub fn environment(spec: &InitSpec, layout: &Layout) -> Vec<(String, String)> {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     for (key, value) in &spec.env {
-        let usable = !key.is_empty()
-            && !key.contains(['=', '\0'])
-            && !value.contains('\0')
-            && !key.starts_with("HEARTH_");
-        if usable {
-            env.insert(key.clone(), value.clone());
+        let usable = !key.is_empty() && !key.contains(['=', '\0']) && !value.contains('\0');
+        if !usable {
+            crate::diag!("ignoring malformed environment variable {key:?}");
+        } else if RESERVED.contains(&key.as_str()) {
+            crate::diag!("ignoring environment variable {key}: the platform sets it");
         } else {
-            crate::diag!("ignoring environment variable {key:?}");
+            env.insert(key.clone(), value.clone());
         }
     }
     for (key, value) in [
@@ -123,8 +132,9 @@ impl Runner {
 
     /// Prepares the next process, once the result has gone out.
     pub fn after_result(&mut self, inst: &mut Instance) {
-        if let Runner::Node(n) = self {
-            n.after_result(inst);
+        match self {
+            Runner::Python(p) => p.after_result(),
+            Runner::Node(n) => n.after_result(inst),
         }
     }
 
@@ -161,6 +171,7 @@ mod tests {
             memory_limit_mb: 128,
             env: [
                 ("HEARTH_FUNCTION_NAME", "spoof"),
+                ("HEARTH_REGION", "mine"),
                 ("PATH", "/custom"),
                 ("A=B", "x"),
                 ("GREETING", "hi"),
@@ -172,6 +183,7 @@ mod tests {
             root: RootSetup::Existing,
             tmp_size_mb: 64,
             inline_output_limit: 1024,
+            output_size_mb: 0,
             uid: 65534,
             gid: 65534,
         };
@@ -183,6 +195,7 @@ mod tests {
         assert_eq!(env["PATH"], "/custom");
         assert_eq!(env["GREETING"], "hi");
         assert_eq!(env["HOME"], "/tmp");
+        assert_eq!(env["HEARTH_REGION"], "mine");
         assert!(!env.contains_key("A=B"));
     }
 }

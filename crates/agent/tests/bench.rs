@@ -9,40 +9,42 @@ use common::{is_root, native_command_for, spec, tar_of, Agent};
 use hearth_core::protocol::{FromAgent, OutcomeStatus, RootSetup};
 use hearth_core::Runtime;
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const CALLS: usize = 200;
+const GAPS: [Duration; 2] = [Duration::ZERO, Duration::from_millis(50)];
 
 fn bench_agent() -> std::ffi::OsString {
     std::env::var_os("HEARTH_AGENT").unwrap_or_else(|| common::agent_path().into())
 }
 
-fn measure(label: &str, agent: &mut Agent) {
+/// `CALLS` invocations, back to back or with `gap` between them (a gap lets the next
+/// process get ready off the clock, as it does under real traffic).
+fn measure(label: &str, agent: &mut Agent, gap: Duration) {
     for _ in 0..5 {
         agent.invoke("warmup", 5000, r#"{"x": 1}"#);
     }
     let mut ms: Vec<f64> = Vec::with_capacity(CALLS);
     let mut handler_ms: Vec<f64> = Vec::with_capacity(CALLS);
-    let started = Instant::now();
     for i in 0..CALLS {
+        std::thread::sleep(gap);
         let t = Instant::now();
         let reply = agent.invoke(&format!("b{i}"), 5000, r#"{"x": 1}"#);
         ms.push(t.elapsed().as_secs_f64() * 1000.0);
         assert_eq!(reply.outcome.status, OutcomeStatus::Success);
         handler_ms.push(reply.outcome.handler_duration_ms);
     }
-    let total = started.elapsed().as_secs_f64();
     let pct = |v: &mut Vec<f64>, p: f64| {
         v.sort_by(f64::total_cmp);
         v[((v.len() as f64 - 1.0) * p).round() as usize]
     };
+    let label = format!("{label}, gap {} ms", gap.as_millis());
     println!(
-        "{label:<28} round trip p50 {:6.2} ms  p90 {:6.2} ms  p99 {:6.2} ms | handler p50 {:6.2} ms | {:5.0} calls/s",
+        "{label:<36} round trip p50 {:6.2} ms  p90 {:6.2} ms  p99 {:6.2} ms | handler p50 {:6.2} ms",
         pct(&mut ms, 0.5),
         pct(&mut ms, 0.9),
         pct(&mut ms, 0.99),
         pct(&mut handler_ms, 0.5),
-        CALLS as f64 / total
     );
 }
 
@@ -69,9 +71,13 @@ const JS: &str = "exports.handler = async (event) => ({ ok: event.x });\n";
 #[ignore = "benchmark: prints timings, asserts none"]
 fn warm_invocation_round_trips() {
     let mut python = existing(Runtime::Python, &[("main.py", PY)]);
-    measure("python (existing root)", &mut python);
+    for gap in GAPS {
+        measure("python (existing root)", &mut python, gap);
+    }
     let mut node = existing(Runtime::Nodejs, &[("index.js", JS)]);
-    measure("nodejs (existing root)", &mut node);
+    for gap in GAPS {
+        measure("nodejs (existing root)", &mut node, gap);
+    }
     if is_root() {
         let mount_point = tempfile::tempdir().unwrap();
         let root = RootSetup::Native {
@@ -100,12 +106,14 @@ fn warm_invocation_round_trips() {
             let cold = t.elapsed().as_secs_f64() * 1000.0;
             match first {
                 FromAgent::Ready(ready) => println!(
-                    "{label:<28} cold start (spawn → ready) {cold:.1} ms, agent init_ms {:.1}",
+                    "{label:<36} cold start (spawn → ready) {cold:.1} ms, agent init_ms {:.1}",
                     ready.init_ms
                 ),
                 other => panic!("{other:?}"),
             }
-            measure(label, &mut agent);
+            for gap in GAPS {
+                measure(label, &mut agent, gap);
+            }
         }
     }
 }

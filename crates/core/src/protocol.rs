@@ -39,6 +39,13 @@ pub enum ToAgent {
 pub enum FromAgent {
     /// Init done; the next invocation's process is being prepared.
     Ready(ReadyInfo),
+    /// A piece of the running invocation's stdout or stderr, as it was written
+    /// (payload: the bytes). Together they are the full log; the inline copy in
+    /// `Result` is capped.
+    Log(LogChunk),
+    /// A piece of the tar stream of the invocation's output directory (payload: the
+    /// bytes), sent after the process has ended and before `Result`.
+    Output,
     /// One invocation ended (payload: the handler's return value as JSON, may be empty).
     Result(InvokeOutcome),
     /// The agent cannot go on (bad init, broken runtime); it exits after sending this.
@@ -69,6 +76,10 @@ pub struct InitSpec {
     pub tmp_size_mb: u64,
     /// Cap on inline stdout and on inline stderr, bytes each.
     pub inline_output_limit: u64,
+    /// Size of the per-invocation output directory (`$OUTPUT_DIR`), MB: the output
+    /// quota. 0 means the function gets no output directory.
+    #[serde(default)]
+    pub output_size_mb: u64,
     /// User id the function runs as.
     pub uid: u32,
     /// Group id the function runs as.
@@ -161,6 +172,29 @@ pub struct InvokeOutcome {
     /// False when the instance should not serve again (a runtime process died, a
     /// leftover could not be killed).
     pub healthy: bool,
+    /// Bytes of regular files found in the output directory.
+    #[serde(default)]
+    pub output_bytes: u64,
+    /// Whether the output directory filled up (the quota was reached).
+    #[serde(default)]
+    pub output_quota_exceeded: bool,
+}
+
+/// Which stream a [`FromAgent::Log`] chunk belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogStream {
+    /// The process's stdout.
+    Stdout,
+    /// The process's stderr.
+    Stderr,
+}
+
+/// Header of a [`FromAgent::Log`] frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogChunk {
+    /// The stream the payload was written to.
+    pub stream: LogStream,
 }
 
 /// Why the agent gave up.

@@ -5,8 +5,10 @@
 //! end, or wrote something that is not a frame) becomes [`SandboxError::Lost`]: an
 //! instance whose stream broke cannot serve again.
 
-use crate::SandboxError;
-use hearth_core::protocol::{encode, parse_prefix, FrameError, FromAgent, ToAgent, PREFIX_BYTES};
+use crate::{InvocationSink, SandboxError};
+use hearth_core::protocol::{
+    encode, parse_prefix, FrameError, FromAgent, InvokeOutcome, InvokeSpec, ToAgent, PREFIX_BYTES,
+};
 use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
@@ -79,6 +81,52 @@ where
         let message =
             serde_json::from_slice(&header).map_err(|e| self.frame_error(FrameError::Json(e)))?;
         Ok((message, payload))
+    }
+
+    /// Runs one invocation's exchange: sends `Invoke` with the event, hands every
+    /// `Log` and `Output` frame to `sink` as it arrives, and returns the `Result` with
+    /// the handler's return value. A sink that fails (a full disk) does not break the
+    /// exchange: the frames are still read to the end, then the sink's error returns.
+    pub async fn invoke(
+        &mut self,
+        spec: InvokeSpec,
+        event: &[u8],
+        sink: &mut dyn InvocationSink,
+    ) -> Result<(InvokeOutcome, Vec<u8>), SandboxError> {
+        let request_id = spec.request_id.clone();
+        self.send(&ToAgent::Invoke(spec), event).await?;
+        let mut sink_error = None;
+        loop {
+            let (message, payload) = self.recv().await?;
+            let written = match message {
+                FromAgent::Log(chunk) => sink.log(chunk.stream, &payload).await,
+                FromAgent::Output => sink.output(&payload).await,
+                FromAgent::Result(outcome) if outcome.request_id == request_id => {
+                    return match sink_error {
+                        None => Ok((outcome, payload)),
+                        Some(e) => Err(SandboxError::Spool(format!(
+                            "cannot keep the logs and outputs of {request_id}: {e}"
+                        ))),
+                    };
+                }
+                FromAgent::Result(outcome) => {
+                    return Err(self.lost(format!(
+                        "result for {} while waiting for {request_id}",
+                        outcome.request_id
+                    )))
+                }
+                FromAgent::Failed(failure) => {
+                    return Err(self.lost(format!(
+                        "the agent failed ({}): {}",
+                        failure.phase, failure.message
+                    )))
+                }
+                FromAgent::Ready(_) => return Err(self.lost("unexpected ready".into())),
+            };
+            if let Err(e) = written {
+                sink_error.get_or_insert(e);
+            }
+        }
     }
 
     /// The instance id this stream belongs to.

@@ -1,8 +1,10 @@
 //! Sandboxes: where function code runs, isolated from the host and from each other.
 //!
 //! Owns: the [`SandboxBackend`] / [`Instance`] traits the worker programs against, the
-//! native backend ([`native`]: Linux namespaces + cgroups, no daemon), and the cgroup
-//! code that sets limits and reads per-invocation usage ([`cgroup`], v1 and v2).
+//! native backend ([`native`]: Linux namespaces + cgroups, no daemon), the Docker backend
+//! ([`docker`]: warm hardened containers through the engine API, and their images), and
+//! the cgroup code that sets limits and reads per-invocation usage ([`cgroup`], v1 and
+//! v2).
 //!
 //! Never: decides which instance serves which call (the worker's pool does), talks
 //! HTTP, or bind-mounts a host path other than the runtimes' read-only directories.
@@ -13,11 +15,12 @@
 
 pub mod agent_stream;
 pub mod cgroup;
+pub mod docker;
 pub mod native;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use hearth_core::protocol::{InvokeOutcome, InvokeSpec};
+use hearth_core::protocol::{InvokeOutcome, InvokeSpec, LogStream};
 use hearth_core::Runtime;
 use std::collections::BTreeMap;
 
@@ -34,6 +37,8 @@ pub struct InstanceSpec {
     pub runtime: Runtime,
     /// Memory limit of the whole instance, MB.
     pub memory_mb: u64,
+    /// Size of the per-invocation output directory, MB (0: none).
+    pub output_quota_mb: u64,
     /// User environment variables (already validated: no reserved names).
     pub env: BTreeMap<String, String>,
     /// The function's code as an uncompressed tar (entries relative to the code root).
@@ -66,6 +71,30 @@ pub struct InstanceRun {
     pub result: Vec<u8>,
     /// What the invocation used.
     pub usage: Usage,
+}
+
+/// Where an invocation's full logs and output files go while it runs: the agent's
+/// `Log` and `Output` frames are handed over as they arrive, so nothing of them is
+/// held whole in memory.
+#[async_trait]
+pub trait InvocationSink: Send {
+    /// A piece of the process's stdout or stderr.
+    async fn log(&mut self, stream: LogStream, bytes: &[u8]) -> std::io::Result<()>;
+    /// A piece of the tar stream of the output directory.
+    async fn output(&mut self, bytes: &[u8]) -> std::io::Result<()>;
+}
+
+/// A sink that keeps nothing (for callers that only want the result).
+pub struct DiscardSink;
+
+#[async_trait]
+impl InvocationSink for DiscardSink {
+    async fn log(&mut self, _: LogStream, _: &[u8]) -> std::io::Result<()> {
+        Ok(())
+    }
+    async fn output(&mut self, _: &[u8]) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A sandbox failure. Messages carry the instance id or path involved.
@@ -104,6 +133,9 @@ pub enum SandboxError {
         /// How long the worker waited.
         waited_ms: u64,
     },
+    /// The invocation's logs or outputs could not be kept (the spool failed).
+    #[error("{0}")]
+    Spool(String),
     /// A cgroup file could not be read or written.
     #[error("cgroup {path}: {source}")]
     Cgroup {
@@ -131,11 +163,16 @@ pub trait Instance: Send + Sync {
     /// The instance id.
     fn id(&self) -> &str;
 
-    /// Runs one invocation: resets the cgroup's peak, sends the event, waits for the
-    /// agent's result (at most `spec.timeout_ms` plus a grace period), reads usage.
+    /// Runs one invocation: resets the cgroup's peak, sends the event, passes logs and
+    /// outputs to `sink` as they come, waits for the agent's result (at most
+    /// `spec.timeout_ms` plus a grace period), reads usage.
     /// After an error the instance must be destroyed.
-    async fn invoke(&mut self, spec: InvokeSpec, event: Bytes)
-        -> Result<InstanceRun, SandboxError>;
+    async fn invoke(
+        &mut self,
+        spec: InvokeSpec,
+        event: Bytes,
+        sink: &mut dyn InvocationSink,
+    ) -> Result<InstanceRun, SandboxError>;
 
     /// Kills everything in the instance and removes its cgroup. Never fails: problems
     /// are logged.

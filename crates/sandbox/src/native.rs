@@ -19,7 +19,7 @@ use crate::agent_stream::AgentStream;
 use crate::cgroup::{
     CgroupConfig, CgroupHost, CgroupLimits, CgroupVersion, CpuQuota, InstanceCgroup,
 };
-use crate::{Instance, InstanceRun, InstanceSpec, SandboxBackend, SandboxError};
+use crate::{Instance, InstanceRun, InstanceSpec, InvocationSink, SandboxBackend, SandboxError};
 use async_trait::async_trait;
 use bytes::Bytes;
 use hearth_core::protocol::{
@@ -227,6 +227,7 @@ impl NativeBackend {
             },
             tmp_size_mb: self.config.tmp_size_mb.min(spec.memory_mb),
             inline_output_limit: INLINE_OUTPUT_LIMIT,
+            output_size_mb: spec.output_quota_mb,
             uid: SANDBOX_ID,
             gid: SANDBOX_ID,
         })
@@ -234,11 +235,11 @@ impl NativeBackend {
 }
 
 /// Cap on inline stdout and stderr of one invocation, bytes each.
-const INLINE_OUTPUT_LIMIT: u64 = 1 << 20;
+pub(crate) const INLINE_OUTPUT_LIMIT: u64 = 1 << 20;
 /// `nobody`: the user and group functions run as.
-const SANDBOX_ID: u32 = 65534;
+pub(crate) const SANDBOX_ID: u32 = 65534;
 /// The agent enforces the real timeout; the worker waits this much longer.
-const INVOKE_GRACE: Duration = Duration::from_millis(2000);
+pub(crate) const INVOKE_GRACE: Duration = Duration::from_millis(2000);
 /// How long `destroy` lets the agent shut down by itself.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(200);
 /// Lines of the agent's stderr kept for error messages.
@@ -305,7 +306,7 @@ impl SandboxBackend for NativeBackend {
 }
 
 /// The agent's answer to `Init`: `Ready` in our protocol version, or an error.
-fn expect_ready(instance: &str, message: FromAgent) -> Result<ReadyInfo, SandboxError> {
+pub(crate) fn expect_ready(instance: &str, message: FromAgent) -> Result<ReadyInfo, SandboxError> {
     let spawn_error = |message: String| SandboxError::Spawn {
         instance: instance.to_string(),
         message,
@@ -324,19 +325,19 @@ fn expect_ready(instance: &str, message: FromAgent) -> Result<ReadyInfo, Sandbox
             "the agent failed ({}): {}",
             failure.phase, failure.message
         ))),
-        FromAgent::Result(_) => Err(SandboxError::Lost {
+        FromAgent::Result(_) | FromAgent::Log(_) | FromAgent::Output => Err(SandboxError::Lost {
             instance: instance.to_string(),
-            message: "the agent sent a result before ready".into(),
+            message: "the agent sent invocation frames before ready".into(),
         }),
     }
 }
 
 /// Keeps the last lines the agent wrote on stderr, for error messages.
 #[derive(Debug, Clone, Default)]
-struct LogTail(Arc<Mutex<VecDeque<String>>>);
+pub(crate) struct LogTail(Arc<Mutex<VecDeque<String>>>);
 
 impl LogTail {
-    fn push(&self, line: String) {
+    pub(crate) fn push(&self, line: String) {
         if let Ok(mut lines) = self.0.lock() {
             if lines.len() == LOG_TAIL_LINES {
                 lines.pop_front();
@@ -345,7 +346,7 @@ impl LogTail {
         }
     }
 
-    fn joined(&self) -> String {
+    pub(crate) fn joined(&self) -> String {
         self.0
             .lock()
             .map(|lines| lines.iter().cloned().collect::<Vec<_>>().join(" | "))
@@ -504,36 +505,17 @@ impl Instance for NativeInstance {
         &mut self,
         spec: InvokeSpec,
         event: Bytes,
+        sink: &mut dyn InvocationSink,
     ) -> Result<InstanceRun, SandboxError> {
         let before = self.cgroup()?.meter()?.begin()?;
         let guard = Duration::from_millis(spec.timeout_ms).saturating_add(INVOKE_GRACE);
-        let request_id = spec.request_id.clone();
-        let exchange = async {
-            self.stream.send(&ToAgent::Invoke(spec), &event).await?;
-            self.stream.recv().await
-        };
-        let (message, result) = tokio::time::timeout(guard, exchange).await.map_err(|_| {
+        let exchange = self.stream.invoke(spec, &event, sink);
+        let (outcome, result) = tokio::time::timeout(guard, exchange).await.map_err(|_| {
             SandboxError::Unresponsive {
                 instance: self.id.clone(),
                 waited_ms: guard.as_millis() as u64,
             }
         })??;
-        let outcome = match message {
-            FromAgent::Result(outcome) if outcome.request_id == request_id => outcome,
-            FromAgent::Result(outcome) => {
-                return Err(self.lost(format!(
-                    "result for {} while waiting for {request_id}",
-                    outcome.request_id
-                )))
-            }
-            FromAgent::Failed(failure) => {
-                return Err(self.lost(format!(
-                    "the agent failed ({}): {}",
-                    failure.phase, failure.message
-                )))
-            }
-            FromAgent::Ready(_) => return Err(self.lost("unexpected ready".into())),
-        };
         let usage = self.cgroup()?.meter()?.finish(&before)?;
         Ok(InstanceRun {
             outcome,
@@ -544,15 +526,6 @@ impl Instance for NativeInstance {
 
     async fn destroy(mut self: Box<Self>) {
         self.teardown().await;
-    }
-}
-
-impl NativeInstance {
-    fn lost(&self, message: String) -> SandboxError {
-        SandboxError::Lost {
-            instance: self.id.clone(),
-            message,
-        }
     }
 }
 

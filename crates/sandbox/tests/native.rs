@@ -9,7 +9,9 @@ use hearth_core::protocol::{InvokeSpec, OutcomeStatus};
 use hearth_core::Runtime;
 use hearth_sandbox::cgroup::{CgroupConfig, CgroupHost};
 use hearth_sandbox::native::{NativeBackend, NativeConfig, NativeInstance};
-use hearth_sandbox::{Instance, InstanceRun, InstanceSpec, SandboxBackend, SandboxError};
+use hearth_sandbox::{
+    DiscardSink, Instance, InstanceRun, InstanceSpec, SandboxBackend, SandboxError,
+};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -82,6 +84,7 @@ fn spec(name: &str, code: Bytes, memory_mb: u64) -> InstanceSpec {
         version: 1,
         runtime: Runtime::Python,
         memory_mb,
+        output_quota_mb: 16,
         env: BTreeMap::new(),
         code_tar: code,
     }
@@ -101,7 +104,11 @@ async fn invoke_with_timeout(
         timeout_ms,
     };
     instance
-        .invoke(spec, Bytes::copy_from_slice(event.as_bytes()))
+        .invoke(
+            spec,
+            Bytes::copy_from_slice(event.as_bytes()),
+            &mut DiscardSink,
+        )
         .await
         .expect("invoke")
 }
@@ -413,7 +420,7 @@ async fn a_handler_past_its_timeout_does_not_hang_the_worker() {
     };
     let start = std::time::Instant::now();
     match instance
-        .invoke(spec, Bytes::from_static(br#"{"s":30}"#))
+        .invoke(spec, Bytes::from_static(br#"{"s":30}"#), &mut DiscardSink)
         .await
     {
         Ok(run) => assert_eq!(

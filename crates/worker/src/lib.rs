@@ -194,7 +194,13 @@ impl Worker {
             request_id: request.id.clone(),
             timeout_ms: target.spec.timeout_ms,
         };
-        let run = instance.invoke(spec, request.event.clone()).await;
+        let run = instance
+            .invoke(
+                spec,
+                request.event.clone(),
+                &mut hearth_sandbox::DiscardSink,
+            )
+            .await;
         let invocation = match run {
             Ok(run) => {
                 let healthy = run.outcome.healthy && !run.usage.oom_killed;
@@ -297,6 +303,7 @@ impl Worker {
             version: target.version,
             runtime: target.spec.runtime,
             memory_mb: target.spec.memory_mb,
+            output_quota_mb: target.spec.output_quota_mb,
             env: target.spec.env.clone(),
             code_tar,
         };

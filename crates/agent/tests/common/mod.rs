@@ -56,6 +56,7 @@ pub fn spec(runtime: Runtime, root: RootSetup) -> InitSpec {
         root,
         tmp_size_mb: 64,
         inline_output_limit: 64 * 1024,
+        output_size_mb: 0,
         uid: 65534,
         gid: 65534,
     }
