@@ -12,6 +12,7 @@ use hearth_sandbox::docker::{DockerBackend, DockerConfig};
 use hearth_sandbox::native::{NativeBackend, NativeConfig};
 use hearth_sandbox::SandboxBackend;
 use hearth_store::{CodeStore, SqliteMetadataStore};
+use hearth_worker::spool::Spool;
 use hearth_worker::{Worker, WorkerConfig};
 use sha2::Digest;
 use std::io::Write;
@@ -94,6 +95,8 @@ pub async fn run(args: UpArgs, data_dir: PathBuf) -> anyhow::Result<()> {
         },
         backend,
         code.clone(),
+        Arc::new(metadata.clone()),
+        Spool::open(&data_dir.join("spool")).context("opening the spool")?,
     );
     let state = AppState::new(
         Arc::new(metadata.clone()),

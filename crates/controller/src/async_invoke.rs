@@ -188,6 +188,7 @@ fn failed_placeholder(state: &AppState, job: &AsyncJob, message: String) -> Invo
         cpu: Default::default(),
         io: Default::default(),
         outputs: Vec::new(),
+        skipped_outputs: Vec::new(),
         advice: None,
     }
 }

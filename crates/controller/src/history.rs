@@ -10,6 +10,29 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
+/// How long invocation history is kept.
+const RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(30);
+/// How often old history is pruned.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Deletes history older than the retention period, now and every hour.
+pub(crate) fn prune_forever(store: Arc<dyn MetadataStore>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PRUNE_EVERY);
+        loop {
+            tick.tick().await;
+            match store
+                .prune_invocations(chrono::Utc::now() - RETENTION)
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(pruned = n, "pruned invocation history older than 30 days"),
+                Err(error) => tracing::warn!(%error, "cannot prune invocation history"),
+            }
+        }
+    });
+}
+
 /// Invocations kept in memory for immediate reads.
 const RECENT_CAPACITY: usize = 4096;
 
@@ -52,7 +75,20 @@ impl History {
         })
     }
 
+    /// Keeps the invocation for immediate reads and writes it to the store.
     pub(crate) fn record(&self, invocation: &Invocation) {
+        self.remember(invocation);
+        if self
+            .jobs
+            .send(Job::Record(Box::new(invocation.clone())))
+            .is_err()
+        {
+            tracing::error!(id = %invocation.id, "history writer stopped; invocation not recorded");
+        }
+    }
+
+    /// Keeps the invocation for immediate reads only (someone else stores it).
+    pub(crate) fn remember(&self, invocation: &Invocation) {
         {
             let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
             if recent
@@ -67,13 +103,6 @@ impl History {
                     recent.by_id.remove(&old);
                 }
             }
-        }
-        if self
-            .jobs
-            .send(Job::Record(Box::new(invocation.clone())))
-            .is_err()
-        {
-            tracing::error!(id = %invocation.id, "history writer stopped; invocation not recorded");
         }
     }
 

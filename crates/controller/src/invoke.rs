@@ -15,6 +15,9 @@ use serde::Deserialize;
 use serde_json::json;
 use std::time::Instant;
 
+/// Longest a listing waits for the reporter to write recent invocations.
+const LIST_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Largest event accepted inline, as Lambda's synchronous payload limit.
 pub(crate) const MAX_EVENT_BYTES: usize = 6 << 20;
 
@@ -92,7 +95,8 @@ async fn run(
         .invoke(target, request)
         .await
         .map_err(worker_error)?;
-    state.history.record(&invocation);
+    // The worker's reporter writes it to history; keep it for immediate reads.
+    state.history.remember(&invocation);
     Ok(invocation)
 }
 
@@ -166,7 +170,14 @@ fn worker_error(error: WorkerError) -> ApiError {
             "sandbox_unavailable",
             format!("no sandbox could be started: {e}"),
         ),
+        WorkerError::Backlog { .. } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "backlog",
+            error.to_string(),
+        )
+        .retry_after(5),
         WorkerError::Code { .. } => ApiError::internal("loading function code", error),
+        WorkerError::Spool(_) => ApiError::internal("keeping the invocation's logs", error),
     }
 }
 
@@ -207,6 +218,7 @@ pub(crate) async fn list(
     find(&state, &name).await?;
     // Invocations just answered may still be on their way to the store.
     state.history.flush().await;
+    state.worker.flush_reports(LIST_FLUSH_LIMIT).await;
     let status = match query.status.as_deref() {
         None | Some("") => None,
         Some(s) => Some(

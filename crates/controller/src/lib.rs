@@ -7,6 +7,7 @@
 //! objects are stored (it holds a `dyn MetadataStore` and a `CodeStore`). Handlers turn
 //! HTTP into domain calls and back; nothing below this crate imports axum.
 
+mod artifacts;
 mod async_invoke;
 mod auth;
 mod error;
@@ -67,6 +68,7 @@ impl AppState {
             started: Instant::now(),
         };
         async_invoke::start(state.clone());
+        history::prune_forever(state.metadata.clone());
         state
     }
 
@@ -94,6 +96,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/functions/{name}/invocations", get(invoke::list))
         .route("/invocations/{id}", get(invoke::get))
+        .route("/invocations/{id}/logs", get(artifacts::logs))
+        .route("/invocations/{id}/outputs/{*path}", get(artifacts::output))
         .route("/status", get(status::status))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

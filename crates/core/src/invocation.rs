@@ -97,6 +97,15 @@ pub struct OutputFile {
     pub key: String,
 }
 
+/// An entry of the output directory that was not kept, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedOutput {
+    /// The entry's path as the sandbox named it.
+    pub path: String,
+    /// Why it was skipped (a symlink, a device, a path leaving the directory, …).
+    pub reason: String,
+}
+
 /// The invocation object of the API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Invocation {
@@ -138,6 +147,9 @@ pub struct Invocation {
     pub io: IoUsage,
     /// Files written to the output directory.
     pub outputs: Vec<OutputFile>,
+    /// Entries of the output directory that were not kept (links, devices, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_outputs: Vec<SkippedOutput>,
     /// AutoTuner advice, when there is some.
     pub advice: Option<serde_json::Value>,
 }

@@ -576,7 +576,11 @@ impl MetadataStore for SqliteMetadataStore {
                  ON CONFLICT (id) DO UPDATE SET
                     function = excluded.function, status = excluded.status,
                     started_at = excluded.started_at, started_us = excluded.started_us,
-                    duration_ms = excluded.duration_ms, body = excluded.body",
+                    duration_ms = excluded.duration_ms, body = excluded.body
+                 -- Writers race (the async dispatcher, the worker's reporter): an
+                 -- invocation that has ended never goes back to queued or running.
+                 WHERE excluded.status NOT IN ('queued', 'running')
+                    OR invocations.status IN ('queued', 'running')",
                 params![row.0, row.1, row.2, row.3, row.4, row.5, body],
             )
             .map_err(|e| db_error(&path, "record_invocation", e))?;
@@ -730,6 +734,7 @@ mod tests {
             cpu: Default::default(),
             io: Default::default(),
             outputs: vec![],
+            skipped_outputs: vec![],
             advice: None,
         }
     }

@@ -4,20 +4,28 @@
 //! time; more are started up to the function's maximum; callers past that wait in a
 //! bounded queue, then get [`WorkerError::Overloaded`]), cold starts (code fetched from
 //! the object store, checked, handed to the sandbox as a tar), idle keep-alive, and
-//! turning a sandbox's report into the API's [`Invocation`] ([`outcome`]).
+//! turning a sandbox's report into the API's [`Invocation`] ([`outcome`]), and
+//! everything after the answer: full logs and output files land in the on-disk
+//! [`spool`] while the invocation runs, and the [`reporter`] uploads them and writes
+//! the history record in the background (fire-and-forget, nothing lost on a restart).
 //!
-//! Never: speaks HTTP, touches the metadata store, or knows which sandbox backend it
-//! drives (it holds a `dyn SandboxBackend`).
+//! Never: speaks HTTP, reads the metadata store (it only appends history through the
+//! reporter), or knows which sandbox backend it drives (it holds a `dyn
+//! SandboxBackend`).
 
 pub mod outcome;
 pub mod pool;
+pub mod reporter;
+pub mod spool;
 
 use bytes::Bytes;
 use hearth_core::protocol::InvokeSpec;
 use hearth_core::{FunctionSpec, Invocation};
 use hearth_sandbox::{InstanceSpec, SandboxBackend, SandboxError};
-use hearth_store::{inspect_zip, CodeStore, PackageLimits};
+use hearth_store::{inspect_zip, CodeStore, MetadataStore, PackageLimits};
 use pool::{Checkout, Pool, PoolStatus};
+use reporter::Reporter;
+use spool::{Job, OutputScan, Spool, SpoolWriter};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,6 +41,8 @@ pub struct WorkerConfig {
     pub queue_limit: usize,
     /// Longest a caller waits for an instance before 429.
     pub queue_timeout: Duration,
+    /// Spooled jobs the reporter may owe before new invocations get 503.
+    pub max_pending_reports: usize,
 }
 
 impl Default for WorkerConfig {
@@ -42,6 +52,7 @@ impl Default for WorkerConfig {
             idle_timeout: Duration::from_secs(600),
             queue_limit: 100,
             queue_timeout: Duration::from_secs(30),
+            max_pending_reports: 10_000,
         }
     }
 }
@@ -102,6 +113,16 @@ pub enum WorkerError {
     /// The worker is shutting down.
     #[error("worker is shutting down")]
     ShuttingDown,
+    /// The background reporter is too far behind (the object store is down or slow);
+    /// taking more would risk losing outputs.
+    #[error("{pending} finished invocations are still waiting to be reported (is the object store reachable?): retry later")]
+    Backlog {
+        /// Jobs waiting.
+        pending: usize,
+    },
+    /// The spool on disk failed (full disk?).
+    #[error("the worker's spool failed: {0}")]
+    Spool(std::io::Error),
 }
 
 /// What a worker reports in `/v1/status`.
@@ -124,22 +145,30 @@ pub struct Worker {
     code: CodeStore,
     pools: Mutex<HashMap<String, Arc<Pool>>>,
     code_tars: Mutex<HashMap<String, Bytes>>,
+    spool: Spool,
+    reporter: Arc<Reporter>,
     shutting_down: std::sync::atomic::AtomicBool,
 }
 
 impl Worker {
-    /// Makes a worker and starts its idle reaper.
+    /// Makes a worker and starts its idle reaper and its reporter (which resumes what
+    /// `spool` still holds from an earlier run).
     pub fn start(
         config: WorkerConfig,
         backend: Arc<dyn SandboxBackend>,
         code: CodeStore,
+        metadata: Arc<dyn MetadataStore>,
+        spool: Spool,
     ) -> Arc<Worker> {
+        let reporter = Reporter::start(spool.clone(), code.object_store().clone(), metadata);
         let worker = Arc::new(Worker {
             config,
             backend,
             code,
             pools: Mutex::new(HashMap::new()),
             code_tars: Mutex::new(HashMap::new()),
+            spool,
+            reporter,
             shutting_down: Default::default(),
         });
         let weak = Arc::downgrade(&worker);
@@ -171,6 +200,43 @@ impl Worker {
         {
             return Err(WorkerError::ShuttingDown);
         }
+        let pending = self.reporter.pending();
+        if pending >= self.config.max_pending_reports {
+            return Err(WorkerError::Backlog { pending });
+        }
+        let mut spooled = self.spool.begin(&request.id);
+        let (mut invocation, outputs) = match self.run(target, &request, &mut spooled).await {
+            Ok(invocation) => invocation,
+            Err(e) => {
+                spooled.discard().await;
+                return Err(e);
+            }
+        };
+        invocation.outputs = outputs.output_files(&request.id);
+        invocation.skipped_outputs = outputs.skipped.clone();
+        let job = Job {
+            invocation: invocation.clone(),
+            outputs: outputs.files,
+        };
+        spooled.commit(&job).await.map_err(WorkerError::Spool)?;
+        self.reporter.wake();
+        metrics::counter!("hearth_invocations_total", "status" => invocation.status.as_str())
+            .increment(1);
+        metrics::histogram!("hearth_invocation_duration_ms").record(invocation.duration_ms);
+        if invocation.cold_start {
+            metrics::counter!("hearth_cold_starts_total").increment(1);
+        }
+        Ok(invocation)
+    }
+
+    /// Takes an instance (or starts one) and runs the invocation on it, its logs and
+    /// outputs going to `spooled`.
+    async fn run(
+        &self,
+        target: &Target,
+        request: &InvokeRequest,
+        spooled: &mut SpoolWriter,
+    ) -> Result<(Invocation, OutputScan), WorkerError> {
         let pool = self.pool_for(target);
         let checkout = pool
             .checkout(self.config.queue_limit, self.config.queue_timeout)
@@ -180,12 +246,8 @@ impl Worker {
             Checkout::Cold(permit) => match self.cold_start(target).await {
                 Ok(instance) => (instance, permit, true),
                 Err(WorkerError::Sandbox(SandboxError::InitFailed { message })) => {
-                    return Ok(outcome::init_failure(
-                        target,
-                        &request,
-                        &self.config.id,
-                        message,
-                    ));
+                    let failed = outcome::init_failure(target, request, &self.config.id, message);
+                    return Ok((failed, OutputScan::default()));
                 }
                 Err(e) => return Err(e),
             },
@@ -195,33 +257,38 @@ impl Worker {
             timeout_ms: target.spec.timeout_ms,
         };
         let run = instance
-            .invoke(
-                spec,
-                request.event.clone(),
-                &mut hearth_sandbox::DiscardSink,
-            )
+            .invoke(spec, request.event.clone(), &mut *spooled)
             .await;
         let invocation = match run {
             Ok(run) => {
                 let healthy = run.outcome.healthy && !run.usage.oom_killed;
                 let invocation =
-                    outcome::from_run(target, &request, &self.config.id, cold_start, run);
+                    outcome::from_run(target, request, &self.config.id, cold_start, run);
                 pool.checkin(instance, permit, healthy);
                 invocation
+            }
+            Err(SandboxError::Spool(message)) => {
+                pool.checkin(instance, permit, true);
+                return Err(WorkerError::Spool(std::io::Error::other(message)));
             }
             Err(error) => {
                 tracing::warn!(function = %target.name, %error, "instance failed; destroying it");
                 pool.checkin(instance, permit, false);
-                outcome::platform_failure(target, &request, &self.config.id, cold_start, &error)
+                outcome::platform_failure(target, request, &self.config.id, cold_start, &error)
             }
         };
-        metrics::counter!("hearth_invocations_total", "status" => invocation.status.as_str())
-            .increment(1);
-        metrics::histogram!("hearth_invocation_duration_ms").record(invocation.duration_ms);
-        if cold_start {
-            metrics::counter!("hearth_cold_starts_total").increment(1);
-        }
-        Ok(invocation)
+        let outputs = spooled.close_and_scan().await.map_err(WorkerError::Spool)?;
+        Ok((invocation, outputs))
+    }
+
+    /// The spool, for reading logs not yet uploaded.
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
+    /// Waits (at most `limit`) until every finished invocation is reported.
+    pub async fn flush_reports(&self, limit: Duration) {
+        self.reporter.flush(limit).await;
     }
 
     /// Destroys the warm instances of `name`, except those of `keep_version`.

@@ -30,6 +30,7 @@ fn base(target: &Target, request: &InvokeRequest, worker: &str, cold_start: bool
         cpu: CpuUsage::default(),
         io: IoUsage::default(),
         outputs: Vec::new(),
+        skipped_outputs: Vec::new(),
         advice: None,
     }
 }
@@ -62,7 +63,18 @@ pub fn from_run(
         OutcomeStatus::Timeout => InvocationStatus::Timeout,
         OutcomeStatus::Crashed => InvocationStatus::Crashed,
     };
+    if outcome.output_quota_exceeded && invocation.status == InvocationStatus::Success {
+        invocation.status = InvocationStatus::Error;
+    }
     invocation.error = match invocation.status {
+        InvocationStatus::Error if outcome.output_quota_exceeded => Some(ErrorInfo {
+            kind: "OutputQuotaExceeded".into(),
+            message: format!(
+                "the invocation's outputs reached the function's output quota of {} MB: write less or raise output_quota_mb (the files that fit are kept)",
+                target.spec.output_quota_mb
+            ),
+            trace: String::new(),
+        }),
         InvocationStatus::Oom => Some(ErrorInfo {
             kind: "OutOfMemory".into(),
             message: format!(
