@@ -41,6 +41,9 @@ pub struct BenchArgs {
     /// meaningless at that size).
     #[arg(long)]
     smoke: bool,
+    /// Sandbox backend of the hearth the bench starts (ignored with `--url`).
+    #[arg(long, value_enum, default_value_t = crate::up::SandboxKind::Native)]
+    sandbox: crate::up::SandboxKind,
 }
 
 impl BenchArgs {
@@ -124,11 +127,16 @@ struct OwnPlatform {
 }
 
 impl OwnPlatform {
-    fn start() -> anyhow::Result<OwnPlatform> {
+    fn start(sandbox: crate::up::SandboxKind) -> anyhow::Result<OwnPlatform> {
+        let sandbox = match sandbox {
+            crate::up::SandboxKind::Native => "native",
+            crate::up::SandboxKind::Docker => "docker",
+        };
         let data_dir = std::env::temp_dir().join(format!("hearth-bench-{}", std::process::id()));
         std::fs::create_dir_all(&data_dir)?;
         let mut child = Command::new(std::env::current_exe()?)
-            .args(["up", "--port", "0", "--no-sample", "--data-dir"])
+            .args(["up", "--port", "0", "--no-sample", "--sandbox", sandbox])
+            .arg("--data-dir")
             .arg(&data_dir)
             .env("RUST_LOG", "warn")
             .env_remove("HEARTH_API_KEY")
@@ -177,7 +185,10 @@ pub async fn run(
     let args = args.sized();
     let own = match &target {
         Some(_) => None,
-        None => Some(tokio::task::spawn_blocking(OwnPlatform::start).await??),
+        None => {
+            let sandbox = args.sandbox;
+            Some(tokio::task::spawn_blocking(move || OwnPlatform::start(sandbox)).await??)
+        }
     };
     let (url, key_dir) = match (&target, &own) {
         (Some(url), _) => (url.clone(), data_dir.to_path_buf()),
@@ -276,9 +287,10 @@ pub async fn run(
             ],
             samples,
         ),
-        docker_baseline("docker exec into a warm container"),
-        docker_baseline("bare docker run"),
-    ];
+    ]
+    .into_iter()
+    .chain(docker_baselines(samples))
+    .collect::<Vec<_>>();
 
     let (memory_reading_us, memory_reading_note) =
         match memory_reading_cost(if args.smoke { 100 } else { 10_000 }) {
@@ -422,24 +434,98 @@ fn fresh_process_baseline(what: &str, program: &str, args: &[&str], samples: usi
     }
 }
 
-fn docker_baseline(what: &str) -> Baseline {
-    let reachable = Command::new("docker")
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    let note = if reachable {
-        "a Docker engine is reachable but hearth has no runtime images yet (the Docker backend issue adds `hearth images build`)"
-    } else {
-        "no Docker engine reachable on this host"
+/// `docker exec` into a warm container and a bare `docker run`, each running the same
+/// trivial Python handler in hearth's own python image (user 65534, no network), timed
+/// through the docker CLI like a user would. Notes instead of figures when there is no
+/// engine or no image (`hearth images build`).
+fn docker_baselines(samples: usize) -> Vec<Baseline> {
+    const EXEC: &str = "docker exec into a warm container (python3 -c)";
+    const RUN: &str = "bare docker run --rm (python3 -c)";
+    let unavailable = |note: String| {
+        [EXEC, RUN]
+            .into_iter()
+            .map(|what| Baseline {
+                what: what.into(),
+                median_ms: None,
+                note: Some(note.clone()),
+            })
+            .collect()
     };
-    Baseline {
-        what: what.into(),
-        median_ms: None,
-        note: Some(note.into()),
+    let docker = |args: &[&str]| -> anyhow::Result<String> {
+        let output = Command::new("docker").args(args).output()?;
+        if !output.status.success() {
+            bail!(
+                "docker {}: {}",
+                args.first().copied().unwrap_or(""),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    };
+    if docker(&["info", "--format", "{{.ServerVersion}}"]).is_err() {
+        return unavailable("no Docker engine reachable on this host".into());
     }
+    let agent = std::env::var_os("HEARTH_AGENT").map(PathBuf::from);
+    let image = match crate::up::find_agent(agent.as_deref()).and_then(|agent| {
+        let tag = hearth_sandbox::docker::images::AgentTag::of(&agent)?;
+        Ok(hearth_sandbox::docker::images::runtime_image_ref(
+            hearth_core::Runtime::Python,
+            &tag,
+        ))
+    }) {
+        Ok(image) if docker(&["image", "inspect", &image]).is_ok() => image,
+        Ok(image) => return unavailable(format!("no image {image}: run `hearth images build`")),
+        Err(e) => return unavailable(format!("{e:#}")),
+    };
+    let code = format!("{PYTHON_HANDLER}import json\nprint(json.dumps(handler({{}}, None)))");
+    let hardened = ["--network", "none", "--user", "65534:65534", "--read-only"];
+    let time = |args: &[&str]| -> anyhow::Result<f64> {
+        let started = Instant::now();
+        docker(args)?;
+        Ok(started.elapsed().as_secs_f64() * 1e3)
+    };
+    let measure = |what: &str, args: &[&str]| -> Baseline {
+        let mut ms = Vec::with_capacity(samples);
+        for _ in 0..samples {
+            match time(args) {
+                Ok(sample) => ms.push(sample),
+                Err(e) => {
+                    return Baseline {
+                        what: what.into(),
+                        median_ms: None,
+                        note: Some(format!("{e:#}")),
+                    }
+                }
+            }
+        }
+        Baseline {
+            what: what.into(),
+            median_ms: Some(Latency::of(ms).p50),
+            note: None,
+        }
+    };
+
+    let mut run_args = vec!["run", "--rm"];
+    run_args.extend(hardened);
+    run_args.extend(["--entrypoint", "/usr/bin/python3", &image, "-c", &code]);
+    let run = measure(RUN, &run_args);
+
+    let mut start_args = vec!["run", "-d", "--rm"];
+    start_args.extend(hardened);
+    start_args.extend(["--entrypoint", "/bin/sleep", &image, "3600"]);
+    let exec = match docker(&start_args) {
+        Ok(container) => {
+            let exec = measure(EXEC, &["exec", &container, "/usr/bin/python3", "-c", &code]);
+            let _ = docker(&["rm", "-f", &container]);
+            exec
+        }
+        Err(e) => Baseline {
+            what: EXEC.into(),
+            median_ms: None,
+            note: Some(format!("cannot start the warm container: {e:#}")),
+        },
+    };
+    vec![exec, run]
 }
 
 /// The cost of one reset + read of a cgroup's memory peak, on a cgroup of its own.

@@ -310,6 +310,77 @@ pub async fn status(client: &Client, output: &Output) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
+/// `hearth logs`.
+#[derive(Args)]
+pub struct LogsArgs {
+    /// Function name.
+    pub name: String,
+    /// How many recent invocations to show.
+    #[arg(long, default_value_t = 10)]
+    pub last: u32,
+    /// Keep printing the logs of new invocations as they finish.
+    #[arg(long, short)]
+    pub follow: bool,
+}
+
+async fn print_logs(client: &Client, output: &Output, inv: &Value) -> anyhow::Result<()> {
+    let id = inv["id"].as_str().unwrap_or_default();
+    let response = client
+        .request(Method::GET, &format!("/v1/invocations/{id}/logs"))
+        .send()
+        .await
+        .context("fetching logs")?;
+    let text = response.text().await.unwrap_or_default();
+    if output.json {
+        println!("{}", json!({"id": id, "status": inv["status"], "started_at": inv["started_at"], "logs": text}));
+    } else {
+        println!(
+            "=== {} {} {} ({:.2} ms)",
+            inv["started_at"].as_str().unwrap_or_default(),
+            id,
+            inv["status"].as_str().unwrap_or_default(),
+            inv["duration_ms"].as_f64().unwrap_or(0.0)
+        );
+        print!("{text}");
+        if !text.is_empty() && !text.ends_with('\n') {
+            println!();
+        }
+    }
+    Ok(())
+}
+
+pub async fn logs(client: &Client, output: &Output, args: LogsArgs) -> anyhow::Result<ExitCode> {
+    let list = |limit: u32| {
+        client.send(client.request(
+            Method::GET,
+            &format!("/v1/functions/{}/invocations?limit={limit}", args.name),
+        ))
+    };
+    let recent = list(args.last).await?;
+    let mut shown = std::collections::HashSet::new();
+    let mut invocations = recent["invocations"].as_array().cloned().unwrap_or_default();
+    invocations.reverse();
+    for inv in &invocations {
+        shown.insert(inv["id"].as_str().unwrap_or_default().to_string());
+        print_logs(client, output, inv).await?;
+    }
+    if !args.follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let mut fresh = list(50).await?["invocations"].as_array().cloned().unwrap_or_default();
+        fresh.reverse();
+        for inv in fresh {
+            let id = inv["id"].as_str().unwrap_or_default().to_string();
+            let finished = !matches!(inv["status"].as_str(), Some("queued" | "running"));
+            if finished && shown.insert(id) {
+                print_logs(client, output, &inv).await?;
+            }
+        }
+    }
+}
+
 /// `1536` → `1.5 KB`.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];

@@ -8,6 +8,7 @@
 mod bench;
 mod client;
 mod commands;
+mod images;
 mod package;
 mod up;
 
@@ -63,8 +64,15 @@ enum Command {
     },
     /// Show workers, warm pools and active invocations.
     Status,
+    /// Print the full logs of a function's recent invocations.
+    Logs(commands::LogsArgs),
     /// Measure warm and cold latency, throughput and baselines (DESIGN.md §8).
     Bench(bench::BenchArgs),
+    /// Build the Docker sandbox's runtime images locally (agent included).
+    Images {
+        #[command(subcommand)]
+        command: images::ImagesCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -94,6 +102,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let output = commands::Output { json: cli.json };
+    if let Command::Images { command } = cli.command {
+        images::run(command).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Command::Bench(args) = cli.command {
         bench::run(args, cli.url, cli.api_key, &cli.data_dir, &output).await?;
         return Ok(ExitCode::SUCCESS);
@@ -101,11 +113,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let url = cli.url.as_deref().unwrap_or(DEFAULT_URL);
     let client = client::Client::new(url, cli.api_key, &cli.data_dir)?;
     match cli.command {
-        Command::Up(_) | Command::Bench(_) => unreachable!("handled above"),
+        Command::Up(_) | Command::Bench(_) | Command::Images { .. } => {
+            unreachable!("handled above")
+        }
         Command::Deploy(args) => commands::deploy(&client, &output, args).await,
         Command::Invoke(args) => commands::invoke(&client, &output, args).await,
         Command::Ls => commands::list(&client, &output).await,
         Command::Rm { name } => commands::remove(&client, &output, &name).await,
         Command::Status => commands::status(&client, &output).await,
+        Command::Logs(args) => commands::logs(&client, &output, args).await,
     }
 }

@@ -142,6 +142,11 @@ impl Hearth {
         hearth
     }
 
+    /// The process id of `hearth up`.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
     /// The data dir of this hearth.
     pub fn data_dir(&self) -> &Path {
         self.data_dir.path()
@@ -196,24 +201,20 @@ impl Hearth {
             .unwrap_or_else(|e| panic!("restarting hearth: {e:#}"));
     }
 
-    /// Kills the process with SIGKILL (no shutdown at all, as a crash or the OOM killer
-    /// would) and starts it again on the same data dir.
-    pub fn kill_and_restart(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        self.boot()
-            .unwrap_or_else(|e| panic!("restarting hearth after SIGKILL: {e:#}"));
-    }
-
     /// Kills the process with SIGKILL (no cleanup at all) and starts it again on the
     /// same data dir: what a crash and a restart look like.
     pub fn crash_and_restart(&mut self) {
+        self.crash_and_restart_with(|| {});
+    }
+
+    /// Like [`crash_and_restart`](Self::crash_and_restart), running `between` while
+    /// hearth is down.
+    pub fn crash_and_restart_with(&mut self, between: impl FnOnce()) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+        between();
         self.boot().unwrap_or_else(|e| panic!("restarting hearth: {e:#}"));
     }
 

@@ -1,0 +1,226 @@
+//! Output files, full logs and history, with fire-and-forget reporting that loses
+//! nothing when the object store is down or hearth is killed.
+
+use hearth_testkit::{eventually, Hearth};
+use reqwest::Method;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::time::Duration;
+
+const MB: u64 = 1024 * 1024;
+
+fn deploy(hearth: &Hearth, name: &str, memory_mb: u64) {
+    hearth.deploy_fixture(
+        name,
+        "py-outputs",
+        json!({"runtime": "python", "memory_mb": memory_mb, "timeout_ms": 120000, "output_quota_mb": memory_mb}),
+    );
+}
+
+/// Downloads an output (waiting for the reporter) and returns its SHA-256.
+fn download_sha(hearth: &Hearth, id: &str, path: &str) -> String {
+    let url = format!("/v1/invocations/{id}/outputs/{path}");
+    let mut response = None;
+    eventually(Duration::from_secs(120), &format!("output {path} to be uploaded"), || {
+        let r = hearth.request(Method::GET, &url).send().unwrap();
+        if r.status() == 200 {
+            response = Some(r);
+            true
+        } else {
+            assert_eq!(r.status(), 404, "only 404 until uploaded");
+            false
+        }
+    })
+    .unwrap();
+    let mut response = response.unwrap();
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = response.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    hex::encode(hasher.finalize())
+}
+
+fn listed(inv: &Value) -> Vec<(String, u64)> {
+    let mut files: Vec<(String, u64)> = inv["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["path"].as_str().unwrap().to_string(), o["size"].as_u64().unwrap()))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn three_outputs_are_listed_and_download_with_the_same_sha256() {
+    let hearth = Hearth::start(env!("CARGO_BIN_EXE_hearth"));
+    deploy(&hearth, "writer", 256);
+    let inv = hearth.invoke("writer", json!({"action": "three"}));
+    assert_eq!(inv["status"], "success", "{inv}");
+    assert_eq!(
+        listed(&inv),
+        [("a.txt".to_string(), 14), ("big.bin".to_string(), 50 * MB), ("sub/dir/b.json".to_string(), 16)]
+    );
+    let id = inv["id"].as_str().unwrap();
+    for (path, sha) in inv["result"].as_object().unwrap() {
+        assert_eq!(&download_sha(&hearth, id, path), sha, "{path}");
+        let key = inv["outputs"].as_array().unwrap().iter().find(|o| o["path"] == path.as_str()).unwrap()["key"].clone();
+        assert_eq!(key, json!(format!("outputs/{id}/{path}")));
+    }
+    let next = hearth.invoke("writer", json!({"action": "look"}));
+    assert_eq!(next["result"]["entries"], json!([]), "each invocation starts with an empty output dir");
+    assert_eq!(next["outputs"], json!([]));
+}
+
+#[test]
+fn links_fifos_and_odd_names_write_nothing_outside_the_spool_and_are_reported() {
+    let hearth = Hearth::start(env!("CARGO_BIN_EXE_hearth"));
+    deploy(&hearth, "sneaky", 128);
+    let inv = hearth.invoke("sneaky", json!({"action": "hostile"}));
+    assert_eq!(inv["status"], "success", "{inv}");
+    assert_eq!(listed(&inv), [("..dots..".to_string(), 11), ("real.txt".to_string(), 4)]);
+    let mut skipped: Vec<&str> = inv["skipped_outputs"].as_array().unwrap().iter().map(|s| s["path"].as_str().unwrap()).collect();
+    skipped.sort();
+    assert_eq!(skipped, ["fifo", "hard-link", "passwd-link"], "{inv}");
+    let id = inv["id"].as_str().unwrap();
+    assert_eq!(download_sha(&hearth, id, "real.txt"), hex::encode(Sha256::digest(b"real")));
+    let passwd = hearth.request(Method::GET, &format!("/v1/invocations/{id}/outputs/passwd-link")).send().unwrap();
+    assert_eq!(passwd.status(), 404, "a symlink is never followed nor stored");
+    // Nothing escaped: the only files under the data dir are hearth's own.
+    let stray: Vec<_> = walk(hearth.data_dir()).into_iter().filter(|p| p.ends_with("passwd-link") || p.ends_with("fifo")).collect();
+    assert!(stray.is_empty(), "{stray:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+#[test]
+fn a_two_gigabyte_output_streams_through_with_flat_worker_memory() {
+    let hearth = Hearth::start(env!("CARGO_BIN_EXE_hearth"));
+    deploy(&hearth, "huge", 2600);
+    hearth.invoke("huge", json!({"action": "look"}));
+    let pid = hearth.pid();
+    let before = rss_bytes(pid);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (inv, peak) = std::thread::scope(|s| {
+        let sampler = s.spawn(|| {
+            let mut peak = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_bytes(pid));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            peak
+        });
+        let inv = hearth.invoke("huge", json!({"action": "huge", "mb": 2048}));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (inv, sampler.join().unwrap())
+    });
+    assert_eq!(inv["status"], "success", "{}", inv["error"]);
+    let growth = peak.saturating_sub(before);
+    eprintln!("worker RSS {} MB before, peak {} MB during a 2 GB output", before / MB, peak / MB);
+    assert!(growth < 64 * MB, "the worker's RSS grew by {} MB", growth / MB);
+    assert_eq!(listed(&inv), [("huge.bin".to_string(), 2048 * MB)]);
+    let id = inv["id"].as_str().unwrap();
+    assert_eq!(download_sha(&hearth, id, "huge.bin"), inv["result"]["huge.bin"].as_str().unwrap());
+}
+
+/// Makes the local object store unusable (a file where its directory was) and back.
+struct Outage {
+    objects: std::path::PathBuf,
+    away: std::path::PathBuf,
+}
+
+impl Outage {
+    fn start(hearth: &Hearth) -> Outage {
+        let objects = hearth.data_dir().join("objects");
+        let away = hearth.data_dir().join("objects.away");
+        std::fs::rename(&objects, &away).unwrap();
+        std::fs::write(&objects, b"the object store is down").unwrap();
+        Outage { objects, away }
+    }
+
+    fn end(self) {
+        std::fs::remove_file(&self.objects).unwrap();
+        std::fs::rename(&self.away, &self.objects).unwrap();
+    }
+}
+
+#[test]
+fn an_unreachable_object_store_neither_slows_nor_loses_anything() {
+    let mut hearth = Hearth::start(env!("CARGO_BIN_EXE_hearth"));
+    deploy(&hearth, "patient", 256);
+    hearth.invoke("patient", json!({"action": "look"}));
+    let outage = Outage::start(&hearth);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let inv = hearth.invoke("patient", json!({"action": "three"}));
+        assert_eq!(inv["status"], "success", "{inv}");
+        ids.push((inv["id"].as_str().unwrap().to_string(), inv["result"].clone()));
+    }
+    let pending = hearth.request(Method::GET, &format!("/v1/invocations/{}/outputs/a.txt", ids[0].0)).send().unwrap();
+    assert_eq!(pending.status(), 404, "nothing can be uploaded while the store is down");
+    let quick = hearth.invoke("patient", json!({"action": "look"}));
+    assert_eq!(quick["status"], "success", "invocations keep answering during the outage");
+
+    // Killed with uploads pending, restarted after the store is back: all arrive.
+    hearth.crash_and_restart_with(|| outage.end());
+    for (id, shas) in &ids {
+        for (path, sha) in shas.as_object().unwrap() {
+            assert_eq!(&download_sha(&hearth, id, path), sha, "{id}/{path}");
+        }
+    }
+}
+
+#[test]
+fn full_logs_history_and_stats_match_what_ran() {
+    let hearth = Hearth::start(env!("CARGO_BIN_EXE_hearth"));
+    deploy(&hearth, "talker", 256);
+    let inv = hearth.invoke("talker", json!({"action": "print", "kb": 5 * 1024}));
+    assert_eq!(inv["status"], "success", "{inv}");
+    assert_eq!(inv["truncated"], true, "the inline copy is capped");
+    let id = inv["id"].as_str().unwrap();
+    let stdout = hearth.request(Method::GET, &format!("/v1/invocations/{id}/logs?stream=stdout")).send().unwrap().text().unwrap();
+    assert_eq!(stdout.len() as u64, 5 * 1024 * 1025, "the full 5 MB log is kept");
+    let stderr = hearth.request(Method::GET, &format!("/v1/invocations/{id}/logs?stream=stderr")).send().unwrap().text().unwrap();
+    assert_eq!(stderr, "to stderr\n");
+
+    for _ in 0..3 {
+        assert_eq!(hearth.invoke("talker", json!({"action": "fail"}))["status"], "error");
+    }
+    let history = hearth.get("/v1/functions/talker/invocations");
+    let statuses: Vec<&str> = history["invocations"].as_array().unwrap().iter().map(|i| i["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["error", "error", "error", "success"], "newest first");
+    let errors = hearth.get("/v1/functions/talker/invocations?status=error");
+    assert_eq!(errors["invocations"].as_array().unwrap().len(), 3);
+    let stats = &hearth.get("/v1/functions/talker")["stats"];
+    assert_eq!(stats["invocations"], 4, "{stats}");
+    assert_eq!(stats["errors"], 3, "{stats}");
+    assert!(stats["avg_duration_ms"].as_f64().unwrap() > 0.0);
+    assert!(stats["p95_duration_ms"].as_f64().unwrap() >= stats["avg_duration_ms"].as_f64().unwrap());
+}
