@@ -44,14 +44,22 @@ pub(crate) fn checked_name(name: &str) -> Result<(), ApiError> {
     validate_name(name).map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))
 }
 
+/// The newest version of `name`. Answered from memory when it can be: this process is
+/// the only writer of its metadata store, and deploy and delete update the cache.
 pub(crate) async fn find(state: &AppState, name: &str) -> Result<FunctionRecord, ApiError> {
     checked_name(name)?;
-    state
+    let generation = match state.cached_function(name) {
+        Ok(record) => return Ok(record),
+        Err(generation) => generation,
+    };
+    let record = state
         .metadata
         .get_function(name)
         .await
         .map_err(|e| ApiError::internal("reading function", e))?
-        .ok_or_else(|| ApiError::function_not_found(name))
+        .ok_or_else(|| ApiError::function_not_found(name))?;
+    state.remember_read(&record, generation);
+    Ok(record)
 }
 
 pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
@@ -90,6 +98,7 @@ pub(crate) async fn delete(
     if !existed {
         return Err(ApiError::function_not_found(&name));
     }
+    state.cache_function(None, &name);
     state.worker.retire(&name, None).await;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -202,6 +211,7 @@ pub(crate) async fn deploy(
         .put_version(&name, &spec, &package.sha256, package.size)
         .await
         .map_err(|e| ApiError::internal("storing function", e))?;
+    state.cache_function(Some(&record), &name);
     state.worker.retire(&name, Some(record.version)).await;
     tracing::info!(function = %name, version = record.version, runtime = %spec.runtime, "deployed");
     let status = if created {

@@ -21,7 +21,7 @@ pub use error::ApiError;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
-use hearth_store::{AsyncQueue, CodeStore, MetadataStore};
+use hearth_store::{AsyncQueue, CodeStore, FunctionRecord, MetadataStore};
 use hearth_worker::Worker;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::future::Future;
@@ -43,6 +43,15 @@ pub struct AppState {
     dispatcher: async_invoke::DispatcherHandle,
     metrics: Option<PrometheusHandle>,
     started: Instant,
+    functions: Arc<std::sync::Mutex<FunctionCache>>,
+}
+
+/// Newest versions by name, and a generation that every deploy or delete bumps, so a
+/// reader that raced with one never caches what it read before it.
+#[derive(Default)]
+struct FunctionCache {
+    records: std::collections::HashMap<String, FunctionRecord>,
+    generation: u64,
 }
 
 impl AppState {
@@ -66,10 +75,42 @@ impl AppState {
             dispatcher: Default::default(),
             metrics,
             started: Instant::now(),
+            functions: Default::default(),
         };
         async_invoke::start(state.clone());
         history::prune_forever(state.metadata.clone());
         state
+    }
+
+    fn function_cache(&self) -> std::sync::MutexGuard<'_, FunctionCache> {
+        // Plain data: still consistent if a holder panicked.
+        self.functions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The cached record of `name`, or the generation to pass to
+    /// [`remember_read`](Self::remember_read) after reading the store.
+    fn cached_function(&self, name: &str) -> Result<FunctionRecord, u64> {
+        let cache = self.function_cache();
+        cache.records.get(name).cloned().ok_or(cache.generation)
+    }
+
+    /// Caches a record read from the store, unless a deploy or delete happened since
+    /// `generation`.
+    fn remember_read(&self, record: &FunctionRecord, generation: u64) {
+        let mut cache = self.function_cache();
+        if cache.generation == generation {
+            cache.records.insert(record.name.clone(), record.clone());
+        }
+    }
+
+    /// Records what the store now holds for `name` after a deploy (`Some`) or delete.
+    fn cache_function(&self, record: Option<&FunctionRecord>, name: &str) {
+        let mut cache = self.function_cache();
+        cache.generation += 1;
+        match record {
+            Some(record) => cache.records.insert(name.to_string(), record.clone()),
+            None => cache.records.remove(name),
+        };
     }
 
     /// Writes pending history and destroys every warm instance.
