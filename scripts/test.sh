@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it: formatting, lints, then unit,
 # integration and end-to-end tests against real `hearth up` processes (real
-# namespaces and cgroups: run as root).
+# namespaces and cgroups: run as root), the end-to-end suites once per sandbox backend
+# (native, then Docker: the engine is installed and started by scripts/docker.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s)
@@ -14,8 +15,14 @@ echo "test: cargo clippy"
 cargo clippy --quiet --workspace --all-targets -- -D warnings
 
 export HEARTH_AGENT="$PWD/target/agent/x86_64-unknown-linux-gnu/release/hearth-agent"
+echo "test: Docker engine and runtime images (for the Docker backend's tests)"
+scripts/docker.sh
+target/debug/hearth images build
 echo "test: cargo test (unit, integration, end-to-end)"
 cargo test --workspace -- --test-threads "${HEARTH_TEST_THREADS:-2}"
+echo "test: the end-to-end suites again, on the Docker backend"
+HEARTH_TEST_SANDBOX=docker cargo test -p hearth --test lifecycle --test failures \
+  --test concurrency --test hostile --test bad_input -- --test-threads "${HEARTH_TEST_THREADS:-2}"
 
 echo "test: hearth bench --smoke (exercises every figure; asserts no timing)"
 target/debug/hearth bench --smoke --json > target/bench-smoke.json

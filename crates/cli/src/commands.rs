@@ -332,7 +332,10 @@ async fn print_logs(client: &Client, output: &Output, inv: &Value) -> anyhow::Re
         .context("fetching logs")?;
     let text = response.text().await.unwrap_or_default();
     if output.json {
-        println!("{}", json!({"id": id, "status": inv["status"], "started_at": inv["started_at"], "logs": text}));
+        println!(
+            "{}",
+            json!({"id": id, "status": inv["status"], "started_at": inv["started_at"], "logs": text})
+        );
     } else {
         println!(
             "=== {} {} {} ({:.2} ms)",
@@ -358,7 +361,10 @@ pub async fn logs(client: &Client, output: &Output, args: LogsArgs) -> anyhow::R
     };
     let recent = list(args.last).await?;
     let mut shown = std::collections::HashSet::new();
-    let mut invocations = recent["invocations"].as_array().cloned().unwrap_or_default();
+    let mut invocations = recent["invocations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     invocations.reverse();
     for inv in &invocations {
         shown.insert(inv["id"].as_str().unwrap_or_default().to_string());
@@ -369,7 +375,10 @@ pub async fn logs(client: &Client, output: &Output, args: LogsArgs) -> anyhow::R
     }
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        let mut fresh = list(50).await?["invocations"].as_array().cloned().unwrap_or_default();
+        let mut fresh = list(50).await?["invocations"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         fresh.reverse();
         for inv in fresh {
             let id = inv["id"].as_str().unwrap_or_default().to_string();

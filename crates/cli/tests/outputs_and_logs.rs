@@ -22,16 +22,20 @@ fn deploy(hearth: &Hearth, name: &str, memory_mb: u64) {
 fn download_sha(hearth: &Hearth, id: &str, path: &str) -> String {
     let url = format!("/v1/invocations/{id}/outputs/{path}");
     let mut response = None;
-    eventually(Duration::from_secs(120), &format!("output {path} to be uploaded"), || {
-        let r = hearth.request(Method::GET, &url).send().unwrap();
-        if r.status() == 200 {
-            response = Some(r);
-            true
-        } else {
-            assert_eq!(r.status(), 404, "only 404 until uploaded");
-            false
-        }
-    })
+    eventually(
+        Duration::from_secs(120),
+        &format!("output {path} to be uploaded"),
+        || {
+            let r = hearth.request(Method::GET, &url).send().unwrap();
+            if r.status() == 200 {
+                response = Some(r);
+                true
+            } else {
+                assert_eq!(r.status(), 404, "only 404 until uploaded");
+                false
+            }
+        },
+    )
     .unwrap();
     let mut response = response.unwrap();
     let mut hasher = Sha256::new();
@@ -51,7 +55,12 @@ fn listed(inv: &Value) -> Vec<(String, u64)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|o| (o["path"].as_str().unwrap().to_string(), o["size"].as_u64().unwrap()))
+        .map(|o| {
+            (
+                o["path"].as_str().unwrap().to_string(),
+                o["size"].as_u64().unwrap(),
+            )
+        })
         .collect();
     files.sort();
     files
@@ -65,16 +74,30 @@ fn three_outputs_are_listed_and_download_with_the_same_sha256() {
     assert_eq!(inv["status"], "success", "{inv}");
     assert_eq!(
         listed(&inv),
-        [("a.txt".to_string(), 14), ("big.bin".to_string(), 50 * MB), ("sub/dir/b.json".to_string(), 16)]
+        [
+            ("a.txt".to_string(), 14),
+            ("big.bin".to_string(), 50 * MB),
+            ("sub/dir/b.json".to_string(), 16)
+        ]
     );
     let id = inv["id"].as_str().unwrap();
     for (path, sha) in inv["result"].as_object().unwrap() {
         assert_eq!(&download_sha(&hearth, id, path), sha, "{path}");
-        let key = inv["outputs"].as_array().unwrap().iter().find(|o| o["path"] == path.as_str()).unwrap()["key"].clone();
+        let key = inv["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["path"] == path.as_str())
+            .unwrap()["key"]
+            .clone();
         assert_eq!(key, json!(format!("outputs/{id}/{path}")));
     }
     let next = hearth.invoke("writer", json!({"action": "look"}));
-    assert_eq!(next["result"]["entries"], json!([]), "each invocation starts with an empty output dir");
+    assert_eq!(
+        next["result"]["entries"],
+        json!([]),
+        "each invocation starts with an empty output dir"
+    );
     assert_eq!(next["outputs"], json!([]));
 }
 
@@ -84,16 +107,40 @@ fn links_fifos_and_odd_names_write_nothing_outside_the_spool_and_are_reported() 
     deploy(&hearth, "sneaky", 128);
     let inv = hearth.invoke("sneaky", json!({"action": "hostile"}));
     assert_eq!(inv["status"], "success", "{inv}");
-    assert_eq!(listed(&inv), [("..dots..".to_string(), 11), ("real.txt".to_string(), 4)]);
-    let mut skipped: Vec<&str> = inv["skipped_outputs"].as_array().unwrap().iter().map(|s| s["path"].as_str().unwrap()).collect();
+    assert_eq!(
+        listed(&inv),
+        [("..dots..".to_string(), 11), ("real.txt".to_string(), 4)]
+    );
+    let mut skipped: Vec<&str> = inv["skipped_outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["path"].as_str().unwrap())
+        .collect();
     skipped.sort();
     assert_eq!(skipped, ["fifo", "hard-link", "passwd-link"], "{inv}");
     let id = inv["id"].as_str().unwrap();
-    assert_eq!(download_sha(&hearth, id, "real.txt"), hex::encode(Sha256::digest(b"real")));
-    let passwd = hearth.request(Method::GET, &format!("/v1/invocations/{id}/outputs/passwd-link")).send().unwrap();
-    assert_eq!(passwd.status(), 404, "a symlink is never followed nor stored");
+    assert_eq!(
+        download_sha(&hearth, id, "real.txt"),
+        hex::encode(Sha256::digest(b"real"))
+    );
+    let passwd = hearth
+        .request(
+            Method::GET,
+            &format!("/v1/invocations/{id}/outputs/passwd-link"),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(
+        passwd.status(),
+        404,
+        "a symlink is never followed nor stored"
+    );
     // Nothing escaped: the only files under the data dir are hearth's own.
-    let stray: Vec<_> = walk(hearth.data_dir()).into_iter().filter(|p| p.ends_with("passwd-link") || p.ends_with("fifo")).collect();
+    let stray: Vec<_> = walk(hearth.data_dir())
+        .into_iter()
+        .filter(|p| p.ends_with("passwd-link") || p.ends_with("fifo"))
+        .collect();
     assert!(stray.is_empty(), "{stray:?}");
 }
 
@@ -143,11 +190,22 @@ fn a_two_gigabyte_output_streams_through_with_flat_worker_memory() {
     });
     assert_eq!(inv["status"], "success", "{}", inv["error"]);
     let growth = peak.saturating_sub(before);
-    eprintln!("worker RSS {} MB before, peak {} MB during a 2 GB output", before / MB, peak / MB);
-    assert!(growth < 64 * MB, "the worker's RSS grew by {} MB", growth / MB);
+    eprintln!(
+        "worker RSS {} MB before, peak {} MB during a 2 GB output",
+        before / MB,
+        peak / MB
+    );
+    assert!(
+        growth < 64 * MB,
+        "the worker's RSS grew by {} MB",
+        growth / MB
+    );
     assert_eq!(listed(&inv), [("huge.bin".to_string(), 2048 * MB)]);
     let id = inv["id"].as_str().unwrap();
-    assert_eq!(download_sha(&hearth, id, "huge.bin"), inv["result"]["huge.bin"].as_str().unwrap());
+    assert_eq!(
+        download_sha(&hearth, id, "huge.bin"),
+        inv["result"]["huge.bin"].as_str().unwrap()
+    );
 }
 
 /// Makes the local object store unusable (a file where its directory was) and back.
@@ -181,12 +239,28 @@ fn an_unreachable_object_store_neither_slows_nor_loses_anything() {
     for _ in 0..3 {
         let inv = hearth.invoke("patient", json!({"action": "three"}));
         assert_eq!(inv["status"], "success", "{inv}");
-        ids.push((inv["id"].as_str().unwrap().to_string(), inv["result"].clone()));
+        ids.push((
+            inv["id"].as_str().unwrap().to_string(),
+            inv["result"].clone(),
+        ));
     }
-    let pending = hearth.request(Method::GET, &format!("/v1/invocations/{}/outputs/a.txt", ids[0].0)).send().unwrap();
-    assert_eq!(pending.status(), 404, "nothing can be uploaded while the store is down");
+    let pending = hearth
+        .request(
+            Method::GET,
+            &format!("/v1/invocations/{}/outputs/a.txt", ids[0].0),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(
+        pending.status(),
+        404,
+        "nothing can be uploaded while the store is down"
+    );
     let quick = hearth.invoke("patient", json!({"action": "look"}));
-    assert_eq!(quick["status"], "success", "invocations keep answering during the outage");
+    assert_eq!(
+        quick["status"], "success",
+        "invocations keep answering during the outage"
+    );
 
     // Killed with uploads pending, restarted after the store is back: all arrive.
     hearth.crash_and_restart_with(|| outage.end());
@@ -205,22 +279,56 @@ fn full_logs_history_and_stats_match_what_ran() {
     assert_eq!(inv["status"], "success", "{inv}");
     assert_eq!(inv["truncated"], true, "the inline copy is capped");
     let id = inv["id"].as_str().unwrap();
-    let stdout = hearth.request(Method::GET, &format!("/v1/invocations/{id}/logs?stream=stdout")).send().unwrap().text().unwrap();
-    assert_eq!(stdout.len() as u64, 5 * 1024 * 1025, "the full 5 MB log is kept");
-    let stderr = hearth.request(Method::GET, &format!("/v1/invocations/{id}/logs?stream=stderr")).send().unwrap().text().unwrap();
+    let stdout = hearth
+        .request(
+            Method::GET,
+            &format!("/v1/invocations/{id}/logs?stream=stdout"),
+        )
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert_eq!(
+        stdout.len() as u64,
+        5 * 1024 * 1025,
+        "the full 5 MB log is kept"
+    );
+    let stderr = hearth
+        .request(
+            Method::GET,
+            &format!("/v1/invocations/{id}/logs?stream=stderr"),
+        )
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
     assert_eq!(stderr, "to stderr\n");
 
     for _ in 0..3 {
-        assert_eq!(hearth.invoke("talker", json!({"action": "fail"}))["status"], "error");
+        assert_eq!(
+            hearth.invoke("talker", json!({"action": "fail"}))["status"],
+            "error"
+        );
     }
     let history = hearth.get("/v1/functions/talker/invocations");
-    let statuses: Vec<&str> = history["invocations"].as_array().unwrap().iter().map(|i| i["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses, ["error", "error", "error", "success"], "newest first");
+    let statuses: Vec<&str> = history["invocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["error", "error", "error", "success"],
+        "newest first"
+    );
     let errors = hearth.get("/v1/functions/talker/invocations?status=error");
     assert_eq!(errors["invocations"].as_array().unwrap().len(), 3);
     let stats = &hearth.get("/v1/functions/talker")["stats"];
     assert_eq!(stats["invocations"], 4, "{stats}");
     assert_eq!(stats["errors"], 3, "{stats}");
     assert!(stats["avg_duration_ms"].as_f64().unwrap() > 0.0);
-    assert!(stats["p95_duration_ms"].as_f64().unwrap() >= stats["avg_duration_ms"].as_f64().unwrap());
+    assert!(
+        stats["p95_duration_ms"].as_f64().unwrap() >= stats["avg_duration_ms"].as_f64().unwrap()
+    );
 }

@@ -215,7 +215,8 @@ impl Hearth {
             let _ = child.wait();
         }
         between();
-        self.boot().unwrap_or_else(|e| panic!("restarting hearth: {e:#}"));
+        self.boot()
+            .unwrap_or_else(|e| panic!("restarting hearth: {e:#}"));
     }
 
     /// Sends SIGTERM and waits for the process to end.

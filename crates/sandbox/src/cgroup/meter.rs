@@ -210,6 +210,53 @@ impl UsageMeter {
         Ok(meter)
     }
 
+    /// Opens the meter of the cgroup that process `pid` is in, as another manager made
+    /// it (a container engine: `pid` is the container's init). `<proc_root>/<pid>/cgroup`
+    /// names the cgroup and this process's mount table (`<proc_root>/self/mountinfo`)
+    /// says where each hierarchy is mounted, so v1, v2 with the cgroupfs driver and v2
+    /// with the systemd driver (`…/docker-<id>.scope`) all work. v1 when the memory
+    /// controller is on a v1 hierarchy, else the unified (v2) one.
+    pub fn for_process(config: &super::CgroupConfig, pid: u32) -> Result<Self, SandboxError> {
+        use super::mounts::{cgroup_dir, parse_mountinfo, parse_proc_cgroup};
+        let read =
+            |path: PathBuf| std::fs::read_to_string(&path).map_err(|e| cgroup_error(&path, e));
+        let mounts: Vec<_> = parse_mountinfo(&read(config.proc_root.join("self/mountinfo"))?)
+            .into_iter()
+            .filter(|m| m.mount_point.starts_with(&config.fs_root))
+            .collect();
+        let cgroup_file = config.proc_root.join(pid.to_string()).join("cgroup");
+        let members = parse_proc_cgroup(&read(cgroup_file.clone())?);
+        let v1_dir = |controller: &str| -> Option<PathBuf> {
+            let mount = mounts.iter().find(|m| m.is_v1_with(controller))?;
+            let member = members
+                .iter()
+                .find(|m| m.controllers.iter().any(|c| c == controller))?;
+            Some(cgroup_dir(mount, &member.path))
+        };
+        if let Some(memory) = v1_dir("memory") {
+            return Self::open_v1(
+                &memory,
+                v1_dir("cpuacct").as_deref(),
+                v1_dir("blkio").as_deref(),
+            );
+        }
+        let unified = mounts.iter().find(|m| m.fstype == "cgroup2");
+        let member = members.iter().find(|m| m.controllers.is_empty());
+        match (unified, member) {
+            (Some(mount), Some(member)) => Self::open_v2(&cgroup_dir(mount, &member.path)),
+            _ => Err(cgroup_error(
+                &cgroup_file,
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!(
+                        "process {pid} is in no memory cgroup mounted under {}",
+                        config.fs_root.display()
+                    ),
+                ),
+            )),
+        }
+    }
+
     /// Which cgroup version the files belong to.
     pub fn version(&self) -> CgroupVersion {
         self.version
@@ -494,5 +541,110 @@ mod tests {
         let source = Source::open(path, false).unwrap();
         let mut buf = Vec::new();
         assert_eq!(parse_v2_io(source.read(&mut buf).unwrap()), (500, 1000));
+    }
+}
+
+/// [`UsageMeter::for_process`] against fixture trees laid out as each engine does.
+#[cfg(test)]
+mod for_process_tests {
+    use super::*;
+    use crate::cgroup::CgroupConfig;
+    use std::fs;
+
+    fn write(path: &Path, text: &str) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    }
+
+    fn config(tmp: &Path) -> CgroupConfig {
+        CgroupConfig {
+            fs_root: tmp.join("cgroup"),
+            proc_root: tmp.join("proc"),
+            ..CgroupConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_v1_container_is_found_through_its_init_pid() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = tmp.path().join("cgroup");
+        let r = r.display();
+        write(
+            &tmp.path().join("proc/self/mountinfo"),
+            &format!(
+                "31 23 0:28 / {r} rw - tmpfs tmpfs rw\n\
+                 32 31 0:29 / {r}/cpuacct rw - cgroup cgroup rw,cpuacct\n\
+                 35 31 0:32 / {r}/memory rw - cgroup cgroup rw,memory\n\
+                 38 31 0:35 / {r}/blkio rw - cgroup cgroup rw,blkio\n\
+                 41 31 0:38 / {r}/unified rw - cgroup2 cgroup2 rw\n"
+            ),
+        );
+        write(
+            &tmp.path().join("proc/4242/cgroup"),
+            "7:blkio:/docker/abc\n4:memory:/docker/abc\n2:cpuacct:/docker/abc\n0::/docker/abc\n",
+        );
+        let memory = tmp.path().join("cgroup/memory/docker/abc");
+        write(&memory.join("memory.max_usage_in_bytes"), "5000\n");
+        write(&memory.join("memory.oom_control"), "oom_kill 0\n");
+        let cpuacct = tmp.path().join("cgroup/cpuacct/docker/abc");
+        write(&cpuacct.join("cpuacct.usage"), "900\n");
+        write(&cpuacct.join("cpuacct.usage_user"), "600\n");
+        write(&cpuacct.join("cpuacct.usage_sys"), "300\n");
+        write(
+            &tmp.path()
+                .join("cgroup/blkio/docker/abc/blkio.throttle.io_service_bytes"),
+            "8:0 Read 10\n8:0 Write 20\nTotal 30\n",
+        );
+
+        let mut meter = UsageMeter::for_process(&config(tmp.path()), 4242).unwrap();
+        assert_eq!(meter.version(), CgroupVersion::V1);
+        assert_eq!(meter.read_peak().unwrap(), 5000);
+        let counters = meter.counters().unwrap();
+        assert_eq!(
+            (
+                counters.cpu_total_ns,
+                counters.io_read_bytes,
+                counters.io_write_bytes
+            ),
+            (900, 10, 20)
+        );
+        meter.reset_peak().unwrap();
+        let reset = fs::read_to_string(memory.join("memory.max_usage_in_bytes")).unwrap();
+        assert!(
+            reset.starts_with('0'),
+            "v1 reset writes 0 at offset 0: {reset}"
+        );
+    }
+
+    #[test]
+    fn a_v2_systemd_scope_is_found_and_other_pids_are_errors() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = tmp.path().join("cgroup");
+        write(
+            &tmp.path().join("proc/self/mountinfo"),
+            &format!(
+                "31 23 0:28 / {} rw - cgroup2 cgroup2 rw,nsdelegate\n",
+                r.display()
+            ),
+        );
+        write(
+            &tmp.path().join("proc/77/cgroup"),
+            "0::/system.slice/docker-abc.scope\n",
+        );
+        let dir = r.join("system.slice/docker-abc.scope");
+        write(&dir.join("memory.peak"), "123\n");
+        write(
+            &dir.join("cpu.stat"),
+            "usage_usec 3\nuser_usec 2\nsystem_usec 1\n",
+        );
+        write(&dir.join("memory.events"), "oom_kill 2\n");
+
+        let mut meter = UsageMeter::for_process(&config(tmp.path()), 77).unwrap();
+        assert_eq!(meter.version(), CgroupVersion::V2);
+        let counters = meter.counters().unwrap();
+        assert_eq!((counters.cpu_total_ns, counters.oom_kills), (3000, 2));
+
+        let err = UsageMeter::for_process(&config(tmp.path()), 78).unwrap_err();
+        assert!(err.to_string().contains("78/cgroup"), "{err}");
     }
 }

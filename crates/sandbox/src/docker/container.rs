@@ -1,0 +1,226 @@
+//! The hardened definition of one function container, as the engine's create API takes it.
+//!
+//! Pure: [`definition`] turns an instance spec and the backend's limits into a
+//! [`ContainerCreateBody`], so every hardening setting is checked by a unit test here and
+//! by `crates/cli/tests/docker.rs` against what a real engine reports.
+
+use super::labels;
+use crate::InstanceSpec;
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, ResourcesUlimits};
+use std::collections::HashMap;
+
+/// The agent's path inside every runtime image (see `images.rs`).
+pub const AGENT_IN_IMAGE: &str = "/usr/local/bin/hearth-agent";
+/// Where the code goes: an anonymous volume (the archive API cannot write under a tmpfs,
+/// and the root file system is read-only). Files in it belong to root.
+pub const CODE_DIR: &str = "/code";
+/// The function's scratch space, a tmpfs.
+pub const TMP_DIR: &str = "/tmp";
+/// The invocation's output dir (`$OUTPUT_DIR`), a tmpfs the size of the output quota,
+/// when the function has one; the agent archives it after each run.
+pub const OUTPUT_DIR: &str = "/output";
+/// `nobody`: the user and group everything in the container runs as.
+pub const SANDBOX_USER: &str = "65534:65534";
+
+/// Variables passed through from the worker to the agent, when set (its log settings).
+const PASSED_ENV: [&str; 2] = ["HEARTH_AGENT_LOG", "RUST_LOG"];
+
+/// Per-container limits besides memory (which is the function's own).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// Most processes and threads.
+    pub pids_max: u64,
+    /// CPU bandwidth, in CPUs.
+    pub cpus: f64,
+    /// Open files per process (soft and hard).
+    pub nofile: u64,
+    /// Size of `/tmp`, MB (capped at the function's memory).
+    pub tmp_size_mb: u64,
+}
+
+/// CFS period used for the CPU quota, µs (the kernel's default).
+const CPU_PERIOD_US: i64 = 100_000;
+
+/// The container for `spec`, running `image`, owned by the hearth whose label is `owner`.
+///
+/// Hardening: no network, read-only root, the code dir as an anonymous volume, a
+/// `/tmp` tmpfs, all capabilities dropped, no-new-privileges, user 65534, pids, memory
+/// (swap included, so no swap), CPU and open-file limits, no logging to disk, and no bind
+/// or host mount of any kind. The agent is PID 1, talking over the attached stdin and
+/// stdout; stdin closes when the worker detaches (so a dead worker's agent exits), and
+/// the engine then removes the container with its volume.
+pub fn definition(
+    spec: &InstanceSpec,
+    image: &str,
+    limits: &Limits,
+    owner: &str,
+) -> ContainerCreateBody {
+    let memory = i64::try_from(spec.memory_mb.saturating_mul(1 << 20)).unwrap_or(i64::MAX);
+    let tmp_mb = limits.tmp_size_mb.min(spec.memory_mb).max(1);
+    let cpu_quota = (limits.cpus * CPU_PERIOD_US as f64).round();
+    let cpu_quota = if cpu_quota.is_finite() && cpu_quota >= 1000.0 {
+        cpu_quota as i64
+    } else {
+        1000
+    };
+    let nofile = i64::try_from(limits.nofile).unwrap_or(i64::MAX);
+    let mut tmpfs = HashMap::from([(
+        TMP_DIR.to_string(),
+        format!("rw,nosuid,nodev,size={tmp_mb}m,mode=1777"),
+    )]);
+    if spec.output_quota_mb > 0 {
+        tmpfs.insert(
+            OUTPUT_DIR.to_string(),
+            format!("rw,nosuid,nodev,size={}m,mode=1777", spec.output_quota_mb),
+        );
+    }
+    let mut env = vec!["HEARTH_AGENT_ROOT=/".to_string()];
+    for name in PASSED_ENV {
+        if let Ok(value) = std::env::var(name) {
+            env.push(format!("{name}={value}"));
+        }
+    }
+    ContainerCreateBody {
+        image: Some(image.to_string()),
+        user: Some(SANDBOX_USER.to_string()),
+        entrypoint: Some(vec![AGENT_IN_IMAGE.to_string()]),
+        cmd: Some(Vec::new()),
+        env: Some(env),
+        working_dir: Some(CODE_DIR.to_string()),
+        hostname: Some("hearth".to_string()),
+        attach_stdin: Some(true),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        open_stdin: Some(true),
+        stdin_once: Some(true),
+        tty: Some(false),
+        network_disabled: Some(true),
+        volumes: Some(vec![CODE_DIR.to_string()]),
+        labels: Some(labels::for_instance(spec, owner)),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".to_string()),
+            readonly_rootfs: Some(true),
+            cap_drop: Some(vec!["ALL".to_string()]),
+            security_opt: Some(vec!["no-new-privileges:true".to_string()]),
+            privileged: Some(false),
+            pids_limit: i64::try_from(limits.pids_max).ok(),
+            memory: Some(memory),
+            memory_swap: Some(memory),
+            cpu_period: Some(CPU_PERIOD_US),
+            cpu_quota: Some(cpu_quota),
+            ulimits: Some(vec![ResourcesUlimits {
+                name: Some("nofile".to_string()),
+                soft: Some(nofile),
+                hard: Some(nofile),
+            }]),
+            tmpfs: Some(tmpfs),
+            ipc_mode: Some("private".to_string()),
+            init: Some(false),
+            auto_remove: Some(true),
+            binds: None,
+            mounts: None,
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("none".to_string()),
+                config: None,
+            }),
+            ..HostConfig::default()
+        }),
+        ..ContainerCreateBody::default()
+    }
+}
+
+/// A container name for `instance_id` (the engine allows `[a-zA-Z0-9][a-zA-Z0-9_.-]*`).
+pub fn name(instance_id: &str) -> String {
+    let clean: String = instance_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("hearth-{clean}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use hearth_core::Runtime;
+
+    fn spec(memory_mb: u64) -> InstanceSpec {
+        InstanceSpec {
+            instance_id: "f-1-01abc".into(),
+            function_name: "f".into(),
+            version: 1,
+            runtime: Runtime::Python,
+            memory_mb,
+            env: Default::default(),
+            code_tar: Bytes::new(),
+            output_quota_mb: 16,
+        }
+    }
+
+    const LIMITS: Limits = Limits {
+        pids_max: 64,
+        cpus: 1.5,
+        nofile: 1024,
+        tmp_size_mb: 64,
+    };
+
+    #[test]
+    fn the_container_is_hardened_and_mounts_nothing_of_the_host() {
+        let body = definition(&spec(128), "hearth/python:t", &LIMITS, "owner1");
+        assert_eq!(body.user.as_deref(), Some("65534:65534"));
+        assert_eq!(body.volumes, Some(vec!["/code".to_string()]));
+        assert_eq!(body.stdin_once, Some(true));
+        assert_eq!(body.tty, Some(false));
+        let host = body.host_config.unwrap();
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
+        assert_eq!(host.readonly_rootfs, Some(true));
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(
+            host.security_opt,
+            Some(vec!["no-new-privileges:true".to_string()])
+        );
+        assert_eq!(host.memory, Some(128 << 20));
+        assert_eq!(host.memory_swap, host.memory, "no swap");
+        assert_eq!(host.pids_limit, Some(64));
+        assert_eq!(
+            (host.cpu_quota, host.cpu_period),
+            (Some(150_000), Some(100_000))
+        );
+        assert_eq!(host.ulimits.unwrap()[0].hard, Some(1024));
+        assert!(host.binds.is_none() && host.mounts.is_none());
+        assert_eq!(host.auto_remove, Some(true));
+        let labels = body.labels.unwrap();
+        assert_eq!(labels[labels::MANAGED], "true");
+        assert_eq!(labels[labels::OWNER], "owner1");
+        assert_eq!(labels[labels::FUNCTION], "f");
+    }
+
+    #[test]
+    fn tmp_is_capped_at_the_functions_memory_and_output_is_the_quota() {
+        let body = definition(&spec(32), "i", &LIMITS, "o");
+        let tmpfs = body.host_config.unwrap().tmpfs.unwrap();
+        assert!(tmpfs["/tmp"].contains("size=32m"), "{tmpfs:?}");
+        assert!(tmpfs["/output"].contains("size=16m"), "{tmpfs:?}");
+        let mut no_output = spec(32);
+        no_output.output_quota_mb = 0;
+        let body = definition(&no_output, "i", &LIMITS, "o");
+        assert!(!body
+            .host_config
+            .unwrap()
+            .tmpfs
+            .unwrap()
+            .contains_key("/output"));
+    }
+
+    #[test]
+    fn names_are_what_the_engine_accepts() {
+        assert_eq!(name("fn-2-01h"), "hearth-fn-2-01h");
+        assert_eq!(name("a b/c"), "hearth-a_b_c");
+    }
+}

@@ -1,0 +1,503 @@
+//! The runtime images: which exist, what they are called, and how they are made.
+//!
+//! An image is two layers of work. A **root file system** ([`RootfsSpec`]: Debian
+//! packages, made by `rootfs.rs` with debootstrap because nothing can be pulled here) is
+//! imported into the engine once per package list. A **runtime image**
+//! ([`RuntimeImageSpec`]) is then built `FROM` it with the static agent, the runtime files
+//! that agent expects (it writes them itself: `hearth-agent --write-runtime-files`), an
+//! empty root-owned `/code`, user 65534 and the agent as entrypoint. Runtime images are
+//! tagged with the agent's version and a digest of its binary ([`AgentTag`]), so a new
+//! agent means new images, and a backend only ever starts images made for its agent.
+//!
+//! Adding a runtime is a list entry: a [`RootfsSpec`] for its packages (or an existing
+//! one) and a [`RuntimeImageSpec`] naming its interpreter.
+
+use super::container::{AGENT_IN_IMAGE, CODE_DIR, SANDBOX_USER};
+use super::labels;
+use bollard::query_parameters::{BuildImageOptions, CreateImageOptions};
+use bollard::{body_full, body_try_stream, Docker};
+use bytes::Bytes;
+use futures::StreamExt;
+use hearth_core::Runtime;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Repository prefix of every image hearth makes.
+pub const REPOSITORY: &str = "hearth";
+
+/// A root file system made of Debian packages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RootfsSpec {
+    /// Short name (`hearth/rootfs-<name>`).
+    pub name: &'static str,
+    /// Packages installed on top of debootstrap's `minbase`.
+    pub packages: &'static [&'static str],
+}
+
+/// A runtime image: a root file system plus the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuntimeImageSpec {
+    /// The runtime it serves.
+    pub runtime: Runtime,
+    /// The [`RootfsSpec::name`] it is built from.
+    pub rootfs: &'static str,
+    /// The interpreter inside the image (absolute; the agent runs it directly).
+    pub interpreter: &'static str,
+}
+
+/// The root file systems. One debootstrap serves both interpreted runtimes, which keeps
+/// CI to a single download; the compiled runtimes (cpp, go) get one of their own.
+pub const ROOT_FILESYSTEMS: &[RootfsSpec] = &[RootfsSpec {
+    name: "interp",
+    packages: &["python3", "nodejs"],
+}];
+
+/// The runtime images.
+pub const RUNTIME_IMAGES: &[RuntimeImageSpec] = &[
+    RuntimeImageSpec {
+        runtime: Runtime::Python,
+        rootfs: "interp",
+        interpreter: "/usr/bin/python3",
+    },
+    RuntimeImageSpec {
+        runtime: Runtime::Nodejs,
+        rootfs: "interp",
+        interpreter: "/usr/bin/node",
+    },
+];
+
+/// The root file system named `name`.
+pub fn rootfs_spec(name: &str) -> Option<&'static RootfsSpec> {
+    ROOT_FILESYSTEMS.iter().find(|r| r.name == name)
+}
+
+/// The image spec of `runtime`, when it has one.
+pub fn runtime_image_spec(runtime: Runtime) -> Option<&'static RuntimeImageSpec> {
+    RUNTIME_IMAGES.iter().find(|r| r.runtime == runtime)
+}
+
+/// An image-building failure. Messages name the file, command or image involved.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A host command failed.
+    #[error("{command} failed: {message}")]
+    Command {
+        /// The command, as run.
+        command: String,
+        /// Its exit status and last lines of output.
+        message: String,
+    },
+    /// The engine refused or failed a request.
+    #[error("docker engine: {what}: {source}")]
+    Engine {
+        /// What was asked.
+        what: String,
+        /// The engine's error.
+        source: bollard::errors::Error,
+    },
+    /// The engine reported a failure while building or importing.
+    #[error("docker engine: {what}: {message}")]
+    Build {
+        /// What was being made.
+        what: String,
+        /// The engine's message.
+        message: String,
+    },
+    /// The host's apt configuration names no usable Debian mirror.
+    #[error("no Debian mirror for {suite} in {dir}: pass one with --mirror")]
+    NoMirror {
+        /// The suite looked for.
+        suite: String,
+        /// Where the sources were read.
+        dir: String,
+    },
+}
+
+pub(crate) fn io_error(path: &Path, source: std::io::Error) -> ImageError {
+    ImageError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Which agent an image carries: its version and a digest of its binary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentTag {
+    /// The agent's crate version (the workspace's).
+    pub version: String,
+    /// First 12 hex digits of the binary's SHA-256.
+    pub digest: String,
+}
+
+impl AgentTag {
+    /// Reads the agent binary at `path` and tags it with this crate's version (the
+    /// workspace shares one version, so it is the agent's too).
+    pub fn of(path: &Path) -> Result<AgentTag, ImageError> {
+        let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
+        Ok(AgentTag {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            digest: hex::encode(&Sha256::digest(&bytes)[..6]),
+        })
+    }
+
+    /// The image tag: `<version>-<digest>`.
+    pub fn tag(&self) -> String {
+        format!("{}-{}", self.version, self.digest)
+    }
+}
+
+/// `hearth/<runtime>:<agent tag>`: the image a backend with this agent starts.
+pub fn runtime_image_ref(runtime: Runtime, agent: &AgentTag) -> String {
+    format!("{REPOSITORY}/{runtime}:{}", agent.tag())
+}
+
+/// `hearth/rootfs-<name>:<key>`: an imported root file system.
+pub fn rootfs_image_ref(name: &str, key: &str) -> String {
+    format!("{REPOSITORY}/rootfs-{name}:{key}")
+}
+
+/// Whether the engine has image `reference`.
+pub async fn image_exists(docker: &Docker, reference: &str) -> Result<bool, ImageError> {
+    match docker.inspect_image(reference).await {
+        Ok(_) => Ok(true),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(false),
+        Err(source) => Err(ImageError::Engine {
+            what: format!("inspect image {reference}"),
+            source,
+        }),
+    }
+}
+
+/// The labels of an image: `(interpreter, agent tag)` of a hearth runtime image.
+pub async fn runtime_image_labels(
+    docker: &Docker,
+    reference: &str,
+) -> Result<Option<HashMap<String, String>>, ImageError> {
+    match docker.inspect_image(reference).await {
+        Ok(image) => Ok(Some(
+            image.config.and_then(|c| c.labels).unwrap_or_default(),
+        )),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(None),
+        Err(source) => Err(ImageError::Engine {
+            what: format!("inspect image {reference}"),
+            source,
+        }),
+    }
+}
+
+/// Imports the root file system tarball at `tarball` as image `reference`, streaming it
+/// from disk (it is a few hundred MB).
+pub async fn import_rootfs(
+    docker: &Docker,
+    tarball: &Path,
+    reference: &str,
+) -> Result<(), ImageError> {
+    let (repo, tag) = reference.rsplit_once(':').unwrap_or((reference, "latest"));
+    let file = tokio::fs::File::open(tarball)
+        .await
+        .map_err(|e| io_error(tarball, e))?;
+    let body = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
+    let options = CreateImageOptions {
+        from_src: Some("-".to_string()),
+        repo: Some(repo.to_string()),
+        tag: Some(tag.to_string()),
+        message: Some("hearth root file system (debootstrap)".to_string()),
+        ..CreateImageOptions::default()
+    };
+    let mut progress = docker.create_image(Some(options), Some(body_try_stream(body)), None);
+    while let Some(item) = progress.next().await {
+        item.map_err(|source| ImageError::Engine {
+            what: format!("import {} as {reference}", tarball.display()),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// The Dockerfile of a runtime image built `FROM base`.
+pub fn dockerfile(base: &str, spec: &RuntimeImageSpec, agent: &AgentTag) -> String {
+    format!(
+        "FROM {base}\n\
+         COPY hearth-agent {AGENT_IN_IMAGE}\n\
+         COPY runtime/ /runtime/\n\
+         COPY code/ {CODE_DIR}/\n\
+         LABEL {managed}=\"true\" {runtime_label}=\"{runtime}\" {interpreter_label}=\"{interpreter}\" {agent_label}=\"{tag}\"\n\
+         USER {SANDBOX_USER}\n\
+         WORKDIR {CODE_DIR}\n\
+         ENTRYPOINT [\"{AGENT_IN_IMAGE}\"]\n",
+        managed = labels::MANAGED,
+        runtime_label = labels::RUNTIME,
+        runtime = spec.runtime,
+        interpreter_label = labels::INTERPRETER,
+        interpreter = spec.interpreter,
+        agent_label = labels::AGENT,
+        tag = agent.tag(),
+    )
+}
+
+/// The build context of a runtime image, as a tar: the Dockerfile, the agent, the
+/// runtime files the agent writes (`--write-runtime-files`), and an empty `code/`.
+/// Everything is owned by root; files 0644 (the agent 0755), directories 0755.
+pub fn build_context(
+    agent: &Path,
+    base: &str,
+    spec: &RuntimeImageSpec,
+    tag: &AgentTag,
+) -> Result<Vec<u8>, ImageError> {
+    let scratch = tempfile::tempdir().map_err(|e| io_error(&std::env::temp_dir(), e))?;
+    let runtime_dir = scratch.path().join("runtime");
+    std::fs::create_dir_all(&runtime_dir).map_err(|e| io_error(&runtime_dir, e))?;
+    let output = std::process::Command::new(agent)
+        .arg("--write-runtime-files")
+        .arg(&runtime_dir)
+        .output()
+        .map_err(|e| io_error(agent, e))?;
+    if !output.status.success() {
+        return Err(ImageError::Command {
+            command: format!("{} --write-runtime-files", agent.display()),
+            message: format!(
+                "{}: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        });
+    }
+    let mut entries: Vec<(String, Option<PathBuf>)> = Vec::new();
+    collect_entries(&runtime_dir, "runtime", &mut entries)?;
+
+    let mut tar = tar::Builder::new(Vec::new());
+    let tar_error = |what: &str, e: std::io::Error| io_error(Path::new(what), e);
+    append(
+        &mut tar,
+        "Dockerfile",
+        0o644,
+        dockerfile(base, spec, tag).as_bytes(),
+    )
+    .map_err(|e| tar_error("Dockerfile", e))?;
+    let agent_bytes = std::fs::read(agent).map_err(|e| io_error(agent, e))?;
+    append(&mut tar, "hearth-agent", 0o755, &agent_bytes)
+        .map_err(|e| tar_error("hearth-agent", e))?;
+    append(&mut tar, "code/", 0o755, &[]).map_err(|e| tar_error("code/", e))?;
+    append(&mut tar, "runtime/", 0o755, &[]).map_err(|e| tar_error("runtime/", e))?;
+    for (name, file) in entries {
+        match file {
+            None => append(&mut tar, &name, 0o755, &[]),
+            Some(path) => {
+                let bytes = std::fs::read(&path).map_err(|e| io_error(&path, e))?;
+                append(&mut tar, &name, 0o644, &bytes)
+            }
+        }
+        .map_err(|e| tar_error(&name, e))?;
+    }
+    tar.into_inner().map_err(|e| tar_error("build context", e))
+}
+
+/// The entries under `dir`, directories (`None`, name ending in `/`) before what they
+/// hold, each level sorted by name.
+fn collect_entries(
+    dir: &Path,
+    prefix: &str,
+    out: &mut Vec<(String, Option<PathBuf>)>,
+) -> Result<(), ImageError> {
+    let mut children = std::fs::read_dir(dir)
+        .map_err(|e| io_error(dir, e))?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| io_error(dir, e))?;
+    children.sort();
+    for path in children {
+        let file_name = path.file_name().unwrap_or_default().to_string_lossy();
+        let name = format!("{prefix}/{file_name}");
+        if path.is_dir() {
+            out.push((format!("{name}/"), None));
+            collect_entries(&path, &name, out)?;
+        } else {
+            out.push((name, Some(path)));
+        }
+    }
+    Ok(())
+}
+
+fn append(
+    tar: &mut tar::Builder<Vec<u8>>,
+    path: &str,
+    mode: u32,
+    data: &[u8],
+) -> std::io::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(if path.ends_with('/') {
+        tar::EntryType::Directory
+    } else {
+        tar::EntryType::Regular
+    });
+    header.set_size(data.len() as u64);
+    header.set_mode(mode);
+    header.set_mtime(0);
+    header.set_uid(0);
+    header.set_gid(0);
+    tar.append_data(&mut header, path, data)
+}
+
+/// Builds image `reference` from a build context (see [`build_context`]); `on_line`
+/// gets the engine's progress lines.
+pub async fn build_image(
+    docker: &Docker,
+    context: Vec<u8>,
+    reference: &str,
+    on_line: &mut (dyn FnMut(&str) + Send),
+) -> Result<(), ImageError> {
+    let options = BuildImageOptions {
+        t: Some(reference.to_string()),
+        rm: true,
+        forcerm: true,
+        ..BuildImageOptions::default()
+    };
+    let mut progress = docker.build_image(options, None, Some(body_full(Bytes::from(context))));
+    while let Some(item) = progress.next().await {
+        let info = item.map_err(|source| ImageError::Engine {
+            what: format!("build {reference}"),
+            source,
+        })?;
+        if let Some(message) = info.error_detail.and_then(|d| d.message) {
+            return Err(ImageError::Build {
+                what: format!("build {reference}"),
+                message,
+            });
+        }
+        if let Some(line) = info.stream {
+            let line = line.trim();
+            if !line.is_empty() {
+                on_line(line);
+            }
+        }
+    }
+    if image_exists(docker, reference).await? {
+        Ok(())
+    } else {
+        Err(ImageError::Build {
+            what: format!("build {reference}"),
+            message: "the engine finished without making the image".to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn every_runtime_image_names_an_existing_rootfs_and_an_absolute_interpreter() {
+        for spec in RUNTIME_IMAGES {
+            assert!(rootfs_spec(spec.rootfs).is_some(), "{spec:?}");
+            assert!(spec.interpreter.starts_with('/'), "{spec:?}");
+        }
+        assert!(runtime_image_spec(Runtime::Python).is_some());
+        assert!(runtime_image_spec(Runtime::Nodejs).is_some());
+    }
+
+    #[test]
+    fn a_different_agent_binary_is_a_different_tag() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        std::fs::write(&a, b"agent one").unwrap();
+        std::fs::write(&b, b"agent two").unwrap();
+        let (ta, tb) = (AgentTag::of(&a).unwrap(), AgentTag::of(&b).unwrap());
+        assert_ne!(ta.tag(), tb.tag());
+        assert_eq!(ta.digest.len(), 12);
+        assert_eq!(
+            runtime_image_ref(Runtime::Python, &ta),
+            format!("hearth/python:{}-{}", env!("CARGO_PKG_VERSION"), ta.digest)
+        );
+    }
+
+    #[test]
+    fn the_dockerfile_runs_the_agent_as_nobody_with_its_labels() {
+        let tag = AgentTag {
+            version: "1.0".into(),
+            digest: "abc".into(),
+        };
+        let text = dockerfile("hearth/rootfs-interp:k", &RUNTIME_IMAGES[0], &tag);
+        assert!(text.starts_with("FROM hearth/rootfs-interp:k\n"), "{text}");
+        assert!(text.contains("USER 65534:65534"), "{text}");
+        assert!(
+            text.contains("ENTRYPOINT [\"/usr/local/bin/hearth-agent\"]"),
+            "{text}"
+        );
+        assert!(
+            text.contains("io.hearth.interpreter=\"/usr/bin/python3\""),
+            "{text}"
+        );
+        assert!(text.contains("io.hearth.agent=\"1.0-abc\""), "{text}");
+    }
+
+    #[test]
+    fn the_build_context_holds_what_the_agent_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        // A stand-in agent: writes one runtime file where it is told.
+        let agent = dir.path().join("agent");
+        std::fs::write(
+            &agent,
+            "#!/bin/sh\n[ \"$1\" = --write-runtime-files ] || exit 3\n\
+             mkdir -p \"$2/python\" && echo boot > \"$2/python/bootstrap.py\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let tag = AgentTag::of(&agent).unwrap();
+        let context = build_context(&agent, "base:1", &RUNTIME_IMAGES[0], &tag).unwrap();
+        let mut entries = Vec::new();
+        let mut archive = tar::Archive::new(context.as_slice());
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().display().to_string();
+            let mode = entry.header().mode().unwrap();
+            let mut data = String::new();
+            entry.read_to_string(&mut data).unwrap();
+            entries.push((path, mode, data));
+        }
+        let names: Vec<&str> = entries.iter().map(|(p, _, _)| p.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "Dockerfile",
+                "hearth-agent",
+                "code/",
+                "runtime/",
+                "runtime/python/",
+                "runtime/python/bootstrap.py"
+            ]
+        );
+        assert_eq!(entries[1].1, 0o755);
+        assert_eq!(
+            entries[5],
+            ("runtime/python/bootstrap.py".into(), 0o644, "boot\n".into())
+        );
+    }
+
+    #[test]
+    fn an_agent_that_cannot_write_its_files_fails_the_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = dir.path().join("agent");
+        std::fs::write(&agent, "#!/bin/sh\necho broken >&2\nexit 1\n").unwrap();
+        std::fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let tag = AgentTag::of(&agent).unwrap();
+        let err = build_context(&agent, "base:1", &RUNTIME_IMAGES[0], &tag).unwrap_err();
+        assert!(err.to_string().contains("broken"), "{err}");
+    }
+}

@@ -1,0 +1,350 @@
+//! One warm function container: the attached agent stream and the cgroup meter.
+//!
+//! The engine multiplexes the container's stdout and stderr on one attach connection. A
+//! small task splits them: stdout bytes (the agent's frames) go through a channel that
+//! [`AgentStream`] reads like a pipe; stderr lines (the agent's log) go to `tracing` and
+//! to a tail kept for error messages. stdin is written directly. Usage is read straight
+//! from the container's cgroup files by a [`UsageMeter`], never through the engine.
+
+use crate::agent_stream::AgentStream;
+use crate::cgroup::UsageMeter;
+use crate::native::{LogTail, INVOKE_GRACE};
+use crate::{Instance, InstanceRun, InvocationSink, SandboxError};
+use async_trait::async_trait;
+use bollard::container::LogOutput;
+use bollard::query_parameters::RemoveContainerOptions;
+use bollard::Docker;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use hearth_core::protocol::InvokeSpec;
+use std::io;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// How long `remove` waits for a container the engine is already removing to go.
+const REMOVAL_WAIT: Duration = Duration::from_secs(10);
+
+/// The container's stdin as the attach connection gives it.
+type AttachInput = Pin<Box<dyn AsyncWrite + Send>>;
+/// The container's multiplexed output as the attach connection gives it.
+pub(super) type AttachOutput =
+    Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
+
+/// The attach connection's write half, made `Sync` by a mutex that is never locked:
+/// writes take `&mut self` and reach the writer through [`Mutex::get_mut`].
+pub(super) struct StdinWriter(Mutex<AttachInput>);
+
+impl StdinWriter {
+    pub(super) fn new(input: AttachInput) -> Self {
+        Self(Mutex::new(input))
+    }
+
+    fn inner(&mut self) -> io::Result<&mut AttachInput> {
+        self.0
+            .get_mut()
+            .map_err(|_| io::Error::other("the stdin writer is poisoned"))
+    }
+}
+
+impl AsyncWrite for StdinWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut().inner() {
+            Ok(inner) => inner.as_mut().poll_write(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut().inner() {
+            Ok(inner) => inner.as_mut().poll_flush(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut().inner() {
+            Ok(inner) => inner.as_mut().poll_shutdown(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+/// The agent's stdout, as the demultiplexing task hands it over: reads like a pipe,
+/// ends when the container's output does.
+pub(super) struct StdoutReader {
+    chunks: mpsc::UnboundedReceiver<io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl AsyncRead for StdoutReader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        while this.current.is_empty() {
+            match this.chunks.poll_recv(cx) {
+                Poll::Ready(Some(Ok(chunk))) => this.current = chunk,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                // End of stream: a read of 0 bytes.
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let n = this.current.len().min(buf.remaining());
+        buf.put_slice(&this.current.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Splits the attach output: stdout into the returned reader, stderr lines to `tracing`
+/// and `tail`. The task ends with the output.
+pub(super) fn demultiplex(
+    instance: String,
+    mut output: AttachOutput,
+    tail: LogTail,
+) -> (StdoutReader, JoinHandle<()>) {
+    let (sender, chunks) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        let mut line = Vec::new();
+        while let Some(item) = output.next().await {
+            match item {
+                Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
+                    if sender.send(Ok(message)).is_err() {
+                        break;
+                    }
+                }
+                Ok(LogOutput::StdErr { message }) => {
+                    for byte in message {
+                        if byte == b'\n' {
+                            log_line(&instance, &line, &tail);
+                            line.clear();
+                        } else if line.len() < 4096 {
+                            line.push(byte);
+                        }
+                    }
+                }
+                Ok(LogOutput::StdIn { .. }) => {}
+                Err(e) => {
+                    let _ = sender.send(Err(io::Error::other(format!(
+                        "the container's output broke: {e}"
+                    ))));
+                    break;
+                }
+            }
+        }
+        if !line.is_empty() {
+            log_line(&instance, &line, &tail);
+        }
+    });
+    (
+        StdoutReader {
+            chunks,
+            current: Bytes::new(),
+        },
+        task,
+    )
+}
+
+fn log_line(instance: &str, line: &[u8], tail: &LogTail) {
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim_end();
+    tracing::info!(target: "hearth::agent", instance = %instance, "{text}");
+    tail.push(text.chars().take(1000).collect());
+}
+
+/// Removes container `id` with its anonymous volumes, killing it if it runs. A
+/// container that is gone, or that the engine is already removing (auto-remove after
+/// its agent exited), counts as removed once it has disappeared.
+pub(super) async fn remove(docker: &Docker, id: &str) -> Result<(), bollard::errors::Error> {
+    let options = RemoveContainerOptions {
+        force: true,
+        v: true,
+        ..RemoveContainerOptions::default()
+    };
+    match docker.remove_container(id, Some(options)).await {
+        Ok(()) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409, ..
+        }) => {
+            let deadline = tokio::time::Instant::now() + REMOVAL_WAIT;
+            while tokio::time::Instant::now() < deadline {
+                match docker.inspect_container(id, None).await {
+                    Err(bollard::errors::Error::DockerResponseServerError {
+                        status_code: 404,
+                        ..
+                    }) => return Ok(()),
+                    _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409,
+                message: format!("container {id} is still being removed"),
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A running function container with its agent ready.
+pub struct DockerInstance {
+    pub(super) id: String,
+    pub(super) container: String,
+    pub(super) docker: Docker,
+    pub(super) stream: AgentStream<StdinWriter, StdoutReader>,
+    pub(super) meter: UsageMeter,
+    pub(super) log_tail: LogTail,
+    pub(super) output_task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for DockerInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerInstance")
+            .field("id", &self.id)
+            .field("container", &self.container)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DockerInstance {
+    /// The engine's id of the container.
+    pub fn container_id(&self) -> &str {
+        &self.container
+    }
+
+    /// An error for a broken instance, with the agent's last log lines.
+    pub(super) fn lost(&self, message: String) -> SandboxError {
+        let logs = self.log_tail.joined();
+        SandboxError::Lost {
+            instance: self.id.clone(),
+            message: if logs.is_empty() {
+                message
+            } else {
+                format!("{message} (agent log: {logs})")
+            },
+        }
+    }
+
+    /// Removes the container (and its volume); logs what fails.
+    pub(super) async fn teardown(self) {
+        if let Err(e) = remove(&self.docker, &self.container).await {
+            tracing::warn!(instance = %self.id, container = %self.container, error = %e,
+                "cannot remove the container");
+        }
+        self.output_task.abort();
+    }
+}
+
+#[async_trait]
+impl Instance for DockerInstance {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    async fn invoke(
+        &mut self,
+        spec: InvokeSpec,
+        event: Bytes,
+        sink: &mut dyn InvocationSink,
+    ) -> Result<InstanceRun, SandboxError> {
+        let before = self.meter.begin()?;
+        let guard = Duration::from_millis(spec.timeout_ms).saturating_add(INVOKE_GRACE);
+        let exchange = self.stream.invoke(spec, &event, sink);
+        let answer = match tokio::time::timeout(guard, exchange).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                return Err(SandboxError::Unresponsive {
+                    instance: self.id.clone(),
+                    waited_ms: guard.as_millis() as u64,
+                })
+            }
+        };
+        let (outcome, result) = match answer {
+            Ok(answer) => answer,
+            Err(SandboxError::Lost { message, .. }) => return Err(self.lost(message)),
+            Err(e) => return Err(e),
+        };
+        let usage = self.meter.finish(&before)?;
+        Ok(InstanceRun {
+            outcome,
+            result,
+            usage,
+        })
+    }
+
+    async fn destroy(self: Box<Self>) {
+        self.teardown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn stdout_chunks_read_like_a_pipe_and_stderr_goes_to_the_tail() {
+        let items: Vec<Result<LogOutput, bollard::errors::Error>> = vec![
+            Ok(LogOutput::StdOut {
+                message: Bytes::from_static(b"abc"),
+            }),
+            Ok(LogOutput::StdErr {
+                message: Bytes::from_static(b"hearth-agent: one\nhearth-agent: t"),
+            }),
+            Ok(LogOutput::StdOut {
+                message: Bytes::from_static(b"defgh"),
+            }),
+            Ok(LogOutput::StdErr {
+                message: Bytes::from_static(b"wo\n"),
+            }),
+        ];
+        let tail = LogTail::default();
+        let (mut reader, task) = demultiplex(
+            "i1".into(),
+            Box::pin(futures::stream::iter(items)),
+            tail.clone(),
+        );
+        let mut first = [0u8; 2];
+        reader.read_exact(&mut first).await.unwrap();
+        assert_eq!(&first, b"ab");
+        let mut rest = Vec::new();
+        reader.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"cdefgh", "end of output is end of stream");
+        task.await.unwrap();
+        assert_eq!(tail.joined(), "hearth-agent: one | hearth-agent: two");
+    }
+
+    #[tokio::test]
+    async fn a_broken_output_is_a_read_error() {
+        let items: Vec<Result<LogOutput, bollard::errors::Error>> = vec![
+            Ok(LogOutput::StdOut {
+                message: Bytes::from_static(b"x"),
+            }),
+            Err(bollard::errors::Error::DockerStreamError {
+                error: "reset".into(),
+            }),
+        ];
+        let (mut reader, _task) = demultiplex(
+            "i2".into(),
+            Box::pin(futures::stream::iter(items)),
+            LogTail::default(),
+        );
+        let mut buf = Vec::new();
+        let err = reader.read_to_end(&mut buf).await.unwrap_err();
+        assert!(err.to_string().contains("reset"), "{err}");
+        assert_eq!(buf, b"x");
+    }
+}

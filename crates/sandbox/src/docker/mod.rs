@@ -1,0 +1,424 @@
+//! The Docker backend: each instance is a warm, hardened container whose PID 1 is the
+//! agent, driven through the engine API (bollard, version negotiated: 1.41 here).
+//!
+//! [`DockerBackend::create`] creates the container (`container.rs`: no network, read-only
+//! root, capabilities dropped, user 65534, limits, hearth's labels, no host mount),
+//! streams the code tar into its `/code` volume through the archive API, attaches to its
+//! stdin/stdout/stderr, starts it, finds its cgroup from its init pid, and hands the agent
+//! an `Init` frame. Every invocation is then one frame each way over the attach
+//! connection (`instance.rs`), never a `docker exec`; usage comes from the cgroup files.
+//!
+//! Containers are labelled with their owner, a digest of the hearth's data dir
+//! ([`labels`]). [`DockerBackend::sweep_orphans`] removes that owner's containers and
+//! their volumes; call it at start and after shutdown. A hearth killed outright leaves
+//! nothing behind either way: the engine closes the agent's stdin when the attach
+//! connection drops, the agent exits, and the engine auto-removes the container.
+//!
+//! Images are made by `hearth images build` ([`images`], [`rootfs`]) and tagged with the
+//! agent's digest; a backend starts only the images of its own agent.
+//!
+//! Never: binds a host path, uses `docker exec` or the stats API, or touches containers
+//! without hearth's owner label.
+
+mod container;
+pub mod images;
+mod instance;
+pub mod labels;
+pub mod rootfs;
+
+pub use bollard::Docker;
+pub use container::Limits;
+pub use instance::DockerInstance;
+
+use crate::cgroup::{CgroupConfig, UsageMeter};
+use crate::native::{expect_ready, LogTail, INLINE_OUTPUT_LIMIT, SANDBOX_ID};
+use crate::{Instance, InstanceSpec, SandboxBackend, SandboxError};
+use async_trait::async_trait;
+use bollard::body_full;
+use bollard::query_parameters::{
+    AttachContainerOptions, CreateContainerOptions, ListContainersOptions, StartContainerOptions,
+    UploadToContainerOptions,
+};
+use hearth_core::protocol::{InitSpec, RootSetup, ToAgent, PROTOCOL_VERSION};
+use hearth_core::Runtime;
+use images::AgentTag;
+use instance::{demultiplex, StdinWriter};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the engine listens unless `DOCKER_HOST` says otherwise.
+const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
+/// Seconds before an engine request times out.
+const REQUEST_TIMEOUT_S: u64 = 120;
+
+/// Settings of the Docker backend. [`DockerConfig::new`] fills in the defaults.
+#[derive(Debug, Clone)]
+pub struct DockerConfig {
+    /// The static agent: its digest picks the images.
+    pub agent_path: PathBuf,
+    /// The owner label value of this hearth's containers (one per data dir).
+    pub owner: String,
+    /// The engine's socket (`unix://…`); default `DOCKER_HOST` or the standard socket.
+    pub socket: String,
+    /// Per-container limits besides memory.
+    pub limits: Limits,
+    /// Where the cgroup and proc file systems are (to read the containers' cgroups).
+    pub cgroup: CgroupConfig,
+    /// How long a cold start may take, from create to `Ready`.
+    pub init_timeout: Duration,
+}
+
+/// The engine's socket: `DOCKER_HOST` when it names a unix socket, else the standard one.
+pub fn default_socket() -> String {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .filter(|h| h.starts_with("unix://"))
+        .unwrap_or_else(|| DEFAULT_SOCKET.to_string())
+}
+
+impl DockerConfig {
+    /// Defaults: 64 pids, one CPU, 1024 open files, 64 MB of `/tmp`, 30 s to start.
+    pub fn new(agent_path: impl Into<PathBuf>, owner: impl Into<String>) -> Self {
+        Self {
+            agent_path: agent_path.into(),
+            owner: owner.into(),
+            socket: default_socket(),
+            limits: Limits {
+                pids_max: 64,
+                cpus: 1.0,
+                nofile: 1024,
+                tmp_size_mb: 64,
+            },
+            cgroup: CgroupConfig::default(),
+            init_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A runtime's image, as found in the engine.
+#[derive(Debug, Clone)]
+struct RuntimeImage {
+    reference: String,
+    interpreter: String,
+}
+
+/// Makes Docker instances. Cheap to share (`Arc`) between tasks.
+#[derive(Debug)]
+pub struct DockerBackend {
+    docker: Docker,
+    config: DockerConfig,
+    images: HashMap<Runtime, RuntimeImage>,
+    engine_version: String,
+}
+
+fn engine_error(what: &str, e: bollard::errors::Error) -> SandboxError {
+    SandboxError::Unavailable(format!("docker engine: {what}: {e}"))
+}
+
+/// Connects to the engine at `socket` (`unix://…`) and negotiates the API version.
+pub async fn connect(socket: &str) -> Result<Docker, SandboxError> {
+    let unavailable = |e: bollard::errors::Error| {
+        SandboxError::Unavailable(format!(
+            "no Docker engine answers at {socket} ({e}): start one (scripts/docker.sh) or use \
+             --sandbox native"
+        ))
+    };
+    Docker::connect_with_socket(socket, REQUEST_TIMEOUT_S, bollard::API_DEFAULT_VERSION)
+        .map_err(unavailable)?
+        .negotiate_version()
+        .await
+        .map_err(unavailable)
+}
+
+impl DockerBackend {
+    /// Connects to the engine and finds the runtime images of this agent. Fails with
+    /// [`SandboxError::Unavailable`] when no engine answers or no image exists (the
+    /// message says to run `hearth images build`).
+    pub async fn connect(config: DockerConfig) -> Result<Self, SandboxError> {
+        let docker = connect(&config.socket).await?;
+        let engine_version = docker
+            .version()
+            .await
+            .map_err(|e| engine_error("version", e))?
+            .version
+            .unwrap_or_default();
+        let agent = AgentTag::of(&config.agent_path)
+            .map_err(|e| SandboxError::Unavailable(format!("agent binary: {e}")))?;
+        let mut found = HashMap::new();
+        for spec in images::RUNTIME_IMAGES {
+            let reference = images::runtime_image_ref(spec.runtime, &agent);
+            let labels = images::runtime_image_labels(&docker, &reference)
+                .await
+                .map_err(|e| SandboxError::Unavailable(e.to_string()))?;
+            if let Some(labels) = labels {
+                let interpreter = labels
+                    .get(labels::INTERPRETER)
+                    .cloned()
+                    .unwrap_or_else(|| spec.interpreter.to_string());
+                found.insert(
+                    spec.runtime,
+                    RuntimeImage {
+                        reference,
+                        interpreter,
+                    },
+                );
+            }
+        }
+        if found.is_empty() {
+            return Err(SandboxError::Unavailable(format!(
+                "the Docker engine has no hearth runtime images for agent {} ({}): run \
+                 `hearth images build`",
+                agent.tag(),
+                config.agent_path.display()
+            )));
+        }
+        tracing::info!(
+            engine = %engine_version,
+            api = %docker.client_version(),
+            images = ?found.values().map(|i| &i.reference).collect::<Vec<_>>(),
+            "docker sandbox ready"
+        );
+        Ok(Self {
+            docker,
+            config,
+            images: found,
+            engine_version,
+        })
+    }
+
+    /// The engine's version.
+    pub fn engine_version(&self) -> &str {
+        &self.engine_version
+    }
+
+    /// The image `runtime` runs in, when there is one.
+    pub fn image(&self, runtime: Runtime) -> Option<&str> {
+        self.images.get(&runtime).map(|i| i.reference.as_str())
+    }
+
+    /// Removes every container carrying this hearth's owner label, with its volumes:
+    /// what an earlier run left (call at start, before any `create`) or what no pool
+    /// owns any more (call after shutdown). Returns how many were removed; failures are
+    /// logged.
+    pub async fn sweep_orphans(&self) -> usize {
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([(
+                "label".to_string(),
+                vec![labels::owner_filter(&self.config.owner)],
+            )])),
+            ..ListContainersOptions::default()
+        };
+        let containers = match self.docker.list_containers(Some(options)).await {
+            Ok(containers) => containers,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list containers to sweep");
+                return 0;
+            }
+        };
+        let mut removed = 0;
+        for id in containers.into_iter().filter_map(|c| c.id) {
+            tracing::info!(container = %id, "removing an orphaned sandbox container");
+            match instance::remove(&self.docker, &id).await {
+                Ok(()) => removed += 1,
+                Err(e) => tracing::warn!(container = %id, error = %e, "cannot remove"),
+            }
+        }
+        removed
+    }
+
+    /// [`SandboxBackend::create`] without the box.
+    pub async fn create_docker(&self, spec: InstanceSpec) -> Result<DockerInstance, SandboxError> {
+        let image = self.images.get(&spec.runtime).ok_or_else(|| {
+            SandboxError::Unavailable(format!(
+                "no Docker image for {} functions: run `hearth images build`",
+                spec.runtime
+            ))
+        })?;
+        let spawn_error = |what: &str, e: bollard::errors::Error| SandboxError::Spawn {
+            instance: spec.instance_id.clone(),
+            message: format!("{what}: {e}"),
+        };
+        let body = container::definition(
+            &spec,
+            &image.reference,
+            &self.config.limits,
+            &self.config.owner,
+        );
+        let options = CreateContainerOptions {
+            name: Some(container::name(&spec.instance_id)),
+            ..CreateContainerOptions::default()
+        };
+        let created = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| spawn_error("create the container", e))?;
+        let container = created.id;
+        let started = self.start(&spec, image, &container).await;
+        match started {
+            Ok(instance) => Ok(instance),
+            Err(error) => {
+                if let Err(e) = instance::remove(&self.docker, &container).await {
+                    tracing::warn!(container = %container, error = %e,
+                        "cannot remove a container that failed to start");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Everything after create: code in, attach, start, cgroup, init. On an error the
+    /// caller removes the container.
+    async fn start(
+        &self,
+        spec: &InstanceSpec,
+        image: &RuntimeImage,
+        container: &str,
+    ) -> Result<DockerInstance, SandboxError> {
+        let spawn_error = |what: &str, e: bollard::errors::Error| SandboxError::Spawn {
+            instance: spec.instance_id.clone(),
+            message: format!("{what}: {e}"),
+        };
+        if !spec.code_tar.is_empty() {
+            let options = UploadToContainerOptions {
+                path: container::CODE_DIR.to_string(),
+                ..UploadToContainerOptions::default()
+            };
+            self.docker
+                .upload_to_container(container, Some(options), body_full(spec.code_tar.clone()))
+                .await
+                .map_err(|e| spawn_error("copy the code in", e))?;
+        }
+        let attach = AttachContainerOptions {
+            stdin: true,
+            stdout: true,
+            stderr: true,
+            stream: true,
+            logs: false,
+            detach_keys: None,
+        };
+        let attached = self
+            .docker
+            .attach_container(container, Some(attach))
+            .await
+            .map_err(|e| spawn_error("attach", e))?;
+        let log_tail = LogTail::default();
+        let (stdout, output_task) =
+            demultiplex(spec.instance_id.clone(), attached.output, log_tail.clone());
+        let stream = crate::agent_stream::AgentStream::new(
+            spec.instance_id.clone(),
+            StdinWriter::new(attached.input),
+            stdout,
+        );
+        let started = self
+            .docker
+            .start_container(container, None::<StartContainerOptions>)
+            .await;
+        if let Err(e) = started {
+            output_task.abort();
+            return Err(spawn_error("start", e));
+        }
+        let meter = match self.meter(container).await {
+            Ok(meter) => meter,
+            Err(e) => {
+                output_task.abort();
+                return Err(e);
+            }
+        };
+        let mut instance = DockerInstance {
+            id: spec.instance_id.clone(),
+            container: container.to_string(),
+            docker: self.docker.clone(),
+            stream,
+            meter,
+            log_tail,
+            output_task,
+        };
+        let init = InitSpec {
+            protocol_version: PROTOCOL_VERSION,
+            runtime: spec.runtime,
+            function_name: spec.function_name.clone(),
+            version: spec.version,
+            memory_limit_mb: spec.memory_mb,
+            env: spec.env.clone(),
+            interpreter: image.interpreter.clone(),
+            root: RootSetup::Existing,
+            tmp_size_mb: self.config.limits.tmp_size_mb.min(spec.memory_mb),
+            inline_output_limit: INLINE_OUTPUT_LIMIT,
+            // A tmpfs of this size is mounted at /output (container.rs).
+            output_size_mb: spec.output_quota_mb,
+            uid: SANDBOX_ID,
+            gid: SANDBOX_ID,
+            purpose: hearth_core::protocol::Purpose::Serve,
+        };
+        // The code is already in /code: the Init frame carries no payload.
+        let handshake = async {
+            instance.stream.send(&ToAgent::Init(init), &[]).await?;
+            instance.stream.recv().await
+        };
+        let waited_ms = self.config.init_timeout.as_millis() as u64;
+        let answer = match tokio::time::timeout(self.config.init_timeout, handshake).await {
+            Ok(answer) => answer,
+            Err(_) => Err(SandboxError::Unresponsive {
+                instance: instance.id.clone(),
+                waited_ms,
+            }),
+        };
+        let ready = match answer {
+            Ok((message, _)) => expect_ready(&instance.id, message),
+            Err(SandboxError::Lost { message, .. }) => Err(instance.lost(message)),
+            Err(e) => Err(e),
+        };
+        match ready {
+            Ok(ready) => {
+                tracing::debug!(
+                    instance = %instance.id,
+                    container = %instance.container,
+                    agent = %ready.agent_version,
+                    init_ms = ready.init_ms,
+                    "container ready"
+                );
+                Ok(instance)
+            }
+            Err(error) => {
+                instance.output_task.abort();
+                Err(error)
+            }
+        }
+    }
+
+    /// The usage meter of a started container, from its init pid's cgroup.
+    async fn meter(&self, container: &str) -> Result<UsageMeter, SandboxError> {
+        let inspected = self
+            .docker
+            .inspect_container(container, None)
+            .await
+            .map_err(|e| SandboxError::Spawn {
+                instance: container.to_string(),
+                message: format!("inspect: {e}"),
+            })?;
+        let pid = inspected
+            .state
+            .and_then(|s| s.pid)
+            .and_then(|pid| u32::try_from(pid).ok())
+            .filter(|pid| *pid > 0)
+            .ok_or_else(|| SandboxError::Spawn {
+                instance: container.to_string(),
+                message: "the container has no running init process".to_string(),
+            })?;
+        UsageMeter::for_process(&self.config.cgroup, pid)
+    }
+}
+
+#[async_trait]
+impl SandboxBackend for DockerBackend {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    async fn create(&self, spec: InstanceSpec) -> Result<Box<dyn Instance>, SandboxError> {
+        Ok(Box::new(self.create_docker(spec).await?))
+    }
+}
