@@ -11,8 +11,9 @@ no fork. The spare is made at start and whenever the agent says "prepare" (after
 swept the previous invocation's leftovers), or on demand if there is none.
 
 agent -> zygote   [u32 BE n][n bytes JSON header][body], where the header is one of
-                  {request_id, deadline_ms, event_len}, body = the event, with three fds
-                      attached (SCM_RIGHTS): stdout, stderr, result pipe write ends
+                  {request_id, deadline_ms, event_len[, output_dir]}, body = the event,
+                      with three fds attached (SCM_RIGHTS): stdout, stderr, result pipe
+                      write ends; output_dir becomes the process's $OUTPUT_DIR
                   {"prepare": true}, no body, no fds: fork the next spare now
 zygote -> agent   [u32 BE n][JSON], one of
                   {"ready": true, "mode": "handler" | "main" | "script"}   once, at start
@@ -334,6 +335,9 @@ class Zygote:
         deadline_ms = int(header.get("deadline_ms", 0))
         os.environ["HEARTH_REQUEST_ID"] = request_id
         os.environ["HEARTH_DEADLINE_MS"] = str(deadline_ms)
+        output_dir = header.get("output_dir")
+        if output_dir:
+            os.environ["OUTPUT_DIR"] = str(output_dir)
         if event_bytes.strip():
             try:
                 event = json.loads(event_bytes)

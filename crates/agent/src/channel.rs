@@ -1,10 +1,14 @@
 //! The protocol stream to the worker, moved off fds 0 and 1 so that no child can inherit it
-//! or scribble on it.
+//! or scribble on it. Every frame the agent sends goes through [`Channel`], one whole
+//! frame per `write`, so frames never interleave.
 
 use crate::error::{check, AgentError};
 use crate::process;
-use hearth_core::protocol::{read_frame, write_frame, FromAgent, ToAgent};
+use hearth_core::protocol::{
+    read_frame, write_frame, FrameError, FromAgent, LogChunk, LogStream, ToAgent,
+};
 use std::fs::File;
+use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 
 /// Lowest fd number the stream is moved to.
@@ -12,11 +16,19 @@ const HIGH_FD: RawFd = 64;
 /// `close_range` flag: mark close-on-exec instead of closing.
 const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
 
+/// Where an invocation's stdout and stderr go as they are read.
+pub trait LogSink {
+    /// Takes `bytes` (never empty) just read from the process's `stream`.
+    fn log(&mut self, stream: LogStream, bytes: &[u8]);
+}
+
 /// Frames in from the worker, frames out to it.
 #[derive(Debug)]
 pub struct Channel {
     input: File,
     output: File,
+    /// Set when a frame could not be written; every later send fails with it.
+    broken: Option<String>,
 }
 
 impl Channel {
@@ -44,7 +56,11 @@ impl Channel {
                 format!("point fd {target} at /dev/null")
             })?;
         }
-        Ok(Channel { input, output })
+        Ok(Channel {
+            input,
+            output,
+            broken: None,
+        })
     }
 
     /// The fd to poll for the next frame.
@@ -57,8 +73,36 @@ impl Channel {
         Ok(read_frame(&mut self.input)?)
     }
 
-    /// Sends one frame.
+    /// Sends one frame. Once a write failed, the stream is broken for good (a frame may
+    /// have gone out in part) and every later send fails too.
     pub fn send(&mut self, message: &FromAgent, payload: &[u8]) -> Result<(), AgentError> {
-        Ok(write_frame(&mut self.output, message, payload)?)
+        if let Some(why) = &self.broken {
+            return Err(AgentError::io(
+                "send to the worker",
+                io::Error::new(io::ErrorKind::BrokenPipe, why.clone()),
+            ));
+        }
+        write_frame(&mut self.output, message, payload).map_err(|e| {
+            if let FrameError::Io(io) = &e {
+                self.broken = Some(io.to_string());
+            }
+            AgentError::from(e)
+        })
+    }
+
+    /// Sends one piece of the output tar as an `Output` frame.
+    pub fn send_output(&mut self, piece: &[u8]) -> io::Result<()> {
+        self.send(&FromAgent::Output, piece)
+            .map_err(|e| io::Error::new(io::ErrorKind::BrokenPipe, e.to_string()))
+    }
+}
+
+impl LogSink for Channel {
+    /// Sends the bytes as a `Log` frame at once. A failure is kept: the stream is
+    /// broken, and the invocation's `Result` will fail to go out with it.
+    fn log(&mut self, stream: LogStream, bytes: &[u8]) {
+        if self.broken.is_none() {
+            let _ = self.send(&FromAgent::Log(LogChunk { stream }), bytes);
+        }
     }
 }

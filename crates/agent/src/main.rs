@@ -16,7 +16,12 @@
 //! `setup.rs` (root file system), `code.rs` (code tar, runtime files), `privileges.rs`
 //! (caps, uid, seccomp), `runtime.rs` (what runtimes share), `python.rs` (zygote),
 //! `node.rs` (standby), `process.rs` (spawn, pipes, wait), `run.rs` (one invocation's
-//! outcome), `sweep.rs` (leftover killing).
+//! outcome), `output.rs` (the output dir: archive, quota, emptying), `sweep.rs`
+//! (leftover killing).
+//!
+//! Frames of one invocation, in order: `Log`* while the process runs (every piece of
+//! stdout/stderr as read), then `Output`* (the output dir's tar, when it is not empty),
+//! then `Result`.
 //!
 //! Modes (`InitSpec::root`): `Native` (the worker spawned it as root in fresh mount, pid,
 //! net, ipc and uts namespaces: it forks PID 1, builds a tmpfs root, pivots, drops to the
@@ -40,10 +45,13 @@ macro_rules! diag {
 }
 pub(crate) use diag;
 
+mod binary;
+mod build;
 mod channel;
 mod code;
 mod error;
 mod node;
+mod output;
 mod privileges;
 mod process;
 mod python;
@@ -57,6 +65,7 @@ use error::AgentError;
 use hearth_core::protocol::{
     AgentFailure, FromAgent, InitSpec, ReadyInfo, RootSetup, ToAgent, PROTOCOL_VERSION,
 };
+use output::OutputDir;
 use runtime::{Instance, Runner};
 use std::path::Path;
 use std::time::Instant;
@@ -117,7 +126,7 @@ fn agent_main() -> i32 {
         Err(e) => return fail(&mut channel, "init", &e),
     };
     drop(code);
-    let mut runner = match Runner::start(spec.runtime, &mut instance) {
+    let mut runner = match Runner::start(spec.runtime, spec.purpose, &mut instance) {
         Ok(runner) => runner,
         Err(e) => return fail(&mut channel, "init", &e),
     };
@@ -215,6 +224,7 @@ fn init(spec: &InitSpec, code: &[u8]) -> Result<Instance, AgentError> {
                 read_only_dirs,
                 root_size_mb: *root_size_mb,
                 tmp_size_mb: spec.tmp_size_mb,
+                output_size_mb: spec.output_size_mb,
                 uid: spec.uid,
                 gid: spec.gid,
             };
@@ -229,7 +239,8 @@ fn init(spec: &InitSpec, code: &[u8]) -> Result<Instance, AgentError> {
             } else {
                 Scope::Descendants
             };
-            (setup::existing(code)?, scope)
+            let output = (spec.output_size_mb > 0).then_some((spec.uid, spec.gid));
+            (setup::existing(code, output)?, scope)
         }
     };
     // Losing the agent loses the instance: let the OOM killer pick the invocation. Needs
@@ -243,6 +254,10 @@ fn init(spec: &InitSpec, code: &[u8]) -> Result<Instance, AgentError> {
     // Changing credentials cleared the parent-death signal.
     process::die_with_parent()?;
     privileges::lock_down()?;
+    let output = match &layout.output {
+        Some(path) => Some(OutputDir::open(path.clone(), spec.output_size_mb)?),
+        None => None,
+    };
     let env = runtime::environment(spec, &layout);
     Ok(Instance {
         interpreter: spec.interpreter.clone(),
@@ -251,6 +266,7 @@ fn init(spec: &InitSpec, code: &[u8]) -> Result<Instance, AgentError> {
         reaper: process::Reaper::default(),
         sweeper: Sweeper::new("/proc", scope, std::process::id() as i32),
         layout,
+        output,
     })
 }
 
@@ -278,7 +294,17 @@ fn serve(
         match channel.read()? {
             None | Some((ToAgent::Shutdown, _)) => return Ok(()),
             Some((ToAgent::Invoke(spec), event)) => {
-                let finished = runner.invoke(inst, &spec, &event)?;
+                let mut finished = runner.invoke(inst, &spec, &event, channel)?;
+                if let Some(output) = &inst.output {
+                    // Every process of the invocation is gone: nothing writes there now.
+                    let collected = output.collect(&mut |piece| channel.send_output(piece));
+                    finished.outcome.output_bytes = collected.bytes;
+                    finished.outcome.output_quota_exceeded = collected.quota_exceeded;
+                    if let Some(fault) = collected.fault {
+                        diag!("output dir of {}: {fault}", spec.request_id);
+                        finished.outcome.healthy = false;
+                    }
+                }
                 channel.send(&FromAgent::Result(finished.outcome), &finished.payload)?;
                 runner.after_result(inst);
             }

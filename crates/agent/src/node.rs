@@ -5,11 +5,13 @@
 //! invocation's stdout/stderr pipes, fd 3 = result pipe. It writes the marker `R` on fd 3
 //! once `index.js` is loaded, then blocks reading its event. Warm path: write the event,
 //! close the pipe, wait for the result and the exit. The next standby is started right
-//! after the result has gone to the worker.
+//! after the result has gone to the worker. What a standby prints while it loads is held
+//! and logged with the invocation that uses it.
 
+use crate::channel::LogSink;
 use crate::error::AgentError;
 use crate::process::{self, ChildState, ExitInfo, Outbox, SpawnSpec};
-use crate::run::{self, Ending, Finished, Pipes, Report};
+use crate::run::{self, Ending, Finished, Held, Pipes, Report};
 use crate::runtime::{load_message, unix_ms, Instance, LOAD_LIMIT};
 use hearth_core::invocation::ErrorInfo;
 use hearth_core::protocol::InvokeSpec;
@@ -34,6 +36,8 @@ struct Standby {
     pidfd: OwnedFd,
     event: Option<OwnedFd>,
     pipes: Pipes,
+    /// Its output before the invocation.
+    held: Held,
     ready: bool,
 }
 
@@ -65,6 +69,7 @@ impl Standby {
             pidfd: process::pidfd_open(pid)?,
             event: Some(event_w),
             pipes: Pipes::new(out_r, err_r, res_r, inst.output_limit)?,
+            held: Held::default(),
             ready: false,
         })
     }
@@ -78,13 +83,13 @@ impl Standby {
     fn await_ready(&mut self, inst: &mut Instance, limit: Duration) -> Result<(), AgentError> {
         let until = Instant::now() + limit;
         loop {
-            self.pipes.pump();
+            self.pipes.pump(&mut self.held);
             if self.pipes.result.data().first() == Some(&READY) {
                 self.ready = true;
                 return Ok(());
             }
             if let ChildState::Exited(info) = self.state(inst) {
-                self.pipes.drain();
+                self.pipes.drain(&mut self.held);
                 return Err(self.load_failure(info));
             }
             let now = Instant::now();
@@ -116,8 +121,15 @@ impl Standby {
         ))
     }
 
-    /// Hands the event over and watches the process until it exits or the deadline.
-    fn run(&mut self, inst: &mut Instance, input: Vec<u8>, deadline: Instant) -> Ending {
+    /// Hands the event over and watches the process until it exits or the deadline,
+    /// passing its output to `log`.
+    fn run(
+        &mut self,
+        inst: &mut Instance,
+        input: Vec<u8>,
+        deadline: Instant,
+        log: &mut dyn LogSink,
+    ) -> Ending {
         let mut outbox = Outbox::new(input, 0);
         loop {
             if let Some(fd) = &self.event {
@@ -138,7 +150,7 @@ impl Standby {
             if let Err(e) = process::poll(&mut fds, Some(deadline - now)) {
                 return Ending::Lost(e.to_string(), None);
             }
-            self.pipes.pump();
+            self.pipes.pump(log);
             if fds[0].revents != 0 {
                 if let ChildState::Exited(info) = self.state(inst) {
                     return Ending::Exited(info);
@@ -209,6 +221,7 @@ impl Node {
         inst: &mut Instance,
         spec: &InvokeSpec,
         event: &[u8],
+        log: &mut dyn LogSink,
     ) -> Result<Finished, AgentError> {
         // The standby started after the previous result may still be loading; that wait
         // is bounded by this invocation's own timeout.
@@ -220,10 +233,14 @@ impl Node {
                 return Ok(run::not_run(&spec.request_id, why));
             }
         };
-        let header = serde_json::json!({
+        standby.held.replay(log);
+        let mut header = serde_json::json!({
             "request_id": spec.request_id,
             "deadline_ms": unix_ms().saturating_add(spec.timeout_ms),
         });
+        if let Some(dir) = inst.output_dir() {
+            header["output_dir"] = dir.into();
+        }
         let mut input = serde_json::to_vec(&header)
             .map_err(|e| AgentError::Runtime(format!("encode the invocation header: {e}")))?;
         input.push(b'\n');
@@ -234,6 +251,7 @@ impl Node {
             inst,
             input,
             started + Duration::from_millis(spec.timeout_ms),
+            log,
         );
         let duration = started.elapsed();
 
@@ -242,7 +260,7 @@ impl Node {
             Ending::TimedOut(_) => Ending::TimedOut(inst.reaper.await_exit(standby.pid, KILL_WAIT)),
             other => other,
         };
-        standby.pipes.drain();
+        standby.pipes.drain(log);
         inst.reaper.forget(standby.pid);
         let mut result = standby.pipes.result.take();
         if result.first() == Some(&READY) {
@@ -277,10 +295,10 @@ impl Node {
             .unwrap_or_default()
     }
 
-    /// Reads what the standby wrote while waiting (kept for its invocation).
+    /// Reads what the standby wrote while waiting (held for its invocation).
     pub fn on_idle(&mut self) {
         if let Some(standby) = self.standby.as_mut() {
-            standby.pipes.pump();
+            standby.pipes.pump(&mut standby.held);
         }
     }
 }

@@ -138,6 +138,9 @@ pub fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
     }
 }
 
+/// Most bytes one [`Capture::pump_chunk`] returns: the largest `Log` frame payload.
+pub const MAX_CHUNK: usize = 1 << 20;
+
 /// The read end of an output pipe and what came out of it, kept up to a cap.
 #[derive(Debug)]
 pub struct Capture {
@@ -164,14 +167,27 @@ impl Capture {
         self.fd.as_ref().map(AsRawFd::as_raw_fd)
     }
 
-    /// Reads what is there now (up to 1 MB per call, to stay fair to the other pipes);
+    /// Reads what is there now (up to 1 MiB per call, to stay fair to the other pipes);
     /// returns how many bytes came. Closes the pipe at EOF or on a read error.
     pub fn pump(&mut self) -> usize {
+        self.read_available(None)
+    }
+
+    /// [`Capture::pump`], also returning every byte read (at most [`MAX_CHUNK`]), past
+    /// the cap too: the piece of the full log. Empty (no allocation) when nothing came.
+    pub fn pump_chunk(&mut self) -> Vec<u8> {
+        let mut chunk = Vec::new();
+        self.read_available(Some(&mut chunk));
+        chunk
+    }
+
+    fn read_available(&mut self, mut chunk: Option<&mut Vec<u8>>) -> usize {
         let Some(fd) = self.raw_fd() else { return 0 };
         let mut buf = [0u8; 64 * 1024];
         let mut total = 0;
-        while total < (1 << 20) {
-            match read_fd(fd, &mut buf) {
+        while total < MAX_CHUNK {
+            let want = buf.len().min(MAX_CHUNK - total);
+            match read_fd(fd, &mut buf[..want]) {
                 Ok(ReadState::Data(n)) => {
                     total += n;
                     let room = self.limit.saturating_sub(self.data.len());
@@ -179,6 +195,9 @@ impl Capture {
                         self.truncated = true;
                     }
                     self.data.extend_from_slice(&buf[..n.min(room)]);
+                    if let Some(chunk) = chunk.as_deref_mut() {
+                        chunk.extend_from_slice(&buf[..n]);
+                    }
                 }
                 Ok(ReadState::WouldBlock) => break,
                 Ok(ReadState::Eof) | Err(_) => {
@@ -464,6 +483,34 @@ mod tests {
         drop(w);
         cap.pump();
         assert!(cap.raw_fd().is_none(), "EOF closes the capture");
+    }
+
+    #[test]
+    fn chunks_hold_every_byte_and_stop_at_a_mebibyte() {
+        let (r, w) = pipe().unwrap();
+        let mut cap = Capture::new(r, 4).unwrap();
+        assert!(cap.pump_chunk().is_empty(), "nothing written yet");
+        let data: Vec<u8> = (0..3 * MAX_CHUNK / 2).map(|i| (i % 251) as u8).collect();
+        let writer = std::thread::spawn(move || {
+            let mut outbox = Outbox::new(data, 0);
+            let fd = w.as_raw_fd();
+            // The pipe is blocking on this side: pump writes all of it.
+            outbox.pump(fd);
+            assert!(outbox.is_done());
+        });
+        let mut got = Vec::new();
+        while got.len() < 3 * MAX_CHUNK / 2 {
+            let mut fds = [pollfd(cap.raw_fd().unwrap(), libc::POLLIN)];
+            poll(&mut fds, Some(Duration::from_secs(5))).unwrap();
+            let chunk = cap.pump_chunk();
+            assert!(chunk.len() <= MAX_CHUNK);
+            got.extend_from_slice(&chunk);
+        }
+        writer.join().unwrap();
+        let expected: Vec<u8> = (0..3 * MAX_CHUNK / 2).map(|i| (i % 251) as u8).collect();
+        assert!(got == expected, "the chunks are the bytes, in order");
+        assert_eq!(cap.data(), &expected[..4]);
+        assert!(cap.truncated());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! previous invocation's sweep, when the agent says "prepare"), reports its pid, then its
 //! wait status and rusage after `wait4`. Warm path: two `sendmsg`s, no fork, no exec.
 
+use crate::channel::LogSink;
 use crate::error::AgentError;
 use crate::process::{self, Capture, ChildState, ExitInfo, Outbox, ReadState, SpawnSpec};
 use crate::run::{self, Ending, Finished, Pipes, Report};
@@ -150,13 +151,21 @@ fn send_with_fds(
     }
 }
 
-/// `[u32 BE header length][header JSON][event]` for the zygote.
-fn invocation_message(spec: &InvokeSpec, event: &[u8]) -> Result<Vec<u8>, AgentError> {
-    let header = serde_json::json!({
+/// `[u32 BE header length][header JSON][event]` for the zygote; `output_dir` becomes the
+/// process's `$OUTPUT_DIR`.
+fn invocation_message(
+    spec: &InvokeSpec,
+    event: &[u8],
+    output_dir: Option<String>,
+) -> Result<Vec<u8>, AgentError> {
+    let mut header = serde_json::json!({
         "request_id": spec.request_id,
         "deadline_ms": unix_ms().saturating_add(spec.timeout_ms),
         "event_len": event.len(),
     });
+    if let Some(dir) = output_dir {
+        header["output_dir"] = dir.into();
+    }
     let header = serde_json::to_vec(&header)
         .map_err(|e| AgentError::Runtime(format!("encode the invocation header: {e}")))?;
     let len = u32::try_from(header.len())
@@ -269,12 +278,14 @@ impl Zygote {
     }
 
     /// Watches one invocation until the zygote reports the child's end, the deadline, or
-    /// the zygote's death. Returns the ending and the child's pid when it was reported.
+    /// the zygote's death, passing its output to `log`. Returns the ending and the
+    /// child's pid when it was reported.
     fn watch(
         &mut self,
         pipes: &mut Pipes,
         mut outbox: Outbox,
         deadline: Instant,
+        log: &mut dyn LogSink,
     ) -> (Ending, Option<i32>) {
         let sock = self.sock.as_raw_fd();
         let mut child = None;
@@ -313,7 +324,7 @@ impl Zygote {
             if let Err(e) = process::poll(&mut fds, Some(deadline - now)) {
                 return (Ending::Lost(e.to_string(), None), child);
             }
-            pipes.pump();
+            pipes.pump(log);
             self.forward_log();
             if !outbox.is_done() {
                 outbox.pump(sock);
@@ -369,6 +380,7 @@ impl Python {
         inst: &mut Instance,
         spec: &InvokeSpec,
         event: &[u8],
+        log: &mut dyn LogSink,
     ) -> Result<Finished, AgentError> {
         if self.zygote.is_none() && !self.ensure_zygote(inst, false) {
             let why = "the python zygote died and could not be restarted".to_string();
@@ -381,14 +393,14 @@ impl Python {
         let (err_r, err_w) = process::pipe()?;
         let (res_r, res_w) = process::pipe()?;
         let mut pipes = Pipes::new(out_r, err_r, res_r, inst.output_limit)?;
-        let message = invocation_message(spec, event)?;
+        let message = invocation_message(spec, event, inst.output_dir())?;
         let started = Instant::now();
         let deadline = started + Duration::from_millis(spec.timeout_ms);
         let ends = [out_w.as_raw_fd(), err_w.as_raw_fd(), res_w.as_raw_fd()];
         let sent = send_with_fds(zygote.sock.as_raw_fd(), &message, &ends, deadline);
         drop((out_w, err_w, res_w));
         let (ending, child) = match sent {
-            Ok(n) => zygote.watch(&mut pipes, Outbox::new(message, n), deadline),
+            Ok(n) => zygote.watch(&mut pipes, Outbox::new(message, n), deadline, log),
             Err(e) => {
                 let why = format!("could not hand the event to the python zygote: {e}");
                 (Ending::Lost(why, None), None)
@@ -408,7 +420,7 @@ impl Python {
         };
         // A zygote that lost the thread (no report after a kill, or it died) starts over.
         let desynced = matches!(ending, Ending::TimedOut(None) | Ending::Lost(..));
-        pipes.drain();
+        pipes.drain(log);
         let runtime_healthy = self.ensure_zygote(inst, desynced);
         let result = pipes.result.take();
         let report = Report {

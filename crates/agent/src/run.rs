@@ -1,10 +1,11 @@
 //! One invocation's pipes, and how what came out of them becomes an [`InvokeOutcome`].
 
+use crate::channel::LogSink;
 use crate::error::AgentError;
-use crate::process::{self, Capture, ExitInfo};
+use crate::process::{self, Capture, ExitInfo, MAX_CHUNK};
 use crate::sweep::SweepReport;
 use hearth_core::invocation::ErrorInfo;
-use hearth_core::protocol::{InvokeOutcome, OutcomeStatus};
+use hearth_core::protocol::{InvokeOutcome, LogStream, OutcomeStatus};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
@@ -14,6 +15,8 @@ use std::time::{Duration, Instant};
 pub const MAX_RESULT_BYTES: usize = 16 << 20;
 /// How long to keep reading pipes after the sweep, when a writer somehow survived.
 const DRAIN_LIMIT: Duration = Duration::from_millis(200);
+/// Most output a process waiting for its event may leave for its invocation's log.
+const HELD_LIMIT: usize = 1 << 20;
 
 /// The read ends of an invocation's stdout, stderr and result pipes.
 #[derive(Debug)]
@@ -50,19 +53,27 @@ impl Pipes {
             .collect()
     }
 
-    /// Reads whatever is waiting on every pipe.
-    pub fn pump(&mut self) {
-        self.stdout.pump();
-        self.stderr.pump();
+    /// Reads whatever is waiting on every pipe; what came on stdout and stderr goes to
+    /// `log` as well, one piece per stream (nothing for a stream that had nothing).
+    pub fn pump(&mut self, log: &mut dyn LogSink) {
+        for (capture, stream) in [
+            (&mut self.stdout, LogStream::Stdout),
+            (&mut self.stderr, LogStream::Stderr),
+        ] {
+            let chunk = capture.pump_chunk();
+            if !chunk.is_empty() {
+                log.log(stream, &chunk);
+            }
+        }
         self.result.pump();
     }
 
     /// Reads until every pipe is at EOF (all writers are dead after the sweep), or a
     /// short limit passes.
-    pub fn drain(&mut self) {
+    pub fn drain(&mut self, log: &mut dyn LogSink) {
         let until = Instant::now() + DRAIN_LIMIT;
         loop {
-            self.pump();
+            self.pump(log);
             let mut fds = self.pollfds();
             let now = Instant::now();
             if fds.is_empty() || now >= until {
@@ -71,6 +82,50 @@ impl Pipes {
             if process::poll(&mut fds, Some(until - now)).is_err() {
                 return;
             }
+        }
+    }
+}
+
+/// Output of a process read before its invocation began (a Node.js standby loading its
+/// code), kept to be logged with that invocation. Past [`HELD_LIMIT`] it is dropped, so
+/// a chatty standby never grows the agent or blocks on a full pipe.
+#[derive(Debug, Default)]
+pub struct Held {
+    chunks: Vec<(LogStream, Vec<u8>)>,
+    bytes: usize,
+    dropped: usize,
+}
+
+impl Held {
+    /// Hands everything held to `log`, in the order it was read, and starts again.
+    pub fn replay(&mut self, log: &mut dyn LogSink) {
+        for (stream, bytes) in self.chunks.drain(..) {
+            log.log(stream, &bytes);
+        }
+        if self.dropped > 0 {
+            crate::diag!(
+                "dropped {} bytes a process printed before its invocation",
+                self.dropped
+            );
+        }
+        self.bytes = 0;
+        self.dropped = 0;
+    }
+}
+
+impl LogSink for Held {
+    fn log(&mut self, stream: LogStream, bytes: &[u8]) {
+        let keep = bytes.len().min(HELD_LIMIT.saturating_sub(self.bytes));
+        self.dropped += bytes.len() - keep;
+        if keep == 0 {
+            return;
+        }
+        self.bytes += keep;
+        match self.chunks.last_mut() {
+            Some((last, held)) if *last == stream && held.len() + keep <= MAX_CHUNK => {
+                held.extend_from_slice(&bytes[..keep]);
+            }
+            _ => self.chunks.push((stream, bytes[..keep].to_vec())),
         }
     }
 }
@@ -278,6 +333,62 @@ pub fn not_run(request_id: &str, why: String) -> Finished {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl LogSink for Vec<(LogStream, Vec<u8>)> {
+        fn log(&mut self, stream: LogStream, bytes: &[u8]) {
+            self.push((stream, bytes.to_vec()));
+        }
+    }
+
+    #[test]
+    fn held_output_replays_in_order_and_stays_bounded() {
+        let mut held = Held::default();
+        held.log(LogStream::Stdout, b"ab");
+        held.log(LogStream::Stdout, b"c");
+        held.log(LogStream::Stderr, b"!");
+        held.log(LogStream::Stdout, &vec![b'x'; HELD_LIMIT]);
+        let mut got = Vec::new();
+        held.replay(&mut got);
+        assert_eq!(got[0], (LogStream::Stdout, b"abc".to_vec()));
+        assert_eq!(got[1], (LogStream::Stderr, b"!".to_vec()));
+        assert_eq!(got[2].1.len(), HELD_LIMIT - 4, "cut at the limit");
+        assert_eq!(got.len(), 3);
+        got.clear();
+        held.log(LogStream::Stderr, b"again");
+        held.replay(&mut got);
+        assert_eq!(got, vec![(LogStream::Stderr, b"again".to_vec())]);
+    }
+
+    #[test]
+    fn pipes_log_what_they_read_and_nothing_for_silence() {
+        let (out_r, out_w) = process::pipe().unwrap();
+        let (err_r, err_w) = process::pipe().unwrap();
+        let (res_r, res_w) = process::pipe().unwrap();
+        let mut pipes = Pipes::new(out_r, err_r, res_r, 3).unwrap();
+        let mut log: Vec<(LogStream, Vec<u8>)> = Vec::new();
+        pipes.pump(&mut log);
+        assert!(log.is_empty());
+        let write = |fd: &std::os::fd::OwnedFd, bytes: &[u8]| {
+            let mut outbox = process::Outbox::new(bytes.to_vec(), 0);
+            outbox.pump(std::os::fd::AsRawFd::as_raw_fd(fd));
+            assert!(outbox.is_done());
+        };
+        write(&out_w, b"hello");
+        write(&err_w, b"oops");
+        write(&res_w, b"{}");
+        drop((out_w, err_w, res_w));
+        pipes.drain(&mut log);
+        assert_eq!(
+            log,
+            vec![
+                (LogStream::Stdout, b"hello".to_vec()),
+                (LogStream::Stderr, b"oops".to_vec())
+            ]
+        );
+        assert_eq!(pipes.stdout.data(), b"hel");
+        assert!(pipes.stdout.truncated());
+        assert_eq!(pipes.result.data(), b"{}");
+    }
 
     #[test]
     fn results_parse_into_values_errors_and_garbage() {

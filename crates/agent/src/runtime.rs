@@ -1,15 +1,19 @@
 //! What every runtime shares (the instance's layout, environment, reaper and sweeper), and
 //! the dispatch to the runtime that keeps the next process ready.
 
+use crate::binary::Binary;
+use crate::build::Builder;
+use crate::channel::LogSink;
 use crate::error::AgentError;
 use crate::node::Node;
+use crate::output::OutputDir;
 use crate::process::Reaper;
 use crate::python::Python;
 use crate::run::Finished;
 use crate::setup::Layout;
 use crate::sweep::Sweeper;
 use hearth_core::invocation::ErrorInfo;
-use hearth_core::protocol::{InitSpec, InvokeSpec};
+use hearth_core::protocol::{InitSpec, InvokeSpec, Purpose};
 use hearth_core::Runtime;
 use std::collections::BTreeMap;
 use std::os::fd::RawFd;
@@ -33,16 +37,28 @@ pub struct Instance {
     pub reaper: Reaper,
     /// Kills leftovers after each invocation.
     pub sweeper: Sweeper,
+    /// The per-invocation output dir, when the function has one.
+    pub output: Option<OutputDir>,
 }
 
-/// Variables only the platform sets (the last two per invocation, by the runtime).
-const RESERVED: [&str; 6] = [
+impl Instance {
+    /// `$OUTPUT_DIR` as the runtimes pass it to each invocation's process.
+    pub fn output_dir(&self) -> Option<String> {
+        self.output
+            .as_ref()
+            .map(|o| o.path().to_string_lossy().into_owned())
+    }
+}
+
+/// Variables only the platform sets (the last three per invocation, by the runtime).
+const RESERVED: [&str; 7] = [
     "HEARTH_FUNCTION_NAME",
     "HEARTH_FUNCTION_VERSION",
     "HEARTH_MEMORY_LIMIT_MB",
     "HEARTH_RUNTIME",
     "HEARTH_REQUEST_ID",
     "HEARTH_DEADLINE_MS",
+    "OUTPUT_DIR",
 ];
 
 /// The environment of user processes: defaults, then the user's, then the platform's.
@@ -103,30 +119,44 @@ pub enum Runner {
     Python(Python),
     /// A standby process per invocation.
     Node(Node),
+    /// A compiled function's program, run fresh per invocation.
+    Binary(Binary),
+    /// The one build of a compiled function.
+    Build(Builder),
 }
 
 impl Runner {
-    /// Starts the runtime and loads the code; a load failure is [`AgentError::CodeLoad`].
-    pub fn start(runtime: Runtime, inst: &mut Instance) -> Result<Runner, AgentError> {
-        match runtime {
-            Runtime::Python => Ok(Runner::Python(Python::start(inst)?)),
-            Runtime::Nodejs => Ok(Runner::Node(Node::start(inst)?)),
-            other => Err(AgentError::Config(format!(
-                "runtime {other} is not supported by this agent"
-            ))),
+    /// Starts the runtime and loads the code (or, for `Purpose::Build`, readies the
+    /// toolchain); a load failure is [`AgentError::CodeLoad`].
+    pub fn start(
+        runtime: Runtime,
+        purpose: Purpose,
+        inst: &mut Instance,
+    ) -> Result<Runner, AgentError> {
+        match (runtime, purpose) {
+            (_, Purpose::Build) => Ok(Runner::Build(Builder::start(runtime, inst)?)),
+            (Runtime::Python, Purpose::Serve) => Ok(Runner::Python(Python::start(inst)?)),
+            (Runtime::Nodejs, Purpose::Serve) => Ok(Runner::Node(Node::start(inst)?)),
+            (Runtime::Cpp | Runtime::Go, Purpose::Serve) => {
+                Ok(Runner::Binary(Binary::start(inst)?))
+            }
         }
     }
 
     /// Runs one invocation in a fresh process; afterwards none of its processes is alive.
+    /// What the process writes on stdout and stderr goes to `log` as it is read.
     pub fn invoke(
         &mut self,
         inst: &mut Instance,
         spec: &InvokeSpec,
         event: &[u8],
+        log: &mut dyn LogSink,
     ) -> Result<Finished, AgentError> {
         match self {
-            Runner::Python(p) => p.invoke(inst, spec, event),
-            Runner::Node(n) => n.invoke(inst, spec, event),
+            Runner::Python(p) => p.invoke(inst, spec, event, log),
+            Runner::Node(n) => n.invoke(inst, spec, event, log),
+            Runner::Binary(b) => b.invoke(inst, spec, event, log),
+            Runner::Build(b) => b.invoke(inst, spec),
         }
     }
 
@@ -135,6 +165,8 @@ impl Runner {
         match self {
             Runner::Python(p) => p.after_result(),
             Runner::Node(n) => n.after_result(inst),
+            Runner::Binary(b) => b.after_result(inst),
+            Runner::Build(_) => {}
         }
     }
 
@@ -143,6 +175,8 @@ impl Runner {
         match self {
             Runner::Python(p) => p.idle_fds(),
             Runner::Node(n) => n.idle_fds(),
+            Runner::Binary(b) => b.idle_fds(),
+            Runner::Build(_) => Vec::new(),
         }
     }
 
@@ -151,6 +185,8 @@ impl Runner {
         match self {
             Runner::Python(p) => p.on_idle(inst),
             Runner::Node(n) => n.on_idle(),
+            Runner::Binary(b) => b.on_idle(),
+            Runner::Build(_) => {}
         }
     }
 }
@@ -171,6 +207,7 @@ mod tests {
             memory_limit_mb: 128,
             env: [
                 ("HEARTH_FUNCTION_NAME", "spoof"),
+                ("OUTPUT_DIR", "/elsewhere"),
                 ("HEARTH_REGION", "mine"),
                 ("PATH", "/custom"),
                 ("A=B", "x"),
@@ -186,6 +223,7 @@ mod tests {
             output_size_mb: 0,
             uid: 65534,
             gid: 65534,
+            purpose: hearth_core::protocol::Purpose::Serve,
         };
         let env: BTreeMap<_, _> = environment(&spec, &Layout::under(Path::new("/")))
             .into_iter()
@@ -197,5 +235,9 @@ mod tests {
         assert_eq!(env["HOME"], "/tmp");
         assert_eq!(env["HEARTH_REGION"], "mine");
         assert!(!env.contains_key("A=B"));
+        assert!(
+            !env.contains_key("OUTPUT_DIR"),
+            "set per invocation, never by the user"
+        );
     }
 }

@@ -20,18 +20,24 @@ pub struct Layout {
     pub runtime: PathBuf,
     /// The writable scratch dir (`HOME`, `TMPDIR`).
     pub tmp: PathBuf,
+    /// The per-invocation output dir (`$OUTPUT_DIR`), when the function has one.
+    pub output: Option<PathBuf>,
 }
 
 impl Layout {
-    /// `code`, `runtime` and `tmp` under `base`.
+    /// `code`, `runtime` and `tmp` under `base`, no output dir.
     pub fn under(base: &Path) -> Self {
         Layout {
             code: base.join("code"),
             runtime: base.join("runtime"),
             tmp: base.join("tmp"),
+            output: None,
         }
     }
 }
+
+/// Name of the output dir under the root (native) or the agent's base dir (Existing).
+pub const OUTPUT_DIR_NAME: &str = "output";
 
 /// Sizes and ids for the native root.
 #[derive(Debug, Clone)]
@@ -44,7 +50,9 @@ pub struct NativeRoot<'a> {
     pub root_size_mb: u64,
     /// Size of `/tmp`, MB.
     pub tmp_size_mb: u64,
-    /// Uid and gid of the function, for `/etc/passwd`.
+    /// Size of `/output`, MB; 0: no output dir.
+    pub output_size_mb: u64,
+    /// Uid and gid of the function, for `/etc/passwd` and the owner of `/output`.
     pub uid: u32,
     /// See `uid`.
     pub gid: u32,
@@ -265,8 +273,9 @@ fn pivot_into(root: &Path) -> Result<(), AgentError> {
 
 /// Builds the native sandbox's root and pivots into it. Runs as root in fresh mount, pid,
 /// net, ipc and uts namespaces, as PID 1 of the pid namespace. Afterwards the only
-/// writable places are `/tmp` and `/dev/shm`; no host path is visible but the read-only
-/// dirs.
+/// writable places are `/tmp`, `/dev/shm` and `/output` (when asked for: a tmpfs of the
+/// quota's size owned by the function's user, noexec); no host path is visible but the
+/// read-only dirs.
 pub fn native(root_spec: &NativeRoot<'_>, code_tar: &[u8]) -> Result<Layout, AgentError> {
     let root = Path::new(root_spec.mount_point);
     if !root.is_absolute() {
@@ -306,6 +315,24 @@ pub fn native(root_spec: &NativeRoot<'_>, code_tar: &[u8]) -> Result<Layout, Age
         libc::MS_NOSUID | libc::MS_NODEV,
         Some(&format!("size={}m,mode=1777", root_spec.tmp_size_mb.max(1))),
     )?;
+    let output = (root_spec.output_size_mb > 0).then(|| Path::new("/").join(OUTPUT_DIR_NAME));
+    if output.is_some() {
+        let dir = root.join(OUTPUT_DIR_NAME);
+        mkdir(&dir, 0o755)?;
+        mount(
+            Some("tmpfs"),
+            &dir,
+            Some("tmpfs"),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            Some(&format!(
+                "size={}m,nr_inodes={},mode=0755,uid={},gid={}",
+                root_spec.output_size_mb,
+                crate::output::MAX_ENTRIES,
+                root_spec.uid,
+                root_spec.gid
+            )),
+        )?;
+    }
     make_etc(&root.join("etc"), root_spec.uid, root_spec.gid)?;
     code::extract(code_tar, &root.join("code"))?;
     code::write_runtime_files(&root.join("runtime"))?;
@@ -325,22 +352,29 @@ pub fn native(root_spec: &NativeRoot<'_>, code_tar: &[u8]) -> Result<Layout, Age
     check(ret, || "sethostname".into())?;
     remount_readonly(Path::new("/dev"), libc::MS_NOSUID | libc::MS_NOEXEC)?;
     remount_readonly(Path::new("/"), libc::MS_NOSUID | libc::MS_NODEV)?;
-    Ok(Layout::under(Path::new("/")))
+    Ok(Layout {
+        output,
+        ..Layout::under(Path::new("/"))
+    })
 }
 
-/// Prepares `code`, `runtime` and `tmp` in an existing root: under `$HEARTH_AGENT_ROOT`
-/// when set, else under `/` when writable, else under a fresh temp dir. The code is
-/// unpacked only when the tar is not empty (a container may carry it already).
-pub fn existing(code_tar: &[u8]) -> Result<Layout, AgentError> {
+/// Prepares `code`, `runtime`, `tmp` and (when `output` names its owner, the function's
+/// uid and gid) `output` in an
+/// existing root: under `$HEARTH_AGENT_ROOT` when set, else under `/` when writable,
+/// else under a fresh temp dir. The code is unpacked only when the tar is not empty (a
+/// container may carry it already). The output dir is used as it is when it exists (a
+/// container may mount a sized tmpfs there); there is no tmpfs to size otherwise, and
+/// the quota is enforced when the outputs are archived.
+pub fn existing(code_tar: &[u8], output: Option<(u32, u32)>) -> Result<Layout, AgentError> {
     let layout = match std::env::var_os("HEARTH_AGENT_ROOT") {
-        Some(base) => prepare(Path::new(&base))?,
-        None => match prepare(Path::new("/")) {
+        Some(base) => prepare(Path::new(&base), output)?,
+        None => match prepare(Path::new("/"), output) {
             Ok(layout) => layout,
             Err(e) => {
                 let base =
                     std::env::temp_dir().join(format!("hearth-agent-{}", std::process::id()));
                 crate::diag!("cannot use /: {e}; using {}", base.display());
-                prepare(&base)?
+                prepare(&base, output)?
             }
         },
     };
@@ -350,13 +384,33 @@ pub fn existing(code_tar: &[u8]) -> Result<Layout, AgentError> {
     Ok(layout)
 }
 
-fn prepare(base: &Path) -> Result<Layout, AgentError> {
-    let layout = Layout::under(base);
+fn prepare(base: &Path, output: Option<(u32, u32)>) -> Result<Layout, AgentError> {
+    let mut layout = Layout::under(base);
     fs::create_dir_all(&layout.code).map_err(|e| AgentError::at("mkdir", &layout.code, e))?;
     fs::create_dir_all(&layout.runtime).map_err(|e| AgentError::at("mkdir", &layout.runtime, e))?;
     code::write_runtime_files(&layout.runtime)?;
     if !layout.tmp.is_dir() {
         mkdir(&layout.tmp, 0o1777)?;
+    }
+    if let Some((uid, gid)) = output {
+        let dir = base.join(OUTPUT_DIR_NAME);
+        match fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(AgentError::Config(format!(
+                    "{} exists and is not a directory",
+                    dir.display()
+                )))
+            }
+            Err(_) => mkdir(&dir, 0o755)?,
+        }
+        if crate::privileges::is_root() {
+            let c = cstr(&dir)?;
+            // SAFETY: `c` is a NUL-terminated path; lchown never follows a link.
+            let ret = unsafe { libc::lchown(c.as_ptr(), uid, gid) };
+            check(ret, || format!("chown {}", dir.display()))?;
+        }
+        layout.output = Some(dir);
     }
     Ok(layout)
 }

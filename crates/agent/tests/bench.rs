@@ -1,12 +1,13 @@
 //! Round trip of warm invocations through the agent (Invoke frame out → Result frame in).
 //! Prints figures, asserts none: run with
 //! `cargo test --release -p hearth-agent --test bench -- --ignored --nocapture`
-//! (`HEARTH_AGENT` picks another agent binary, e.g. the static release one).
+//! (`HEARTH_AGENT` picks another agent binary, e.g. the static release one;
+//! `HEARTH_BENCH_OUTPUT_MB` the size of the output dir, default 16, 0 for none).
 
 mod common;
 
 use common::{is_root, native_command_for, spec, tar_of, Agent};
-use hearth_core::protocol::{FromAgent, OutcomeStatus, RootSetup};
+use hearth_core::protocol::{FromAgent, InitSpec, OutcomeStatus, RootSetup};
 use hearth_core::Runtime;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -16,6 +17,16 @@ const GAPS: [Duration; 2] = [Duration::ZERO, Duration::from_millis(50)];
 
 fn bench_agent() -> std::ffi::OsString {
     std::env::var_os("HEARTH_AGENT").unwrap_or_else(|| common::agent_path().into())
+}
+
+/// The init spec, with an output dir (every warm invocation pays its emptiness check).
+fn bench_spec(runtime: Runtime, root: RootSetup) -> InitSpec {
+    let mut init = spec(runtime, root);
+    init.output_size_mb = std::env::var("HEARTH_BENCH_OUTPUT_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
+    init
 }
 
 /// `CALLS` invocations, back to back or with `gap` between them (a gap lets the next
@@ -59,7 +70,7 @@ fn existing(runtime: Runtime, files: &[(&str, &str)]) -> Agent {
     cmd.env("HEARTH_AGENT_ROOT", root.path());
     let mut agent = Agent::spawn(cmd);
     agent.root = Some(root);
-    let first = agent.init(&spec(runtime, RootSetup::Existing), &tar_of(files));
+    let first = agent.init(&bench_spec(runtime, RootSetup::Existing), &tar_of(files));
     assert!(matches!(first, FromAgent::Ready(_)), "{first:?}");
     agent
 }
@@ -100,7 +111,7 @@ fn warm_invocation_round_trips() {
             ),
         ] {
             let mut agent = Agent::spawn(native_command_for(bench_agent()));
-            let init = spec(runtime, root.clone());
+            let init = bench_spec(runtime, root.clone());
             let t = Instant::now();
             let first = agent.init(&init, &tar_of(&files));
             let cold = t.elapsed().as_secs_f64() * 1000.0;

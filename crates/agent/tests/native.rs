@@ -185,6 +185,90 @@ fn node_runs_in_the_native_sandbox_too() {
     assert!(agent.shutdown().success());
 }
 
+const OUTPUTS: &str = r#"
+import errno, os
+
+def handler(event, context):
+    out = os.environ["OUTPUT_DIR"]
+    st = os.stat(out)
+    listing = sorted(os.listdir(out))
+    mount = [l.split() for l in open("/proc/self/mountinfo") if l.split()[4] == out]
+    written, error = 0, None
+    try:
+        with open(os.path.join(out, "big.bin"), "wb") as f:
+            for _ in range(3 * 16):
+                f.write(b"z" * 65536)
+                written += 65536
+    except OSError as e:
+        error = errno.errorcode.get(e.errno, str(e.errno))
+    return {
+        "dir": out,
+        "uid": st.st_uid,
+        "gid": st.st_gid,
+        "mode": oct(st.st_mode & 0o7777),
+        "listing": listing,
+        "mount": mount[0] if mount else None,
+        "written": written,
+        "error": error,
+        "size": os.stat(os.path.join(out, "big.bin")).st_size,
+    }
+"#;
+
+#[test]
+fn the_output_dir_is_a_tmpfs_of_the_quota_owned_by_the_function() {
+    if !is_root() {
+        eprintln!("skipped: the native sandbox needs root");
+        return;
+    }
+    let mount_point = tempfile::tempdir().unwrap();
+    let root = RootSetup::Native {
+        mount_point: mount_point.path().to_string_lossy().into_owned(),
+        read_only_dirs: ["/usr", "/lib", "/lib64", "/bin"]
+            .map(String::from)
+            .to_vec(),
+        root_size_mb: 32,
+    };
+    let mut init = spec(Runtime::Python, root);
+    init.output_size_mb = 1;
+    let mut agent = Agent::spawn(native_command());
+    match agent.init(&init, &tar_of(&[("main.py", OUTPUTS)])) {
+        FromAgent::Ready(_) => {}
+        other => panic!("expected ready, got {other:?}"),
+    }
+    for i in 0..2 {
+        let reply = agent.invoke(&format!("o{i}"), 10_000, "{}");
+        assert_eq!(
+            reply.outcome.status,
+            OutcomeStatus::Success,
+            "{:#?}",
+            reply.outcome
+        );
+        let v = reply.value();
+        assert_eq!(v["dir"], "/output");
+        assert_eq!(v["uid"], 65534);
+        assert_eq!(v["gid"], 65534);
+        assert_eq!(v["mode"], "0o755");
+        assert_eq!(v["listing"], json!([]), "every invocation starts empty");
+        let mount = v["mount"].as_array().expect("/output is a mount");
+        let options = mount[5].as_str().unwrap();
+        for flag in ["rw", "nosuid", "nodev", "noexec"] {
+            assert!(options.split(',').any(|o| o == flag), "{flag} in {options}");
+        }
+        let sep = mount.iter().position(|f| f == "-").unwrap();
+        assert_eq!(mount[sep + 1], "tmpfs");
+        assert_eq!(v["error"], "ENOSPC", "the quota is 1 MB: {v}");
+        let size = v["size"].as_u64().unwrap();
+        assert!(size <= 1 << 20 && size > 0, "{size}");
+        assert!(reply.outcome.output_quota_exceeded, "{:#?}", reply.outcome);
+        assert_eq!(reply.outcome.output_bytes, size);
+        let file = reply.output("big.bin");
+        assert_eq!(file.data.len() as u64, size);
+        assert!(file.data.iter().all(|b| *b == b'z'));
+        assert!(reply.outcome.healthy);
+    }
+    assert!(agent.shutdown().success());
+}
+
 #[test]
 fn the_sandbox_dies_with_the_agent() {
     if !is_root() {

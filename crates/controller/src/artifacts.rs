@@ -40,7 +40,15 @@ async fn object_body(state: &AppState, key: &str) -> Result<Option<Body>, ApiErr
             found.into_stream().map_err(std::io::Error::other).boxed(),
         ))),
         Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(ApiError::internal("reading from the object store", e)),
+        Err(e) => {
+            tracing::warn!(%key, error = %e, "object store read failed");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "object_store_unavailable",
+                "the object store cannot be read right now: retry shortly",
+            )
+            .retry_after(5))
+        }
     }
 }
 

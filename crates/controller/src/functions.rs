@@ -10,6 +10,7 @@ use bytes::Bytes;
 use hearth_core::function::validate_name;
 use hearth_core::{FunctionConfig, FunctionSpec, SpecError};
 use hearth_store::{inspect_zip, FunctionRecord, FunctionStats, PackageLimits};
+use hearth_worker::build::{BuildError, BuildRequest};
 use serde_json::{json, Value};
 
 /// The API's function object.
@@ -201,6 +202,17 @@ pub(crate) async fn deploy(
             .await
             .map_err(|e| ApiError::internal("checking code", e))?
             .map_err(|e| ApiError::bad_request("invalid_code", e.to_string()))?;
+    // Compiled runtimes build now, before any version exists: a failure makes none.
+    let built = state
+        .worker
+        .build(BuildRequest {
+            function: name.clone(),
+            runtime,
+            code_sha256: package.sha256.clone(),
+            code_tar: Bytes::from(package.tar),
+        })
+        .await
+        .map_err(|e| build_error(&name, e))?;
     state
         .code
         .put_code(&package.sha256, request.code)
@@ -219,5 +231,26 @@ pub(crate) async fn deploy(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(function_json(&record, None))).into_response())
+    let mut body = function_json(&record, None);
+    if let Some(built) = built {
+        body["build"] = json!({"cached": built.cached, "duration_ms": built.duration_ms});
+    }
+    Ok((status, Json(body)).into_response())
+}
+
+/// A build that made no artifact: the user's code (422 `build_failed`, the compiler's
+/// message), a worker that cannot build the runtime, or the platform.
+fn build_error(name: &str, e: BuildError) -> ApiError {
+    match e {
+        e if e.is_users() => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "build_failed",
+            format!("the build of {name} failed; no version was made:\n{e}"),
+        ),
+        BuildError::Unavailable(why) => ApiError::bad_request(
+            "runtime_unavailable",
+            format!("this hearth cannot build {name}: {why}"),
+        ),
+        other => ApiError::internal("building the function", other),
+    }
 }

@@ -43,7 +43,7 @@ pub enum SpecError {
     #[error("{0}")]
     UnknownRuntime(String),
     /// The runtime is known but not available in this build.
-    #[error("runtime {0} is not supported by this hearth yet: use python or nodejs")]
+    #[error("runtime {0} is not supported by this hearth")]
     UnsupportedRuntime(Runtime),
     /// A create request without a runtime.
     #[error("config.runtime is required when creating a function: one of python, nodejs, cpp, go")]

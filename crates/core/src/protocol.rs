@@ -5,6 +5,14 @@
 //! that would be wasteful as JSON: the code tar in `Init`, the event in `Invoke`, the
 //! handler's return value in `Result`. The agent reads frames on its stdin and writes
 //! them on its stdout; nothing else may write to that stream.
+//!
+//! An instance of a compiled runtime (cpp, go) is started for one of two
+//! [`Purpose`]s. `Build`: `Init` carries the uploaded source, and the one `Invoke`
+//! (empty payload) compiles it in a fresh process; its `Result` is a success whose
+//! payload is the artifact (a tar holding [`ARTIFACT_PROGRAM`] and
+//! [`ARTIFACT_MANIFEST`]), or an `error` whose message is the compiler's output.
+//! `Serve`: `Init` carries that artifact as the code, and every `Invoke` runs the
+//! program in a fresh process.
 
 use crate::invocation::ErrorInfo;
 use crate::runtime::Runtime;
@@ -20,6 +28,15 @@ pub const MAX_HEADER_BYTES: u32 = 32 << 20;
 pub const MAX_PAYLOAD_BYTES: u32 = 512 << 20;
 /// Length of the fixed prefix before each header.
 pub const PREFIX_BYTES: usize = 8;
+/// Version of the compiled runtimes' build recipe: entrypoint templates, compiler flags,
+/// the artifact's layout. Artifacts are stored under it, so changing any of those and
+/// bumping it makes every compiled function build afresh rather than run an artifact
+/// made the old way.
+pub const BUILD_VERSION: u32 = 1;
+/// The built program inside a compiled function's artifact (and its code directory).
+pub const ARTIFACT_PROGRAM: &str = "function";
+/// The manifest beside it: JSON saying how the program takes its event.
+pub const ARTIFACT_MANIFEST: &str = "function.json";
 
 /// Messages from the worker to the agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,7 +85,9 @@ pub struct InitSpec {
     /// The user's environment variables; the agent adds the platform's, which win.
     pub env: BTreeMap<String, String>,
     /// Absolute path of the interpreter to run (e.g. `/usr/bin/python3`), already
-    /// resolved past shims and symlinks by the worker.
+    /// resolved past shims and symlinks by the worker. For a compiled runtime: the
+    /// toolchain's driver when building; the built program when serving (the agent runs
+    /// [`ARTIFACT_PROGRAM`] from its code directory).
     pub interpreter: String,
     /// How the agent builds its root file system.
     pub root: RootSetup,
@@ -84,6 +103,21 @@ pub struct InitSpec {
     pub uid: u32,
     /// Group id the function runs as.
     pub gid: u32,
+    /// What the instance is for; only compiled runtimes are ever started to build.
+    #[serde(default)]
+    pub purpose: Purpose,
+}
+
+/// What an instance is started for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    /// Serve the function's invocations.
+    #[default]
+    Serve,
+    /// Compile the code once: `interpreter` is the toolchain's driver (`g++`, `go`), the
+    /// one `Invoke` runs the build and answers with the artifact.
+    Build,
 }
 
 /// How the agent gets an isolated root file system.

@@ -42,9 +42,15 @@ impl Runtime {
         }
     }
 
-    /// Whether this build of hearth can run the runtime yet.
+    /// Whether this build of hearth can run the runtime (every runtime it knows, now).
     pub fn is_supported(self) -> bool {
-        matches!(self, Runtime::Python | Runtime::Nodejs)
+        true
+    }
+
+    /// Whether the code is compiled once per version (at deploy) and the instance runs
+    /// the built binary, rather than an interpreter loading the source.
+    pub fn is_compiled(self) -> bool {
+        matches!(self, Runtime::Cpp | Runtime::Go)
     }
 }
 
@@ -69,5 +75,23 @@ impl FromStr for Runtime {
             "go" | "golang" => Ok(Runtime::Go),
             other => Err(UnknownRuntime(other.to_string())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_runtime_is_supported_and_only_cpp_and_go_are_compiled() {
+        for runtime in Runtime::ALL {
+            assert!(runtime.is_supported(), "{runtime}");
+            assert_eq!(runtime.as_str().parse::<Runtime>().ok(), Some(runtime));
+        }
+        let compiled: Vec<Runtime> = Runtime::ALL
+            .into_iter()
+            .filter(|r| r.is_compiled())
+            .collect();
+        assert_eq!(compiled, vec![Runtime::Cpp, Runtime::Go]);
     }
 }

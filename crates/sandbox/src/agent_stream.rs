@@ -87,17 +87,28 @@ where
     /// `Log` and `Output` frame to `sink` as it arrives, and returns the `Result` with
     /// the handler's return value. A sink that fails (a full disk) does not break the
     /// exchange: the frames are still read to the end, then the sink's error returns.
+    ///
+    /// The agent enforces the invocation's timeout itself; `silence` only catches an
+    /// agent that hangs: it is the longest wait for the next frame. (A whole-exchange
+    /// limit would be wrong: a large output streams after the process has ended.)
     pub async fn invoke(
         &mut self,
         spec: InvokeSpec,
         event: &[u8],
         sink: &mut dyn InvocationSink,
+        silence: std::time::Duration,
     ) -> Result<(InvokeOutcome, Vec<u8>), SandboxError> {
         let request_id = spec.request_id.clone();
         self.send(&ToAgent::Invoke(spec), event).await?;
         let mut sink_error = None;
         loop {
-            let (message, payload) = self.recv().await?;
+            let Ok(received) = tokio::time::timeout(silence, self.recv()).await else {
+                return Err(SandboxError::Unresponsive {
+                    instance: self.instance.clone(),
+                    waited_ms: silence.as_millis() as u64,
+                });
+            };
+            let (message, payload) = received?;
             let written = match message {
                 FromAgent::Log(chunk) => sink.log(chunk.stream, &payload).await,
                 FromAgent::Output => sink.output(&payload).await,

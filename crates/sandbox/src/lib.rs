@@ -155,6 +155,19 @@ pub trait SandboxBackend: Send + Sync {
     /// Starts an instance, loads the code, and returns once the agent is ready to
     /// invoke (the cold start). An `InitFailed` error means the user's code is at fault.
     async fn create(&self, spec: InstanceSpec) -> Result<Box<dyn Instance>, SandboxError>;
+
+    /// Starts an instance that builds `spec`'s code (a compiled runtime's source)
+    /// instead of serving it: the same isolation and limits as a function instance, the
+    /// runtime's toolchain visible, `/tmp` sized for a build. Its one invocation (empty
+    /// event) runs the build; a success's result is the artifact. A backend that cannot
+    /// build says so with [`SandboxError::Unavailable`].
+    async fn create_builder(&self, spec: InstanceSpec) -> Result<Box<dyn Instance>, SandboxError> {
+        Err(SandboxError::Unavailable(format!(
+            "the {} sandbox cannot build {} functions",
+            self.name(),
+            spec.runtime
+        )))
+    }
 }
 
 /// One warm sandbox serving one function version, one invocation at a time.

@@ -10,7 +10,12 @@
 //! few cgroup file reads.
 //!
 //! Needs root (namespaces, cgroups, mounts). Interpreters are resolved once, at
-//! [`NativeBackend::new`], past shims and symlinks (`interpreter.rs`).
+//! [`NativeBackend::new`], past shims and symlinks (`interpreter.rs`), and so are the
+//! compiled runtimes' toolchains (`g++`, `go`, under the read-only `/usr`): a build
+//! ([`NativeBackend::create_native_builder`]) is an instance like any other (same
+//! namespaces, cgroup limits, seccomp filter, no network) whose agent runs the toolchain
+//! in a `/tmp` sized for it; an instance serving a compiled function runs the built
+//! program from its code dir, with no interpreter.
 
 mod interpreter;
 mod spawn;
@@ -23,7 +28,8 @@ use crate::{Instance, InstanceRun, InstanceSpec, InvocationSink, SandboxBackend,
 use async_trait::async_trait;
 use bytes::Bytes;
 use hearth_core::protocol::{
-    FromAgent, InitSpec, InvokeSpec, ReadyInfo, RootSetup, ToAgent, PROTOCOL_VERSION,
+    FromAgent, InitSpec, InvokeSpec, Purpose, ReadyInfo, RootSetup, ToAgent, ARTIFACT_PROGRAM,
+    PROTOCOL_VERSION,
 };
 use hearth_core::Runtime;
 use std::collections::{HashMap, VecDeque};
@@ -52,6 +58,9 @@ pub struct NativeConfig {
     pub cpus: f64,
     /// Size of each instance's `/tmp`, MB (capped at the function's memory).
     pub tmp_size_mb: u64,
+    /// Size of a build instance's `/tmp` (the source's copy, the compiler's files, the
+    /// program), MB (capped at the build's memory: tmpfs pages count against it).
+    pub build_tmp_size_mb: u64,
     /// Where the cgroup and proc file systems are.
     pub cgroup: CgroupConfig,
     /// How long a cold start may take, from spawn to `Ready`.
@@ -66,6 +75,8 @@ impl NativeConfig {
     pub const DEFAULT_PIDS_MAX: u64 = 64;
     /// Default `/tmp` size, MB.
     pub const DEFAULT_TMP_SIZE_MB: u64 = 64;
+    /// Default `/tmp` size of a build instance, MB.
+    pub const DEFAULT_BUILD_TMP_SIZE_MB: u64 = 512;
 
     /// Defaults: the standard runtime directories, 64 pids, one CPU, 64 MB of `/tmp`,
     /// cgroups under `/sys/fs/cgroup`, 30 s to start.
@@ -80,6 +91,7 @@ impl NativeConfig {
             pids_max: Self::DEFAULT_PIDS_MAX,
             cpus: 1.0,
             tmp_size_mb: Self::DEFAULT_TMP_SIZE_MB,
+            build_tmp_size_mb: Self::DEFAULT_BUILD_TMP_SIZE_MB,
             cgroup: CgroupConfig::default(),
             init_timeout: Duration::from_secs(30),
         }
@@ -93,8 +105,10 @@ pub struct NativeBackend {
     cgroups: CgroupHost,
     mount_point: PathBuf,
     read_only_dirs: Vec<String>,
-    /// Per runtime: the interpreter, or why there is none.
-    interpreters: HashMap<Runtime, Result<PathBuf, String>>,
+    /// Per runtime: the interpreter (none for a compiled runtime), or why there is none.
+    interpreters: HashMap<Runtime, Result<Option<PathBuf>, String>>,
+    /// Per compiled runtime: the toolchain's driver, or why there is none.
+    toolchains: HashMap<Runtime, Result<PathBuf, String>>,
 }
 
 impl NativeBackend {
@@ -130,10 +144,16 @@ impl NativeBackend {
             .into_iter()
             .map(|runtime| (runtime, interpreter::resolve(runtime, &visible)))
             .collect();
+        let toolchains = Runtime::ALL
+            .into_iter()
+            .filter(|runtime| runtime.is_compiled())
+            .map(|runtime| (runtime, interpreter::toolchain(runtime, &visible)))
+            .collect();
         tracing::info!(
             cgroup = ?cgroups.version(),
             mount_point = %mount_point.display(),
             ?interpreters,
+            ?toolchains,
             "native sandbox ready"
         );
         Ok(Self {
@@ -142,6 +162,7 @@ impl NativeBackend {
             mount_point,
             read_only_dirs,
             interpreters,
+            toolchains,
         })
     }
 
@@ -157,10 +178,14 @@ impl NativeBackend {
         self.cgroups.version()
     }
 
-    /// The interpreter `runtime` runs with, or why it cannot run.
+    /// The interpreter `runtime` runs with, or why it cannot run (a compiled runtime
+    /// has none: its instances run the built program).
     pub fn interpreter(&self, runtime: Runtime) -> Result<&Path, SandboxError> {
         match self.interpreters.get(&runtime) {
-            Some(Ok(path)) => Ok(path),
+            Some(Ok(Some(path))) => Ok(path),
+            Some(Ok(None)) => Err(SandboxError::Unavailable(format!(
+                "{runtime} functions have no interpreter: they run their built program"
+            ))),
             Some(Err(why)) => Err(SandboxError::Unavailable(why.clone())),
             None => Err(SandboxError::Unavailable(format!(
                 "the native sandbox cannot run {runtime} functions"
@@ -168,11 +193,48 @@ impl NativeBackend {
         }
     }
 
+    /// The toolchain's driver a compiled `runtime` builds with, or why it cannot build.
+    pub fn toolchain(&self, runtime: Runtime) -> Result<&Path, SandboxError> {
+        match self.toolchains.get(&runtime) {
+            Some(Ok(path)) => Ok(path),
+            Some(Err(why)) => Err(SandboxError::Unavailable(why.clone())),
+            None => Err(SandboxError::Unavailable(format!(
+                "{runtime} functions are not compiled: there is nothing to build"
+            ))),
+        }
+    }
+
+    /// The program the agent runs for `runtime`: the interpreter, the toolchain for a
+    /// build, or (serving a compiled function) the built program in the code dir.
+    fn program(&self, runtime: Runtime, purpose: Purpose) -> Result<String, SandboxError> {
+        match purpose {
+            Purpose::Build => path_string(self.toolchain(runtime)?),
+            Purpose::Serve if runtime.is_compiled() => Ok(format!("/code/{ARTIFACT_PROGRAM}")),
+            Purpose::Serve => path_string(self.interpreter(runtime)?),
+        }
+    }
+
     /// [`SandboxBackend::create`] without the box: starts the agent, loads the code and
     /// waits (at most `init_timeout`) for it to be ready.
     pub async fn create_native(&self, spec: InstanceSpec) -> Result<NativeInstance, SandboxError> {
-        let interpreter = self.interpreter(spec.runtime)?;
-        let init = self.init_spec(&spec, interpreter)?;
+        self.start(spec, Purpose::Serve).await
+    }
+
+    /// [`SandboxBackend::create_builder`] without the box.
+    pub async fn create_native_builder(
+        &self,
+        spec: InstanceSpec,
+    ) -> Result<NativeInstance, SandboxError> {
+        self.start(spec, Purpose::Build).await
+    }
+
+    async fn start(
+        &self,
+        spec: InstanceSpec,
+        purpose: Purpose,
+    ) -> Result<NativeInstance, SandboxError> {
+        let program = self.program(spec.runtime, purpose)?;
+        let init = self.init_spec(&spec, program, purpose)?;
         let limits = CgroupLimits {
             memory_bytes: spec.memory_mb.saturating_mul(MIB),
             pids_max: self.config.pids_max,
@@ -211,7 +273,16 @@ impl NativeBackend {
         }
     }
 
-    fn init_spec(&self, spec: &InstanceSpec, interpreter: &Path) -> Result<InitSpec, SandboxError> {
+    fn init_spec(
+        &self,
+        spec: &InstanceSpec,
+        program: String,
+        purpose: Purpose,
+    ) -> Result<InitSpec, SandboxError> {
+        let tmp_size_mb = match purpose {
+            Purpose::Serve => self.config.tmp_size_mb,
+            Purpose::Build => self.config.build_tmp_size_mb,
+        };
         Ok(InitSpec {
             protocol_version: PROTOCOL_VERSION,
             runtime: spec.runtime,
@@ -219,17 +290,18 @@ impl NativeBackend {
             version: spec.version,
             memory_limit_mb: spec.memory_mb,
             env: spec.env.clone(),
-            interpreter: path_string(interpreter)?,
+            interpreter: program,
             root: RootSetup::Native {
                 mount_point: path_string(&self.mount_point)?,
                 read_only_dirs: self.read_only_dirs.clone(),
                 root_size_mb: root_size_mb(spec.code_tar.len()),
             },
-            tmp_size_mb: self.config.tmp_size_mb.min(spec.memory_mb),
+            tmp_size_mb: tmp_size_mb.min(spec.memory_mb),
             inline_output_limit: INLINE_OUTPUT_LIMIT,
             output_size_mb: spec.output_quota_mb,
             uid: SANDBOX_ID,
             gid: SANDBOX_ID,
+            purpose,
         })
     }
 }
@@ -302,6 +374,10 @@ impl SandboxBackend for NativeBackend {
 
     async fn create(&self, spec: InstanceSpec) -> Result<Box<dyn Instance>, SandboxError> {
         Ok(Box::new(self.create_native(spec).await?))
+    }
+
+    async fn create_builder(&self, spec: InstanceSpec) -> Result<Box<dyn Instance>, SandboxError> {
+        Ok(Box::new(self.create_native_builder(spec).await?))
     }
 }
 
@@ -509,13 +585,7 @@ impl Instance for NativeInstance {
     ) -> Result<InstanceRun, SandboxError> {
         let before = self.cgroup()?.meter()?.begin()?;
         let guard = Duration::from_millis(spec.timeout_ms).saturating_add(INVOKE_GRACE);
-        let exchange = self.stream.invoke(spec, &event, sink);
-        let (outcome, result) = tokio::time::timeout(guard, exchange).await.map_err(|_| {
-            SandboxError::Unresponsive {
-                instance: self.id.clone(),
-                waited_ms: guard.as_millis() as u64,
-            }
-        })??;
+        let (outcome, result) = self.stream.invoke(spec, &event, sink, guard).await?;
         let usage = self.cgroup()?.meter()?.finish(&before)?;
         Ok(InstanceRun {
             outcome,

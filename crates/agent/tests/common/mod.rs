@@ -2,12 +2,13 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 use hearth_core::protocol::{
-    read_frame, write_frame, FromAgent, InitSpec, InvokeOutcome, InvokeSpec, RootSetup, ToAgent,
-    PROTOCOL_VERSION,
+    read_frame, write_frame, FromAgent, InitSpec, InvokeOutcome, InvokeSpec, LogStream, RootSetup,
+    ToAgent, PROTOCOL_VERSION,
 };
 use hearth_core::Runtime;
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -16,6 +17,8 @@ use std::time::{Duration, Instant};
 
 /// How long any single frame may take to arrive before the test fails.
 pub const FRAME_WAIT: Duration = Duration::from_secs(60);
+/// Largest payload of a `Log` or `Output` frame.
+pub const MAX_PIECE: usize = 1 << 20;
 
 /// The agent binary cargo built for these tests.
 pub fn agent_path() -> &'static str {
@@ -59,6 +62,7 @@ pub fn spec(runtime: Runtime, root: RootSetup) -> InitSpec {
         output_size_mb: 0,
         uid: 65534,
         gid: 65534,
+        purpose: hearth_core::protocol::Purpose::Serve,
     }
 }
 
@@ -76,9 +80,73 @@ pub struct Agent {
 pub struct Reply {
     pub outcome: InvokeOutcome,
     pub payload: Vec<u8>,
+    /// The `Log` frames' payloads, in order.
+    pub logs: Vec<(LogStream, Vec<u8>)>,
+    /// The `Output` frames' payloads, in order.
+    pub output_pieces: Vec<Vec<u8>>,
+}
+
+/// One entry of the output tar.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputEntry {
+    pub path: String,
+    pub kind: tar::EntryType,
+    pub link: Option<String>,
+    pub data: Vec<u8>,
 }
 
 impl Reply {
+    /// Everything logged on `stream`.
+    pub fn log(&self, stream: LogStream) -> Vec<u8> {
+        self.logs
+            .iter()
+            .filter(|(s, _)| *s == stream)
+            .flat_map(|(_, bytes)| bytes.iter().copied())
+            .collect()
+    }
+
+    /// The output tar's entries (empty when no `Output` frame came).
+    pub fn outputs(&self) -> Vec<OutputEntry> {
+        let stream = self.output_pieces.concat();
+        if stream.is_empty() {
+            return Vec::new();
+        }
+        assert_eq!(stream.len() % 512, 0, "a tar stream is whole blocks");
+        assert!(
+            stream.ends_with(&[0u8; 1024]),
+            "the tar ends with two zero blocks"
+        );
+        let mut archive = tar::Archive::new(stream.as_slice());
+        archive
+            .entries()
+            .unwrap()
+            .map(|entry| {
+                let mut entry = entry.unwrap();
+                let mut data = Vec::new();
+                entry.read_to_end(&mut data).unwrap();
+                OutputEntry {
+                    path: entry.path().unwrap().to_string_lossy().into_owned(),
+                    kind: entry.header().entry_type(),
+                    link: entry
+                        .link_name()
+                        .unwrap()
+                        .map(|l| l.to_string_lossy().into_owned()),
+                    data,
+                }
+            })
+            .collect()
+    }
+
+    /// The output entry at `path`.
+    pub fn output(&self, path: &str) -> OutputEntry {
+        let outputs = self.outputs();
+        outputs
+            .iter()
+            .find(|e| e.path == path)
+            .unwrap_or_else(|| panic!("{path} is not in the outputs: {outputs:#?}"))
+            .clone()
+    }
+
     /// The payload as JSON.
     pub fn value(&self) -> serde_json::Value {
         serde_json::from_slice(&self.payload).unwrap_or_else(|e| {
@@ -155,7 +223,9 @@ impl Agent {
             .expect("no frame from the agent in time")
     }
 
-    /// One invocation with `event` (JSON text).
+    /// One invocation with `event` (JSON text): collects its `Log` and `Output` frames
+    /// until the `Result`, checking their order (`Log`*, then `Output`*, then
+    /// `Result`) and sizes.
     pub fn invoke(&mut self, request_id: &str, timeout_ms: u64, event: &str) -> Reply {
         self.send(
             &ToAgent::Invoke(InvokeSpec {
@@ -164,12 +234,43 @@ impl Agent {
             }),
             event.as_bytes(),
         );
-        match self.next() {
-            Some((FromAgent::Result(outcome), payload)) => {
-                assert_eq!(outcome.request_id, request_id);
-                Reply { outcome, payload }
+        let mut logs = Vec::new();
+        let mut output_pieces: Vec<Vec<u8>> = Vec::new();
+        loop {
+            match self.next() {
+                Some((FromAgent::Log(chunk), bytes)) => {
+                    assert!(
+                        output_pieces.is_empty(),
+                        "a Log frame after an Output frame"
+                    );
+                    assert!(!bytes.is_empty(), "an empty Log frame");
+                    assert!(
+                        bytes.len() <= MAX_PIECE,
+                        "Log frame of {} bytes",
+                        bytes.len()
+                    );
+                    logs.push((chunk.stream, bytes));
+                }
+                Some((FromAgent::Output, bytes)) => {
+                    assert!(!bytes.is_empty(), "an empty Output frame");
+                    assert!(
+                        bytes.len() <= MAX_PIECE,
+                        "Output frame of {} bytes",
+                        bytes.len()
+                    );
+                    output_pieces.push(bytes);
+                }
+                Some((FromAgent::Result(outcome), payload)) => {
+                    assert_eq!(outcome.request_id, request_id);
+                    return Reply {
+                        outcome,
+                        payload,
+                        logs,
+                        output_pieces,
+                    };
+                }
+                other => panic!("expected a result, got {other:?}"),
             }
-            other => panic!("expected a result, got {other:?}"),
         }
     }
 

@@ -262,16 +262,7 @@ impl Instance for DockerInstance {
     ) -> Result<InstanceRun, SandboxError> {
         let before = self.meter.begin()?;
         let guard = Duration::from_millis(spec.timeout_ms).saturating_add(INVOKE_GRACE);
-        let exchange = self.stream.invoke(spec, &event, sink);
-        let answer = match tokio::time::timeout(guard, exchange).await {
-            Ok(answer) => answer,
-            Err(_) => {
-                return Err(SandboxError::Unresponsive {
-                    instance: self.id.clone(),
-                    waited_ms: guard.as_millis() as u64,
-                })
-            }
-        };
+        let answer = self.stream.invoke(spec, &event, sink, guard).await;
         let (outcome, result) = match answer {
             Ok(answer) => answer,
             Err(SandboxError::Lost { message, .. }) => return Err(self.lost(message)),

@@ -1,8 +1,11 @@
-//! Finding each runtime's real interpreter binary on the host.
+//! Finding each runtime's real interpreter, and each compiled runtime's toolchain, on
+//! the host.
 //!
 //! The sandbox sees only the read-only runtime directories, and a shim (pyenv's
 //! `python3` is a shell script) would cost a second interpreter start, so every
-//! interpreter is resolved to a canonical ELF binary inside those directories.
+//! interpreter is resolved to a canonical ELF binary inside those directories. Compiled
+//! runtimes (cpp, go) have no interpreter: their instances run the built program; their
+//! toolchain's driver (`g++`, `go`) is resolved the same way, for builds.
 
 use hearth_core::Runtime;
 use std::ffi::OsStr;
@@ -24,6 +27,22 @@ fn candidates(runtime: Runtime) -> Vec<PathBuf> {
     }
 }
 
+/// Where each compiled runtime's toolchain driver is looked for, in order.
+fn toolchain_candidates(runtime: Runtime) -> Vec<PathBuf> {
+    let name = match runtime {
+        Runtime::Cpp => "g++",
+        Runtime::Go => "go",
+        Runtime::Python | Runtime::Nodejs => return Vec::new(),
+    };
+    let mut paths = vec![Path::new("/usr/bin").join(name)];
+    if runtime == Runtime::Go {
+        // Debian's golang-go links /usr/bin/go into /usr/lib/go-<version>.
+        paths.push(PathBuf::from("/usr/lib/go/bin/go"));
+    }
+    paths.extend(on_path(OsStr::new(name)));
+    paths
+}
+
 /// `name` in each directory of `$PATH`.
 fn on_path(name: &OsStr) -> Vec<PathBuf> {
     std::env::var_os("PATH")
@@ -36,16 +55,34 @@ fn on_path(name: &OsStr) -> Vec<PathBuf> {
 }
 
 /// Resolves `runtime`'s interpreter to a canonical binary under one of `visible_dirs`
-/// (already canonical). The error names what is missing, for the user.
-pub fn resolve(runtime: Runtime, visible_dirs: &[PathBuf]) -> Result<PathBuf, String> {
-    let candidates = candidates(runtime);
-    if candidates.is_empty() {
-        return Err(format!(
-            "the native sandbox cannot run {runtime} functions yet"
-        ));
+/// (already canonical): `None` for a compiled runtime, whose instances run the built
+/// program. The error names what is missing, for the user.
+pub fn resolve(runtime: Runtime, visible_dirs: &[PathBuf]) -> Result<Option<PathBuf>, String> {
+    if runtime.is_compiled() {
+        return Ok(None);
     }
+    first_usable(runtime, &candidates(runtime), visible_dirs).map(Some)
+}
+
+/// Resolves a compiled runtime's toolchain driver (`g++`, `go`) the same way.
+pub fn toolchain(runtime: Runtime, visible_dirs: &[PathBuf]) -> Result<PathBuf, String> {
+    let candidates = toolchain_candidates(runtime);
+    if candidates.is_empty() {
+        return Err(format!("{runtime} functions are not compiled"));
+    }
+    first_usable(runtime, &candidates, visible_dirs).map_err(|why| {
+        format!("{why} (builds of {runtime} functions need it: run scripts/setup.sh)")
+    })
+}
+
+/// The first of `candidates` that resolves to a usable binary.
+fn first_usable(
+    runtime: Runtime,
+    candidates: &[PathBuf],
+    visible_dirs: &[PathBuf],
+) -> Result<PathBuf, String> {
     let mut rejected = Vec::new();
-    for candidate in &candidates {
+    for candidate in candidates {
         let Ok(real) = candidate.canonicalize() else {
             continue;
         };
@@ -61,7 +98,12 @@ pub fn resolve(runtime: Runtime, visible_dirs: &[PathBuf]) -> Result<PathBuf, St
         ))
     } else {
         Err(format!(
-            "no usable interpreter for {runtime}: {}",
+            "no usable {} for {runtime}: {}",
+            if runtime.is_compiled() {
+                "toolchain"
+            } else {
+                "interpreter"
+            },
             rejected.join("; ")
         ))
     }
@@ -107,8 +149,17 @@ mod tests {
     }
 
     #[test]
-    fn compiled_runtimes_have_no_interpreter() {
-        let err = resolve(Runtime::Go, &[PathBuf::from("/usr")]).unwrap_err();
-        assert!(err.contains("go"), "{err}");
+    fn compiled_runtimes_have_no_interpreter_but_a_toolchain() {
+        let usr = [PathBuf::from("/usr")];
+        assert_eq!(resolve(Runtime::Go, &usr), Ok(None));
+        assert_eq!(resolve(Runtime::Cpp, &usr), Ok(None));
+        let err = toolchain(Runtime::Python, &usr).unwrap_err();
+        assert!(err.contains("not compiled"), "{err}");
+        // Outside the visible dirs a toolchain is refused like an interpreter.
+        if let Ok(gxx) = Path::new("/usr/bin/g++").canonicalize() {
+            assert_eq!(toolchain(Runtime::Cpp, &usr), Ok(gxx));
+            let err = toolchain(Runtime::Cpp, &[PathBuf::from("/opt")]).unwrap_err();
+            assert!(err.contains("outside"), "{err}");
+        }
     }
 }
