@@ -292,6 +292,21 @@ pub async fn run(
     .chain(docker_baselines(samples))
     .collect::<Vec<_>>();
 
+    let output_mb = if args.smoke { 32 } else { 2048 };
+    progress(&format!(
+        "worker RSS while a function writes a {output_mb} MB output"
+    ));
+    let (output_rss_growth_mb, output_rss_note) = match &own {
+        None => (
+            None,
+            Some("needs the bench's own hearth (not --url): its RSS is read from /proc".into()),
+        ),
+        Some(own) => match output_rss_growth(&client, own.child.id(), output_mb).await {
+            Ok(mb) => (Some(mb), Some(format!("{output_mb} MB output"))),
+            Err(e) => (None, Some(format!("{e:#}"))),
+        },
+    };
+
     let (memory_reading_us, memory_reading_note) =
         match memory_reading_cost(if args.smoke { 100 } else { 10_000 }) {
             Ok(us) => (Some(us), None),
@@ -306,10 +321,8 @@ pub async fn run(
         baselines,
         memory_reading_us,
         memory_reading_note,
-        output_rss_growth_mb: None,
-        output_rss_note: Some(
-            "functions cannot write outputs yet (outputs arrive with the outputs issue)".into(),
-        ),
+        output_rss_growth_mb,
+        output_rss_note,
     };
     if output.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -342,6 +355,66 @@ async fn deploy(
     let result = commands::deploy_function(client, &args).await;
     let _ = std::fs::remove_dir_all(&dir);
     result.map(|_| ())
+}
+
+const OUTPUT_WRITER: &str = "import os\n\ndef handler(event, context):\n    chunk = b'x' * (1 << 20)\n    with open(os.path.join(os.environ['OUTPUT_DIR'], 'big.bin'), 'wb') as f:\n        for _ in range(event['mb']):\n            f.write(chunk)\n    return {'mb': event['mb']}\n";
+
+fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Peak growth of the worker's RSS (sampled from /proc every 10 ms) while a function
+/// writes an `mb` MB output, MB.
+async fn output_rss_growth(client: &Client, pid: u32, mb: u64) -> anyhow::Result<f64> {
+    let memory = mb + 512;
+    let dir = std::env::temp_dir().join(format!("hearth-bench-out-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("main.py"), OUTPUT_WRITER)?;
+    let deployed = client
+        .send(
+            client
+                .request(Method::PUT, "/v1/functions/bench-output")
+                .multipart(
+                    reqwest::multipart::Form::new()
+                        .part("code", reqwest::multipart::Part::bytes(crate::package::zip_path(&dir)?).file_name("code.zip"))
+                        .text("config", json!({"runtime": "python", "memory_mb": memory, "output_quota_mb": memory, "timeout_ms": 300000}).to_string()),
+                ),
+        )
+        .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    deployed?;
+    commands::invoke_function(client, "bench-output", json!({"mb": 1}).to_string()).await?;
+    let before = rss_mb(pid);
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let sampling = sampling.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0.0f64;
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_mb(pid));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        })
+    };
+    let inv =
+        commands::invoke_function(client, "bench-output", json!({"mb": mb}).to_string()).await;
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler
+        .join()
+        .map_err(|_| anyhow::anyhow!("the RSS sampler panicked"))?;
+    let inv = inv?;
+    if inv["status"] != "success" {
+        bail!("the output writer failed: {}", inv["error"]);
+    }
+    Ok((peak - before).max(0.0))
 }
 
 async fn invoke_timed(client: &Client, name: &str) -> anyhow::Result<(f64, Value)> {
@@ -643,11 +716,11 @@ fn print_table(r: &Report) {
             r.memory_reading_note.as_deref().unwrap_or("")
         ),
     }
+    let note = r.output_rss_note.as_deref().unwrap_or("");
     match r.output_rss_growth_mb {
-        Some(mb) => println!("worker RSS growth while writing a 2 GB output: {mb:.1} MB"),
-        None => println!(
-            "worker RSS growth while writing a 2 GB output: n/a ({})",
-            r.output_rss_note.as_deref().unwrap_or("")
-        ),
+        Some(mb) => {
+            println!("worker RSS growth while a function writes an output: {mb:.1} MB ({note})")
+        }
+        None => println!("worker RSS growth while a function writes an output: n/a ({note})"),
     }
 }
