@@ -83,6 +83,24 @@ fn parse_env(pairs: &[String]) -> anyhow::Result<Option<BTreeMap<String, String>
     Ok(Some(env))
 }
 
+/// Whether a deploy builds: the runtime asked for is compiled, or (none asked: an
+/// update) the package holds a C++ or Go entrypoint.
+fn will_compile(runtime: Option<&str>, zip: &[u8]) -> bool {
+    if let Some(runtime) = runtime {
+        return runtime
+            .parse::<hearth_core::Runtime>()
+            .is_ok_and(|r| r.is_compiled());
+    }
+    let Ok(archive) = zip::ZipArchive::new(std::io::Cursor::new(zip)) else {
+        return false;
+    };
+    let compiled_entry = archive.file_names().any(|name| {
+        let file = name.rsplit('/').next().unwrap_or(name);
+        name.matches('/').count() <= 1 && (file == "main.cpp" || file == "main.go")
+    });
+    compiled_entry
+}
+
 /// Deploys the code at `args.path`; returns the function object.
 pub async fn deploy_function(client: &Client, args: &DeployArgs) -> anyhow::Result<Value> {
     let zip = crate::package::zip_path(&args.path)?;
@@ -109,6 +127,7 @@ pub async fn deploy_function(client: &Client, args: &DeployArgs) -> anyhow::Resu
         set("description", json!(d));
     }
     let size = zip.len();
+    let compiles = will_compile(args.runtime.as_deref(), &zip);
     let form = reqwest::multipart::Form::new()
         .part(
             "code",
@@ -118,11 +137,23 @@ pub async fn deploy_function(client: &Client, args: &DeployArgs) -> anyhow::Resu
         )
         .text("config", Value::Object(config).to_string());
     let progress = indicatif::ProgressBar::new_spinner();
-    progress.set_message(format!(
-        "uploading {} ({})",
-        args.name,
-        human_bytes(size as u64)
-    ));
+    if compiles {
+        // The build runs inside the PUT: the spinner counts its seconds.
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
+            progress.set_style(style);
+        }
+        progress.set_message(format!(
+            "uploading {} ({}) and building it in a sandbox",
+            args.name,
+            human_bytes(size as u64)
+        ));
+    } else {
+        progress.set_message(format!(
+            "uploading {} ({})",
+            args.name,
+            human_bytes(size as u64)
+        ));
+    }
     progress.enable_steady_tick(std::time::Duration::from_millis(100));
     let answer = client
         .send(
@@ -142,8 +173,16 @@ pub async fn deploy(
 ) -> anyhow::Result<ExitCode> {
     let function = deploy_function(client, &args).await?;
     output.print(&function, |f| {
+        let build = match (
+            f["build"]["cached"].as_bool(),
+            f["build"]["duration_ms"].as_f64(),
+        ) {
+            (Some(true), _) => ", already built".to_string(),
+            (Some(false), Some(ms)) => format!(", built in {:.1} s", ms / 1000.0),
+            _ => String::new(),
+        };
         format!(
-            "deployed {} version {} ({}, {} MB, {} ms timeout, code {})",
+            "deployed {} version {} ({}, {} MB, {} ms timeout, code {}{build})",
             f["name"].as_str().unwrap_or_default(),
             f["version"],
             f["runtime"].as_str().unwrap_or_default(),

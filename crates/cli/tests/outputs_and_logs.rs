@@ -116,8 +116,15 @@ fn links_fifos_and_odd_names_write_nothing_outside_the_spool_and_are_reported() 
     assert_eq!(files.len(), 2, "{inv}");
     assert_eq!(files[0], ("..dots..".to_string(), 11));
     let (kept, size) = &files[1];
-    assert!(["hard-link", "real.txt"].contains(&kept.as_str()) && *size == 4, "{files:?}");
-    let linked = if kept == "real.txt" { "hard-link" } else { "real.txt" };
+    assert!(
+        ["hard-link", "real.txt"].contains(&kept.as_str()) && *size == 4,
+        "{files:?}"
+    );
+    let linked = if kept == "real.txt" {
+        "hard-link"
+    } else {
+        "real.txt"
+    };
     let mut skipped: Vec<&str> = inv["skipped_outputs"]
         .as_array()
         .unwrap()
