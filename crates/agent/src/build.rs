@@ -344,7 +344,16 @@ fn recipe(runtime: Runtime, scratch: &Scratch, sources: &[PathBuf], has_go_mod: 
 /// [`MESSAGE_KEEP`], with a hint for the common mistakes.
 fn compiler_message(runtime: Runtime, kind: Kind, scratch: &Scratch, output: &str) -> String {
     let src = format!("{}/", scratch.src.display());
-    let mut text = output.replace(&src, "").trim_end().to_string();
+    let mut text: String = output
+        .replace(&src, "")
+        .lines()
+        // go build's package header names no package the user wrote.
+        .filter(|line| *line != "# command-line-arguments")
+        .map(|line| line.strip_prefix("./").unwrap_or(line))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim()
+        .to_string();
     if text.len() > MESSAGE_KEEP {
         let mut cut = MESSAGE_KEEP;
         while !text.is_char_boundary(cut) {
@@ -353,12 +362,12 @@ fn compiler_message(runtime: Runtime, kind: Kind, scratch: &Scratch, output: &st
         text.truncate(cut);
         text.push_str("\n… (cut)");
     }
-    let entry = if runtime == Runtime::Go {
-        GO_ENTRY
-    } else {
-        CPP_ENTRY
+    // The template's own lines in the errors: the handler is missing or misshapen.
+    let about_handler = match runtime {
+        Runtime::Go => text.contains(&format!("{GO_ENTRY}:")),
+        _ => text.contains("'handler' was not declared") || text.contains("hearth_entry::call"),
     };
-    let hint = if kind == Kind::Handler && text.contains(entry) {
+    let hint = if kind == Kind::Handler && about_handler {
         Some(match runtime {
             Runtime::Go => {
                 "hint: a handler-only Go function is package main with `func Handler(event \
@@ -742,12 +751,36 @@ mod tests {
             "{message}"
         );
         let message = compiler_message(
+            Runtime::Cpp,
+            Kind::Handler,
+            &scratch,
+            "In file included from hearth_main.cpp:1:\nmain.cpp:3:11: error: expected ';'",
+        );
+        assert!(!message.contains("hint"), "a plain syntax error: {message}");
+        let message = compiler_message(
+            Runtime::Go,
+            Kind::Handler,
+            &scratch,
+            "./hearth_main.go:87:24: undefined: Handler",
+        );
+        assert!(
+            message.contains("hint: a handler-only Go function"),
+            "{message}"
+        );
+        let message = compiler_message(
             Runtime::Go,
             Kind::Program,
             &scratch,
             "main.go:4:2: no required module provides package github.com/x/y",
         );
         assert!(message.contains("no network"), "{message}");
+        let message = compiler_message(
+            Runtime::Go,
+            Kind::Program,
+            &scratch,
+            "# command-line-arguments\n./main.go:5:1: syntax error\n",
+        );
+        assert_eq!(message, "main.go:5:1: syntax error");
         let long = "x".repeat(2 * MESSAGE_KEEP);
         let message = compiler_message(Runtime::Go, Kind::Program, &scratch, &long);
         assert!(message.len() < MESSAGE_KEEP + 100);

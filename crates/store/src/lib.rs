@@ -24,7 +24,7 @@ pub mod queue;
 pub use metadata::{
     FunctionRecord, FunctionStats, InvocationFilter, MetadataStore, SqliteMetadataStore,
 };
-pub use objects::CodeStore;
+pub use objects::{artifact_key, CodeStore};
 pub use package::{inspect_zip, CodePackage, PackageError, PackageLimits};
 pub use queue::{AsyncJob, AsyncQueue};
 

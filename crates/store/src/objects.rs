@@ -3,10 +3,13 @@
 //! [`CodeStore`] sits on any `object_store::ObjectStore`: a local directory in the
 //! embedded setup, an S3-compatible bucket in a cluster (just another `ObjectStore`).
 //! A package lives at `code/{sha256}.zip`, so equal uploads share one object and an
-//! object never changes once written.
+//! object never changes once written. A compiled function's artifact (what its build
+//! made from a package) lives at [`artifact_key`], keyed the same way: the same code is
+//! never built twice.
 
 use crate::StoreError;
 use bytes::Bytes;
+use hearth_core::Runtime;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutPayload};
@@ -25,6 +28,12 @@ pub struct CodeStore {
 /// The object-store key of a code package.
 pub fn code_key(sha256: &str) -> String {
     format!("code/{sha256}.zip")
+}
+
+/// The object-store key of the artifact built from code package `sha256` for
+/// `runtime` by build recipe `build_version`.
+pub fn artifact_key(sha256: &str, runtime: Runtime, build_version: u32) -> String {
+    format!("artifacts/{sha256}-{runtime}-v{build_version}.tar")
 }
 
 fn check_sha256(sha256: &str) -> Result<(), StoreError> {
@@ -143,6 +152,70 @@ impl CodeStore {
         Ok(bytes)
     }
 
+    /// Stores the artifact built from package `sha256` (see [`artifact_key`]); on a
+    /// local directory it is on disk before this returns.
+    pub async fn put_artifact(
+        &self,
+        sha256: &str,
+        runtime: Runtime,
+        build_version: u32,
+        artifact: Bytes,
+    ) -> Result<(), StoreError> {
+        check_sha256(sha256)?;
+        let key = artifact_key(sha256, runtime, build_version);
+        self.store
+            .put(&ObjectPath::from(key.as_str()), PutPayload::from(artifact))
+            .await
+            .map_err(|e| object_error(&key, "put", e))?;
+        if let Some(root) = &self.local_root {
+            let file = root.join(&key);
+            tokio::task::spawn_blocking(move || sync_file_and_dir(&file))
+                .await
+                .map_err(|e| StoreError::Io {
+                    path: root.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })??;
+        }
+        Ok(())
+    }
+
+    /// The artifact built from package `sha256`, or `None` when there is none yet.
+    pub async fn get_artifact(
+        &self,
+        sha256: &str,
+        runtime: Runtime,
+        build_version: u32,
+    ) -> Result<Option<Bytes>, StoreError> {
+        check_sha256(sha256)?;
+        let key = artifact_key(sha256, runtime, build_version);
+        match self.store.get(&ObjectPath::from(key.as_str())).await {
+            Ok(result) => Ok(Some(
+                result
+                    .bytes()
+                    .await
+                    .map_err(|e| object_error(&key, "get", e))?,
+            )),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(object_error(&key, "get", e)),
+        }
+    }
+
+    /// Whether the artifact built from package `sha256` is stored.
+    pub async fn has_artifact(
+        &self,
+        sha256: &str,
+        runtime: Runtime,
+        build_version: u32,
+    ) -> Result<bool, StoreError> {
+        check_sha256(sha256)?;
+        let key = artifact_key(sha256, runtime, build_version);
+        match self.store.head(&ObjectPath::from(key.as_str())).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(object_error(&key, "head", e)),
+        }
+    }
+
     /// Deletes a package; deleting one that is absent is not an error. Check
     /// `MetadataStore::code_in_use` first: packages are shared by hash.
     pub async fn delete_code(&self, sha256: &str) -> Result<(), StoreError> {
@@ -244,6 +317,44 @@ mod tests {
         std::fs::write(&file, b"z").unwrap();
         store.put_code(&hash, zip.clone()).await.unwrap();
         assert_eq!(store.get_code(&hash).await.unwrap(), zip);
+    }
+
+    #[tokio::test]
+    async fn artifacts_are_kept_by_code_runtime_and_build_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CodeStore::local(dir.path()).unwrap();
+        let hash = sha(b"source zip");
+        assert_eq!(
+            store.get_artifact(&hash, Runtime::Cpp, 1).await.unwrap(),
+            None
+        );
+        assert!(!store.has_artifact(&hash, Runtime::Cpp, 1).await.unwrap());
+        let artifact = Bytes::from_static(b"program tar");
+        store
+            .put_artifact(&hash, Runtime::Cpp, 1, artifact.clone())
+            .await
+            .unwrap();
+        assert!(dir
+            .path()
+            .join(artifact_key(&hash, Runtime::Cpp, 1))
+            .is_file());
+        assert!(store.has_artifact(&hash, Runtime::Cpp, 1).await.unwrap());
+        assert_eq!(
+            store.get_artifact(&hash, Runtime::Cpp, 1).await.unwrap(),
+            Some(artifact)
+        );
+        assert_eq!(
+            store.get_artifact(&hash, Runtime::Go, 1).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store.get_artifact(&hash, Runtime::Cpp, 2).await.unwrap(),
+            None
+        );
+        assert!(matches!(
+            store.get_artifact("../../x", Runtime::Cpp, 1).await,
+            Err(StoreError::InvalidArgument(_))
+        ));
     }
 
     #[tokio::test]

@@ -3,7 +3,8 @@
 //! Owns: one warm [`pool`] per function version (instances serve one invocation at a
 //! time; more are started up to the function's maximum; callers past that wait in a
 //! bounded queue, then get [`WorkerError::Overloaded`]), cold starts (code fetched from
-//! the object store, checked, handed to the sandbox as a tar), idle keep-alive, and
+//! the object store, checked, handed to the sandbox as a tar; for a compiled function,
+//! the artifact its [`build`] made), idle keep-alive, and
 //! turning a sandbox's report into the API's [`Invocation`] ([`outcome`]), and
 //! everything after the answer: full logs and output files land in the on-disk
 //! [`spool`] while the invocation runs, and the [`reporter`] uploads them and writes
@@ -13,6 +14,7 @@
 //! reporter), or knows which sandbox backend it drives (it holds a `dyn
 //! SandboxBackend`).
 
+pub mod build;
 pub mod outcome;
 pub mod pool;
 pub mod reporter;
@@ -43,6 +45,8 @@ pub struct WorkerConfig {
     pub queue_timeout: Duration,
     /// Spooled jobs the reporter may owe before new invocations get 503.
     pub max_pending_reports: usize,
+    /// Limits of the builds of compiled functions.
+    pub build: build::BuildConfig,
 }
 
 impl Default for WorkerConfig {
@@ -53,6 +57,7 @@ impl Default for WorkerConfig {
             queue_limit: 100,
             queue_timeout: Duration::from_secs(30),
             max_pending_reports: 10_000,
+            build: build::BuildConfig::default(),
         }
     }
 }
@@ -145,6 +150,7 @@ pub struct Worker {
     code: CodeStore,
     pools: Mutex<HashMap<String, Arc<Pool>>>,
     code_tars: Mutex<HashMap<String, Bytes>>,
+    builds: build::Builds,
     spool: Spool,
     reporter: Arc<Reporter>,
     shutting_down: std::sync::atomic::AtomicBool,
@@ -162,6 +168,7 @@ impl Worker {
     ) -> Arc<Worker> {
         let reporter = Reporter::start(spool.clone(), code.object_store().clone(), metadata);
         let worker = Arc::new(Worker {
+            builds: build::Builds::new(config.build.clone()),
             config,
             backend,
             code,
@@ -382,6 +389,9 @@ impl Worker {
 
     /// The code of a version as a tar, fetched and checked once per code hash.
     async fn code_tar(&self, target: &Target) -> Result<Bytes, WorkerError> {
+        if target.spec.runtime.is_compiled() {
+            return self.artifact_tar(target).await;
+        }
         let cached = self
             .code_tars
             .lock()
