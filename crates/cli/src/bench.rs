@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 const PYTHON_HANDLER: &str =
     "def handler(event, context):\n    return {\"ok\": True, \"echo\": event}\n";
 const NODE_HANDLER: &str = "exports.handler = (event) => ({ ok: true, echo: event });\n";
+const CPP_HANDLER: &str = "#include <string>\nstd::string handler(const std::string& event) {\n  return \"{\\\"ok\\\":true,\\\"echo\\\":\" + event + \"}\";\n}\n";
+const GO_HANDLER: &str = "package main\n\nfunc Handler(event interface{}) (interface{}, error) {\n\treturn map[string]interface{}{\"ok\": true, \"echo\": event}, nil\n}\n";
 
 /// `hearth bench` options.
 #[derive(Args)]
@@ -112,6 +114,8 @@ struct Report {
     warm_server_side: BTreeMap<String, Latency>,
     throughput: Throughput,
     cold_start: BTreeMap<String, Latency>,
+    /// Time to build each compiled runtime's trivial handler at deploy, ms.
+    build_ms: BTreeMap<String, f64>,
     baselines: Vec<Baseline>,
     memory_reading_us: Option<f64>,
     memory_reading_note: Option<String>,
@@ -200,17 +204,29 @@ pub async fn run(
     let progress = |what: &str| eprintln!("bench: {what}");
 
     progress("deploying trivial handlers");
-    let handlers = [
+    let mut handlers = vec![
         ("python", "main.py", PYTHON_HANDLER),
         ("nodejs", "index.js", NODE_HANDLER),
     ];
-    for (runtime, file, code) in handlers {
-        deploy(&client, &format!("bench-{runtime}"), runtime, file, code).await?;
+    // The Docker sandbox cannot build C++ and Go yet.
+    if matches!(args.sandbox, crate::up::SandboxKind::Native) {
+        handlers.push(("cpp", "main.cpp", CPP_HANDLER));
+        handlers.push(("go", "main.go", GO_HANDLER));
+    }
+    let handlers = handlers;
+    let mut build_ms = BTreeMap::new();
+    for &(runtime, file, code) in &handlers {
+        let function = deploy(&client, &format!("bench-{runtime}"), runtime, file, code).await?;
+        if function["build"]["cached"] == json!(false) {
+            if let Some(ms) = function["build"]["duration_ms"].as_f64() {
+                build_ms.insert(runtime.to_string(), ms);
+            }
+        }
     }
 
     let mut warm = BTreeMap::new();
     let mut warm_server = BTreeMap::new();
-    for (runtime, _, _) in handlers {
+    for &(runtime, _, _) in &handlers {
         progress(&format!(
             "warm latency, {runtime}, {} sequential calls",
             args.requests
@@ -243,7 +259,7 @@ pub async fn run(
     .await;
 
     let mut cold = BTreeMap::new();
-    for (runtime, file, code) in handlers {
+    for &(runtime, file, code) in &handlers {
         progress(&format!(
             "cold start, {runtime}, {} samples",
             args.cold_samples
@@ -318,6 +334,7 @@ pub async fn run(
         warm_server_side: warm_server,
         throughput,
         cold_start: cold,
+        build_ms,
         baselines,
         memory_reading_us,
         memory_reading_note,
@@ -338,7 +355,7 @@ async fn deploy(
     runtime: &str,
     file: &str,
     code: &str,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Value> {
     let dir = std::env::temp_dir().join(format!("hearth-bench-fn-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join(file), code)?;
@@ -354,7 +371,7 @@ async fn deploy(
     };
     let result = commands::deploy_function(client, &args).await;
     let _ = std::fs::remove_dir_all(&dir);
-    result.map(|_| ())
+    result
 }
 
 const OUTPUT_WRITER: &str = "import os\n\ndef handler(event, context):\n    chunk = b'x' * (1 << 20)\n    with open(os.path.join(os.environ['OUTPUT_DIR'], 'big.bin'), 'wb') as f:\n        for _ in range(event['mb']):\n            f.write(chunk)\n    return {'mb': event['mb']}\n";
@@ -665,6 +682,13 @@ fn print_table(r: &Report) {
             l.p90,
             l.p99,
             l.max
+        );
+    }
+    for (runtime, ms) in &r.build_ms {
+        println!(
+            "{:<58} {:>10.1}",
+            format!("build at deploy, trivial {runtime} handler"),
+            ms
         );
     }
     let t = &r.throughput;

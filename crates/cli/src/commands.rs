@@ -444,3 +444,34 @@ pub fn human_bytes(n: u64) -> String {
         format!("{value:.1} {}", UNITS[unit])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zip_of(names: &[&str]) -> Vec<u8> {
+        use std::io::Write;
+        let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        for name in names {
+            writer
+                .start_file(*name, zip::write::SimpleFileOptions::default())
+                .unwrap();
+            writer.write_all(b"x").unwrap();
+        }
+        writer.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn deploys_that_build_are_told_from_the_runtime_or_the_package() {
+        let cpp = zip_of(&["main.cpp", "util.h"]);
+        let py = zip_of(&["main.py"]);
+        assert!(will_compile(Some("cpp"), &py));
+        assert!(will_compile(Some("golang"), &py));
+        assert!(!will_compile(Some("python"), &cpp));
+        assert!(will_compile(None, &cpp));
+        assert!(will_compile(None, &zip_of(&["fn/main.go"])));
+        assert!(!will_compile(None, &py));
+        assert!(!will_compile(None, &zip_of(&["a/b/main.go"])));
+        assert!(!will_compile(None, b"not a zip"));
+    }
+}

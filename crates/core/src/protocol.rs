@@ -346,6 +346,31 @@ mod tests {
     }
 
     #[test]
+    fn an_init_without_a_purpose_serves() {
+        let init = InitSpec {
+            protocol_version: PROTOCOL_VERSION,
+            runtime: Runtime::Cpp,
+            function_name: "f".into(),
+            version: 1,
+            memory_limit_mb: 128,
+            env: BTreeMap::new(),
+            interpreter: "/code/function".into(),
+            root: RootSetup::Existing,
+            tmp_size_mb: 64,
+            inline_output_limit: 1024,
+            output_size_mb: 0,
+            uid: 65534,
+            gid: 65534,
+            purpose: Purpose::Build,
+        };
+        let mut json = serde_json::to_value(&init).unwrap();
+        assert_eq!(json["purpose"], "build");
+        json.as_object_mut().unwrap().remove("purpose");
+        let read: InitSpec = serde_json::from_value(json).unwrap();
+        assert_eq!(read.purpose, Purpose::Serve);
+    }
+
+    #[test]
     fn oversized_and_truncated_frames_are_errors() {
         let mut prefix = [0u8; PREFIX_BYTES];
         prefix[..4].copy_from_slice(&(MAX_HEADER_BYTES + 1).to_be_bytes());

@@ -92,6 +92,43 @@ pub fn sandbox() -> String {
         .unwrap_or_else(|| "native".to_string())
 }
 
+/// A runtime and the prefix of its fixtures (`{prefix}-fail`, `{prefix}-hostile`, …),
+/// as the shared, parametrised suites run them.
+pub type RuntimeCase = (&'static str, &'static str);
+
+/// Every runtime with its fixture prefix.
+pub const ALL_RUNTIMES: [RuntimeCase; 4] = [
+    ("python", "py"),
+    ("nodejs", "node"),
+    ("cpp", "cpp"),
+    ("go", "go"),
+];
+
+/// The runtimes the end-to-end suites cover on [`sandbox`]: all of them on the native
+/// backend. The Docker backend has no C++/Go images (and no builds) yet, so there the
+/// compiled runtimes are left out, and a line on stderr says so.
+pub fn runtimes() -> Vec<RuntimeCase> {
+    let compiled = sandbox() == "native";
+    if !compiled {
+        eprintln!(
+            "testkit: cpp and go are not covered on the {} sandbox: it cannot build them yet",
+            sandbox()
+        );
+    }
+    ALL_RUNTIMES
+        .into_iter()
+        .filter(|(runtime, _)| compiled || !matches!(*runtime, "cpp" | "go"))
+        .collect()
+}
+
+/// [`runtimes`] without those named in `except` (a fixture some runtime lacks).
+pub fn runtimes_except(except: &[&str]) -> Vec<RuntimeCase> {
+    runtimes()
+        .into_iter()
+        .filter(|(runtime, _)| !except.contains(runtime))
+        .collect()
+}
+
 /// A running `hearth up`, stopped when dropped.
 pub struct Hearth {
     binary: PathBuf,

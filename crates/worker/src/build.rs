@@ -13,11 +13,11 @@
 //! Owns: [`BuildConfig`], [`Builds`] (the deduplication and the concurrency gate), and
 //! turning a build instance's report into a [`Built`] or a [`BuildError`].
 
+use crate::WorkerError;
 use bytes::Bytes;
 use hearth_core::protocol::{InvokeSpec, OutcomeStatus, BUILD_VERSION};
 use hearth_core::Runtime;
 use hearth_sandbox::{DiscardSink, InstanceRun, InstanceSpec, SandboxBackend, SandboxError};
-use crate::WorkerError;
 use hearth_store::{inspect_zip, CodeStore, PackageLimits, StoreError};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -93,7 +93,9 @@ impl BuildError {
     pub fn is_users(&self) -> bool {
         matches!(
             self,
-            BuildError::Failed { .. } | BuildError::TimedOut { .. } | BuildError::OutOfMemory { .. }
+            BuildError::Failed { .. }
+                | BuildError::TimedOut { .. }
+                | BuildError::OutOfMemory { .. }
         )
     }
 }
@@ -248,7 +250,9 @@ impl Builds {
             request_id: format!("build-{id}"),
             timeout_ms: u64::try_from(self.config.timeout.as_millis()).unwrap_or(u64::MAX),
         };
-        let run = instance.invoke(invoke, Bytes::new(), &mut DiscardSink).await;
+        let run = instance
+            .invoke(invoke, Bytes::new(), &mut DiscardSink)
+            .await;
         instance.destroy().await;
         self.judge(run?)
     }
@@ -431,7 +435,10 @@ mod tests {
         let late = builds.judge(run(OutcomeStatus::Timeout, Some("late"), b"", false));
         assert!(matches!(late, Err(BuildError::TimedOut { seconds: 120 })));
         let oom = builds.judge(run(OutcomeStatus::Error, Some("Killed"), b"", true));
-        assert!(matches!(oom, Err(BuildError::OutOfMemory { memory_mb: 1024 })));
+        assert!(matches!(
+            oom,
+            Err(BuildError::OutOfMemory { memory_mb: 1024 })
+        ));
         assert!(oom.unwrap_err().is_users());
         let crashed = builds.judge(run(OutcomeStatus::Crashed, Some("signal 11"), b"", false));
         assert!(crashed.unwrap_err().to_string().contains("crashed"));
@@ -532,7 +539,10 @@ mod tests {
         python.runtime = Runtime::Python;
         assert_eq!(builds.build(&backend, &store, python).await.unwrap(), None);
         assert_eq!(backend.started.load(Ordering::SeqCst), 2);
-        assert!(builds.running.lock().unwrap().is_empty(), "nothing left behind");
+        assert!(
+            builds.running.lock().unwrap().is_empty(),
+            "nothing left behind"
+        );
     }
 
     #[test]
