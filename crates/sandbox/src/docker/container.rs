@@ -5,6 +5,7 @@
 //! by `crates/cli/tests/docker.rs` against what a real engine reports.
 
 use super::labels;
+use crate::native::SANDBOX_ID;
 use crate::InstanceSpec;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, ResourcesUlimits};
 use std::collections::HashMap;
@@ -71,7 +72,12 @@ pub fn definition(
     if spec.output_quota_mb > 0 {
         tmpfs.insert(
             OUTPUT_DIR.to_string(),
-            format!("rw,nosuid,nodev,size={}m,mode=1777", spec.output_quota_mb),
+            // Owned by the function's user, as the agent (which runs as that user)
+            // keeps the directory's mode and empties it between invocations.
+            format!(
+                "rw,nosuid,nodev,noexec,size={}m,mode=0755,uid={SANDBOX_ID},gid={SANDBOX_ID}",
+                spec.output_quota_mb
+            ),
         );
     }
     let mut env = vec!["HEARTH_AGENT_ROOT=/".to_string()];
