@@ -22,7 +22,8 @@ echo "test: cargo test (unit, integration, end-to-end)"
 cargo test --workspace -- --test-threads "${HEARTH_TEST_THREADS:-2}"
 echo "test: the end-to-end suites again, on the Docker backend"
 HEARTH_TEST_SANDBOX=docker cargo test -p hearth --test lifecycle --test failures \
-  --test concurrency --test hostile --test bad_input -- --test-threads "${HEARTH_TEST_THREADS:-2}"
+  --test concurrency --test hostile --test bad_input --test async_invocations \
+  --test outputs_and_logs -- --test-threads "${HEARTH_TEST_THREADS:-2}"
 
 echo "test: hearth bench --smoke (exercises every figure; asserts no timing)"
 target/debug/hearth bench --smoke --json > target/bench-smoke.json

@@ -81,7 +81,7 @@ impl AsyncWrite for StdinWriter {
 /// The agent's stdout, as the demultiplexing task hands it over: reads like a pipe,
 /// ends when the container's output does.
 pub(super) struct StdoutReader {
-    chunks: mpsc::UnboundedReceiver<io::Result<Bytes>>,
+    chunks: mpsc::Receiver<io::Result<Bytes>>,
     current: Bytes,
 }
 
@@ -107,6 +107,9 @@ impl AsyncRead for StdoutReader {
     }
 }
 
+/// Stdout chunks buffered between the engine's stream and the agent stream.
+const STDOUT_CHUNKS_IN_FLIGHT: usize = 16;
+
 /// Splits the attach output: stdout into the returned reader, stderr lines to `tracing`
 /// and `tail`. The task ends with the output.
 pub(super) fn demultiplex(
@@ -114,13 +117,15 @@ pub(super) fn demultiplex(
     mut output: AttachOutput,
     tail: LogTail,
 ) -> (StdoutReader, JoinHandle<()>) {
-    let (sender, chunks) = mpsc::unbounded_channel();
+    // Bounded: when the worker reads slowly (a large output going to disk), the
+    // engine's stream, and so the agent, wait instead of piling up in memory.
+    let (sender, chunks) = mpsc::channel(STDOUT_CHUNKS_IN_FLIGHT);
     let task = tokio::spawn(async move {
         let mut line = Vec::new();
         while let Some(item) = output.next().await {
             match item {
                 Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
-                    if sender.send(Ok(message)).is_err() {
+                    if sender.send(Ok(message)).await.is_err() {
                         break;
                     }
                 }
@@ -136,9 +141,11 @@ pub(super) fn demultiplex(
                 }
                 Ok(LogOutput::StdIn { .. }) => {}
                 Err(e) => {
-                    let _ = sender.send(Err(io::Error::other(format!(
-                        "the container's output broke: {e}"
-                    ))));
+                    let _ = sender
+                        .send(Err(io::Error::other(format!(
+                            "the container's output broke: {e}"
+                        ))))
+                        .await;
                     break;
                 }
             }
