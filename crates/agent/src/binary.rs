@@ -20,20 +20,17 @@
 use crate::build::{Kind, Manifest};
 use crate::channel::LogSink;
 use crate::error::AgentError;
-use crate::process::{self, Capture, ChildState, ExitInfo, Outbox, SpawnSpec};
-use crate::run::{self, Ending, Finished, Held, Pipes, Report, MAX_RESULT_BYTES};
-use crate::runtime::{unix_ms, Instance, LOAD_LIMIT};
+use crate::process::ExitInfo;
+use crate::run::{self, Ending, Finished, Pipes, MAX_RESULT_BYTES};
+use crate::runtime::{unix_ms, Instance};
+use crate::standby::{Proc, Standby, StandbyRuntime};
 use hearth_core::protocol::{InvokeSpec, ARTIFACT_MANIFEST, ARTIFACT_PROGRAM};
 use serde_json::value::RawValue;
 use std::fs;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// How long a killed process may take to be reapable.
-const KILL_WAIT: Duration = Duration::from_secs(5);
-/// The byte the handler template writes on the result pipe once it runs.
-const READY: u8 = b'R';
 /// Largest event passed in `PAYLOAD`; a larger one goes in `PAYLOAD_FILE` (as the
 /// reference platform does: 100 KB, well under Linux's 128 KiB per variable).
 pub const PAYLOAD_ENV_LIMIT: usize = 100 * 1024;
@@ -129,161 +126,73 @@ fn stderr_tail(stderr: &[u8]) -> String {
     text[start..].to_string()
 }
 
-/// A started process of the program and its pipes.
+/// How a handler's standby starts, takes its event and reports its result.
 #[derive(Debug)]
-struct Proc {
-    pid: i32,
-    pidfd: OwnedFd,
-    input: Option<OwnedFd>,
-    pipes: Pipes,
-    /// What it printed before its invocation (a standby).
-    held: Held,
-    ready: bool,
-}
-
-impl Proc {
-    fn spawn(
-        inst: &mut Instance,
-        program: &str,
-        env: &[(String, String)],
-        stdout_limit: usize,
-    ) -> Result<Proc, AgentError> {
-        let (in_r, in_w) = process::pipe()?;
-        let (out_r, out_w) = process::pipe()?;
-        let (err_r, err_w) = process::pipe()?;
-        let (res_r, res_w) = process::pipe()?;
-        let pid = process::spawn(SpawnSpec {
-            program,
-            args: &[],
-            env,
-            cwd: &inst.layout.code,
-            fds: [in_r, out_w, err_w, res_w],
-        })?;
-        inst.reaper.track(pid);
-        process::set_nonblocking(in_w.as_raw_fd())?;
-        let pipes = Pipes {
-            stdout: Capture::new(out_r, stdout_limit)?,
-            stderr: Capture::new(err_r, inst.output_limit)?,
-            result: Capture::new(res_r, MAX_RESULT_BYTES + 2)?,
-        };
-        Ok(Proc {
-            pid,
-            pidfd: process::pidfd_open(pid)?,
-            input: Some(in_w),
-            pipes,
-            held: Held::default(),
-            ready: false,
-        })
-    }
-
-    /// Waits up to `limit` for the template's ready marker.
-    fn await_ready(&mut self, inst: &mut Instance, limit: Duration) -> Result<(), AgentError> {
-        let until = Instant::now() + limit;
-        loop {
-            self.pipes.pump(&mut self.held);
-            if self.pipes.result.data().first() == Some(&READY) {
-                self.ready = true;
-                return Ok(());
-            }
-            if let ChildState::Exited(info) = inst.reaper.state(self.pid) {
-                self.pipes.drain(&mut self.held);
-                let how = match (info.exit_code(), info.signal()) {
-                    (Some(code), _) => format!("exited with code {code}"),
-                    (_, Some(signal)) => {
-                        format!(
-                            "was killed by signal {signal} ({})",
-                            run::signal_name(signal)
-                        )
-                    }
-                    _ => "ended".to_string(),
-                };
-                let stderr = String::from_utf8_lossy(self.pipes.stderr.data());
-                return Err(AgentError::CodeLoad(format!(
-                    "the function's program {how} before it was ready: {}",
-                    stderr.trim_end()
-                )));
-            }
-            let now = Instant::now();
-            if now >= until {
-                return Err(AgentError::CodeLoad(format!(
-                    "the function's program did not start within {} ms",
-                    limit.as_millis()
-                )));
-            }
-            let mut fds = self.pipes.pollfds();
-            fds.push(process::pollfd(self.pidfd.as_raw_fd(), libc::POLLIN));
-            process::poll(&mut fds, Some(until - now))?;
-        }
-    }
-
-    /// Feeds `input` and watches the process until it exits or the deadline.
-    fn run(
-        &mut self,
-        inst: &mut Instance,
-        input: Vec<u8>,
-        deadline: Instant,
-        log: &mut dyn LogSink,
-    ) -> Ending {
-        let mut outbox = Outbox::new(input, 0);
-        loop {
-            if let Some(fd) = &self.input {
-                outbox.pump(fd.as_raw_fd());
-                if outbox.is_done() {
-                    self.input = None; // EOF: the event is whole
-                }
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ending::TimedOut(None);
-            }
-            let mut fds = vec![process::pollfd(self.pidfd.as_raw_fd(), libc::POLLIN)];
-            if let Some(fd) = &self.input {
-                fds.push(process::pollfd(fd.as_raw_fd(), libc::POLLOUT));
-            }
-            fds.extend(self.pipes.pollfds());
-            if let Err(e) = process::poll(&mut fds, Some(deadline - now)) {
-                return Ending::Lost(e.to_string(), None);
-            }
-            self.pipes.pump(log);
-            if fds[0].revents != 0 {
-                if let ChildState::Exited(info) = inst.reaper.state(self.pid) {
-                    return Ending::Exited(info);
-                }
-            }
-        }
-    }
-
-    /// Kills what is left of the invocation, then reads the pipes to their end.
-    fn finish_run(
-        &mut self,
-        inst: &mut Instance,
-        ending: Ending,
-        log: &mut dyn LogSink,
-    ) -> (Ending, crate::sweep::SweepReport) {
-        self.input = None;
-        let sweep = inst.sweeper.sweep(&[], &[self.pid], &mut inst.reaper);
-        let ending = match ending {
-            Ending::TimedOut(_) => Ending::TimedOut(inst.reaper.await_exit(self.pid, KILL_WAIT)),
-            other => other,
-        };
-        self.pipes.drain(log);
-        inst.reaper.forget(self.pid);
-        (ending, sweep)
-    }
-
-    fn kill(self, inst: &mut Instance) {
-        process::kill(self.pid, libc::SIGKILL);
-        let _ = process::wait4(self.pid, false);
-        inst.reaper.forget(self.pid);
-    }
-}
-
-/// The compiled runtime: the program, and for a handler the next standby.
-#[derive(Debug)]
-pub struct Binary {
+pub struct Handler {
     program: String,
-    kind: Kind,
-    standby: Option<Proc>,
+}
+
+impl StandbyRuntime for Handler {
+    const NAME: &'static str = "standby";
+    const UNAVAILABLE: &'static str = "the function's program could not be started";
+    const TOO_SLOW: &'static str = "the function's program did not start within";
+
+    fn spawn(&self, inst: &mut Instance) -> Result<Proc, AgentError> {
+        let env = inst.env.clone();
+        let limit = inst.output_limit;
+        Proc::spawn(inst, &self.program, &[], &env, limit, MAX_RESULT_BYTES + 2)
+    }
+
+    fn died(&self, pipes: &Pipes, info: ExitInfo) -> AgentError {
+        let how = match (info.exit_code(), info.signal()) {
+            (Some(code), _) => format!("exited with code {code}"),
+            (_, Some(signal)) => {
+                format!(
+                    "was killed by signal {signal} ({})",
+                    run::signal_name(signal)
+                )
+            }
+            _ => "ended".to_string(),
+        };
+        let stderr = String::from_utf8_lossy(pipes.stderr.data());
+        AgentError::CodeLoad(format!(
+            "the function's program {how} before it was ready: {}",
+            stderr.trim_end()
+        ))
+    }
+
+    /// Header lines `NAME=VALUE`, an empty line, then the event.
+    fn frame(
+        &self,
+        inst: &Instance,
+        spec: &InvokeSpec,
+        event: &[u8],
+    ) -> Result<Vec<u8>, AgentError> {
+        let mut input = Vec::with_capacity(event.len() + 128);
+        for (name, value) in invocation_env(inst, spec) {
+            input.extend_from_slice(format!("{name}={value}\n").as_bytes());
+        }
+        input.push(b'\n');
+        input.extend_from_slice(event);
+        Ok(input)
+    }
+
+    fn result(&self, reported: Vec<u8>) -> Vec<u8> {
+        if reported.len() > MAX_RESULT_BYTES {
+            Vec::new() // the result capture's truncation makes this ResultTooLarge
+        } else {
+            handler_result(&reported)
+        }
+    }
+}
+
+/// The compiled runtime: a handler's standby, or a full program run fresh.
+#[derive(Debug)]
+pub enum Binary {
+    /// A handler-only program, started ahead of its invocation.
+    Handler(Standby<Handler>),
+    /// A full program (its path), started when the event arrives.
+    Program(String),
 }
 
 impl Binary {
@@ -304,48 +213,11 @@ impl Binary {
                 "the artifact has no {ARTIFACT_PROGRAM}"
             )));
         }
-        let mut binary = Binary {
-            program: program.to_string_lossy().into_owned(),
-            kind: manifest.kind,
-            standby: None,
-        };
-        if binary.kind == Kind::Handler {
-            let mut standby = binary.spawn_standby(inst)?;
-            if let Err(e) = standby.await_ready(inst, LOAD_LIMIT) {
-                standby.kill(inst);
-                return Err(e);
-            }
-            binary.standby = Some(standby);
-        }
-        Ok(binary)
-    }
-
-    fn spawn_standby(&self, inst: &mut Instance) -> Result<Proc, AgentError> {
-        let env = inst.env.clone();
-        Proc::spawn(inst, &self.program, &env, inst.output_limit)
-    }
-
-    /// A running standby (waiting at most `limit` for it), replacing one that died.
-    fn ready_standby(&mut self, inst: &mut Instance, limit: Duration) -> Result<Proc, AgentError> {
-        if let Some(standby) = self.standby.take() {
-            if inst.reaper.state(standby.pid) == ChildState::Running {
-                self.standby = Some(standby);
-            } else {
-                crate::diag!("standby (pid {}) died while waiting", standby.pid);
-                inst.reaper.forget(standby.pid);
-            }
-        }
-        let mut standby = match self.standby.take() {
-            Some(standby) => standby,
-            None => self.spawn_standby(inst)?,
-        };
-        if !standby.ready {
-            if let Err(e) = standby.await_ready(inst, limit) {
-                standby.kill(inst);
-                return Err(e);
-            }
-        }
-        Ok(standby)
+        let program = program.to_string_lossy().into_owned();
+        Ok(match manifest.kind {
+            Kind::Handler => Binary::Handler(Standby::start(inst, Handler { program })?),
+            Kind::Program => Binary::Program(program),
+        })
     }
 
     /// Runs one invocation in a fresh process.
@@ -356,181 +228,120 @@ impl Binary {
         event: &[u8],
         log: &mut dyn LogSink,
     ) -> Result<Finished, AgentError> {
-        match self.kind {
-            Kind::Handler => self.invoke_handler(inst, spec, event, log),
-            Kind::Program => self.invoke_program(inst, spec, event, log),
+        match self {
+            Binary::Handler(standby) => standby.invoke(inst, spec, event, log),
+            Binary::Program(program) => invoke_program(inst, program, spec, event, log),
         }
-    }
-
-    fn invoke_handler(
-        &mut self,
-        inst: &mut Instance,
-        spec: &InvokeSpec,
-        event: &[u8],
-        log: &mut dyn LogSink,
-    ) -> Result<Finished, AgentError> {
-        let limit = Duration::from_millis(spec.timeout_ms).min(LOAD_LIMIT);
-        let mut standby = match self.ready_standby(inst, limit) {
-            Ok(standby) => standby,
-            Err(e) => {
-                let why = format!("the function's program could not be started: {e}");
-                return Ok(run::not_run(&spec.request_id, why));
-            }
-        };
-        standby.held.replay(log);
-        let mut input = Vec::with_capacity(event.len() + 128);
-        for (name, value) in invocation_env(inst, spec) {
-            input.extend_from_slice(format!("{name}={value}\n").as_bytes());
-        }
-        input.push(b'\n');
-        input.extend_from_slice(event);
-
-        let started = Instant::now();
-        let deadline = started + Duration::from_millis(spec.timeout_ms);
-        let ending = standby.run(inst, input, deadline, log);
-        let duration = started.elapsed();
-        let (ending, sweep) = standby.finish_run(inst, ending, log);
-        let mut reported = standby.pipes.result.take();
-        if reported.first() == Some(&READY) {
-            reported.remove(0);
-        }
-        let result = if reported.len() > MAX_RESULT_BYTES {
-            Vec::new() // the result capture's truncation makes this ResultTooLarge
-        } else {
-            handler_result(&reported)
-        };
-        let report = Report {
-            request_id: &spec.request_id,
-            timeout_ms: spec.timeout_ms,
-            ending,
-            duration,
-            sweep,
-            runtime_healthy: true,
-        };
-        Ok(run::finish(report, &mut standby.pipes, &result))
-    }
-
-    fn invoke_program(
-        &mut self,
-        inst: &mut Instance,
-        spec: &InvokeSpec,
-        event: &[u8],
-        log: &mut dyn LogSink,
-    ) -> Result<Finished, AgentError> {
-        let mut env = inst.env.clone();
-        env.extend(invocation_env(inst, spec));
-        let payload_file = if event.len() <= PAYLOAD_ENV_LIMIT && !event.contains(&0) {
-            env.push((
-                "PAYLOAD".to_string(),
-                String::from_utf8_lossy(event).into_owned(),
-            ));
-            None
-        } else {
-            let path = inst
-                .layout
-                .tmp
-                .join(format!("payload-{}.json", unique_suffix(spec)));
-            fs::write(&path, event).map_err(|e| AgentError::at("write", &path, e))?;
-            env.push((
-                "PAYLOAD_FILE".to_string(),
-                path.to_string_lossy().into_owned(),
-            ));
-            Some(path)
-        };
-        let stdout_limit = MAX_RESULT_BYTES.max(inst.output_limit);
-        let started = Instant::now();
-        let spawned = Proc::spawn(inst, &self.program, &env, stdout_limit);
-        let mut proc = match spawned {
-            Ok(proc) => proc,
-            Err(e) => {
-                remove_payload(payload_file);
-                return Ok(run::not_run(
-                    &spec.request_id,
-                    format!("the function's program could not be started: {e}"),
-                ));
-            }
-        };
-        let deadline = started + Duration::from_millis(spec.timeout_ms);
-        let ending = proc.run(inst, event.to_vec(), deadline, log);
-        let duration = started.elapsed();
-        let (ending, sweep) = proc.finish_run(inst, ending, log);
-        remove_payload(payload_file);
-
-        let exit = match &ending {
-            Ending::Exited(info) => Some(*info),
-            _ => None,
-        };
-        let result = match exit.and_then(|e: ExitInfo| e.exit_code()) {
-            Some(0) if proc.pipes.stdout.truncated() => Vec::new(),
-            Some(0) => program_result(proc.pipes.stdout.data()).unwrap_or_else(|why| {
-                program_error(
-                    "InvalidOutput",
-                    format!(
-                        "the program's stdout is not JSON ({why}): print the result as \
-                         JSON on stdout (other text may go to stderr)"
-                    ),
-                )
-            }),
-            Some(code) => {
-                let tail = stderr_tail(proc.pipes.stderr.data());
-                let mut message = format!("the program exited with code {code}");
-                if !tail.is_empty() {
-                    message = format!("{message}: {tail}");
-                }
-                program_error("ExitCode", message)
-            }
-            None => Vec::new(),
-        };
-        let result_too_large =
-            exit.and_then(|e| e.exit_code()) == Some(0) && proc.pipes.stdout.truncated();
-        let report = Report {
-            request_id: &spec.request_id,
-            timeout_ms: spec.timeout_ms,
-            ending,
-            duration,
-            sweep,
-            runtime_healthy: true,
-        };
-        let mut finished = run::finish(report, &mut proc.pipes, &result);
-        cap_inline_stdout(&mut finished, inst.output_limit);
-        if result_too_large {
-            finished.outcome.status = hearth_core::protocol::OutcomeStatus::Error;
-            finished.outcome.error = Some(hearth_core::invocation::ErrorInfo {
-                kind: "ResultTooLarge".into(),
-                message: format!(
-                    "the program printed more than {} MB on stdout",
-                    MAX_RESULT_BYTES >> 20
-                ),
-                trace: String::new(),
-            });
-        }
-        Ok(finished)
     }
 
     /// Starts the next standby (a handler's), once the result has gone out.
     pub fn after_result(&mut self, inst: &mut Instance) {
-        if self.kind == Kind::Handler && self.standby.is_none() {
-            match self.spawn_standby(inst) {
-                Ok(standby) => self.standby = Some(standby),
-                Err(e) => crate::diag!("could not start the next standby: {e}"),
-            }
+        if let Binary::Handler(standby) = self {
+            standby.after_result(inst);
         }
     }
 
     /// The standby's pipes, drained between invocations so it never blocks on a full one.
     pub fn idle_fds(&self) -> Vec<RawFd> {
-        self.standby
-            .as_ref()
-            .map(|s| s.pipes.pollfds().iter().map(|p| p.fd).collect())
-            .unwrap_or_default()
+        match self {
+            Binary::Handler(standby) => standby.idle_fds(),
+            Binary::Program(_) => Vec::new(),
+        }
     }
 
     /// Reads what the standby wrote while waiting (held for its invocation).
     pub fn on_idle(&mut self) {
-        if let Some(standby) = self.standby.as_mut() {
-            standby.pipes.pump(&mut standby.held);
+        if let Binary::Handler(standby) = self {
+            standby.on_idle();
         }
     }
+}
+
+/// Runs a full program in a fresh process, its event in its environment and on stdin.
+fn invoke_program(
+    inst: &mut Instance,
+    program: &str,
+    spec: &InvokeSpec,
+    event: &[u8],
+    log: &mut dyn LogSink,
+) -> Result<Finished, AgentError> {
+    let mut env = inst.env.clone();
+    env.extend(invocation_env(inst, spec));
+    let payload_file = if event.len() <= PAYLOAD_ENV_LIMIT && !event.contains(&0) {
+        env.push((
+            "PAYLOAD".to_string(),
+            String::from_utf8_lossy(event).into_owned(),
+        ));
+        None
+    } else {
+        let path = inst
+            .layout
+            .tmp
+            .join(format!("payload-{}.json", unique_suffix(spec)));
+        fs::write(&path, event).map_err(|e| AgentError::at("write", &path, e))?;
+        env.push((
+            "PAYLOAD_FILE".to_string(),
+            path.to_string_lossy().into_owned(),
+        ));
+        Some(path)
+    };
+    let stdout_limit = MAX_RESULT_BYTES.max(inst.output_limit);
+    let started = Instant::now();
+    let spawned = Proc::spawn(inst, program, &[], &env, stdout_limit, MAX_RESULT_BYTES + 2);
+    let mut proc = match spawned {
+        Ok(proc) => proc,
+        Err(e) => {
+            remove_payload(payload_file);
+            return Ok(run::not_run(
+                &spec.request_id,
+                format!("the function's program could not be started: {e}"),
+            ));
+        }
+    };
+    let report = proc.invoke(inst, spec, event.to_vec(), started, log);
+    remove_payload(payload_file);
+
+    let exit = match &report.ending {
+        Ending::Exited(info) => Some(*info),
+        _ => None,
+    };
+    let result = match exit.and_then(|e: ExitInfo| e.exit_code()) {
+        Some(0) if proc.pipes.stdout.truncated() => Vec::new(),
+        Some(0) => program_result(proc.pipes.stdout.data()).unwrap_or_else(|why| {
+            program_error(
+                "InvalidOutput",
+                format!(
+                    "the program's stdout is not JSON ({why}): print the result as \
+                     JSON on stdout (other text may go to stderr)"
+                ),
+            )
+        }),
+        Some(code) => {
+            let tail = stderr_tail(proc.pipes.stderr.data());
+            let mut message = format!("the program exited with code {code}");
+            if !tail.is_empty() {
+                message = format!("{message}: {tail}");
+            }
+            program_error("ExitCode", message)
+        }
+        None => Vec::new(),
+    };
+    let result_too_large =
+        exit.and_then(|e| e.exit_code()) == Some(0) && proc.pipes.stdout.truncated();
+    let mut finished = run::finish(report, &mut proc.pipes, &result);
+    cap_inline_stdout(&mut finished, inst.output_limit);
+    if result_too_large {
+        finished.outcome.status = hearth_core::protocol::OutcomeStatus::Error;
+        finished.outcome.error = Some(hearth_core::invocation::ErrorInfo {
+            kind: "ResultTooLarge".into(),
+            message: format!(
+                "the program printed more than {} MB on stdout",
+                MAX_RESULT_BYTES >> 20
+            ),
+            trace: String::new(),
+        });
+    }
+    Ok(finished)
 }
 
 /// A file-name-safe suffix for this invocation's payload file.

@@ -42,8 +42,6 @@ const MAX_PROGRAM_BYTES: u64 = 256 << 20;
 const OUTPUT_KEEP: usize = 256 << 10;
 /// Longest compiler message put in the error.
 const MESSAGE_KEEP: usize = 64 << 10;
-/// How long a killed compiler may take to be reapable.
-const KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// How a compiled function takes its event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -574,13 +572,7 @@ impl Builder {
             }
         };
         let duration = started.elapsed();
-        let sweep = inst.sweeper.sweep(&[], &[pid], &mut inst.reaper);
-        let ending = match ending {
-            Ending::TimedOut(_) => Ending::TimedOut(inst.reaper.await_exit(pid, KILL_WAIT)),
-            other => other,
-        };
-        pipes.drain(&mut Quiet);
-        inst.reaper.forget(pid);
+        let (ending, sweep) = run::settle(inst, pid, ending, &mut pipes, &mut Quiet);
         let succeeded = matches!(&ending, Ending::Exited(info) if info.exit_code() == Some(0));
         let mut payload = Vec::new();
         let result = if succeeded {

@@ -15,9 +15,10 @@
 //! Layout: `main.rs` (startup and the frame loop), `channel.rs` (the protocol stream),
 //! `setup.rs` (root file system), `code.rs` (code tar, runtime files), `privileges.rs`
 //! (caps, uid, seccomp), `runtime.rs` (what runtimes share), `python.rs` (zygote),
-//! `node.rs` (standby), `process.rs` (spawn, pipes, wait), `run.rs` (one invocation's
-//! outcome), `output.rs` (the output dir: archive, quota, emptying), `sweep.rs`
-//! (leftover killing).
+//! `node.rs` (standby), `binary.rs` (compiled programs), `build.rs` (their build),
+//! `standby.rs` (a process fed its event on a pipe, kept ready), `process.rs` (spawn,
+//! pipes, wait), `run.rs` (one invocation's outcome), `output.rs` (the output dir:
+//! archive, quota, emptying), `sweep.rs` (leftover killing).
 //!
 //! Frames of one invocation, in order: `Log`* while the process runs (every piece of
 //! stdout/stderr as read), then `Output`* (the output dir's tar, when it is not empty),
@@ -58,6 +59,7 @@ mod python;
 mod run;
 mod runtime;
 mod setup;
+mod standby;
 mod sweep;
 
 use channel::Channel;

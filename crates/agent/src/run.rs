@@ -3,6 +3,7 @@
 use crate::channel::LogSink;
 use crate::error::AgentError;
 use crate::process::{self, Capture, ExitInfo, MAX_CHUNK};
+use crate::runtime::Instance;
 use crate::sweep::SweepReport;
 use hearth_core::invocation::ErrorInfo;
 use hearth_core::protocol::{InvokeOutcome, LogStream, OutcomeStatus};
@@ -15,6 +16,8 @@ use std::time::{Duration, Instant};
 pub const MAX_RESULT_BYTES: usize = 16 << 20;
 /// How long to keep reading pipes after the sweep, when a writer somehow survived.
 const DRAIN_LIMIT: Duration = Duration::from_millis(200);
+/// How long a killed process may take to be reapable.
+const KILL_WAIT: Duration = Duration::from_secs(5);
 /// Most output a process waiting for its event may leave for its invocation's log.
 const HELD_LIMIT: usize = 1 << 20;
 
@@ -139,6 +142,26 @@ pub enum Ending {
     TimedOut(Option<ExitInfo>),
     /// The runtime process lost track of it (the zygote died, the standby broke).
     Lost(String, Option<ExitInfo>),
+}
+
+/// After the invocation's process `pid` ended (or the deadline passed): kills what is
+/// left of the invocation, waits for a timed-out process's status, then reads the pipes
+/// to their end (passing the output to `log`) and forgets `pid`.
+pub fn settle(
+    inst: &mut Instance,
+    pid: i32,
+    ending: Ending,
+    pipes: &mut Pipes,
+    log: &mut dyn LogSink,
+) -> (Ending, SweepReport) {
+    let sweep = inst.sweeper.sweep(&[], &[pid], &mut inst.reaper);
+    let ending = match ending {
+        Ending::TimedOut(_) => Ending::TimedOut(inst.reaper.await_exit(pid, KILL_WAIT)),
+        other => other,
+    };
+    pipes.drain(log);
+    inst.reaper.forget(pid);
+    (ending, sweep)
 }
 
 /// An invocation's end, ready to be sent.

@@ -5,7 +5,7 @@ use crate::binary::Binary;
 use crate::build::Builder;
 use crate::channel::LogSink;
 use crate::error::AgentError;
-use crate::node::Node;
+use crate::node::{Node, NodeJs};
 use crate::output::OutputDir;
 use crate::process::Reaper;
 use crate::python::Python;
@@ -136,7 +136,7 @@ impl Runner {
         match (runtime, purpose) {
             (_, Purpose::Build) => Ok(Runner::Build(Builder::start(runtime, inst)?)),
             (Runtime::Python, Purpose::Serve) => Ok(Runner::Python(Python::start(inst)?)),
-            (Runtime::Nodejs, Purpose::Serve) => Ok(Runner::Node(Node::start(inst)?)),
+            (Runtime::Nodejs, Purpose::Serve) => Ok(Runner::Node(Node::start(inst, NodeJs)?)),
             (Runtime::Cpp | Runtime::Go, Purpose::Serve) => {
                 Ok(Runner::Binary(Binary::start(inst)?))
             }

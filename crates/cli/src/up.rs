@@ -178,6 +178,9 @@ async fn docker_backend(agent: PathBuf, data_dir: &Path) -> anyhow::Result<Docke
     Ok(backend)
 }
 
+/// Tries to take the data dir's lock, 100 ms apart.
+const LOCK_ATTEMPTS: u32 = 30;
+
 /// Holds an exclusive lock on the data dir for the life of the process, so two
 /// `hearth up` never share one (they would fight over its database and sandboxes).
 fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
@@ -189,14 +192,19 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
         .write(true)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    // SAFETY: flock on a descriptor we own; no memory is involved.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        bail!(
-            "another hearth is already running on {}: stop it, or pass another --data-dir",
-            data_dir.display()
-        );
+    // A hearth that was just killed may leave the lock held a moment longer: a child
+    // it was forking holds a copy of the descriptor until that child execs or dies.
+    for _ in 0..LOCK_ATTEMPTS {
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(file);
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
-    Ok(file)
+    bail!(
+        "another hearth is already running on {}: stop it, or pass another --data-dir",
+        data_dir.display()
+    )
 }
 
 /// The admin key: `HEARTH_API_KEY` when set, else the data dir's, else a new one.

@@ -1,0 +1,306 @@
+//! Processes fed their event on a pipe: the Node.js standby, a compiled handler's standby
+//! (both started ahead of their invocation) and a compiled full program (started when its
+//! event arrives).
+//!
+//! A [`Proc`] has fd 0 = the event pipe, fds 1/2 = this invocation's stdout/stderr pipes,
+//! fd 3 = the result pipe. A standby writes [`READY`] on fd 3 once it can take its event,
+//! then blocks reading fd 0. What it prints while it waits is held and logged with the
+//! invocation that uses it. [`Standby`] keeps at most one such process ready and replaces
+//! it after every result; a [`StandbyRuntime`] says what differs: how the process starts,
+//! how the event is framed, how the result reads.
+
+use crate::channel::LogSink;
+use crate::error::AgentError;
+use crate::process::{self, Capture, ChildState, ExitInfo, Outbox, SpawnSpec};
+use crate::run::{self, Ending, Finished, Held, Pipes, Report};
+use crate::runtime::{Instance, LOAD_LIMIT};
+use hearth_core::protocol::InvokeSpec;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+/// The byte a standby writes on the result pipe once it waits for its event.
+const READY: u8 = b'R';
+
+/// A started process, its event pipe and its output pipes.
+#[derive(Debug)]
+pub struct Proc {
+    pid: i32,
+    pidfd: OwnedFd,
+    input: Option<OwnedFd>,
+    /// Its stdout, stderr and result pipes.
+    pub pipes: Pipes,
+    /// What it printed before its invocation (a standby).
+    held: Held,
+    ready: bool,
+}
+
+impl Proc {
+    /// Starts `program` in the code dir; stdout keeps at most `stdout_limit` bytes, stderr
+    /// the instance's output limit, the result pipe `result_limit`.
+    pub fn spawn(
+        inst: &mut Instance,
+        program: &str,
+        args: &[String],
+        env: &[(String, String)],
+        stdout_limit: usize,
+        result_limit: usize,
+    ) -> Result<Proc, AgentError> {
+        let (in_r, in_w) = process::pipe()?;
+        let (out_r, out_w) = process::pipe()?;
+        let (err_r, err_w) = process::pipe()?;
+        let (res_r, res_w) = process::pipe()?;
+        let pid = process::spawn(SpawnSpec {
+            program,
+            args,
+            env,
+            cwd: &inst.layout.code,
+            fds: [in_r, out_w, err_w, res_w],
+        })?;
+        inst.reaper.track(pid);
+        process::set_nonblocking(in_w.as_raw_fd())?;
+        let pipes = Pipes {
+            stdout: Capture::new(out_r, stdout_limit)?,
+            stderr: Capture::new(err_r, inst.output_limit)?,
+            result: Capture::new(res_r, result_limit)?,
+        };
+        Ok(Proc {
+            pid,
+            pidfd: process::pidfd_open(pid)?,
+            input: Some(in_w),
+            pipes,
+            held: Held::default(),
+            ready: false,
+        })
+    }
+
+    /// Waits up to `limit` for the ready marker; `runtime` says why there was none.
+    fn await_ready<R: StandbyRuntime>(
+        &mut self,
+        inst: &mut Instance,
+        limit: Duration,
+        runtime: &R,
+    ) -> Result<(), AgentError> {
+        let until = Instant::now() + limit;
+        loop {
+            self.pipes.pump(&mut self.held);
+            if self.pipes.result.data().first() == Some(&READY) {
+                self.ready = true;
+                return Ok(());
+            }
+            if let ChildState::Exited(info) = inst.reaper.state(self.pid) {
+                self.pipes.drain(&mut self.held);
+                return Err(runtime.died(&self.pipes, info));
+            }
+            let now = Instant::now();
+            if now >= until {
+                return Err(AgentError::CodeLoad(format!(
+                    "{} {} ms",
+                    R::TOO_SLOW,
+                    limit.as_millis()
+                )));
+            }
+            let mut fds = self.pipes.pollfds();
+            fds.push(process::pollfd(self.pidfd.as_raw_fd(), libc::POLLIN));
+            process::poll(&mut fds, Some(until - now))?;
+        }
+    }
+
+    /// Feeds `input` (then EOF) and watches the process until it exits or the deadline,
+    /// passing its output to `log`.
+    fn watch(
+        &mut self,
+        inst: &mut Instance,
+        input: Vec<u8>,
+        deadline: Instant,
+        log: &mut dyn LogSink,
+    ) -> Ending {
+        let mut outbox = Outbox::new(input, 0);
+        loop {
+            if let Some(fd) = &self.input {
+                outbox.pump(fd.as_raw_fd());
+                if outbox.is_done() {
+                    self.input = None; // EOF: the event is whole
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ending::TimedOut(None);
+            }
+            let mut fds = vec![process::pollfd(self.pidfd.as_raw_fd(), libc::POLLIN)];
+            if let Some(fd) = &self.input {
+                fds.push(process::pollfd(fd.as_raw_fd(), libc::POLLOUT));
+            }
+            fds.extend(self.pipes.pollfds());
+            if let Err(e) = process::poll(&mut fds, Some(deadline - now)) {
+                return Ending::Lost(e.to_string(), None);
+            }
+            self.pipes.pump(log);
+            if fds[0].revents != 0 {
+                if let ChildState::Exited(info) = inst.reaper.state(self.pid) {
+                    return Ending::Exited(info);
+                }
+            }
+        }
+    }
+
+    /// Runs one invocation: feeds `input`, watches the process until it exits or
+    /// `started` + the timeout, then kills what is left of it and reads the pipes to
+    /// their end.
+    pub fn invoke<'a>(
+        &mut self,
+        inst: &mut Instance,
+        spec: &'a InvokeSpec,
+        input: Vec<u8>,
+        started: Instant,
+        log: &mut dyn LogSink,
+    ) -> Report<'a> {
+        let deadline = started + Duration::from_millis(spec.timeout_ms);
+        let ending = self.watch(inst, input, deadline, log);
+        let duration = started.elapsed();
+        self.input = None;
+        let (ending, sweep) = run::settle(inst, self.pid, ending, &mut self.pipes, log);
+        Report {
+            request_id: &spec.request_id,
+            timeout_ms: spec.timeout_ms,
+            ending,
+            duration,
+            sweep,
+            runtime_healthy: true,
+        }
+    }
+
+    /// What came on the result pipe, without the ready marker.
+    fn take_result(&mut self) -> Vec<u8> {
+        let mut result = self.pipes.result.take();
+        if result.first() == Some(&READY) {
+            result.remove(0);
+        }
+        result
+    }
+
+    fn kill(self, inst: &mut Instance) {
+        process::kill(self.pid, libc::SIGKILL);
+        let _ = process::wait4(self.pid, false);
+        inst.reaper.forget(self.pid);
+    }
+}
+
+/// What a runtime that keeps a standby does its own way.
+pub trait StandbyRuntime {
+    /// The standby's name in diagnostics.
+    const NAME: &'static str;
+    /// What an invocation that found no ready process says (before the cause).
+    const UNAVAILABLE: &'static str;
+    /// What a standby not ready in time says (before ` LIMIT ms`).
+    const TOO_SLOW: &'static str;
+    /// Starts a standby process.
+    fn spawn(&self, inst: &mut Instance) -> Result<Proc, AgentError>;
+    /// The error of a standby that ended (`info`) before it was ready.
+    fn died(&self, pipes: &Pipes, info: ExitInfo) -> AgentError;
+    /// What the standby reads on its fd 0 for this invocation.
+    fn frame(
+        &self,
+        inst: &Instance,
+        spec: &InvokeSpec,
+        event: &[u8],
+    ) -> Result<Vec<u8>, AgentError>;
+    /// The result JSON that [`run::finish`] reads, from what came on the result pipe
+    /// after the ready marker.
+    fn result(&self, reported: Vec<u8>) -> Vec<u8>;
+}
+
+/// A runtime with at most one standby, replaced after every invocation.
+#[derive(Debug)]
+pub struct Standby<R> {
+    runtime: R,
+    next: Option<Proc>,
+}
+
+impl<R: StandbyRuntime> Standby<R> {
+    /// Starts the first standby and waits until it is ready.
+    pub fn start(inst: &mut Instance, runtime: R) -> Result<Standby<R>, AgentError> {
+        let mut proc = runtime.spawn(inst)?;
+        if let Err(e) = proc.await_ready(inst, LOAD_LIMIT, &runtime) {
+            proc.kill(inst);
+            return Err(e);
+        }
+        Ok(Standby {
+            runtime,
+            next: Some(proc),
+        })
+    }
+
+    /// A ready standby (waiting at most `limit` for it), replacing one that died while
+    /// it waited.
+    fn take_ready(&mut self, inst: &mut Instance, limit: Duration) -> Result<Proc, AgentError> {
+        if let Some(proc) = self.next.take() {
+            if inst.reaper.state(proc.pid) == ChildState::Running {
+                self.next = Some(proc);
+            } else {
+                crate::diag!("{} (pid {}) died while waiting", R::NAME, proc.pid);
+                inst.reaper.forget(proc.pid);
+            }
+        }
+        let mut proc = match self.next.take() {
+            Some(proc) => proc,
+            None => self.runtime.spawn(inst)?,
+        };
+        if !proc.ready {
+            if let Err(e) = proc.await_ready(inst, limit, &self.runtime) {
+                proc.kill(inst);
+                return Err(e);
+            }
+        }
+        Ok(proc)
+    }
+
+    /// Runs one invocation in the standby process.
+    pub fn invoke(
+        &mut self,
+        inst: &mut Instance,
+        spec: &InvokeSpec,
+        event: &[u8],
+        log: &mut dyn LogSink,
+    ) -> Result<Finished, AgentError> {
+        // The standby started after the previous result may still be loading; that wait
+        // is bounded by this invocation's own timeout.
+        let limit = Duration::from_millis(spec.timeout_ms).min(LOAD_LIMIT);
+        let mut proc = match self.take_ready(inst, limit) {
+            Ok(proc) => proc,
+            Err(e) => {
+                let why = format!("{}: {e}", R::UNAVAILABLE);
+                return Ok(run::not_run(&spec.request_id, why));
+            }
+        };
+        proc.held.replay(log);
+        let input = self.runtime.frame(inst, spec, event)?;
+        let report = proc.invoke(inst, spec, input, Instant::now(), log);
+        let result = self.runtime.result(proc.take_result());
+        Ok(run::finish(report, &mut proc.pipes, &result))
+    }
+
+    /// Starts the next standby (it gets ready while the worker reads the result).
+    pub fn after_result(&mut self, inst: &mut Instance) {
+        if self.next.is_none() {
+            match self.runtime.spawn(inst) {
+                Ok(proc) => self.next = Some(proc),
+                Err(e) => crate::diag!("could not start the next {}: {e}", R::NAME),
+            }
+        }
+    }
+
+    /// The standby's pipes, drained between invocations so it never blocks on a full one.
+    pub fn idle_fds(&self) -> Vec<RawFd> {
+        self.next
+            .as_ref()
+            .map(|p| p.pipes.pollfds().iter().map(|p| p.fd).collect())
+            .unwrap_or_default()
+    }
+
+    /// Reads what the standby wrote while waiting (held for its invocation).
+    pub fn on_idle(&mut self) {
+        if let Some(proc) = self.next.as_mut() {
+            proc.pipes.pump(&mut proc.held);
+        }
+    }
+}
