@@ -3,6 +3,7 @@
 //! `cargo test --release -p hearth-agent --test bench -- --ignored --nocapture`
 //! (`HEARTH_AGENT` picks another agent binary, e.g. the static release one;
 //! `HEARTH_BENCH_OUTPUT_MB` the size of the output dir, default 16, 0 for none).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 mod common;
 

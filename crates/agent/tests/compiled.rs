@@ -1,6 +1,7 @@
 //! The compiled runtimes (C++, Go) through a real agent in Existing mode: one agent
 //! builds (`Purpose::Build`), another serves the artifact it made. Needs g++ and Go on
 //! the host (`scripts/setup.sh` installs them).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The native sandbox: the agent in fresh namespaces builds its own root and drops
 //! privileges. Needs root (as the native worker does).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 mod common;
 

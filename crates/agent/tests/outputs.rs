@@ -1,6 +1,7 @@
 //! Full logs (`Log` frames) and output files (`Output` frames, a tar of `$OUTPUT_DIR`)
 //! through a real agent in Existing mode. The harness checks every invocation's frame
 //! order (`Log`*, `Output`*, `Result`) and frame sizes.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The Python runtime through a real agent in Existing mode.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Asynchronous invocations: 202 at once, a durable queue, retries, callbacks.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use hearth_testkit::{eventually, expect_error, Hearth};
 use reqwest::Method;

@@ -1,4 +1,5 @@
 //! Bad input gets a 4xx with a message that says what to fix, and stores nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use hearth_testkit::{expect_error, zip_files, Hearth};
 use reqwest::Method;

@@ -2,6 +2,7 @@
 //! every event; a build failure is a 422 with the compiler's message and leaves the
 //! previous version serving; identical code is built once, and invocations (cold starts
 //! included) never compile.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use hearth_testkit::{expect_error, fixture, runtimes, zip_files, Hearth};
 use serde_json::{json, Value};

@@ -1,5 +1,6 @@
 //! Concurrent calls get their own instances up to the function's maximum, then wait
 //! their turn. Overlap is judged from the handlers' own clocks, not from timings.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use hearth_testkit::Hearth;
 use serde_json::{json, Value};

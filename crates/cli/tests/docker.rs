@@ -5,6 +5,7 @@
 //! Needs a running engine and the runtime images of the agent under test
 //! (`scripts/docker.sh` then `hearth images build`; `scripts/test.sh` does both). Without
 //! them these tests fail, loudly: nothing here is skipped.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use hearth_testkit::{eventually, Hearth};
 use serde_json::{json, Value};

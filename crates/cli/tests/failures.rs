@@ -3,6 +3,7 @@
 //!
 //! One suite for every runtime: each has a `{prefix}-fail` fixture whose actions (picked
 //! by the event) misbehave the same way (`hearth_testkit::runtimes`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use hearth_testkit::{runtimes, runtimes_except, Hearth};
 use serde_json::json;

@@ -3,6 +3,7 @@
 //! One suite for every runtime with a `{prefix}-hostile` fixture (Python, C++, Go: each
 //! tries the same things, picked by the event's action; see
 //! `hearth_testkit::runtimes`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use hearth_testkit::{runtimes_except, Hearth, RuntimeCase};
 use serde_json::{json, Value};

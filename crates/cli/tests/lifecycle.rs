@@ -1,5 +1,6 @@
 //! Deploy, invoke, update, list, delete and restart, for every interpreted runtime,
 //! against a real `hearth up`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use hearth_testkit::{expect_error, Hearth};
 use reqwest::Method;

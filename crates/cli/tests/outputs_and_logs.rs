@@ -1,5 +1,6 @@
 //! Output files, full logs and history, with fire-and-forget reporting that loses
 //! nothing when the object store is down or hearth is killed.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use hearth_testkit::{eventually, Hearth};
 use reqwest::Method;

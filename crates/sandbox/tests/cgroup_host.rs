@@ -1,6 +1,7 @@
 //! The cgroup code against this host's real cgroups (v1 or v2), without the agent.
 //!
 //! Needs root. Each test makes its own instance cgroup in hearth's group and removes it.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use hearth_sandbox::cgroup::{
     time_peak_reading, time_usage_reading, CgroupConfig, CgroupHost, CgroupLimits, CpuQuota,

@@ -3,6 +3,7 @@
 //! Needs root and the static agent binary: `$HEARTH_AGENT`, else
 //! `<workspace>/target/agent/x86_64-unknown-linux-gnu/release/hearth-agent`. A missing
 //! agent fails every test with the command that builds it; nothing is skipped.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use bytes::Bytes;
 use hearth_core::protocol::{InvokeSpec, OutcomeStatus};
