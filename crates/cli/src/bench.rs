@@ -341,6 +341,21 @@ pub async fn run(
         output_rss_growth_mb,
         output_rss_note,
     };
+    if own.is_none() {
+        // Someone else's hearth: take the bench's functions away again.
+        let mut names: Vec<String> = handlers
+            .iter()
+            .flat_map(|(runtime, _, _)| {
+                [format!("bench-{runtime}"), format!("bench-cold-{runtime}")]
+            })
+            .collect();
+        names.push("bench-output".into());
+        for name in names {
+            let _ = client
+                .send(client.request(Method::DELETE, &format!("/v1/functions/{name}")))
+                .await;
+        }
+    }
     if output.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

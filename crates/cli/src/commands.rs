@@ -291,11 +291,12 @@ pub async fn list(client: &Client, output: &Output) -> anyhow::Result<ExitCode> 
         for f in functions {
             text.push_str(&format!(
                 "{:<32} {:>7} {:<8} {:>5}MB {:>7}ms  {}\n",
+                // JSON values ignore width and alignment: format them as strings.
                 f["name"].as_str().unwrap_or_default(),
-                f["version"],
+                f["version"].to_string(),
                 f["runtime"].as_str().unwrap_or_default(),
-                f["memory_mb"],
-                f["timeout_ms"],
+                f["memory_mb"].to_string(),
+                f["timeout_ms"].to_string(),
                 f["updated_at"].as_str().unwrap_or_default(),
             ));
         }
