@@ -55,20 +55,26 @@ def handler(event, context):
     }
 "#;
 
-#[test]
-fn the_native_sandbox_is_sealed() {
-    if !is_root() {
-        eprintln!("skipped: the native sandbox needs root");
-        return;
-    }
-    let mount_point = tempfile::tempdir().unwrap();
-    let root = RootSetup::Native {
+/// The native root setup every test here uses: the runtime dirs read-only over a tmpfs
+/// on `mount_point`. These tests need root; without it they fail, never skip.
+fn native_root(mount_point: &tempfile::TempDir) -> RootSetup {
+    assert!(
+        is_root(),
+        "the native sandbox tests need root (namespaces, mounts)"
+    );
+    RootSetup::Native {
         mount_point: mount_point.path().to_string_lossy().into_owned(),
         read_only_dirs: ["/usr", "/lib", "/lib64", "/bin"]
             .map(String::from)
             .to_vec(),
         root_size_mb: 32,
-    };
+    }
+}
+
+#[test]
+fn the_native_sandbox_is_sealed() {
+    let mount_point = tempfile::tempdir().unwrap();
+    let root = native_root(&mount_point);
     let init = spec(Runtime::Python, root);
     let mut agent = Agent::spawn(native_command());
     match agent.init(&init, &tar_of(&[("main.py", PROBE)])) {
@@ -153,18 +159,8 @@ fn the_native_sandbox_is_sealed() {
 
 #[test]
 fn node_runs_in_the_native_sandbox_too() {
-    if !is_root() {
-        eprintln!("skipped: the native sandbox needs root");
-        return;
-    }
     let mount_point = tempfile::tempdir().unwrap();
-    let root = RootSetup::Native {
-        mount_point: mount_point.path().to_string_lossy().into_owned(),
-        read_only_dirs: ["/usr", "/lib", "/lib64", "/bin"]
-            .map(String::from)
-            .to_vec(),
-        root_size_mb: 32,
-    };
+    let root = native_root(&mount_point);
     let code = "exports.handler = async (e) => ({ uid: process.getuid(), pid: process.pid, e });";
     let mut agent = Agent::spawn(native_command());
     match agent.init(&spec(Runtime::Nodejs, root), &tar_of(&[("index.js", code)])) {
@@ -217,18 +213,8 @@ def handler(event, context):
 
 #[test]
 fn the_output_dir_is_a_tmpfs_of_the_quota_owned_by_the_function() {
-    if !is_root() {
-        eprintln!("skipped: the native sandbox needs root");
-        return;
-    }
     let mount_point = tempfile::tempdir().unwrap();
-    let root = RootSetup::Native {
-        mount_point: mount_point.path().to_string_lossy().into_owned(),
-        read_only_dirs: ["/usr", "/lib", "/lib64", "/bin"]
-            .map(String::from)
-            .to_vec(),
-        root_size_mb: 32,
-    };
+    let root = native_root(&mount_point);
     let mut init = spec(Runtime::Python, root);
     init.output_size_mb = 1;
     let mut agent = Agent::spawn(native_command());
@@ -272,16 +258,8 @@ fn the_output_dir_is_a_tmpfs_of_the_quota_owned_by_the_function() {
 
 #[test]
 fn the_sandbox_dies_with_the_agent() {
-    if !is_root() {
-        eprintln!("skipped: the native sandbox needs root");
-        return;
-    }
     let mount_point = tempfile::tempdir().unwrap();
-    let root = RootSetup::Native {
-        mount_point: mount_point.path().to_string_lossy().into_owned(),
-        read_only_dirs: vec!["/usr".into(), "/lib".into(), "/lib64".into(), "/bin".into()],
-        root_size_mb: 32,
-    };
+    let root = native_root(&mount_point);
     let mut agent = Agent::spawn(native_command());
     let code = "def handler(e, c):\n    return 1\n";
     assert!(matches!(
