@@ -10,8 +10,10 @@
 //! than a package's). The controller and the worker call in; this crate calls out only
 //! to the disk, the database and the object store.
 //!
-//! Layout: `metadata.rs` (trait + `SqliteMetadataStore`), `objects.rs` (`CodeStore`),
-//! `package.rs` (`inspect_zip`), `queue.rs` (the durable queue of async invocations),
+//! Layout: `metadata/` (trait + records in `mod.rs`, one file per backend),
+//! `objects.rs` (`CodeStore`),
+//! `package.rs` (`inspect_zip`), `queue/` (the durable queue of async invocations,
+//! trait in `mod.rs`, one file per backend),
 //! this file (`StoreError`).
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]

@@ -1,142 +1,19 @@
-//! The metadata store: function versions and invocation history.
-//!
-//! [`MetadataStore`] is the interface the controller holds (`Arc<dyn MetadataStore>`);
-//! [`SqliteMetadataStore`] is the embedded implementation, one SQLite file in WAL mode.
-//! A PostgreSQL implementation will sit beside it behind the same trait, so nothing in
-//! the trait names a backend type.
+//! [`SqliteMetadataStore`]: the embedded metadata store, one SQLite file in WAL mode
+//! (or memory, for tests). It also holds the durable async queue (`queue/sqlite.rs`).
 
+use super::{
+    decode_invocation, encode_invocation, encode_spec, now_rfc3339, p95_rank, since_us, to_i64,
+    FunctionRecord, FunctionStats, InvocationFilter, MetadataStore, VersionRow,
+    UNFINISHED_STATUSES, VERSION_COLUMNS,
+};
 use crate::StoreError;
 use async_trait::async_trait;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use hearth_core::{FunctionSpec, Invocation, InvocationStatus};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// Invocations listed when a filter does not say.
-pub const DEFAULT_LIST_LIMIT: u32 = 50;
-/// Most invocations one listing returns.
-pub const MAX_LIST_LIMIT: u32 = 1000;
-
-/// One immutable version of a function.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FunctionRecord {
-    /// Function name.
-    pub name: String,
-    /// Version number: 1 on create, previous + 1 on each update.
-    pub version: u64,
-    /// The version's validated settings.
-    pub spec: FunctionSpec,
-    /// Hex SHA-256 of the code zip (its object-store key).
-    pub code_sha256: String,
-    /// Size of the code zip, bytes.
-    pub code_size: u64,
-    /// RFC 3339 UTC time the function was first created.
-    pub created_at: String,
-    /// RFC 3339 UTC time this version was made.
-    pub updated_at: String,
-}
-
-/// Aggregates over a function's finished invocations (those not `queued`/`running`).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct FunctionStats {
-    /// Finished invocations on record.
-    pub invocations: u64,
-    /// Those whose status is not `success`.
-    pub errors: u64,
-    /// Mean `duration_ms`.
-    pub avg_duration_ms: f64,
-    /// 95th percentile of `duration_ms` (nearest rank).
-    pub p95_duration_ms: f64,
-}
-
-/// Which invocations a listing returns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvocationFilter {
-    /// Most invocations returned; 0 means [`DEFAULT_LIST_LIMIT`], more than
-    /// [`MAX_LIST_LIMIT`] is cut to it.
-    pub limit: u32,
-    /// Only invocations with this status.
-    pub status: Option<InvocationStatus>,
-    /// Only invocations started at or after this RFC 3339 time.
-    pub since: Option<String>,
-}
-
-impl Default for InvocationFilter {
-    fn default() -> Self {
-        InvocationFilter {
-            limit: DEFAULT_LIST_LIMIT,
-            status: None,
-            since: None,
-        }
-    }
-}
-
-impl InvocationFilter {
-    /// The limit actually applied.
-    pub fn effective_limit(&self) -> u32 {
-        match self.limit {
-            0 => DEFAULT_LIST_LIMIT,
-            n => n.min(MAX_LIST_LIMIT),
-        }
-    }
-}
-
-/// Where functions and invocation history are kept.
-#[async_trait]
-pub trait MetadataStore: Send + Sync {
-    /// Makes a new version (1 on create, previous + 1 on update) atomically; returns it
-    /// and whether the function was created by this call.
-    async fn put_version(
-        &self,
-        name: &str,
-        spec: &FunctionSpec,
-        code_sha256: &str,
-        code_size: u64,
-    ) -> Result<(FunctionRecord, bool), StoreError>;
-
-    /// The newest version of a function.
-    async fn get_function(&self, name: &str) -> Result<Option<FunctionRecord>, StoreError>;
-
-    /// One version of a function.
-    async fn get_version(
-        &self,
-        name: &str,
-        version: u64,
-    ) -> Result<Option<FunctionRecord>, StoreError>;
-
-    /// The newest version of every function, by name.
-    async fn list_functions(&self) -> Result<Vec<FunctionRecord>, StoreError>;
-
-    /// Deletes a function: all its versions and its invocation history. A later create
-    /// of the same name starts again at version 1. `false` if there was no such
-    /// function.
-    async fn delete_function(&self, name: &str) -> Result<bool, StoreError>;
-
-    /// Whether any version of any function uses this code package; a caller deleting
-    /// code from the object store checks this first (packages are shared by hash).
-    async fn code_in_use(&self, code_sha256: &str) -> Result<bool, StoreError>;
-
-    /// Inserts or replaces an invocation, by id.
-    async fn record_invocation(&self, invocation: &Invocation) -> Result<(), StoreError>;
-
-    /// One invocation.
-    async fn get_invocation(&self, id: &str) -> Result<Option<Invocation>, StoreError>;
-
-    /// A function's invocations, newest first.
-    async fn list_invocations(
-        &self,
-        function: &str,
-        filter: &InvocationFilter,
-    ) -> Result<Vec<Invocation>, StoreError>;
-
-    /// Aggregates over a function's finished invocations.
-    async fn function_stats(&self, function: &str) -> Result<FunctionStats, StoreError>;
-
-    /// Deletes invocations started before `older_than`; returns how many.
-    async fn prune_invocations(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError>;
-}
 
 /// Schema migrations; entry `i` takes `user_version` from `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -186,6 +63,26 @@ CREATE INDEX async_jobs_due ON async_jobs (claimed, next_attempt_us);
 /// How long a statement waits for another connection's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What work on the connection fails with: SQLite itself, which [`SqliteMetadataStore::with_conn`]
+/// turns into a [`StoreError::Database`] naming the file and the operation, or a store
+/// error already made (a row that does not decode). Lets that work use `?` throughout.
+pub(crate) enum ConnError {
+    Sql(rusqlite::Error),
+    Store(StoreError),
+}
+
+impl From<rusqlite::Error> for ConnError {
+    fn from(e: rusqlite::Error) -> Self {
+        ConnError::Sql(e)
+    }
+}
+
+impl From<StoreError> for ConnError {
+    fn from(e: StoreError) -> Self {
+        ConnError::Store(e)
+    }
+}
+
 /// The embedded metadata store: one SQLite file (WAL mode), or memory for tests.
 #[derive(Clone)]
 pub struct SqliteMetadataStore {
@@ -198,6 +95,14 @@ impl std::fmt::Debug for SqliteMetadataStore {
         f.debug_struct("SqliteMetadataStore")
             .field("path", &self.path)
             .finish()
+    }
+}
+
+fn db_error(path: &Path, op: &'static str, e: rusqlite::Error) -> StoreError {
+    StoreError::Database {
+        path: path.to_path_buf(),
+        op,
+        source: Box::new(e),
     }
 }
 
@@ -228,19 +133,15 @@ impl SqliteMetadataStore {
     }
 
     fn init(mut conn: Connection, path: PathBuf) -> Result<Self, StoreError> {
-        let err = |op: &'static str| {
-            let path = path.clone();
-            move |e| db_error(&path, op, e)
+        let setup = |conn: &mut Connection| -> rusqlite::Result<()> {
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            // WAL: readers never block the writer. synchronous=NORMAL is durable against
+            // a process crash; a power loss may lose the last commits but never corrupts.
+            let _mode: String =
+                conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+            conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
         };
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .map_err(err("set busy_timeout"))?;
-        // WAL: readers never block the writer. synchronous=NORMAL is durable against a
-        // process crash; a power loss may lose the last commits but never corrupts.
-        let _mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-            .map_err(err("set journal_mode"))?;
-        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
-            .map_err(err("set pragmas"))?;
+        setup(&mut conn).map_err(|e| db_error(&path, "configure", e))?;
         migrate(&mut conn, &path)?;
         Ok(SqliteMetadataStore {
             conn: Arc::new(Mutex::new(conn)),
@@ -248,26 +149,32 @@ impl SqliteMetadataStore {
         })
     }
 
-    /// Runs `f` on the connection in the blocking pool.
+    /// Runs `f` on the connection in the blocking pool; its SQLite errors come back as
+    /// [`StoreError::Database`] for `op`.
     pub(crate) async fn with_conn<T, F>(&self, op: &'static str, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, ConnError> + Send + 'static,
     {
         let conn = Arc::clone(&self.conn);
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
+        let outcome = tokio::task::spawn_blocking(move || {
             // A panic while holding the lock leaves no open transaction behind
             // (rusqlite rolls back on drop), so the connection is still sound.
             let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             f(&mut guard)
         })
-        .await
-        .map_err(|e| StoreError::Task {
-            path,
-            op,
-            reason: e.to_string(),
-        })?
+        .await;
+        match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(ConnError::Sql(e))) => Err(db_error(&self.path, op, e)),
+            Ok(Err(ConnError::Store(e))) => Err(e),
+            Err(e) => Err(StoreError::Task {
+                path,
+                op,
+                reason: e.to_string(),
+            }),
+        }
     }
 }
 
@@ -284,112 +191,39 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         });
     }
     for (version, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| db_error(path, "migrate", e))?;
-        tx.execute_batch(sql)
-            .and_then(|()| tx.pragma_update(None, "user_version", version as u32 + 1))
-            .and_then(|()| tx.commit())
-            .map_err(|e| db_error(path, "migrate", e))?;
+        let step = |conn: &mut Connection| -> rusqlite::Result<()> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", version as u32 + 1)?;
+            tx.commit()
+        };
+        step(conn).map_err(|e| db_error(path, "migrate", e))?;
     }
     Ok(())
 }
 
-pub(crate) fn db_error(path: &Path, op: &'static str, e: rusqlite::Error) -> StoreError {
-    StoreError::Database {
-        path: path.to_path_buf(),
-        op,
-        source: Box::new(e),
-    }
-}
-
-fn now_rfc3339() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-fn parse_time(what: &str, value: &str) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::parse_from_rfc3339(value)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| {
-            StoreError::InvalidArgument(format!(
-                "{what} {value:?} is not an RFC 3339 time ({e}): use e.g. 2026-11-28T10:00:00Z"
-            ))
-        })
-}
-
-fn to_i64(what: &str, value: u64) -> Result<i64, StoreError> {
-    i64::try_from(value)
-        .map_err(|_| StoreError::InvalidArgument(format!("{what} {value} is too large")))
-}
-
-/// A `function_versions` row joined with its function, before decoding.
-struct VersionRow {
-    name: String,
-    version: i64,
-    spec: String,
-    code_sha256: String,
-    code_size: i64,
-    created_at: String,
-    updated_at: String,
-}
-
-const VERSION_COLUMNS: &str = "v.name, v.version, v.spec, v.code_sha256, v.code_size, \
-     f.created_at, v.created_at FROM function_versions v JOIN functions f ON f.name = v.name";
-
-impl VersionRow {
-    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
-        Ok(VersionRow {
-            name: row.get(0)?,
-            version: row.get(1)?,
-            spec: row.get(2)?,
-            code_sha256: row.get(3)?,
-            code_size: row.get(4)?,
-            created_at: row.get(5)?,
-            updated_at: row.get(6)?,
-        })
-    }
-
-    fn decode(self) -> Result<FunctionRecord, StoreError> {
-        let corrupt = |reason: String| StoreError::Corrupt {
-            what: format!("function {} version {}", self.name, self.version),
-            reason,
-        };
-        let spec = serde_json::from_str(&self.spec).map_err(|e| corrupt(e.to_string()))?;
-        let version = u64::try_from(self.version).map_err(|e| corrupt(e.to_string()))?;
-        let code_size = u64::try_from(self.code_size).map_err(|e| corrupt(e.to_string()))?;
-        Ok(FunctionRecord {
-            name: self.name,
-            version,
-            spec,
-            code_sha256: self.code_sha256,
-            code_size,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-        })
-    }
-}
-
-fn decode_invocation(id: &str, body: &str) -> Result<Invocation, StoreError> {
-    serde_json::from_str(body).map_err(|e| StoreError::Corrupt {
-        what: format!("invocation {id}"),
-        reason: e.to_string(),
+fn version_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
+    Ok(VersionRow {
+        name: row.get(0)?,
+        version: row.get(1)?,
+        spec: row.get(2)?,
+        code_sha256: row.get(3)?,
+        code_size: row.get(4)?,
+        created_at: row.get(5)?,
+        updated_at: row.get(6)?,
     })
 }
 
 fn put_version_tx(
     conn: &mut Connection,
-    path: &Path,
     name: &str,
     spec_json: &str,
     code_sha256: &str,
     code_size: i64,
-) -> Result<(FunctionRecord, bool), StoreError> {
-    let err = |e| db_error(path, "put_version", e);
+) -> Result<(FunctionRecord, bool), ConnError> {
     // IMMEDIATE takes the write lock up front: two writers (even in two processes)
     // cannot both read the same latest version.
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(err)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = now_rfc3339();
     let existing: Option<(i64, String)> = tx
         .query_row(
@@ -397,23 +231,20 @@ fn put_version_tx(
             [name],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )
-        .optional()
-        .map_err(err)?;
+        .optional()?;
     let (version, created_at, created) = match existing {
         Some((latest, created_at)) => {
             tx.execute(
                 "UPDATE functions SET latest_version = ?2 WHERE name = ?1",
                 params![name, latest + 1],
-            )
-            .map_err(err)?;
+            )?;
             (latest + 1, created_at, false)
         }
         None => {
             tx.execute(
                 "INSERT INTO functions (name, created_at, latest_version) VALUES (?1, ?2, 1)",
                 params![name, now],
-            )
-            .map_err(err)?;
+            )?;
             (1, now.clone(), true)
         }
     };
@@ -421,9 +252,8 @@ fn put_version_tx(
         "INSERT INTO function_versions (name, version, spec, code_sha256, code_size, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![name, version, spec_json, code_sha256, code_size, now],
-    )
-    .map_err(err)?;
-    tx.commit().map_err(err)?;
+    )?;
+    tx.commit()?;
     let record = VersionRow {
         name: name.to_string(),
         version,
@@ -446,31 +276,28 @@ impl MetadataStore for SqliteMetadataStore {
         code_sha256: &str,
         code_size: u64,
     ) -> Result<(FunctionRecord, bool), StoreError> {
-        let spec_json = serde_json::to_string(spec).map_err(|e| {
-            StoreError::InvalidArgument(format!("spec of function {name} cannot be encoded: {e}"))
-        })?;
+        let spec_json = encode_spec(name, spec)?;
         let code_size = to_i64("code_size", code_size)?;
-        let (name, sha, path) = (name.to_string(), code_sha256.to_string(), self.path.clone());
+        let (name, sha) = (name.to_string(), code_sha256.to_string());
         self.with_conn("put_version", move |conn| {
-            put_version_tx(conn, &path, &name, &spec_json, &sha, code_size)
+            put_version_tx(conn, &name, &spec_json, &sha, code_size)
         })
         .await
     }
 
     async fn get_function(&self, name: &str) -> Result<Option<FunctionRecord>, StoreError> {
-        let (name, path) = (name.to_string(), self.path.clone());
+        let name = name.to_string();
         self.with_conn("get_function", move |conn| {
-            conn.query_row(
-                &format!(
-                    "SELECT {VERSION_COLUMNS} WHERE v.name = ?1 AND v.version = f.latest_version"
-                ),
-                [&name],
-                VersionRow::from_row,
-            )
-            .optional()
-            .map_err(|e| db_error(&path, "get_function", e))?
-            .map(VersionRow::decode)
-            .transpose()
+            let row = conn
+                .query_row(
+                    &format!(
+                        "SELECT {VERSION_COLUMNS} WHERE v.name = ?1 AND v.version = f.latest_version"
+                    ),
+                    [&name],
+                    version_row,
+                )
+                .optional()?;
+            Ok(row.map(VersionRow::decode).transpose()?)
         })
         .await
     }
@@ -483,122 +310,100 @@ impl MetadataStore for SqliteMetadataStore {
         let Ok(version) = i64::try_from(version) else {
             return Ok(None);
         };
-        let (name, path) = (name.to_string(), self.path.clone());
+        let name = name.to_string();
         self.with_conn("get_version", move |conn| {
-            conn.query_row(
-                &format!("SELECT {VERSION_COLUMNS} WHERE v.name = ?1 AND v.version = ?2"),
-                params![name, version],
-                VersionRow::from_row,
-            )
-            .optional()
-            .map_err(|e| db_error(&path, "get_version", e))?
-            .map(VersionRow::decode)
-            .transpose()
+            let row = conn
+                .query_row(
+                    &format!("SELECT {VERSION_COLUMNS} WHERE v.name = ?1 AND v.version = ?2"),
+                    params![name, version],
+                    version_row,
+                )
+                .optional()?;
+            Ok(row.map(VersionRow::decode).transpose()?)
         })
         .await
     }
 
     async fn list_functions(&self) -> Result<Vec<FunctionRecord>, StoreError> {
-        let path = self.path.clone();
         self.with_conn("list_functions", move |conn| {
-            let err = |e| db_error(&path, "list_functions", e);
-            let mut stmt = conn
-                .prepare(&format!(
-                    "SELECT {VERSION_COLUMNS} WHERE v.version = f.latest_version ORDER BY v.name"
-                ))
-                .map_err(err)?;
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {VERSION_COLUMNS} WHERE v.version = f.latest_version ORDER BY v.name"
+            ))?;
             let rows = stmt
-                .query_map([], VersionRow::from_row)
-                .map_err(err)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(err)?;
-            rows.into_iter().map(VersionRow::decode).collect()
+                .query_map([], version_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows
+                .into_iter()
+                .map(VersionRow::decode)
+                .collect::<Result<_, _>>()?)
         })
         .await
     }
 
     async fn delete_function(&self, name: &str) -> Result<bool, StoreError> {
-        let (name, path) = (name.to_string(), self.path.clone());
+        let name = name.to_string();
         self.with_conn("delete_function", move |conn| {
-            let err = |e| db_error(&path, "delete_function", e);
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(err)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             // Versions go with their function (ON DELETE CASCADE).
-            let deleted = tx
-                .execute("DELETE FROM functions WHERE name = ?1", [&name])
-                .map_err(err)?;
-            tx.execute("DELETE FROM invocations WHERE function = ?1", [&name])
-                .map_err(err)?;
-            tx.commit().map_err(err)?;
+            let deleted = tx.execute("DELETE FROM functions WHERE name = ?1", [&name])?;
+            tx.execute("DELETE FROM invocations WHERE function = ?1", [&name])?;
+            tx.commit()?;
             Ok(deleted > 0)
         })
         .await
     }
 
     async fn code_in_use(&self, code_sha256: &str) -> Result<bool, StoreError> {
-        let (sha, path) = (code_sha256.to_string(), self.path.clone());
+        let sha = code_sha256.to_string();
         self.with_conn("code_in_use", move |conn| {
-            conn.query_row(
+            Ok(conn.query_row(
                 "SELECT EXISTS (SELECT 1 FROM function_versions WHERE code_sha256 = ?1)",
                 [&sha],
                 |row| row.get(0),
-            )
-            .map_err(|e| db_error(&path, "code_in_use", e))
+            )?)
         })
         .await
     }
 
     async fn record_invocation(&self, invocation: &Invocation) -> Result<(), StoreError> {
-        let started = parse_time(
-            &format!("started_at of invocation {}", invocation.id),
-            &invocation.started_at,
-        )?;
-        let body = serde_json::to_string(invocation).map_err(|e| {
-            StoreError::InvalidArgument(format!(
-                "invocation {} cannot be encoded: {e}",
-                invocation.id
-            ))
-        })?;
+        let (started_us, body) = encode_invocation(invocation)?;
         let row = (
             invocation.id.clone(),
             invocation.function.clone(),
             invocation.status.as_str(),
             invocation.started_at.clone(),
-            started.timestamp_micros(),
             invocation.duration_ms,
         );
-        let path = self.path.clone();
         self.with_conn("record_invocation", move |conn| {
             conn.execute(
-                "INSERT INTO invocations (id, function, status, started_at, started_us, duration_ms, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (id) DO UPDATE SET
-                    function = excluded.function, status = excluded.status,
-                    started_at = excluded.started_at, started_us = excluded.started_us,
-                    duration_ms = excluded.duration_ms, body = excluded.body
-                 -- Writers race (the async dispatcher, the worker's reporter): an
-                 -- invocation that has ended never goes back to queued or running.
-                 WHERE excluded.status NOT IN ('queued', 'running')
-                    OR invocations.status IN ('queued', 'running')",
-                params![row.0, row.1, row.2, row.3, row.4, row.5, body],
-            )
-            .map_err(|e| db_error(&path, "record_invocation", e))?;
+                &format!(
+                    "INSERT INTO invocations (id, function, status, started_at, started_us, duration_ms, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (id) DO UPDATE SET
+                        function = excluded.function, status = excluded.status,
+                        started_at = excluded.started_at, started_us = excluded.started_us,
+                        duration_ms = excluded.duration_ms, body = excluded.body
+                     -- Writers race (the async dispatcher, the worker's reporter): an
+                     -- invocation that has ended never goes back to queued or running.
+                     WHERE excluded.status NOT IN {UNFINISHED_STATUSES}
+                        OR invocations.status IN {UNFINISHED_STATUSES}"
+                ),
+                params![row.0, row.1, row.2, row.3, started_us, row.4, body],
+            )?;
             Ok(())
         })
         .await
     }
 
     async fn get_invocation(&self, id: &str) -> Result<Option<Invocation>, StoreError> {
-        let (id, path) = (id.to_string(), self.path.clone());
+        let id = id.to_string();
         self.with_conn("get_invocation", move |conn| {
             let body: Option<String> = conn
                 .query_row("SELECT body FROM invocations WHERE id = ?1", [&id], |row| {
                     row.get(0)
                 })
-                .optional()
-                .map_err(|e| db_error(&path, "get_invocation", e))?;
-            body.map(|body| decode_invocation(&id, &body)).transpose()
+                .optional()?;
+            Ok(body.map(|body| decode_invocation(&id, &body)).transpose()?)
         })
         .await
     }
@@ -608,68 +413,52 @@ impl MetadataStore for SqliteMetadataStore {
         function: &str,
         filter: &InvocationFilter,
     ) -> Result<Vec<Invocation>, StoreError> {
-        let since_us = filter
-            .since
-            .as_deref()
-            .map(|since| parse_time("since", since).map(|t| t.timestamp_micros()))
-            .transpose()?
-            .unwrap_or(i64::MIN);
+        let since_us = since_us(filter)?;
         let status = filter.status.map(InvocationStatus::as_str);
         let limit = filter.effective_limit();
-        let (function, path) = (function.to_string(), self.path.clone());
+        let function = function.to_string();
         self.with_conn("list_invocations", move |conn| {
-            let err = |e| db_error(&path, "list_invocations", e);
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT id, body FROM invocations
-                     WHERE function = ?1 AND started_us >= ?2 AND (?3 IS NULL OR status = ?3)
-                     ORDER BY started_us DESC, id DESC LIMIT ?4",
-                )
-                .map_err(err)?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, body FROM invocations
+                 WHERE function = ?1 AND started_us >= ?2 AND (?3 IS NULL OR status = ?3)
+                 ORDER BY started_us DESC, id DESC LIMIT ?4",
+            )?;
             let rows = stmt
                 .query_map(params![function, since_us, status, limit], |row| {
                     Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-                })
-                .map_err(err)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(err)?;
-            rows.iter()
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows
+                .iter()
                 .map(|(id, body)| decode_invocation(id, body))
-                .collect()
+                .collect::<Result<_, _>>()?)
         })
         .await
     }
 
     async fn function_stats(&self, function: &str) -> Result<FunctionStats, StoreError> {
-        let (function, path) = (function.to_string(), self.path.clone());
+        let function = function.to_string();
         self.with_conn("function_stats", move |conn| {
-            let err = |e| db_error(&path, "function_stats", e);
-            const FINISHED: &str = "function = ?1 AND status NOT IN ('queued', 'running')";
-            let (count, errors, avg): (i64, i64, Option<f64>) = conn
-                .query_row(
-                    &format!(
-                        "SELECT COUNT(*), COALESCE(SUM(status != 'success'), 0), AVG(duration_ms)
-                         FROM invocations WHERE {FINISHED}"
-                    ),
-                    [&function],
-                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-                )
-                .map_err(err)?;
+            let finished = format!("function = ?1 AND status NOT IN {UNFINISHED_STATUSES}");
+            let (count, errors, avg): (i64, i64, Option<f64>) = conn.query_row(
+                &format!(
+                    "SELECT COUNT(*), COALESCE(SUM(status != 'success'), 0), AVG(duration_ms)
+                     FROM invocations WHERE {finished}"
+                ),
+                [&function],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )?;
             if count == 0 {
                 return Ok(FunctionStats::default());
             }
-            // Nearest rank: the smallest value with at least 95% of values at or below it.
-            let rank = (count * 95 + 99) / 100;
-            let p95: f64 = conn
-                .query_row(
-                    &format!(
-                        "SELECT duration_ms FROM invocations WHERE {FINISHED}
-                         ORDER BY duration_ms LIMIT 1 OFFSET ?2"
-                    ),
-                    params![function, rank - 1],
-                    |row| row.get(0),
-                )
-                .map_err(err)?;
+            let p95: f64 = conn.query_row(
+                &format!(
+                    "SELECT duration_ms FROM invocations WHERE {finished}
+                     ORDER BY duration_ms LIMIT 1 OFFSET ?2"
+                ),
+                params![function, p95_rank(count) - 1],
+                |row| row.get(0),
+            )?;
             Ok(FunctionStats {
                 invocations: count.unsigned_abs(),
                 errors: errors.unsigned_abs(),
@@ -682,11 +471,9 @@ impl MetadataStore for SqliteMetadataStore {
 
     async fn prune_invocations(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
         let cutoff = older_than.timestamp_micros();
-        let path = self.path.clone();
         self.with_conn("prune_invocations", move |conn| {
-            let deleted = conn
-                .execute("DELETE FROM invocations WHERE started_us < ?1", [cutoff])
-                .map_err(|e| db_error(&path, "prune_invocations", e))?;
+            let deleted =
+                conn.execute("DELETE FROM invocations WHERE started_us < ?1", [cutoff])?;
             Ok(deleted as u64)
         })
         .await
