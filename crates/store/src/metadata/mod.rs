@@ -3,12 +3,15 @@
 //! [`MetadataStore`] is the interface the controller holds (`Arc<dyn MetadataStore>`);
 //! each backend implements it in its own file:
 //! - `sqlite.rs`: [`SqliteMetadataStore`], the embedded store, one SQLite file in WAL mode;
+//! - `postgres.rs`: [`PgMetadataStore`], for a cluster of processes sharing one database.
 //!
 //! Nothing in the trait names a backend type. What both backends share (the records,
 //! time and JSON encoding of rows) lives here, so they store and answer alike.
 
+mod postgres;
 mod sqlite;
 
+pub use postgres::PgMetadataStore;
 pub use sqlite::SqliteMetadataStore;
 
 use crate::StoreError;

@@ -2,12 +2,15 @@
 //!
 //! An accepted async invocation is a row until it has ended, so it survives a restart.
 //! A dispatcher claims due rows, runs them, and either completes them or schedules
-//! another attempt. Claims are not leases: one process owns a store (the data dir is
-//! locked), so at startup it releases every claim a previous run left behind.
+//! another attempt. Claims are not leases: one dispatcher owns a queue (`hearth up`
+//! locks its data dir), so at startup it releases every claim a previous run left
+//! behind. On PostgreSQL several processes may claim at once and never get the same
+//! job; `release_claims` there is for the one dispatcher of a deployment, at its start.
 //!
 //! [`AsyncQueue`] is the interface; each metadata backend implements it beside its
-//! tables (`sqlite.rs`).
+//! tables (`sqlite.rs`, `postgres.rs`).
 
+mod postgres;
 mod sqlite;
 
 use crate::StoreError;

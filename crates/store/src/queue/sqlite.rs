@@ -4,7 +4,7 @@ use super::{due_after, now_us, AsyncJob, AsyncQueue};
 use crate::metadata::SqliteMetadataStore;
 use crate::StoreError;
 use async_trait::async_trait;
-use rusqlite::params;
+use rusqlite::{params, TransactionBehavior};
 use std::time::Duration;
 
 #[async_trait]
@@ -24,7 +24,9 @@ impl AsyncQueue for SqliteMetadataStore {
 
     async fn claim_due(&self, limit: u32) -> Result<Vec<AsyncJob>, StoreError> {
         self.with_conn("claim_due", move |conn| {
-            let tx = conn.transaction()?;
+            // IMMEDIATE: a read that later writes would fail with "database is locked"
+            // (not wait) when another process claims at the same moment.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let jobs = {
                 let mut stmt = tx.prepare_cached(
                     "SELECT id, function, event, callback_url, started_at, attempts FROM async_jobs
@@ -96,60 +98,4 @@ impl AsyncQueue for SqliteMetadataStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn job(id: &str) -> AsyncJob {
-        AsyncJob {
-            id: id.into(),
-            function: "f".into(),
-            event: b"{}".to_vec(),
-            callback_url: None,
-            started_at: "2026-11-28T10:00:00Z".into(),
-            attempts: 0,
-        }
-    }
-
-    #[tokio::test]
-    async fn jobs_are_claimed_once_retried_later_and_completed() {
-        let store = SqliteMetadataStore::open_in_memory().unwrap();
-        store.enqueue(&job("a")).await.unwrap();
-        store.enqueue(&job("b")).await.unwrap();
-        let claimed = store.claim_due(10).await.unwrap();
-        assert_eq!(claimed.len(), 2);
-        assert!(
-            store.claim_due(10).await.unwrap().is_empty(),
-            "claimed jobs are not handed out twice"
-        );
-        store
-            .retry_later("a", 1, Duration::from_secs(3600))
-            .await
-            .unwrap();
-        assert!(
-            store.claim_due(10).await.unwrap().is_empty(),
-            "a retry is not due before its delay"
-        );
-        store.retry_later("a", 2, Duration::ZERO).await.unwrap();
-        let again = store.claim_due(10).await.unwrap();
-        assert_eq!((again.len(), again[0].attempts), (1, 2));
-        store.complete("a").await.unwrap();
-        assert_eq!(store.pending().await.unwrap(), 1);
-    }
-
-    #[tokio::test]
-    async fn claims_of_a_previous_run_are_released_and_jobs_survive_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.db");
-        {
-            let store = SqliteMetadataStore::open(&path).unwrap();
-            store.enqueue(&job("a")).await.unwrap();
-            assert_eq!(store.claim_due(10).await.unwrap().len(), 1);
-        }
-        let store = SqliteMetadataStore::open(&path).unwrap();
-        assert!(store.claim_due(10).await.unwrap().is_empty());
-        assert_eq!(store.release_claims().await.unwrap(), 1);
-        let jobs = store.claim_due(10).await.unwrap();
-        assert_eq!(jobs, vec![job("a")]);
-    }
-}
+// Tests: `tests/metadata_store.rs` runs the same suite on this backend and on PostgreSQL.
