@@ -145,6 +145,12 @@ impl PgMetadataStore {
     }
 
     async fn open(url: &str, schema: Option<&str>) -> Result<Self, StoreError> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(StoreError::InvalidArgument(
+                "the database URL must start with postgres:// (postgres://user@host:port/db)"
+                    .into(),
+            ));
+        }
         let mut options = PgConnectOptions::from_str(url).map_err(|e| {
             StoreError::InvalidArgument(format!(
                 "the database URL is not a PostgreSQL URL ({e}): use postgres://user@host:port/db"
