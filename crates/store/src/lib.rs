@@ -3,8 +3,8 @@
 //!
 //! Owns: the [`MetadataStore`] interface with its embedded SQLite implementation and
 //! its PostgreSQL one for a cluster ([`metadata`]), the durable async queue on both
-//! ([`queue`]); content-addressed code packages over any `object_store::ObjectStore`
-//! ([`objects`]); validation of uploaded zips and their re-packing as a tar
+//! ([`queue`]); content-addressed code packages and any other objects (logs, outputs) over a local
+//! directory or S3, multipart above one part ([`objects`]); validation of uploaded zips and their re-packing as a tar
 //! ([`package`]).
 //!
 //! Never: talks HTTP, runs user code, or decides API policy (names, auth, limits other
@@ -28,7 +28,7 @@ pub use metadata::{
     FunctionRecord, FunctionStats, InvocationFilter, MetadataStore, PgMetadataStore,
     SqliteMetadataStore,
 };
-pub use objects::{artifact_key, CodeStore};
+pub use objects::{artifact_key, CodeStore, PART_BYTES};
 pub use package::{inspect_zip, CodePackage, PackageError, PackageLimits};
 pub use queue::{AsyncJob, AsyncQueue};
 
