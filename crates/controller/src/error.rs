@@ -49,6 +49,21 @@ impl ApiError {
         )
     }
 
+    /// A store failure: 503 `dependency_unavailable` (with `Retry-After`) when the
+    /// database or the object store is down, else a 500 whose cause is logged.
+    pub fn store(context: &str, error: hearth_store::StoreError) -> ApiError {
+        if !error.is_unavailable() {
+            return ApiError::internal(context, error);
+        }
+        tracing::warn!(%error, "{context}");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "dependency_unavailable",
+            format!("{context}: a service hearth depends on is unavailable; retry shortly"),
+        )
+        .retry_after(5)
+    }
+
     /// The message shown to the user.
     pub fn message(&self) -> &str {
         &self.message

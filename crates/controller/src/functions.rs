@@ -57,7 +57,7 @@ pub(crate) async fn find(state: &AppState, name: &str) -> Result<FunctionRecord,
         .metadata
         .get_function(name)
         .await
-        .map_err(|e| ApiError::internal("reading function", e))?
+        .map_err(|e| ApiError::store("reading function", e))?
         .ok_or_else(|| ApiError::function_not_found(name))?;
     state.remember_read(&record, generation);
     Ok(record)
@@ -68,7 +68,7 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, A
         .metadata
         .list_functions()
         .await
-        .map_err(|e| ApiError::internal("listing functions", e))?;
+        .map_err(|e| ApiError::store("listing functions", e))?;
     let functions: Vec<Value> = records.iter().map(|r| function_json(r, None)).collect();
     Ok(Json(json!({ "functions": functions })))
 }
@@ -82,7 +82,7 @@ pub(crate) async fn get(
         .metadata
         .function_stats(&name)
         .await
-        .map_err(|e| ApiError::internal("reading function stats", e))?;
+        .map_err(|e| ApiError::store("reading function stats", e))?;
     Ok(Json(function_json(&record, Some(&stats))))
 }
 
@@ -95,7 +95,7 @@ pub(crate) async fn delete(
         .metadata
         .delete_function(&name)
         .await
-        .map_err(|e| ApiError::internal("deleting function", e))?;
+        .map_err(|e| ApiError::store("deleting function", e))?;
     if !existed {
         return Err(ApiError::function_not_found(&name));
     }
@@ -192,7 +192,7 @@ pub(crate) async fn deploy(
         .metadata
         .get_function(&name)
         .await
-        .map_err(|e| ApiError::internal("reading function", e))?;
+        .map_err(|e| ApiError::store("reading function", e))?;
     let spec = FunctionSpec::resolve(previous.as_ref().map(|p| &p.spec), &request.config)
         .map_err(spec_error)?;
     let code = request.code.clone();
@@ -217,12 +217,12 @@ pub(crate) async fn deploy(
         .code
         .put_code(&package.sha256, request.code)
         .await
-        .map_err(|e| ApiError::internal("storing code", e))?;
+        .map_err(|e| ApiError::store("storing code", e))?;
     let (record, created) = state
         .metadata
         .put_version(&name, &spec, &package.sha256, package.size)
         .await
-        .map_err(|e| ApiError::internal("storing function", e))?;
+        .map_err(|e| ApiError::store("storing function", e))?;
     state.cache_function(Some(&record), &name);
     state.worker.retire(&name, Some(record.version)).await;
     tracing::info!(function = %name, version = record.version, runtime = %spec.runtime, "deployed");
