@@ -62,7 +62,7 @@ fn a_raising_handler_reports_type_message_and_trace() {
 }
 
 #[test]
-fn an_endless_loop_times_out_within_a_second_of_its_timeout() {
+fn an_endless_loop_is_killed_by_its_timeout_and_the_function_keeps_serving() {
     let hearth = hearth();
     for (runtime, prefix) in runtimes() {
         let name = format!("{prefix}-loop");
@@ -73,11 +73,13 @@ fn an_endless_loop_times_out_within_a_second_of_its_timeout() {
         );
         hearth.invoke(&name, json!({"action": "none"}));
         let inv = hearth.invoke(&name, json!({"action": "loop"}));
-        assert_eq!(inv["status"], "timeout", "{inv}");
-        let duration = inv["duration_ms"].as_f64().unwrap();
-        assert!(
-            (1000.0..2000.0).contains(&duration),
-            "timed out after {duration} ms"
+        assert_eq!(inv["status"], "timeout", "{runtime}: {inv}");
+        // The agent's own clock fired (it killed the handler at the function's timeout),
+        // not the worker's fallback for an agent that stopped answering.
+        assert_eq!(inv["error"]["type"], "Timeout", "{runtime}: {inv}");
+        assert_eq!(
+            inv["error"]["message"], "invocation timed out after 1000 ms",
+            "{runtime}: {inv}"
         );
         assert_recovers(&hearth, &name);
     }
