@@ -129,6 +129,7 @@ fn handler_mode_gets_event_context_and_env_in_a_fresh_process_each_time() {
         assert_eq!(reply.outcome.leftovers_killed, 0);
         pids.push(v["pid"].as_i64().unwrap());
     }
+    pids.sort_unstable();
     pids.dedup();
     assert_eq!(pids.len(), 3, "every call runs in a new process: {pids:?}");
     assert!(agent.shutdown().success());

@@ -74,7 +74,11 @@ fn callback_receiver() -> (String, mpsc::Receiver<Value>) {
 #[test]
 fn an_async_invocation_is_accepted_at_once_polled_and_called_back() {
     let hearth = Hearth::start(env!("CARGO_BIN_EXE_hearth"));
-    hearth.deploy_fixture("later", "py-sleep", json!({"runtime": "python"}));
+    hearth.deploy_fixture(
+        "later",
+        "py-sleep",
+        json!({"runtime": "python", "timeout_ms": 60000}),
+    );
     let (hook, received) = callback_receiver();
     let (id, location) = invoke_async(
         &hearth,
