@@ -289,8 +289,10 @@ fn the_sandbox_dies_with_the_agent() {
             .rsplit_once(')')
             .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
     };
-    hearth_testkit::eventually(FRAME_WAIT, "PID 1 and the zygote die with the agent", || {
-        !alive(pid1[0]) && !alive(zygote[0])
-    })
+    hearth_testkit::eventually(
+        FRAME_WAIT,
+        "PID 1 and the zygote die with the agent",
+        || !alive(pid1[0]) && !alive(zygote[0]),
+    )
     .unwrap();
 }

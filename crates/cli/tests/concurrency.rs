@@ -49,9 +49,11 @@ fn concurrent_calls_run_on_two_instances_at_once() {
     // call's 20 s are a margin for the second one's cold start on a loaded machine.
     let (long, short) = std::thread::scope(|s| {
         let long = s.spawn(|| hearth.invoke("sleepy", json!({"seconds": 20})));
-        eventually(Duration::from_secs(60), "the long call holds its instance", || {
-            busy(&hearth, "sleepy") == 1
-        })
+        eventually(
+            Duration::from_secs(60),
+            "the long call holds its instance",
+            || busy(&hearth, "sleepy") == 1,
+        )
         .unwrap();
         let short = hearth.invoke("sleepy", json!({"seconds": 0}));
         (long.join().unwrap(), short)

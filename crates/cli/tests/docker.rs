@@ -193,9 +193,11 @@ fn killing_hearth_leaves_no_container_or_volume_behind() {
         gone("container", &ids[0])
     })
     .unwrap();
-    eventually(Duration::from_secs(60), "the sweep removes the leftover", || {
-        gone("container", &leftover)
-    })
+    eventually(
+        Duration::from_secs(60),
+        "the sweep removes the leftover",
+        || gone("container", &leftover),
+    )
     .unwrap();
     eventually(Duration::from_secs(60), "the volumes go", || {
         gone("volume", &volume) && gone("volume", &leftover_volume)
