@@ -498,7 +498,7 @@ fn rss_mb(pid: u32) -> f64 {
 }
 
 /// Peak growth of the worker's RSS (sampled from /proc every 10 ms) while a function
-/// writes an `mb` MB output, MB.
+/// writes an `mb` MB output and it is uploaded and downloaded again, MB.
 async fn output_rss_growth(client: &Client, pid: u32, mb: u64) -> anyhow::Result<f64> {
     let memory = mb + 512;
     let dir = std::env::temp_dir().join(format!("hearth-bench-out-{}", std::process::id()));
@@ -531,17 +531,50 @@ async fn output_rss_growth(client: &Client, pid: u32, mb: u64) -> anyhow::Result
             peak
         })
     };
-    let inv =
-        commands::invoke_function(client, "bench-output", json!({"mb": mb}).to_string()).await;
+    // Sampled through the output's whole life: written, uploaded in the background,
+    // downloaded back through hearth.
+    let through = async {
+        let inv = commands::invoke_function(client, "bench-output", json!({"mb": mb}).to_string())
+            .await?;
+        if inv["status"] != "success" {
+            bail!("the output writer failed: {}", inv["error"]);
+        }
+        let id = inv["id"].as_str().context("an invocation without an id")?;
+        let downloaded = download_output(client, id, "big.bin").await?;
+        if downloaded != mb << 20 {
+            bail!("downloaded {downloaded} bytes of a {mb} MB output");
+        }
+        Ok(())
+    }
+    .await;
     sampling.store(false, std::sync::atomic::Ordering::Relaxed);
     let peak = sampler
         .join()
         .map_err(|_| anyhow::anyhow!("the RSS sampler panicked"))?;
-    let inv = inv?;
-    if inv["status"] != "success" {
-        bail!("the output writer failed: {}", inv["error"]);
-    }
+    through?;
     Ok((peak - before).max(0.0))
+}
+
+/// Waits (up to 10 minutes) for the reporter to upload an output, then streams it
+/// down; returns its size in bytes.
+async fn download_output(client: &Client, id: &str, path: &str) -> anyhow::Result<u64> {
+    let url = format!("/v1/invocations/{id}/outputs/{path}");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut response = loop {
+        let response = client.request(Method::GET, &url).send().await?;
+        match response.status().as_u16() {
+            200 => break response,
+            404 | 503 if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            status => bail!("GET {url}: HTTP {status}"),
+        }
+    };
+    let mut bytes = 0u64;
+    while let Some(chunk) = response.chunk().await? {
+        bytes += chunk.len() as u64;
+    }
+    Ok(bytes)
 }
 
 async fn invoke_timed(client: &Client, name: &str) -> anyhow::Result<(f64, Value)> {

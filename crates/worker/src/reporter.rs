@@ -23,8 +23,9 @@ use tokio::sync::Notify;
 
 /// Files up to this size are uploaded in one request; larger ones in parts.
 const SINGLE_PUT_LIMIT: u64 = 8 << 20;
-/// Size of one part of a multipart upload (also the read buffer).
-const PART_BYTES: usize = 8 << 20;
+/// Size of one part of a multipart upload: S3's smallest, since every part in flight
+/// (and the one being filled) is held in memory.
+const PART_BYTES: usize = 5 << 20;
 /// Parts in flight at once: bounds the memory an upload holds.
 const PARTS_IN_FLIGHT: usize = 2;
 /// First delay after a failure; doubles up to [`MAX_BACKOFF`].
