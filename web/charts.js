@@ -3,7 +3,12 @@
 // it shows.
 
 const NS = 'http://www.w3.org/2000/svg';
-const W = 640, H = 200, PAD = {l: 48, r: 12, t: 12, b: 28};
+// Drawn in viewBox units; the overview's wide chart gets a wider box so its text is not
+// blown up, the half-width charts a narrower one so theirs stays legible.
+let W = 640, H = 200;
+const PAD = {l: 72, r: 12, t: 14, b: 30};
+
+function size(w, h) { W = w; H = h; }
 
 function s(tag, attrs = {}, ...children) {
   const el = document.createElementNS(NS, tag);
@@ -46,6 +51,7 @@ function xLabels(svg, labels) {
 
 /** Bars per time bucket: [{t, n, errors}], height = rate per second; errors in red. */
 export function rateBars(buckets, bucketS, title) {
+  size(960, 220);
   const rates = buckets.map((b) => b.n / bucketS);
   const max = niceMax(Math.max(0, ...rates));
   const total = buckets.reduce((a, b) => a + b.n, 0);
@@ -70,6 +76,7 @@ export function rateBars(buckets, bucketS, title) {
 
 /** A line of values in order (oldest first), e.g. durations of the last calls. */
 export function line(values, title, fmt) {
+  size(560, 260);
   const max = niceMax(Math.max(0, ...values));
   const svg = frame(title, values.length
     ? `${values.length} points, from ${fmt(Math.min(...values))} to ${fmt(Math.max(...values))}`
@@ -86,6 +93,7 @@ export function line(values, title, fmt) {
 
 /** A histogram of values (bytes) with a dashed marker at `limit`. */
 export function histogram(values, limit, title, fmt) {
+  size(560, 260);
   const top = Math.max(limit || 0, ...values, 1);
   const bins = 12;
   const width = top / bins;
