@@ -216,12 +216,11 @@ def test_usable_with_the_keyboard_alone(page, hearth):
     page.keyboard.type(hearth.key)
     page.keyboard.press("Enter")
     page.get_by_role("heading", name="Overview").wait_for()
-    # Tab from the top of the page to the Functions link, then follow it.
-    page.locator("body").focus()
-    for _ in range(8):
-        page.keyboard.press("Tab")
-        if page.evaluate("document.activeElement.textContent") == "Functions":
-            break
+    # Tab from the brand link to the Functions link, then follow it.
+    page.get_by_role("link", name="hearth").focus()
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Functions"
     page.keyboard.press("Enter")
     link = page.get_by_role("link", name="keys", exact=True)
     expect(link).to_be_visible()
@@ -278,3 +277,48 @@ def test_screenshots_for_the_readme(page, hearth):
     expect(page.get_by_test_id("result")).to_contain_text("thumbs/", timeout=30000)
     expect(page.get_by_role("img", name="Duration of the last 13 invocations")).to_be_visible(timeout=LIVE)
     page.screenshot(path=str(DOCS / "dashboard-function.png"), full_page=True)
+
+
+def test_the_invocation_page_has_error_trace_logs_and_outputs_to_download(page, hearth):
+    code = (
+        "import os\n\n\n"
+        "def handler(event, context):\n"
+        "    print('writing the report')\n"
+        "    with open(os.path.join(os.environ['OUTPUT_DIR'], 'report.csv'), 'w') as f:\n"
+        "        f.write('a,b\\n1,2\\n')\n"
+        "    if event.get('fail'):\n"
+        "        raise KeyError('no such column')\n"
+        "    return {'rows': 1}\n")
+    hearth.deploy("reporter", {"main.py": code})
+    good = hearth.invoke("reporter", {})
+    bad = hearth.invoke("reporter", {"fail": True})
+    assert bad["status"] == "error"
+    sign_in(page, hearth)
+    page.goto(hearth.url + f"/#/invocations/{good['id']}")
+    expect(page.get_by_test_id("full-logs")).to_contain_text("writing the report")
+    with page.expect_download() as download:
+        page.get_by_role("link", name="report.csv").click()
+    assert open(download.value.path()).read() == "a,b\n1,2\n"
+    page.goto(hearth.url + f"/#/invocations/{bad['id']}")
+    error = page.get_by_role("region", name="Error")
+    expect(error).to_contain_text("KeyError")
+    expect(error).to_contain_text("no such column")
+    expect(error).to_contain_text('File "/code/main.py"')
+
+
+def test_every_page_loads_only_from_hearth_without_console_errors(page, hearth, recorder):
+    hearth.deploy("tour", fixture_files("py-echo"))
+    invocation = hearth.invoke("tour", {"tour": True})
+    sign_in(page, hearth)
+    for route, heading in [
+        ("#/", "Overview"), ("#/functions", "Functions"), ("#/functions/tour", "tour"),
+        ("#/deploy", "Deploy a function"), ("#/deploy/tour", "Deploy a new version of tour"),
+        (f"#/invocations/{invocation['id']}", f"Invocation {invocation['id']}"),
+    ]:
+        page.goto(hearth.url + "/" + route)
+        expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
+        page.wait_for_timeout(500)
+    page.reload()
+    expect(page.get_by_role("heading", name=f"Invocation {invocation['id']}")).to_be_visible()
+    recorder.check()
+    assert recorder.hosts == {hearth.netloc}

@@ -252,8 +252,9 @@ async fn sign_out(
         if let Some(view) = state.sessions.get(&token, Instant::now()) {
             let presented = headers
                 .get(session::CSRF_HEADER)
-                .and_then(|v| v.to_str().ok());
-            if presented != Some(view.csrf_token.as_str()) {
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            if !session::constant_time_eq(presented.as_bytes(), view.csrf_token.as_bytes()) {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
                     "csrf_failed",
