@@ -1,4 +1,4 @@
-//! hearth's HTTP API (`../shared/API.md`): auth, deploy, invoke, invocations, status.
+//! hearth's HTTP API (`docs/API.md`, the contract): auth, deploy, invoke, invocations, status.
 //!
 //! Owns: routing, request parsing and limits, the one [`ApiError`] type every handler
 //! returns, the admin-key check, and the write-behind of invocation history.
