@@ -10,13 +10,20 @@
 //! the object store), or knows how metadata and objects are stored (it holds a `dyn
 //! MetadataStore` and a `CodeStore`). Handlers turn HTTP into domain calls and back;
 //! nothing below this crate imports axum.
+//!
+//! The dashboard (`web/`, embedded) is served at `/` with its sessions and live feed
+//! (`dashboard`, `session`, `events`, `stats`).
 
 mod artifacts;
 mod auth;
+mod dashboard;
 mod error;
+mod events;
 mod functions;
 mod history;
 mod invoke;
+mod session;
+mod stats;
 mod status;
 
 pub use error::ApiError;
@@ -156,17 +163,20 @@ pub fn router(state: AppState) -> Router {
         .route("/invocations/{id}/logs", get(artifacts::logs))
         .route("/invocations/{id}/outputs/{*path}", get(artifacts::output))
         .route("/status", get(status::status))
+        .route("/events", get(events::stream))
+        .route("/stats/functions", get(stats::functions))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
         ));
-    Router::new()
+    let api = Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(status::healthz))
         .route("/metrics", get(status::metrics))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .with_state(state)
+        .with_state(state);
+    dashboard::around(api)
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.
