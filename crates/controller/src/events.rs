@@ -127,9 +127,13 @@ async fn feed(
     }
 }
 
-/// The status as `GET /v1/status` answers it, less what changes on every read.
+/// The status as `GET /v1/status` answers it, less what changes on every read; when the
+/// fleet cannot be read (a cluster whose Redis is down), the error the API would give.
 async fn workers(state: &AppState) -> Value {
-    let axum::Json(mut status) = crate::status::status(State(state.clone())).await;
+    let mut status = match crate::status::status(State(state.clone())).await {
+        Ok(axum::Json(status)) => status,
+        Err(error) => serde_json::json!({"error": {"message": error.message()}}),
+    };
     if let Some(object) = status.as_object_mut() {
         object.remove("uptime_ms");
     }
