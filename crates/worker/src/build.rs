@@ -240,6 +240,7 @@ impl Builds {
             version: 0,
             runtime: request.runtime,
             memory_mb: self.config.memory_mb,
+            cpus: None,
             output_quota_mb: 0,
             env: BTreeMap::new(),
             code_tar: request.code_tar.clone(),

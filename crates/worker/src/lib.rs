@@ -377,6 +377,7 @@ impl Worker {
             version: target.version,
             runtime: target.spec.runtime,
             memory_mb: target.spec.memory_mb,
+            cpus: Some(target.spec.cpus_on(host_cores())),
             output_quota_mb: target.spec.output_quota_mb,
             env: target.spec.env.clone(),
             code_tar,
@@ -432,4 +433,9 @@ impl Worker {
             pool.evict_idle(self.config.idle_timeout).await;
         }
     }
+}
+
+/// Cores this process may use (CPU follows memory up to this many).
+fn host_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
