@@ -85,7 +85,7 @@ pub(crate) async fn invoke(
     Ok(Json(invocation).into_response())
 }
 
-async fn run(
+pub(crate) async fn run(
     state: &AppState,
     target: &Target,
     request: InvokeRequest,

@@ -1,4 +1,5 @@
-//! hearth's HTTP API (`../shared/API.md`): auth, deploy, invoke, invocations, status.
+//! hearth's HTTP API (`../shared/API.md`): auth, deploy, invoke, invocations, status,
+//! and the AutoTuner's endpoints (`tuning.rs`: advice, apply with auto-revert, explore).
 //!
 //! Owns: routing, request parsing and limits, the one [`ApiError`] type every handler
 //! returns, the admin-key check, and the write-behind of invocation history.
@@ -15,6 +16,7 @@ mod functions;
 mod history;
 mod invoke;
 mod status;
+mod tuning;
 
 pub use error::ApiError;
 
@@ -44,6 +46,7 @@ pub struct AppState {
     metrics: Option<PrometheusHandle>,
     started: Instant,
     functions: Arc<std::sync::Mutex<FunctionCache>>,
+    tuner: Arc<tuning::Tuner>,
 }
 
 /// Newest versions by name, and a generation that every deploy or delete bumps, so a
@@ -76,6 +79,7 @@ impl AppState {
             metrics,
             started: Instant::now(),
             functions: Default::default(),
+            tuner: Default::default(),
         };
         async_invoke::start(state.clone());
         history::prune_forever(state.metadata.clone());
@@ -140,6 +144,9 @@ pub fn router(state: AppState) -> Router {
         .route("/invocations/{id}/logs", get(artifacts::logs))
         .route("/invocations/{id}/outputs/{*path}", get(artifacts::output))
         .route("/status", get(status::status))
+        .route("/functions/{name}/tuning", get(tuning::advice))
+        .route("/functions/{name}/tuning/apply", post(tuning::apply))
+        .route("/functions/{name}/tuning/explore", post(tuning::explore))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,

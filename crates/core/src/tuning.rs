@@ -58,6 +58,8 @@ pub struct Sample {
     pub duration_ms: f64,
     /// Block bytes read and written plus bytes of output files.
     pub io_bytes: u64,
+    /// CPUs the instance had, when the record says.
+    pub cpus: Option<f64>,
 }
 
 impl Sample {
@@ -80,12 +82,13 @@ impl Sample {
                 .read_bytes
                 .saturating_add(invocation.io.write_bytes)
                 .saturating_add(outputs),
+            cpus: (invocation.cpu.cpus > 0.0).then_some(invocation.cpu.cpus),
         }
     }
 
     /// CPU time over the CPU the instance could have used in the handler's time.
     fn cpu_ratio(&self, cpus: f64) -> f64 {
-        let available = self.handler_ms * cpus.max(0.001);
+        let available = self.handler_ms * self.cpus.unwrap_or(cpus).max(0.001);
         if available <= 0.0 {
             0.0
         } else {
@@ -221,7 +224,7 @@ fn mb_up(bytes: u64) -> u64 {
     (bytes as f64 / MIB).ceil() as u64
 }
 
-/// The statistics of `samples` for instances with `cpus`.
+/// The statistics of `samples` for instances with `cpus` (unless a sample says).
 pub fn statistics(samples: &[Sample], cpus: f64) -> Stats {
     let mut peaks: Vec<u64> = samples.iter().map(|s| s.peak_bytes).collect();
     peaks.sort_unstable();

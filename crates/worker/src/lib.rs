@@ -220,6 +220,7 @@ impl Worker {
             }
         };
         invocation.outputs = outputs.output_files(&request.id);
+        invocation.advice = hearth_core::tuning::invocation_advice(&invocation);
         invocation.skipped_outputs = outputs.skipped.clone();
         let job = Job {
             invocation: invocation.clone(),
@@ -436,6 +437,6 @@ impl Worker {
 }
 
 /// Cores this process may use (CPU follows memory up to this many).
-fn host_cores() -> usize {
+pub(crate) fn host_cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }

@@ -10,6 +10,7 @@ fn sample(peak_mb: u64) -> Sample {
         handler_ms: 10.0,
         duration_ms: 12.0,
         io_bytes: 0,
+        cpus: None,
     }
 }
 
