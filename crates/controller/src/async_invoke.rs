@@ -91,6 +91,7 @@ async fn run_attempt(state: &AppState, job: AsyncJob) {
             let mut waiting = failed;
             waiting.status = InvocationStatus::Queued;
             state.history.record(&waiting);
+            crate::telemetry::async_retry(&job.function);
             if let Err(error) = state
                 .queue
                 .retry_later(&job.id, attempt, backoff(attempt + 1))
@@ -100,8 +101,14 @@ async fn run_attempt(state: &AppState, job: AsyncJob) {
             }
             return;
         }
-        Ok(failed) => gave_up(failed, attempt),
-        Err(final_failure) => final_failure,
+        Ok(failed) => {
+            crate::telemetry::async_dead_letter(&job.function);
+            gave_up(failed, attempt)
+        }
+        Err(final_failure) => {
+            crate::telemetry::async_dead_letter(&job.function);
+            final_failure
+        }
     };
     state.history.record(&invocation);
     if let Err(error) = state.queue.complete(&job.id).await {

@@ -16,9 +16,11 @@ mod functions;
 mod history;
 mod invoke;
 mod status;
+mod telemetry;
 mod tuning;
 
 pub use error::ApiError;
+pub use telemetry::install_metrics;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};

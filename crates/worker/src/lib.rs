@@ -8,7 +8,8 @@
 //! turning a sandbox's report into the API's [`Invocation`] ([`outcome`]), and
 //! everything after the answer: full logs and output files land in the on-disk
 //! [`spool`] while the invocation runs, and the [`reporter`] uploads them and writes
-//! the history record in the background (fire-and-forget, nothing lost on a restart).
+//! the history record in the background (fire-and-forget, nothing lost on a restart),
+//! and the Prometheus metrics of all that ([`telemetry`]).
 //!
 //! Never: speaks HTTP, reads the metadata store (it only appends history through the
 //! reporter), or knows which sandbox backend it drives (it holds a `dyn
@@ -19,6 +20,7 @@ pub mod outcome;
 pub mod pool;
 pub mod reporter;
 pub mod spool;
+pub mod telemetry;
 
 use bytes::Bytes;
 use hearth_core::protocol::InvokeSpec;
@@ -228,12 +230,8 @@ impl Worker {
         };
         spooled.commit(&job).await.map_err(WorkerError::Spool)?;
         self.reporter.wake();
-        metrics::counter!("hearth_invocations_total", "status" => invocation.status.as_str())
-            .increment(1);
-        metrics::histogram!("hearth_invocation_duration_ms").record(invocation.duration_ms);
-        if invocation.cold_start {
-            metrics::counter!("hearth_cold_starts_total").increment(1);
-        }
+        telemetry::invocation_finished(&invocation);
+        self.publish_warm_instances();
         Ok(invocation)
     }
 
@@ -313,6 +311,7 @@ impl Worker {
         for pool in retired {
             pool.retire().await;
         }
+        self.publish_warm_instances();
     }
 
     /// Pools and activity for `/v1/status`.
@@ -385,7 +384,7 @@ impl Worker {
         };
         let started = Instant::now();
         let instance = self.backend.create(spec).await?;
-        metrics::histogram!("hearth_cold_start_ms").record(started.elapsed().as_secs_f64() * 1e3);
+        telemetry::cold_start(&target.name, started.elapsed().as_secs_f64());
         Ok(instance)
     }
 
@@ -433,6 +432,7 @@ impl Worker {
         for pool in pools {
             pool.evict_idle(self.config.idle_timeout).await;
         }
+        self.publish_warm_instances();
     }
 }
 
