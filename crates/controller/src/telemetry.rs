@@ -218,6 +218,35 @@ mod tests {
     }
 
     #[test]
+    fn the_grafana_dashboard_graphs_only_metrics_hearth_records() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/grafana-dashboard.json"
+        );
+        let dashboard: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let known: Vec<&str> = DESCRIPTIONS
+            .iter()
+            .chain(hearth_worker::telemetry::DESCRIPTIONS)
+            .map(|(name, _)| *name)
+            .collect();
+        let mut graphed = 0;
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    if let Some(name) = word.strip_prefix("hearth_") {
+                        let name = format!("hearth_{}", name.trim_end_matches("_bucket"));
+                        assert!(known.contains(&name.as_str()), "{name} in {expr}");
+                        graphed += 1;
+                    }
+                }
+            }
+        }
+        assert!(graphed >= 10, "{graphed} hearth metrics graphed");
+    }
+
+    #[test]
     fn byte_buckets_double_up_to_ten_gigabytes() {
         let buckets = bytes_buckets();
         assert_eq!(buckets[0], 4.0 * MIB);

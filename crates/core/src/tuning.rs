@@ -30,8 +30,11 @@ pub const OOM_GROWTH_FACTOR: f64 = 1.2;
 pub const OOM_GROWTH_MB: u64 = 100;
 /// Peak over this share of the limit: one invocation is near its ceiling.
 pub const NEAR_LIMIT: f64 = 0.85;
-/// CPU time over this share of the CPU the instance was given: CPU-bound.
-pub const CPU_BOUND_RATIO: f64 = 0.8;
+/// CPU time over this share of the CPU the instance was given: CPU-bound. The
+/// reference used 0.8 of raw CPU/duration; measured against the instance's own share,
+/// a function that spins the whole time reads 0.7-0.8 on a busy host (it does not
+/// always get all of its quota), so the bar sits lower.
+pub const CPU_BOUND_RATIO: f64 = 0.6;
 /// CPU time under this share, for at least [`WAITING_MIN_MS`]: waiting.
 pub const WAITING_RATIO: f64 = 0.2;
 /// Shortest median handler time that counts as waiting, ms.
