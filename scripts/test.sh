@@ -18,6 +18,8 @@ export HEARTH_AGENT="$PWD/target/agent/x86_64-unknown-linux-gnu/release/hearth-a
 echo "test: Docker engine and runtime images (for the Docker backend's tests)"
 scripts/docker.sh
 target/debug/hearth images build
+echo "test: services (Redis, PostgreSQL, S3) and the Python test tools (prometheus_client, ...)"
+eval "$(scripts/services.sh --env)"
 echo "test: cargo test (unit, integration, end-to-end)"
 cargo test --workspace -- --test-threads "${HEARTH_TEST_THREADS:-2}"
 echo "test: the end-to-end suites again, on the Docker backend"
