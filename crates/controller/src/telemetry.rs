@@ -1,8 +1,8 @@
-//! Prometheus: installing the recorder (histogram buckets in base units, HELP texts),
-//! the controller's own metrics (queue depth, async retries and dead letters), and the
-//! standard `process_*` metrics, read from `/proc/self` at each scrape.
+//! Prometheus: installing the recorder (histogram buckets in base units, HELP texts)
+//! and the standard `process_*` metrics, read from `/proc/self` at each scrape. The
+//! hearth metrics themselves are recorded where their events happen (the worker's
+//! `telemetry`).
 
-use crate::AppState;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::fmt::Write as _;
 
@@ -21,22 +21,6 @@ fn bytes_buckets() -> Vec<f64> {
     buckets
 }
 
-/// The controller's own metrics and their help.
-const DESCRIPTIONS: &[(&str, &str)] = &[
-    (
-        "hearth_queue_depth",
-        "Asynchronous invocations waiting in the queue.",
-    ),
-    (
-        "hearth_async_retries_total",
-        "Asynchronous invocations scheduled for another attempt, by function.",
-    ),
-    (
-        "hearth_async_dead_letters_total",
-        "Asynchronous invocations that gave up after their retries, by function.",
-    ),
-];
-
 /// Installs the process-wide Prometheus recorder with hearth's buckets and help texts;
 /// `None` (logged) when one is installed already.
 pub fn install_metrics() -> Option<PrometheusHandle> {
@@ -51,36 +35,12 @@ pub fn install_metrics() -> Option<PrometheusHandle> {
         }
     };
     hearth_worker::telemetry::describe();
-    for (name, help) in DESCRIPTIONS {
-        let (name, help) = (*name, *help);
-        if name.ends_with("_total") {
-            metrics::describe_counter!(name, help);
-        } else {
-            metrics::describe_gauge!(name, help);
-        }
-    }
     Some(handle)
 }
 
-/// An async invocation will be tried again.
-pub(crate) fn async_retry(function: &str) {
-    metrics::counter!("hearth_async_retries_total", "function" => function.to_string())
-        .increment(1);
-}
-
-/// An async invocation gave up.
-pub(crate) fn async_dead_letter(function: &str) {
-    metrics::counter!("hearth_async_dead_letters_total", "function" => function.to_string())
-        .increment(1);
-}
-
-/// The text of `/metrics`: what the recorder holds, read at this moment's queue depth,
-/// followed by the process metrics.
-pub(crate) async fn render(state: &AppState, handle: &PrometheusHandle) -> String {
-    match state.queue.pending().await {
-        Ok(pending) => metrics::gauge!("hearth_queue_depth").set(pending as f64),
-        Err(error) => tracing::warn!(%error, "cannot read the async queue's depth"),
-    }
+/// The text of `/metrics`: what the recorder holds (the workers record where events
+/// happen), followed by the process metrics.
+pub(crate) fn render(handle: &PrometheusHandle) -> String {
     let mut text = handle.render();
     text.push_str(&process_metrics("/proc"));
     text
@@ -225,9 +185,8 @@ mod tests {
         );
         let dashboard: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        let known: Vec<&str> = DESCRIPTIONS
+        let known: Vec<&str> = hearth_worker::telemetry::DESCRIPTIONS
             .iter()
-            .chain(hearth_worker::telemetry::DESCRIPTIONS)
             .map(|(name, _)| *name)
             .collect();
         let mut graphed = 0;

@@ -14,7 +14,8 @@ use bytes::Bytes;
 use hearth_core::tuning::{self, Advice, ExploreRow, Sample, Strategy, TuningInput};
 use hearth_core::{FunctionSpec, Invocation, InvocationStatus};
 use hearth_store::{FunctionRecord, InvocationFilter};
-use hearth_worker::{InvokeRequest, Target};
+use hearth_worker::fleet::first_attempt;
+use hearth_worker::Target;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -81,19 +82,24 @@ fn host_cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
-/// Runs `target` once with `event` through the controller's invoke path.
+/// Runs `target` once with `event` through the controller's invoke path (the fleet).
 async fn invoke_once(
     state: &AppState,
     target: &Target,
     event: Bytes,
 ) -> Result<Invocation, ApiError> {
-    let request = InvokeRequest {
-        id: ulid::Ulid::new().to_string(),
+    let request = first_attempt(
+        ulid::Ulid::new().to_string(),
         event,
-        received: Instant::now(),
-        started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-    };
-    crate::invoke::run(state, target, request).await
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    );
+    let invocation = state
+        .fleet
+        .invoke(target.clone(), request)
+        .await
+        .map_err(crate::invoke::fleet_error)?;
+    state.history.remember(&invocation);
+    Ok(invocation)
 }
 
 /// The finished invocations of `record`'s version in the window, newest first.
@@ -102,8 +108,7 @@ async fn history_of(
     record: &FunctionRecord,
 ) -> Result<Vec<Invocation>, ApiError> {
     // Invocations just answered may still be on their way to the store.
-    state.history.flush().await;
-    state.worker.flush_reports(FLUSH_LIMIT).await;
+    state.fleet.settle(FLUSH_LIMIT).await;
     let since = chrono::Utc::now() - chrono::Duration::days(tuning::WINDOW_DAYS as i64);
     let filter = InvocationFilter {
         limit: HISTORY_LIMIT,
@@ -266,7 +271,7 @@ async fn make_version(
         .await
         .map_err(|e| ApiError::internal("storing function", e))?;
     state.cache_function(Some(&made), &record.name);
-    state.worker.retire(&record.name, Some(made.version)).await;
+    state.fleet.retire(&record.name, Some(made.version)).await;
     Ok(made)
 }
 
@@ -465,7 +470,7 @@ async fn explore_size(
         code_sha256: record.code_sha256.clone(),
     };
     let measured = measure(state, &target, runs, event).await;
-    state.worker.retire(&target.name, None).await;
+    state.fleet.retire(&target.name, None).await;
     Ok(tuning::summarize_runs(memory_mb, cpus, &measured?))
 }
 

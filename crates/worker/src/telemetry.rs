@@ -1,5 +1,6 @@
 //! The worker's Prometheus metrics, recorded where each event happens: invocations,
-//! cold starts, OOM kills, warm instances. Base units (seconds, bytes), `_total`
+//! cold starts, OOM kills, warm instances, async retries, dead letters and the queue's
+//! depth. Base units (seconds, bytes), `_total`
 //! counters, histograms (so they add up across workers), a `function` label and never
 //! an invocation id. The controller's `/metrics` (or a worker's own) renders them.
 
@@ -47,6 +48,18 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
         "Finished invocations still waiting to be reported.",
     ),
     (
+        "hearth_queue_depth",
+        "Asynchronous invocations waiting in the queue.",
+    ),
+    (
+        "hearth_async_retries_total",
+        "Asynchronous invocations scheduled for another attempt, by function.",
+    ),
+    (
+        "hearth_async_dead_letters_total",
+        "Asynchronous invocations that gave up (retries exhausted or function gone), by function.",
+    ),
+    (
         "hearth_builds_total",
         "Builds of compiled functions, by runtime and result.",
     ),
@@ -62,7 +75,10 @@ pub fn describe() {
         let (name, help) = (*name, *help);
         if name.ends_with("_total") {
             metrics::describe_counter!(name, help);
-        } else if name == "hearth_warm_instances" || name == "hearth_report_queue" {
+        } else if matches!(
+            name,
+            "hearth_warm_instances" | "hearth_report_queue" | "hearth_queue_depth"
+        ) {
             metrics::describe_gauge!(name, help);
         } else {
             metrics::describe_histogram!(name, help);
@@ -88,6 +104,26 @@ pub(crate) fn invocation_finished(invocation: &Invocation) {
     }
     if invocation.status == InvocationStatus::Oom {
         metrics::counter!("hearth_oom_kills_total", "function" => function).increment(1);
+    }
+}
+
+/// An async invocation will be tried again.
+pub(crate) fn async_retry(function: &str) {
+    metrics::counter!("hearth_async_retries_total", "function" => function.to_string())
+        .increment(1);
+}
+
+/// An async invocation gave up.
+pub(crate) fn async_dead_letter(function: &str) {
+    metrics::counter!("hearth_async_dead_letters_total", "function" => function.to_string())
+        .increment(1);
+}
+
+/// Sets `hearth_queue_depth` from the durable queue (where the work waits).
+pub(crate) async fn publish_queue_depth(queue: &dyn hearth_store::AsyncQueue) {
+    match queue.pending().await {
+        Ok(pending) => metrics::gauge!("hearth_queue_depth").set(pending as f64),
+        Err(error) => tracing::warn!(%error, "cannot read the async queue's depth"),
     }
 }
 
