@@ -18,7 +18,7 @@ export HEARTH_AGENT="$PWD/target/agent/x86_64-unknown-linux-gnu/release/hearth-a
 echo "test: Docker engine and runtime images (for the Docker backend's tests)"
 scripts/docker.sh
 target/debug/hearth images build
-echo "test: Redis, PostgreSQL and moto's S3 on loopback (scripts/services.sh)"
+echo "test: services (Redis, PostgreSQL, S3 on loopback) and the Python test tools"
 eval "$(scripts/services.sh --env)"
 echo "test: cargo test (unit, integration, end-to-end)"
 cargo test --workspace -- --test-threads "${HEARTH_TEST_THREADS:-2}"
