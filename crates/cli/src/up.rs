@@ -13,6 +13,7 @@ use hearth_sandbox::docker::{DockerBackend, DockerConfig};
 use hearth_sandbox::native::{NativeBackend, NativeConfig};
 use hearth_sandbox::SandboxBackend;
 use hearth_store::{open_metadata, CodeStore};
+use hearth_worker::local::LocalFleet;
 use hearth_worker::spool::Spool;
 use hearth_worker::{Worker, WorkerConfig};
 use sha2::Digest;
@@ -84,9 +85,7 @@ pub async fn run(args: UpArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     let database = args
         .database
         .unwrap_or_else(|| sqlite.display().to_string());
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .ok();
+    let metrics = hearth_controller::install_metrics();
     let stores = open_metadata(&database)
         .await
         .context("opening the metadata store")?;
@@ -122,14 +121,8 @@ pub async fn run(args: UpArgs, data_dir: PathBuf) -> anyhow::Result<()> {
         stores.metadata.clone(),
         Spool::open(&data_dir.join("spool")).context("opening the spool")?,
     );
-    let state = AppState::new(
-        stores.metadata,
-        stores.queue,
-        code,
-        worker,
-        api_key.clone(),
-        metrics,
-    );
+    let fleet = LocalFleet::start(worker, stores.queue, stores.metadata.clone());
+    let state = AppState::new(stores.metadata, code, fleet, api_key.clone(), metrics);
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;

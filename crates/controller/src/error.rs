@@ -49,19 +49,26 @@ impl ApiError {
         )
     }
 
-    /// A store failure: 503 `dependency_unavailable` (with `Retry-After`) when the
-    /// database or the object store is down, else a 500 whose cause is logged.
-    pub fn store(context: &str, error: hearth_store::StoreError) -> ApiError {
-        if !error.is_unavailable() {
-            return ApiError::internal(context, error);
+    /// A failed store operation: 503 `dependency_unavailable` when the store cannot be
+    /// reached (it recovers by itself; retry), else a 500 whose cause is logged.
+    pub fn store(context: &str, cause: hearth_store::StoreError) -> ApiError {
+        if store_is_unavailable(&cause) {
+            return ApiError::unavailable(context, cause);
         }
-        tracing::warn!(%error, "{context}");
+        ApiError::internal(context, cause)
+    }
+
+    /// 503 `dependency_unavailable`: a service hearth depends on is down.
+    pub fn unavailable(context: &str, cause: impl std::fmt::Display) -> ApiError {
+        tracing::warn!(%cause, "{context}: a dependency is unavailable");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "dependency_unavailable",
-            format!("{context}: a service hearth depends on is unavailable; retry shortly"),
+            format!(
+                "{context}: a service hearth depends on is unavailable ({cause}); retry shortly"
+            ),
         )
-        .retry_after(5)
+        .retry_after(2)
     }
 
     /// The message shown to the user.
@@ -87,6 +94,18 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// Whether a store error means the store is out of reach (rather than a bug or bad data).
+fn store_is_unavailable(error: &hearth_store::StoreError) -> bool {
+    use hearth_store::StoreError;
+    // `Unavailable` is what PostgreSQL and S3 outages are; the others are kept as the
+    // embedded stores report theirs (a SQLite file or local dir that cannot be used).
+    error.is_unavailable()
+        || matches!(
+            error,
+            StoreError::ObjectStore { .. } | StoreError::Task { .. } | StoreError::Database { .. }
+        )
 }
 
 pub(crate) async fn not_found() -> ApiError {
