@@ -121,3 +121,51 @@ fn hearth_up_deploys_and_invokes_on_postgres_and_s3() {
         .unwrap();
     assert!(listing.contains(".zip</Key>"), "no code in S3: {listing}");
 }
+
+#[test]
+fn a_postgres_outage_is_a_503_and_hearth_up_recovers_by_itself() {
+    let server = hearth_testkit::postgres::PgServer::init();
+    server.start();
+    let objects = tempfile::tempdir().unwrap();
+    let hearth = Hearth::start_with(
+        env!("CARGO_BIN_EXE_hearth"),
+        &[
+            "--database",
+            &server.url(),
+            "--objects",
+            objects.path().to_str().unwrap(),
+        ],
+    );
+    hearth.deploy_files(
+        "up",
+        &[("main.py", "def handler(event, context):\n    return 'up'\n")],
+        json!({"runtime": "python"}),
+    );
+
+    server.stop();
+    let down = hearth
+        .request(reqwest::Method::GET, "/v1/functions")
+        .send()
+        .unwrap();
+    assert_eq!(down.status(), 503);
+    let body: serde_json::Value = down.json().unwrap();
+    assert_eq!(body["error"]["code"], "dependency_unavailable", "{body}");
+
+    server.start();
+    // No restart of hearth: the pool reconnects by itself.
+    hearth_testkit::eventually(
+        std::time::Duration::from_secs(60),
+        "hearth to answer again after PostgreSQL came back",
+        || {
+            hearth
+                .request(reqwest::Method::GET, "/v1/functions")
+                .send()
+                .unwrap()
+                .status()
+                == 200
+        },
+    )
+    .unwrap();
+    let call = hearth.invoke("up", json!({}));
+    assert_eq!(call["result"], "up", "{call}");
+}
