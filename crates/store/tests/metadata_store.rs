@@ -70,6 +70,7 @@ fn invocation(
         outputs: vec![],
         skipped_outputs: vec![],
         advice: None,
+        attempt: 1,
     }
 }
 
