@@ -62,6 +62,9 @@ CREATE INDEX async_jobs_due ON async_jobs (claimed, next_attempt_us);
 
 /// How long a statement waits for another connection's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Tries at configuring a connection while other processes hold the file's lock
+/// (50 ms apart: 10 s in all).
+const CONFIGURE_ATTEMPTS: u32 = 200;
 
 /// What work on the connection fails with: SQLite itself, which [`SqliteMetadataStore::with_conn`]
 /// turns into a [`StoreError::Database`] naming the file and the operation, or a store
@@ -141,7 +144,20 @@ impl SqliteMetadataStore {
                 conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
             conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
         };
-        setup(&mut conn).map_err(|e| db_error(&path, "configure", e))?;
+        // Switching a new file to WAL takes an exclusive lock that SQLite does not wait
+        // for through the busy handler, so processes starting together retry it.
+        let mut attempts = 0;
+        while let Err(e) = setup(&mut conn) {
+            let busy = matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            );
+            attempts += 1;
+            if !busy || attempts >= CONFIGURE_ATTEMPTS {
+                return Err(db_error(&path, "configure", e));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         migrate(&mut conn, &path)?;
         Ok(SqliteMetadataStore {
             conn: Arc::new(Mutex::new(conn)),
