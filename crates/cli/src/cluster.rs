@@ -11,7 +11,7 @@ use hearth_cluster::node::{NodeConfig, WorkerNode};
 use hearth_cluster::RedisConfig;
 use hearth_controller::AppState;
 use hearth_sandbox::SandboxBackend;
-use hearth_store::{CodeStore, MetadataStore, SqliteMetadataStore};
+use hearth_store::{CodeStore, MetadataStore, PgMetadataStore, SqliteMetadataStore};
 use hearth_worker::spool::Spool;
 use hearth_worker::{Worker, WorkerConfig};
 use sha2::Digest;
@@ -34,6 +34,9 @@ pub struct Backing {
     /// Metadata and history: `postgres://…`, or a SQLite file shared on one machine.
     #[arg(long, env = "HEARTH_DATABASE_URL")]
     database: String,
+    /// PostgreSQL schema of hearth's tables (default: the user's own).
+    #[arg(long, env = "HEARTH_DATABASE_SCHEMA")]
+    database_schema: Option<String>,
     /// Code, artifacts, logs and outputs: `s3://BUCKET[/PREFIX]` (settings from the
     /// AWS_* variables), or a local directory shared on one machine.
     #[arg(long, env = "HEARTH_OBJECTS_URL")]
@@ -51,7 +54,11 @@ impl Backing {
     async fn metadata(&self) -> anyhow::Result<Arc<dyn MetadataStore>> {
         let url = self.database.as_str();
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            bail!("this build of hearth has no PostgreSQL metadata store yet: pass a SQLite file")
+            let store = match &self.database_schema {
+                Some(schema) => PgMetadataStore::connect_in_schema(url, schema).await,
+                None => PgMetadataStore::connect(url).await,
+            };
+            return Ok(Arc::new(store.context("connecting to the metadata database")?));
         }
         let path = url.strip_prefix("sqlite://").unwrap_or(url);
         // Processes starting together race to create the schema; the loser retries.

@@ -53,7 +53,7 @@ fn final_invocation(cluster: &Cluster, via: usize, id: &str, within: Duration) -
 
 #[test]
 fn two_controllers_three_workers_serve_any_function_through_either() {
-    let mut cluster = Cluster::start_local(HEARTH, 2, 3);
+    let mut cluster = Cluster::start_on_services(HEARTH, 2, 3);
 
     // Both controllers see the three workers, freshly heard from.
     for via in 0..2 {
@@ -159,7 +159,7 @@ fn two_controllers_three_workers_serve_any_function_through_either() {
 
 #[test]
 fn async_invocations_finish_elsewhere_when_their_worker_is_killed() {
-    let mut cluster = Cluster::start_local(HEARTH, 1, 3);
+    let mut cluster = Cluster::start_on_services(HEARTH, 1, 3);
     deploy(&cluster, 0, "slow", 20_000);
     let ids: Vec<String> = (0..30)
         .map(|i| cluster.invoke_async(0, "slow", &json!({"tag": i, "sleep": 2})))
@@ -207,7 +207,7 @@ fn async_invocations_finish_elsewhere_when_their_worker_is_killed() {
 
 #[test]
 fn a_sync_call_whose_worker_dies_answers_worker_lost_and_never_runs_again() {
-    let mut cluster = Cluster::start_local(HEARTH, 1, 2);
+    let mut cluster = Cluster::start_on_services(HEARTH, 1, 2);
     deploy(&cluster, 0, "doomed", 20_000);
     let url = format!("{}/v1/functions/doomed/invoke", cluster.url(0));
     let caller = std::thread::spawn(move || {
@@ -268,7 +268,7 @@ fn a_sync_call_whose_worker_dies_answers_worker_lost_and_never_runs_again() {
 fn a_controller_killed_or_redis_restarted_is_survived() {
     let mut redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let backing = Backing::local(dir.path()).with_redis(&redis.url());
+    let backing = Backing::services(dir.path()).with_redis(&redis.url());
     let mut cluster = Cluster::start(HEARTH, backing, 2, 1);
     deploy(&cluster, 0, "steady", 10_000);
     assert_eq!(cluster.invoke(1, "steady", &json!({}))["status"], "success");
@@ -308,4 +308,49 @@ fn a_controller_killed_or_redis_restarted_is_survived() {
     let async_id = cluster.invoke_async(1, "steady", &json!({"tag": "async after"}));
     let done = final_invocation(&cluster, 1, &async_id, Duration::from_secs(60));
     assert_eq!(done["status"], "success", "{done}");
+}
+
+#[test]
+fn a_postgresql_restart_is_survived() {
+    let postgres = hearth_testkit::cluster::PostgresServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let backing = Backing::services(dir.path()).with_database(&postgres.url());
+    let cluster = Cluster::start(HEARTH, backing, 1, 1);
+    deploy(&cluster, 0, "steady", 10_000);
+    let first = cluster.invoke(0, "steady", &json!({}));
+    assert_eq!(first["status"], "success", "{first}");
+
+    postgres.stop();
+    // Function records are cached for a second; then every call needs the database.
+    let down = cluster.poll(0, "/v1/functions/steady", Duration::from_secs(30), |s, _| s == 503);
+    assert!(down.contains("dependency_unavailable"), "{down}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = cluster.invoke_raw(0, "steady", &json!({}));
+        let status = response.status().as_u16();
+        let text = response.text().unwrap();
+        if status == 503 {
+            assert!(text.contains("dependency_unavailable"), "{text}");
+            break;
+        }
+        assert_eq!(status, 200, "never a 500 or a hang: {text}");
+        assert!(Instant::now() < deadline, "calls kept working without the database");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    postgres.restart();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let id = loop {
+        let response = cluster.invoke_raw(0, "steady", &json!({"tag": "back"}));
+        if response.status() == 200 {
+            let body: Value = response.json().unwrap();
+            assert_eq!(body["status"], "success", "{body}");
+            break body["id"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "never recovered: {}", response.text().unwrap());
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    // The history written behind the answer arrives too.
+    let recorded = final_invocation(&cluster, 0, &id, Duration::from_secs(60));
+    assert_eq!(recorded["status"], "success", "{recorded}");
 }

@@ -98,11 +98,7 @@ impl IntoResponse for ApiError {
 
 /// Whether a store error means the store is out of reach (rather than a bug or bad data).
 fn store_is_unavailable(error: &hearth_store::StoreError) -> bool {
-    use hearth_store::StoreError;
-    matches!(
-        error,
-        StoreError::ObjectStore { .. } | StoreError::Task { .. } | StoreError::Database { .. }
-    )
+    error.is_unavailable() || matches!(error, hearth_store::StoreError::ObjectStore { .. })
 }
 
 pub(crate) async fn not_found() -> ApiError {

@@ -1,8 +1,9 @@
 //! Storage of hearth: function metadata, invocation history, code packages, and the
 //! checks a code package must pass before it is stored.
 //!
-//! Owns: the [`MetadataStore`] interface and its embedded SQLite implementation
-//! ([`metadata`]); content-addressed code packages over any `object_store::ObjectStore`
+//! Owns: the [`MetadataStore`] interface with its embedded SQLite implementation and
+//! its PostgreSQL one for a cluster ([`metadata`]), the durable async queue on both
+//! ([`queue`]); content-addressed code packages over any `object_store::ObjectStore`
 //! ([`objects`]); validation of uploaded zips and their re-packing as a tar
 //! ([`package`]).
 //!
@@ -10,8 +11,10 @@
 //! than a package's). The controller and the worker call in; this crate calls out only
 //! to the disk, the database and the object store.
 //!
-//! Layout: `metadata.rs` (trait + `SqliteMetadataStore`), `objects.rs` (`CodeStore`),
-//! `package.rs` (`inspect_zip`), `queue.rs` (the durable queue of async invocations),
+//! Layout: `metadata/` (trait + records in `mod.rs`, one file per backend),
+//! `objects.rs` (`CodeStore`),
+//! `package.rs` (`inspect_zip`), `queue/` (the durable queue of async invocations,
+//! trait in `mod.rs`, one file per backend),
 //! this file (`StoreError`).
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -22,7 +25,8 @@ pub mod package;
 pub mod queue;
 
 pub use metadata::{
-    FunctionRecord, FunctionStats, InvocationFilter, MetadataStore, SqliteMetadataStore,
+    FunctionRecord, FunctionStats, InvocationFilter, MetadataStore, PgMetadataStore,
+    SqliteMetadataStore,
 };
 pub use objects::{artifact_key, CodeStore};
 pub use package::{inspect_zip, CodePackage, PackageError, PackageLimits};
@@ -64,6 +68,19 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// A service the store depends on (the database server, the object store) cannot
+    /// be reached or did not answer; nothing is wrong with the request, so a caller
+    /// answers "try again later" (503). The store reconnects by itself when it returns.
+    #[error("{service} is unavailable: {op} failed: {source}")]
+    Unavailable {
+        /// The service, without secrets (e.g. `PostgreSQL at 127.0.0.1:5432/hearth`).
+        service: String,
+        /// What was being done.
+        op: &'static str,
+        /// The client's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A caller passed a value the store cannot take (a bad time, hash, size).
     #[error("{0}")]
     InvalidArgument(String),
@@ -101,4 +118,12 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl StoreError {
+    /// Whether the failure is an outage of a backing service (retry later), as opposed
+    /// to bad input, missing or corrupt data.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
 }

@@ -59,6 +59,17 @@ impl Backing {
         }
     }
 
+    /// The services of `scripts/services.sh`: the shared Redis with a fresh prefix,
+    /// PostgreSQL with a fresh schema, and a local object dir under `dir`.
+    pub fn services(dir: &Path) -> Backing {
+        let mut backing = Backing::local(dir);
+        backing.database = service_env("HEARTH_TEST_DATABASE_URL");
+        backing
+            .env
+            .push(("HEARTH_DATABASE_SCHEMA".into(), unique("t_")));
+        backing
+    }
+
     /// The same on another Redis server.
     pub fn with_redis(mut self, url: &str) -> Backing {
         self.redis = url.to_string();
@@ -104,6 +115,13 @@ impl Cluster {
     /// Starts `controllers` controllers and `workers` workers on `backing`.
     pub fn start(binary: &str, backing: Backing, controllers: usize, workers: usize) -> Cluster {
         Self::start_in(binary, tempdir(), backing, controllers, workers)
+    }
+
+    /// The same on the services of `scripts/services.sh` (see [`Backing::services`]).
+    pub fn start_on_services(binary: &str, controllers: usize, workers: usize) -> Cluster {
+        let dir = tempdir();
+        let backing = Backing::services(dir.path());
+        Self::start_in(binary, dir, backing, controllers, workers)
     }
 
     /// The same with the local backing under a fresh temp dir.
@@ -514,5 +532,92 @@ pub fn wait_for_port(port: u16, what: &str) {
             "{what} did not listen on {port} within 30 s"
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+fn as_postgres(command: &str) {
+    let status = Command::new("su")
+        .args(["postgres", "-s", "/bin/sh", "-c", command])
+        .status()
+        .unwrap_or_else(|e| panic!("su postgres: {e}"));
+    assert!(status.success(), "`{command}` failed: {status}");
+}
+
+/// A private PostgreSQL server on a free port (Debian's PostgreSQL 15, installed by
+/// `scripts/services.sh`), run as the `postgres` user, for tests that stop and restart it.
+pub struct PostgresServer {
+    dir: tempfile::TempDir,
+    /// Its port.
+    pub port: u16,
+}
+
+impl PostgresServer {
+    /// Initialises and starts one.
+    pub fn start() -> PostgresServer {
+        assert!(
+            Path::new(PG_BIN).join("postgres").is_file(),
+            "PostgreSQL 15 is not installed: run scripts/services.sh"
+        );
+        let server = PostgresServer {
+            dir: tempdir(),
+            port: free_port(),
+        };
+        std::fs::create_dir(server.data()).unwrap_or_else(|e| panic!("pg dir: {e}"));
+        let chowned = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(server.dir.path())
+            .status();
+        assert!(chowned.is_ok_and(|s| s.success()), "chown of the pg dir failed");
+        as_postgres(&format!(
+            "{PG_BIN}/initdb -D '{}' -A trust -U postgres >/dev/null",
+            server.data().display()
+        ));
+        server.boot();
+        server
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("pg")
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn boot(&self) {
+        as_postgres(&format!(
+            "{PG_BIN}/pg_ctl -D '{data}' -l '{data}/log' -w -o \"-p {port} -k '{data}' \
+             -c listen_addresses=127.0.0.1 -c fsync=off\" start >/dev/null",
+            data = self.data().display(),
+            port = self.port
+        ));
+    }
+
+    /// Stops it (immediate shutdown: as a crash).
+    pub fn stop(&self) {
+        as_postgres(&format!(
+            "{PG_BIN}/pg_ctl -D '{}' -m immediate -w stop >/dev/null",
+            self.data().display()
+        ));
+    }
+
+    /// Starts it again on the same port and data.
+    pub fn restart(&self) {
+        self.boot();
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        let _ = Command::new("su")
+            .args(["postgres", "-s", "/bin/sh", "-c"])
+            .arg(format!(
+                "{PG_BIN}/pg_ctl -D '{}' -m immediate -w stop >/dev/null 2>&1",
+                self.data().display()
+            ))
+            .status();
     }
 }
