@@ -58,7 +58,9 @@ impl Backing {
                 Some(schema) => PgMetadataStore::connect_in_schema(url, schema).await,
                 None => PgMetadataStore::connect(url).await,
             };
-            return Ok(Arc::new(store.context("connecting to the metadata database")?));
+            return Ok(Arc::new(
+                store.context("connecting to the metadata database")?,
+            ));
         }
         let path = url.strip_prefix("sqlite://").unwrap_or(url);
         // Processes starting together race to create the schema; the loser retries.
@@ -78,13 +80,8 @@ impl Backing {
     }
 
     async fn objects(&self) -> anyhow::Result<CodeStore> {
-        let url = self.objects.as_str();
-        if url.starts_with("s3://") {
-            bail!("this build of hearth has no S3 object store yet: pass a local directory")
-        }
-        let path = url.strip_prefix("file://").unwrap_or(url);
-        CodeStore::local(Path::new(path))
-            .with_context(|| format!("opening the object store {path}"))
+        CodeStore::open(&self.objects)
+            .with_context(|| format!("opening the object store {}", self.objects))
     }
 }
 

@@ -322,7 +322,12 @@ fn a_postgresql_restart_is_survived() {
 
     postgres.stop();
     // Function records are cached for a second; then every call needs the database.
-    let down = cluster.poll(0, "/v1/functions/steady", Duration::from_secs(30), |s, _| s == 503);
+    let down = cluster.poll(
+        0,
+        "/v1/functions/steady",
+        Duration::from_secs(30),
+        |s, _| s == 503,
+    );
     assert!(down.contains("dependency_unavailable"), "{down}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -334,7 +339,10 @@ fn a_postgresql_restart_is_survived() {
             break;
         }
         assert_eq!(status, 200, "never a 500 or a hang: {text}");
-        assert!(Instant::now() < deadline, "calls kept working without the database");
+        assert!(
+            Instant::now() < deadline,
+            "calls kept working without the database"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 
@@ -347,7 +355,11 @@ fn a_postgresql_restart_is_survived() {
             assert_eq!(body["status"], "success", "{body}");
             break body["id"].as_str().unwrap().to_string();
         }
-        assert!(Instant::now() < deadline, "never recovered: {}", response.text().unwrap());
+        assert!(
+            Instant::now() < deadline,
+            "never recovered: {}",
+            response.text().unwrap()
+        );
         std::thread::sleep(Duration::from_millis(250));
     };
     // The history written behind the answer arrives too.

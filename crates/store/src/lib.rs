@@ -3,24 +3,25 @@
 //!
 //! Owns: the [`MetadataStore`] interface with its embedded SQLite implementation and
 //! its PostgreSQL one for a cluster ([`metadata`]), the durable async queue on both
-//! ([`queue`]); content-addressed code packages over any `object_store::ObjectStore`
-//! ([`objects`]); validation of uploaded zips and their re-packing as a tar
-//! ([`package`]).
+//! ([`queue`]); content-addressed code packages and other objects (logs, outputs) in a
+//! local directory or S3, multipart above one part ([`objects`]); opening both from
+//! the URLs a deployment names ([`open`]); validation of uploaded zips and their
+//! re-packing as a tar ([`package`]).
 //!
 //! Never: talks HTTP, runs user code, or decides API policy (names, auth, limits other
 //! than a package's). The controller and the worker call in; this crate calls out only
 //! to the disk, the database and the object store.
 //!
 //! Layout: `metadata/` (trait + records in `mod.rs`, one file per backend),
-//! `objects.rs` (`CodeStore`),
-//! `package.rs` (`inspect_zip`), `queue/` (the durable queue of async invocations,
-//! trait in `mod.rs`, one file per backend),
-//! this file (`StoreError`).
+//! `queue/` (the durable queue of async invocations, likewise), `objects.rs`
+//! (`CodeStore`), `open.rs` (`open_metadata`), `package.rs` (`inspect_zip`), this file
+//! (`StoreError`). Tests that run on every backend: `tests/`.
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod metadata;
 pub mod objects;
+pub mod open;
 pub mod package;
 pub mod queue;
 
@@ -28,7 +29,8 @@ pub use metadata::{
     FunctionRecord, FunctionStats, InvocationFilter, MetadataStore, PgMetadataStore,
     SqliteMetadataStore,
 };
-pub use objects::{artifact_key, CodeStore};
+pub use objects::{artifact_key, CodeStore, PART_BYTES};
+pub use open::{open_metadata, MetadataHandles};
 pub use package::{inspect_zip, CodePackage, PackageError, PackageLimits};
 pub use queue::{AsyncJob, AsyncQueue};
 

@@ -60,13 +60,35 @@ impl Backing {
     }
 
     /// The services of `scripts/services.sh`: the shared Redis with a fresh prefix,
-    /// PostgreSQL with a fresh schema, and a local object dir under `dir`.
+    /// PostgreSQL with a fresh schema, and a fresh bucket in moto's S3.
     pub fn services(dir: &Path) -> Backing {
         let mut backing = Backing::local(dir);
         backing.database = service_env("HEARTH_TEST_DATABASE_URL");
         backing
             .env
             .push(("HEARTH_DATABASE_SCHEMA".into(), unique("t_")));
+        let endpoint = service_env("HEARTH_TEST_S3_ENDPOINT");
+        let bucket = unique("hearth-").to_lowercase();
+        // moto takes an unsigned PUT as "create this bucket".
+        let created = Client::new()
+            .put(format!("{endpoint}/{bucket}"))
+            .send()
+            .unwrap_or_else(|e| panic!("moto at {endpoint}: {e}"));
+        assert!(
+            created.status().is_success(),
+            "creating bucket {bucket}: {}",
+            created.status()
+        );
+        backing.objects = format!("s3://{bucket}/objects");
+        for name in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_REGION",
+            "AWS_ENDPOINT_URL",
+            "AWS_ALLOW_HTTP",
+        ] {
+            backing.env.push((name.into(), service_env(name)));
+        }
         backing
     }
 
@@ -569,7 +591,10 @@ impl PostgresServer {
             .args(["-R", "postgres:postgres"])
             .arg(server.dir.path())
             .status();
-        assert!(chowned.is_ok_and(|s| s.success()), "chown of the pg dir failed");
+        assert!(
+            chowned.is_ok_and(|s| s.success()),
+            "chown of the pg dir failed"
+        );
         as_postgres(&format!(
             "{PG_BIN}/initdb -D '{}' -A trust -U postgres >/dev/null",
             server.data().display()
