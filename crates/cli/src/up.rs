@@ -85,9 +85,7 @@ pub async fn run(args: UpArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     let database = args
         .database
         .unwrap_or_else(|| sqlite.display().to_string());
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .ok();
+    let metrics = hearth_controller::install_metrics();
     let stores = open_metadata(&database)
         .await
         .context("opening the metadata store")?;

@@ -1,4 +1,5 @@
-//! hearth's HTTP API (`../shared/API.md`): auth, deploy, invoke, invocations, status.
+//! hearth's HTTP API (`docs/API.md`, the contract): auth, deploy, invoke, invocations, status,
+//! and the AutoTuner's endpoints (`tuning`: advice, apply with auto-revert, explore).
 //!
 //! Owns: routing, request parsing and limits, the one [`ApiError`] type every handler
 //! returns, the admin-key check, the `queued` record of an accepted async invocation,
@@ -10,16 +11,26 @@
 //! the object store), or knows how metadata and objects are stored (it holds a `dyn
 //! MetadataStore` and a `CodeStore`). Handlers turn HTTP into domain calls and back;
 //! nothing below this crate imports axum.
+//!
+//! The dashboard (`web/`, embedded) is served at `/` with its sessions and live feed
+//! (`dashboard`, `session`, `events`, `stats`).
 
 mod artifacts;
 mod auth;
+mod dashboard;
 mod error;
+mod events;
 mod functions;
 mod history;
 mod invoke;
+mod session;
+mod stats;
 mod status;
+mod telemetry;
+mod tuning;
 
 pub use error::ApiError;
+pub use telemetry::install_metrics;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -48,6 +59,7 @@ pub struct AppState {
     /// How long a cached function record is trusted: forever when this process is
     /// the only writer of its metadata store, briefly when other controllers deploy too.
     function_ttl: Option<std::time::Duration>,
+    tuner: Arc<tuning::Tuner>,
 }
 
 /// Newest versions by name, and a generation that every deploy or delete bumps, so a
@@ -78,6 +90,7 @@ impl AppState {
             started: Instant::now(),
             functions: Default::default(),
             function_ttl: None,
+            tuner: Default::default(),
         };
         history::prune_forever(state.metadata.clone());
         state
@@ -156,17 +169,23 @@ pub fn router(state: AppState) -> Router {
         .route("/invocations/{id}/logs", get(artifacts::logs))
         .route("/invocations/{id}/outputs/{*path}", get(artifacts::output))
         .route("/status", get(status::status))
+        .route("/events", get(events::stream))
+        .route("/stats/functions", get(stats::functions))
+        .route("/functions/{name}/tuning", get(tuning::advice))
+        .route("/functions/{name}/tuning/apply", post(tuning::apply))
+        .route("/functions/{name}/tuning/explore", post(tuning::explore))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
         ));
-    Router::new()
+    let api = Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(status::healthz))
         .route("/metrics", get(status::metrics))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .with_state(state)
+        .with_state(state);
+    dashboard::around(api)
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.
