@@ -204,6 +204,13 @@ pub(crate) async fn deploy(
             .await
             .map_err(|e| ApiError::internal("checking code", e))?
             .map_err(|e| ApiError::bad_request("invalid_code", e.to_string()))?;
+    // Code is content-addressed: storing it before the build is harmless, and lets a
+    // worker on another machine fetch it.
+    state
+        .code
+        .put_code(&package.sha256, request.code)
+        .await
+        .map_err(|e| ApiError::store("storing code", e))?;
     // Compiled runtimes build now, before any version exists: a failure makes none.
     let built = state
         .fleet
@@ -215,11 +222,6 @@ pub(crate) async fn deploy(
         })
         .await
         .map_err(|e| build_error(&name, e))?;
-    state
-        .code
-        .put_code(&package.sha256, request.code)
-        .await
-        .map_err(|e| ApiError::store("storing code", e))?;
     let (record, created) = state
         .metadata
         .put_version(&name, &spec, &package.sha256, package.size)

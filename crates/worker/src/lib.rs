@@ -8,12 +8,15 @@
 //! turning a sandbox's report into the API's [`Invocation`] ([`outcome`]), and
 //! everything after the answer: full logs and output files land in the on-disk
 //! [`spool`] while the invocation runs, and the [`reporter`] uploads them and writes
-//! the history record in the background (fire-and-forget, nothing lost on a restart),
-//! and the Prometheus metrics of all that ([`telemetry`]).
+//! the history record in the background (fire-and-forget, nothing lost on a restart):
+//! the worker is the one writer of history; the Prometheus metrics of all that
+//! ([`telemetry`]). Also the seam to the controller ([`fleet::Fleet`];
+//! [`local::LocalFleet`] runs it in one process) and the policy of async invocations
+//! ([`async_runner`]: attempts, backoff, callbacks).
 //!
-//! Never: speaks HTTP, reads the metadata store (it only appends history through the
-//! reporter), or knows which sandbox backend it drives (it holds a `dyn
-//! SandboxBackend`).
+//! Never: speaks HTTP (a callback POST is a client call), reads the metadata store
+//! beyond what an async attempt needs (the function's newest version), or knows which
+//! sandbox backend it drives (it holds a `dyn SandboxBackend`).
 
 pub mod async_runner;
 pub mod build;
@@ -200,6 +203,11 @@ impl Worker {
     /// The worker's id.
     pub fn id(&self) -> &str {
         &self.config.id
+    }
+
+    /// The code store it runs functions from.
+    pub fn code(&self) -> &CodeStore {
+        &self.code
     }
 
     /// The worker's settings.
