@@ -249,14 +249,14 @@ fn explore_prints_a_table_and_speed_picks_more_memory_than_cost_for_cpu_work() {
         "--event",
         event,
         "--sizes",
-        "128,256,512,1024",
+        "128,512,1024,1769",
         "--runs",
         "5",
     ];
     let text = tune(&hearth, &[&common[..], &["--strategy", "cost"]].concat());
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("memory_mb"), "a table: {text}");
-    for size in ["128", "256", "512", "1024"] {
+    for size in ["128", "512", "1024", "1769"] {
         assert!(
             text.lines().any(|l| l.trim_start().starts_with(size)),
             "a row for {size}: {text}"

@@ -30,7 +30,7 @@ pub const OOM_GROWTH_FACTOR: f64 = 1.2;
 pub const OOM_GROWTH_MB: u64 = 100;
 /// Peak over this share of the limit: one invocation is near its ceiling.
 pub const NEAR_LIMIT: f64 = 0.85;
-/// CPU time over this share of the CPU the instance was given: CPU-bound. The
+/// CPU time over this share of the CPU the instance was given during the call: CPU-bound. The
 /// reference used 0.8 of raw CPU/duration; measured against the instance's own share,
 /// a function that spins the whole time reads 0.7-0.8 on a busy host (it does not
 /// always get all of its quota), so the bar sits lower.
@@ -89,13 +89,21 @@ impl Sample {
         }
     }
 
-    /// CPU time over the CPU the instance could have used in the handler's time.
+    /// CPU time over the CPU the instance could have used during the call (0..=1).
+    /// The cgroup's CPU covers the whole call (the agent's fork and reply too), so the
+    /// call's duration is the window, not the handler's own time: on a call of a few
+    /// ms that difference alone would read as over 100%.
     fn cpu_ratio(&self, cpus: f64) -> f64 {
-        let available = self.handler_ms * self.cpus.unwrap_or(cpus).max(0.001);
+        let window = if self.duration_ms > 0.0 {
+            self.duration_ms
+        } else {
+            self.handler_ms
+        };
+        let available = window * self.cpus.unwrap_or(cpus).max(0.001);
         if available <= 0.0 {
             0.0
         } else {
-            self.cpu_ms / available
+            (self.cpu_ms / available).clamp(0.0, 1.0)
         }
     }
 }

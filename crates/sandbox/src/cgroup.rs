@@ -102,6 +102,27 @@ impl CpuQuota {
             period_us: Self::PERIOD_US,
         }
     }
+
+    /// The quota in CPUs.
+    pub fn as_cpus(&self) -> f64 {
+        self.quota_us as f64 / self.period_us.max(1) as f64
+    }
+
+    /// The share under contention follows the quota too, so that a larger size is
+    /// faster even on a busy host: an instance at the smallest share
+    /// (`hearth_core::function::MIN_CPUS`) weighs as much as any process (the kernel's
+    /// default), one with four times that CPU four times as much. cgroup v1
+    /// `cpu.shares` (default 1024, 2..=262144).
+    pub fn v1_shares(&self) -> u64 {
+        let relative = self.as_cpus() / hearth_core::function::MIN_CPUS;
+        ((1024.0 * relative).round() as u64).clamp(2, 262_144)
+    }
+
+    /// The same as cgroup v2 `cpu.weight` (default 100, 1..=10000).
+    pub fn v2_weight(&self) -> u64 {
+        let relative = self.as_cpus() / hearth_core::function::MIN_CPUS;
+        ((100.0 * relative).round() as u64).clamp(1, 10_000)
+    }
 }
 
 /// The v1 controllers hearth uses.
@@ -307,6 +328,10 @@ impl CgroupHost {
                             &cpu.join("cpu.cfs_quota_us"),
                             &limits.cpu.quota_us.to_string(),
                         )?;
+                        write_if_present(
+                            &cpu.join("cpu.shares"),
+                            &limits.cpu.v1_shares().to_string(),
+                        )?;
                     }
                     None => tracing::warn!("no cgroup v1 cpu controller: CPU is not limited"),
                 }
@@ -325,6 +350,7 @@ impl CgroupHost {
                 if !write_if_present(&dir.join("cpu.max"), &cpu_max)? {
                     tracing::warn!("no cgroup v2 cpu controller: CPU is not limited");
                 }
+                write_if_present(&dir.join("cpu.weight"), &limits.cpu.v2_weight().to_string())?;
                 instance.kill_file = Some(dir.join("cgroup.kill"));
                 instance.meter = Some(UsageMeter::open_v2(&dir)?);
             }

@@ -131,6 +131,7 @@ fn classes_come_from_cpu_share_duration_and_io() {
     let busy = Sample {
         cpu_ms: 150.0,
         handler_ms: 600.0,
+        duration_ms: 610.0,
         ..sample(20)
     };
     // 150 ms of CPU in 600 ms is all of a quarter CPU.
@@ -139,6 +140,7 @@ fn classes_come_from_cpu_share_duration_and_io() {
     let sleeper = Sample {
         cpu_ms: 3.0,
         handler_ms: 600.0,
+        duration_ms: 610.0,
         ..sample(20)
     };
     let stats = statistics(&[sleeper], 0.25);
@@ -152,6 +154,14 @@ fn classes_come_from_cpu_share_duration_and_io() {
     let quick = sample(20);
     let stats = statistics(&[quick], 1.0);
     assert_eq!(classify(&stats, 10.0).0, Class::Balanced);
+    // The agent's own CPU around a short handler never reads as over 100%.
+    let short = Sample {
+        cpu_ms: 9.0,
+        handler_ms: 2.0,
+        duration_ms: 6.0,
+        ..sample(20)
+    };
+    assert_eq!(statistics(&[short], 1.0).cpu_ratio_p50, 1.0);
 }
 
 #[test]

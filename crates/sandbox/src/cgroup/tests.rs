@@ -456,6 +456,11 @@ fn cpu_quota_from_cpus() {
     );
     assert_eq!(CpuQuota::cpus(0.0).quota_us, 1000);
     assert_eq!(CpuQuota::cpus(f64::NAN).quota_us, 1000);
+    let floor = CpuQuota::cpus(hearth_core::function::MIN_CPUS);
+    assert_eq!((floor.v1_shares(), floor.v2_weight()), (1024, 100));
+    let one = CpuQuota::cpus(1.0);
+    assert_eq!((one.v1_shares(), one.v2_weight()), (4096, 400));
+    assert_eq!(CpuQuota::cpus(1000.0).v2_weight(), 10_000);
 }
 
 /// Runs the bench's measurement on a fixture; asserts nothing about time.

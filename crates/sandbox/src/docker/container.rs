@@ -114,6 +114,14 @@ pub fn definition(
             memory_swap: Some(memory),
             cpu_period: Some(CPU_PERIOD_US),
             cpu_quota: Some(cpu_quota),
+            cpu_shares: i64::try_from(
+                crate::cgroup::CpuQuota {
+                    quota_us: cpu_quota.unsigned_abs(),
+                    period_us: CPU_PERIOD_US.unsigned_abs(),
+                }
+                .v1_shares(),
+            )
+            .ok(),
             ulimits: Some(vec![ResourcesUlimits {
                 name: Some("nofile".to_string()),
                 soft: Some(nofile),
