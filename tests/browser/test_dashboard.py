@@ -294,6 +294,11 @@ def test_the_invocation_page_has_error_trace_logs_and_outputs_to_download(page, 
     bad = hearth.invoke("reporter", {"fail": True})
     assert bad["status"] == "error"
     sign_in(page, hearth)
+    # Outputs are uploaded behind the response: wait until the API has this one.
+    deadline = time.monotonic() + 30
+    while hearth.request("GET", f"/v1/invocations/{good['id']}/outputs/report.csv")[0] != 200:
+        assert time.monotonic() < deadline, "the output was never uploaded"
+        time.sleep(0.1)
     page.goto(hearth.url + f"/#/invocations/{good['id']}")
     expect(page.get_by_test_id("full-logs")).to_contain_text("writing the report")
     with page.expect_download() as download:
