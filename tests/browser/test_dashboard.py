@@ -334,6 +334,7 @@ def test_the_autotuner_panel_applies_advice_where_the_tuner_exists(page, hearth)
     for i in range(25):
         hearth.invoke("oversized", {"i": i})
     has_tuner = hearth.request("GET", "/v1/functions/oversized/tuning")[0] == 200
+    print(f"this hearth {'has' if has_tuner else 'has no'} AutoTuner")
     requests = []
     page.on("request", lambda r: requests.append(r.url))
     sign_in(page, hearth)
