@@ -43,6 +43,10 @@ export function render(main) {
   const set = (id, v) => { const el = document.getElementById(id); if (el) el.textContent = v; };
   return {
     workers(status) {
+      if (status.error) {
+        fill(workers, h('p', {class: 'error', role: 'alert'}, `The workers cannot be read now: ${status.error.message}`));
+        return;
+      }
       const list = status.workers || [];
       set('total-workers', status.totals?.workers ?? list.length);
       set('total-active', status.totals?.active_invocations ?? 0);

@@ -3,7 +3,8 @@
 //! Each stream has its own loop that every [`TICK`] reads what any controller can read
 //! (`GET /v1/status`, asked of the API with the caller's credentials, and the newest
 //! invocations in the metadata store) and sends a named event only when it changed:
-//! - `workers`: the status (workers, pools, totals);
+//! - `workers`: the status (workers, pools, totals), or `{"error": {"message"}}`
+//!   when it cannot be read;
 //! - `invocations`: per-10 s buckets of the last 5 minutes (count, errors) and the
 //!   newest invocations (of `function` when given: its newest [`FUNCTION_RECENT`]);
 //! - `session`: `{"signed_in": false}` when the stream's dashboard session ended (then
@@ -107,13 +108,16 @@ async fn feed(
             let _ = events.send(ended).await;
             return;
         }
+        // When the status cannot be read (a cluster whose Redis is down), the page is
+        // told why, as the API would tell it.
         let workers = match status.read().await {
-            Ok(workers) => workers.to_string(),
+            Ok(workers) => workers,
             Err(why) => {
                 tracing::warn!(%why, "live feed cannot read the status");
-                last_workers.clone()
+                json!({"error": {"message": why}})
             }
-        };
+        }
+        .to_string();
         if workers != last_workers {
             if events
                 .send(Event::default().event("workers").data(&workers))
@@ -178,10 +182,11 @@ impl StatusReader {
         let body = axum::body::to_bytes(response.into_body(), STATUS_BODY_LIMIT)
             .await
             .map_err(|e| e.to_string())?;
-        if !status.is_success() {
-            return Err(format!("GET /v1/status answered {status}"));
-        }
         let mut value: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            let message = value["error"]["message"].as_str().unwrap_or_default();
+            return Err(format!("GET /v1/status answered {status}: {message}"));
+        }
         if let Some(object) = value.as_object_mut() {
             object.remove("uptime_ms");
         }
