@@ -5,8 +5,10 @@ Each page's requests and console are recorded (conftest.py): only hearth's host,
 console error."""
 
 import json
+import re
 import threading
 import time
+import zipfile
 
 from playwright.sync_api import expect
 
@@ -88,7 +90,7 @@ def test_deploy_from_the_editor_then_invoke_from_its_page(page, hearth):
     page.get_by_label("Name").fill("web-hello")
     page.get_by_label("Runtime").select_option("python")
     expect(page.get_by_label("Code", exact=True)).to_have_value(
-        __import__("re").compile(r"def handler\(event, context\)"))
+        re.compile(r"def handler\(event, context\)"))
     page.get_by_label("Memory (MB)").fill("64")
     page.get_by_role("button", name="Deploy").click()
     expect(page.get_by_role("heading", name="web-hello", exact=True)).to_be_visible(timeout=30000)
@@ -113,7 +115,6 @@ def test_deploy_from_the_editor_then_invoke_from_its_page(page, hearth):
 
 
 def test_deploy_an_uploaded_zip_and_a_new_version(page, hearth, tmp_path):
-    import zipfile
     archive = tmp_path / "code.zip"
     with zipfile.ZipFile(archive, "w") as z:
         z.writestr("index.js", "exports.handler = async (e) => ({node: true, got: e});\n")
@@ -355,3 +356,20 @@ def test_the_autotuner_panel_applies_advice_where_the_tuner_exists(page, hearth)
     tuned = hearth.json("GET", "/v1/functions/oversized")
     assert tuned["version"] == 2 and tuned["memory_mb"] < 512
     expect(page.get_by_text("v2", exact=True).first).to_be_visible()
+
+
+def test_a_deploy_that_fails_shows_why_and_makes_no_function(page, hearth, recorder):
+    # The refused deploy is a 422, which Chromium logs as a failed resource load.
+    recorder.allow(r"status of 422")
+    sign_in(page, hearth)
+    page.goto(hearth.url + "/#/deploy")
+    page.get_by_label("Name").fill("broken-cpp")
+    page.get_by_label("Runtime").select_option("cpp")
+    expect(page.get_by_label("Code", exact=True)).to_have_value(
+        re.compile(r"std::string handler"))
+    page.get_by_label("Code", exact=True).fill("int main() { return missing_symbol; }\n")
+    page.get_by_role("button", name="Deploy").click()
+    message = page.get_by_role("status").filter(has_text="Deploy failed")
+    expect(message).to_contain_text("missing_symbol", timeout=60000)
+    expect(page.get_by_role("heading", name="Deploy a function")).to_be_visible()
+    assert hearth.request("GET", "/v1/functions/broken-cpp")[0] == 404
