@@ -168,9 +168,9 @@ export function render(main, ctx, route) {
           statusBadge(i.status), ms(i.duration_ms), i.cold_start ? 'cold' : 'warm', bytes(i.memory_peak_bytes), `v${i.version}`]),
         'Not invoked yet.'));
       const finished = list.filter((i) => !['queued', 'running'].includes(i.status)).reverse();
-      fill(durations, line(finished.map((i) => i.duration_ms), `Duration of the last ${finished.length} invocations`, ms));
+      fill(durations, line(finished.map((i) => i.duration_ms), `Duration of the last ${finished.length} invocations`, ms, durations.clientWidth));
       const limit = (fn?.memory_mb || list[0]?.memory_limit_mb || 0) * 1024 * 1024;
-      fill(memory, histogram(finished.map((i) => i.memory_peak_bytes), limit, 'Memory peak per invocation, with the limit', bytes));
+      fill(memory, histogram(finished.map((i) => i.memory_peak_bytes), limit, 'Memory peak per invocation, with the limit', bytes, memory.clientWidth));
     },
     destroy() { clearTimeout(refresh); },
   };

@@ -76,7 +76,7 @@ export function render(main) {
       const span = lastThree.length ? Math.max(1, Date.now() / 1000 - lastThree[0].t) : 1;
       set('rate-now', (lastThree.reduce((a, x) => a + x.n, 0) / span).toFixed(1));
       set('errors-5m', data.totals.invocations ? pct(data.totals.errors / data.totals.invocations) : '—');
-      fill(rate, rateBars(b, data.bucket_s, 'Invocations per second over the last 5 minutes; failures in red'));
+      fill(rate, rateBars(b, data.bucket_s, 'Invocations per second over the last 5 minutes; failures in red', rate.clientWidth));
       fill(recent, table('Newest invocations of the last 5 minutes', ['Started', 'Function', 'Status', 'Duration', 'Start', 'Memory peak'],
         data.recent.map((i) => [time(i.started_at), link(`#/functions/${seg(i.function)}`, i.function),
           h('a', {href: `#/invocations/${seg(i.id)}`, 'aria-label': `invocation ${i.id}: ${i.status}`}, statusBadge(i.status)),
