@@ -3,12 +3,12 @@
 // it shows.
 
 const NS = 'http://www.w3.org/2000/svg';
-// Drawn in viewBox units; the overview's wide chart gets a wider box so its text is not
-// blown up, the half-width charts a narrower one so theirs stays legible.
+// Drawn at the width of the box they go in (viewBox = pixels), so text keeps its size
+// from a phone to a wide screen; the caller passes that width.
 let W = 640, H = 200;
-const PAD = {l: 72, r: 12, t: 14, b: 30};
+const PAD = {l: 64, r: 10, t: 14, b: 26};
 
-function size(w, h) { W = w; H = h; }
+function size(w, h) { W = Math.max(240, Math.round(w || 640)); H = h; }
 
 function s(tag, attrs = {}, ...children) {
   const el = document.createElementNS(NS, tag);
@@ -50,8 +50,8 @@ function xLabels(svg, labels) {
 }
 
 /** Bars per time bucket: [{t, n, errors}], height = rate per second; errors in red. */
-export function rateBars(buckets, bucketS, title) {
-  size(960, 220);
+export function rateBars(buckets, bucketS, title, width) {
+  size(width, 200);
   const rates = buckets.map((b) => b.n / bucketS);
   const max = niceMax(Math.max(0, ...rates));
   const total = buckets.reduce((a, b) => a + b.n, 0);
@@ -75,8 +75,8 @@ export function rateBars(buckets, bucketS, title) {
 }
 
 /** A line of values in order (oldest first), e.g. durations of the last calls. */
-export function line(values, title, fmt) {
-  size(560, 260);
+export function line(values, title, fmt, width) {
+  size(width, 200);
   const max = niceMax(Math.max(0, ...values));
   const svg = frame(title, values.length
     ? `${values.length} points, from ${fmt(Math.min(...values))} to ${fmt(Math.max(...values))}`
@@ -92,14 +92,15 @@ export function line(values, title, fmt) {
 }
 
 /** A histogram of values (bytes) with a dashed marker at `limit`. */
-export function histogram(values, limit, title, fmt) {
-  size(560, 260);
+export function histogram(values, limit, title, fmt, width) {
+  size(width, 200);
   const top = Math.max(limit || 0, ...values, 1);
   const bins = 12;
-  const width = top / bins;
+  const binWidth = top / bins;
   const counts = new Array(bins).fill(0);
-  for (const v of values) counts[Math.min(bins - 1, Math.floor(v / width))]++;
-  const max = niceMax(Math.max(1, ...counts));
+  for (const v of values) counts[Math.min(bins - 1, Math.floor(v / binWidth))]++;
+  // Whole counts on every one of the four grid lines.
+  const max = Math.ceil(Math.max(1, ...counts) / 4) * 4;
   const svg = frame(title, `${values.length} invocations; limit ${fmt(limit)}`);
   yAxis(svg, max, (v) => `${Math.round(v)}`);
   const innerW = W - PAD.l - PAD.r, innerH = H - PAD.t - PAD.b;

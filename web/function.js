@@ -57,7 +57,9 @@ export function render(main, ctx, route) {
     dialog);
 
   let fn = null;
-  const loadFunction = async () => {
+  let newest = null;
+  let refresh = null;
+  const loadFunction = async (withTuning = true) => {
     try {
       fn = await api('GET', `/v1/functions/${encodeURIComponent(name)}`);
     } catch (e) {
@@ -73,7 +75,7 @@ export function render(main, ctx, route) {
       h('div', {class: 'actions'},
         h('a', {class: 'button', href: `#/deploy/${seg(name)}`}, 'Deploy a new version'),
         h('button', {type: 'button', class: 'danger', onclick: confirmDelete}, 'Delete')));
-    loadTuning();
+    if (withTuning) loadTuning();
   };
 
   const loadTuning = async () => {
@@ -156,14 +158,20 @@ export function render(main, ctx, route) {
   return {
     invocations(data) {
       const list = data.recent || [];
+      // New calls move the totals and maybe the version: refresh them, at most every 2 s.
+      if (newest !== null && list[0]?.id !== newest && !refresh) {
+        refresh = setTimeout(() => { refresh = null; loadFunction(false); }, 2000);
+      }
+      newest = list[0]?.id ?? '';
       fill(recent, table(`The ${SHOWN} newest invocations of ${name}`, ['Started', 'Invocation', 'Status', 'Duration', 'Start', 'Memory peak', 'Version'],
         list.slice(0, SHOWN).map((i) => [time(i.started_at), h('a', {href: `#/invocations/${seg(i.id)}`}, i.id),
           statusBadge(i.status), ms(i.duration_ms), i.cold_start ? 'cold' : 'warm', bytes(i.memory_peak_bytes), `v${i.version}`]),
         'Not invoked yet.'));
       const finished = list.filter((i) => !['queued', 'running'].includes(i.status)).reverse();
-      fill(durations, line(finished.map((i) => i.duration_ms), `Duration of the last ${finished.length} invocations`, ms));
+      fill(durations, line(finished.map((i) => i.duration_ms), `Duration of the last ${finished.length} invocations`, ms, durations.clientWidth));
       const limit = (fn?.memory_mb || list[0]?.memory_limit_mb || 0) * 1024 * 1024;
-      fill(memory, histogram(finished.map((i) => i.memory_peak_bytes), limit, 'Memory peak per invocation, with the limit', bytes));
+      fill(memory, histogram(finished.map((i) => i.memory_peak_bytes), limit, 'Memory peak per invocation, with the limit', bytes, memory.clientWidth));
     },
+    destroy() { clearTimeout(refresh); },
   };
 }

@@ -46,11 +46,17 @@ export function render(main, ctx, route) {
       logs.textContent = '(not finished yet)';
       return;
     }
+    const inline = [inv.stdout, inv.stderr].filter(Boolean).join(inv.stdout && inv.stderr ? '\n--- stderr ---\n' : '');
+    // Inline logs are whole unless cut at their cap; only then fetch the full ones.
+    if (!inv.truncated) {
+      logs.textContent = inline || '(no output)';
+      return;
+    }
     try {
       const text = await api('GET', `/v1/invocations/${encodeURIComponent(inv.id)}/logs`, {text: true});
       logs.textContent = text || '(no output)';
     } catch (e) {
-      logs.textContent = `(logs unavailable: ${e.message})`;
+      logs.textContent = `${inline}\n(the rest is not available yet: ${e.message})`;
     }
   })();
   return {};

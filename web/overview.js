@@ -33,7 +33,7 @@ export function render(main) {
       stat('total-active', 'Active invocations'),
       stat('total-warm', 'Warm instances'),
       stat('total-5m', 'Invocations, last 5 min'),
-      stat('rate-now', 'Invocations/s, last 10 s'),
+      stat('rate-now', 'Invocations/s, last 30 s'),
       stat('errors-5m', 'Error rate, last 5 min')),
     h('section', {class: 'card', 'aria-labelledby': 'rate-h'}, h('h2', {id: 'rate-h'}, 'Invocations per second'), rate),
     h('div', {class: 'two'},
@@ -43,6 +43,10 @@ export function render(main) {
   const set = (id, v) => { const el = document.getElementById(id); if (el) el.textContent = v; };
   return {
     workers(status) {
+      if (status.error) {
+        fill(workers, h('p', {class: 'error', role: 'alert'}, `The workers cannot be read now: ${status.error.message}`));
+        return;
+      }
       const list = status.workers || [];
       set('total-workers', status.totals?.workers ?? list.length);
       set('total-active', status.totals?.active_invocations ?? 0);
@@ -66,11 +70,13 @@ export function render(main) {
     },
     invocations(data) {
       const b = data.buckets || [];
-      const last = b[b.length - 1];
       set('total-5m', `${data.totals.invocations}${data.sampled ? '+' : ''}`);
-      set('rate-now', last ? (last.n / data.bucket_s).toFixed(1) : '0');
+      // The newest bucket is still filling: rate over the last three by the time they span.
+      const lastThree = b.slice(-3);
+      const span = lastThree.length ? Math.max(1, Date.now() / 1000 - lastThree[0].t) : 1;
+      set('rate-now', (lastThree.reduce((a, x) => a + x.n, 0) / span).toFixed(1));
       set('errors-5m', data.totals.invocations ? pct(data.totals.errors / data.totals.invocations) : '—');
-      fill(rate, rateBars(b, data.bucket_s, 'Invocations per second over the last 5 minutes; failures in red'));
+      fill(rate, rateBars(b, data.bucket_s, 'Invocations per second over the last 5 minutes; failures in red', rate.clientWidth));
       fill(recent, table('Newest invocations of the last 5 minutes', ['Started', 'Function', 'Status', 'Duration', 'Start', 'Memory peak'],
         data.recent.map((i) => [time(i.started_at), link(`#/functions/${seg(i.function)}`, i.function),
           h('a', {href: `#/invocations/${seg(i.id)}`, 'aria-label': `invocation ${i.id}: ${i.status}`}, statusBadge(i.status)),

@@ -86,11 +86,12 @@ pub(crate) fn around(api: Router) -> Router {
         .route("/ui/{file}", get(asset))
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)
-        .fallback_service(api)
+        .fallback_service(api.clone())
         .layer(axum::middleware::from_fn_with_state(
             sessions,
             session::from_cookie,
         ))
+        .layer(axum::Extension(crate::events::ApiRouter(api)))
 }
 
 fn serve(asset: &Asset) -> Response {

@@ -1,9 +1,10 @@
 //! `GET /v1/events[?function=NAME]`: the dashboard's live feed, as Server-Sent Events.
 //!
 //! Each stream has its own loop that every [`TICK`] reads what any controller can read
-//! (the data of `GET /v1/status`, the newest invocations in the metadata store) and
-//! sends a named event only when it changed:
-//! - `workers`: the status (workers, pools, totals);
+//! (`GET /v1/status`, asked of the API with the caller's credentials, and the newest
+//! invocations in the metadata store) and sends a named event only when it changed:
+//! - `workers`: the status (workers, pools, totals), or `{"error": {"message"}}`
+//!   when it cannot be read;
 //! - `invocations`: per-10 s buckets of the last 5 minutes (count, errors) and the
 //!   newest invocations (of `function` when given: its newest [`FUNCTION_RECENT`]);
 //! - `session`: `{"signed_in": false}` when the stream's dashboard session ended (then
@@ -14,9 +15,11 @@
 
 use crate::session::SessionLease;
 use crate::{ApiError, AppState};
+use axum::body::Body;
 use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Request};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::Extension;
+use axum::{Extension, Router};
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::Stream;
 use hearth_core::{Invocation, InvocationStatus};
@@ -27,7 +30,10 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tower::ServiceExt;
 
+/// Largest status body read (a cluster of many workers with many pools).
+const STATUS_BODY_LIMIT: usize = 16 << 20;
 /// How often a stream looks for changes.
 const TICK: Duration = Duration::from_millis(500);
 /// Width of one activity bucket, seconds.
@@ -52,14 +58,23 @@ pub(crate) struct EventsQuery {
 pub(crate) async fn stream(
     State(state): State<AppState>,
     Query(query): Query<EventsQuery>,
+    Extension(api): Extension<ApiRouter>,
     lease: Option<Extension<SessionLease>>,
+    headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     if let Some(name) = &query.function {
         crate::functions::find(&state, name).await?;
     }
+    // The status is asked of the API with the caller's own credentials, so the feed
+    // shows what `GET /v1/status` would show this caller.
+    let status = StatusReader {
+        api: api.0,
+        authorization: headers.get(header::AUTHORIZATION).cloned(),
+    };
     let (events, rx) = mpsc::channel(8);
     tokio::spawn(feed(
         state,
+        status,
         Activity::new(query.function),
         lease.map(|Extension(lease)| lease),
         events,
@@ -73,6 +88,7 @@ pub(crate) async fn stream(
 /// Sends events until the client goes or its session ends.
 async fn feed(
     state: AppState,
+    status: StatusReader,
     mut activity: Activity,
     lease: Option<SessionLease>,
     events: mpsc::Sender<Event>,
@@ -92,7 +108,16 @@ async fn feed(
             let _ = events.send(ended).await;
             return;
         }
-        let workers = workers(&state).await.to_string();
+        // When the status cannot be read (a cluster whose Redis is down), the page is
+        // told why, as the API would tell it.
+        let workers = match status.read().await {
+            Ok(workers) => workers,
+            Err(why) => {
+                tracing::warn!(%why, "live feed cannot read the status");
+                json!({"error": {"message": why}})
+            }
+        }
+        .to_string();
         if workers != last_workers {
             if events
                 .send(Event::default().event("workers").data(&workers))
@@ -127,17 +152,46 @@ async fn feed(
     }
 }
 
-/// The status as `GET /v1/status` answers it, less what changes on every read; when the
-/// fleet cannot be read (a cluster whose Redis is down), the error the API would give.
-async fn workers(state: &AppState) -> Value {
-    let mut status = match crate::status::status(State(state.clone())).await {
-        Ok(axum::Json(status)) => status,
-        Err(error) => serde_json::json!({"error": {"message": error.message()}}),
-    };
-    if let Some(object) = status.as_object_mut() {
-        object.remove("uptime_ms");
+/// The API router, put in every request's extensions by the dashboard layer so a
+/// handler can ask the API what any client would see.
+#[derive(Clone)]
+pub(crate) struct ApiRouter(pub(crate) Router);
+
+/// Reads `GET /v1/status` through the API itself.
+struct StatusReader {
+    api: Router,
+    authorization: Option<HeaderValue>,
+}
+
+impl StatusReader {
+    /// The status, less what changes on every read.
+    async fn read(&self) -> Result<Value, String> {
+        let mut request = Request::get("/v1/status")
+            .body(Body::empty())
+            .map_err(|e| e.to_string())?;
+        if let Some(value) = &self.authorization {
+            request
+                .headers_mut()
+                .insert(header::AUTHORIZATION, value.clone());
+        }
+        let response = match self.api.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), STATUS_BODY_LIMIT)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut value: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            let message = value["error"]["message"].as_str().unwrap_or_default();
+            return Err(format!("GET /v1/status answered {status}: {message}"));
+        }
+        if let Some(object) = value.as_object_mut() {
+            object.remove("uptime_ms");
+        }
+        Ok(value)
     }
-    status
 }
 
 /// What the feed says about one invocation.
