@@ -90,18 +90,24 @@ pub(crate) async fn delete(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    checked_name(&name)?;
+    remove(&state, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes every version of `name` and destroys its warm instances.
+pub(crate) async fn remove(state: &AppState, name: &str) -> Result<(), ApiError> {
+    checked_name(name)?;
     let existed = state
         .metadata
-        .delete_function(&name)
+        .delete_function(name)
         .await
         .map_err(|e| ApiError::internal("deleting function", e))?;
     if !existed {
-        return Err(ApiError::function_not_found(&name));
+        return Err(ApiError::function_not_found(name));
     }
-    state.cache_function(None, &name);
-    state.worker.retire(&name, None).await;
-    Ok(StatusCode::NO_CONTENT)
+    state.cache_function(None, name);
+    state.worker.retire(name, None).await;
+    Ok(())
 }
 
 struct DeployRequest {
@@ -188,17 +194,48 @@ pub(crate) async fn deploy(
 ) -> Result<Response, ApiError> {
     checked_name(&name)?;
     let request = read_deploy(multipart).await?;
+    let deployed = deploy_version(&state, &name, &request.config, request.code).await?;
+    let status = if deployed.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut body = function_json(&deployed.record, None);
+    if let Some(built) = deployed.built {
+        body["build"] = json!({"cached": built.cached, "duration_ms": built.duration_ms});
+    }
+    Ok((status, Json(body)).into_response())
+}
+
+/// A version made by [`deploy_version`].
+pub(crate) struct Deployed {
+    pub record: FunctionRecord,
+    /// Whether this made the function (version 1).
+    pub created: bool,
+    /// The build of a compiled runtime.
+    pub built: Option<hearth_worker::build::Built>,
+}
+
+/// Makes a new version of `name` from `code` (a zip) and `config` applied on top of the
+/// newest version: checks, builds compiled runtimes, stores, retires older instances.
+pub(crate) async fn deploy_version(
+    state: &AppState,
+    name: &str,
+    config: &FunctionConfig,
+    code: Bytes,
+) -> Result<Deployed, ApiError> {
+    checked_name(name)?;
     let previous = state
         .metadata
-        .get_function(&name)
+        .get_function(name)
         .await
         .map_err(|e| ApiError::internal("reading function", e))?;
-    let spec = FunctionSpec::resolve(previous.as_ref().map(|p| &p.spec), &request.config)
-        .map_err(spec_error)?;
-    let code = request.code.clone();
+    let spec =
+        FunctionSpec::resolve(previous.as_ref().map(|p| &p.spec), config).map_err(spec_error)?;
     let runtime = spec.runtime;
+    let zip = code.clone();
     let package =
-        tokio::task::spawn_blocking(move || inspect_zip(&code, runtime, &PackageLimits::default()))
+        tokio::task::spawn_blocking(move || inspect_zip(&zip, runtime, &PackageLimits::default()))
             .await
             .map_err(|e| ApiError::internal("checking code", e))?
             .map_err(|e| ApiError::bad_request("invalid_code", e.to_string()))?;
@@ -206,36 +243,31 @@ pub(crate) async fn deploy(
     let built = state
         .worker
         .build(BuildRequest {
-            function: name.clone(),
+            function: name.to_string(),
             runtime,
             code_sha256: package.sha256.clone(),
             code_tar: Bytes::from(package.tar),
         })
         .await
-        .map_err(|e| build_error(&name, e))?;
+        .map_err(|e| build_error(name, e))?;
     state
         .code
-        .put_code(&package.sha256, request.code)
+        .put_code(&package.sha256, code)
         .await
         .map_err(|e| ApiError::internal("storing code", e))?;
     let (record, created) = state
         .metadata
-        .put_version(&name, &spec, &package.sha256, package.size)
+        .put_version(name, &spec, &package.sha256, package.size)
         .await
         .map_err(|e| ApiError::internal("storing function", e))?;
-    state.cache_function(Some(&record), &name);
-    state.worker.retire(&name, Some(record.version)).await;
+    state.cache_function(Some(&record), name);
+    state.worker.retire(name, Some(record.version)).await;
     tracing::info!(function = %name, version = record.version, runtime = %spec.runtime, "deployed");
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    let mut body = function_json(&record, None);
-    if let Some(built) = built {
-        body["build"] = json!({"cached": built.cached, "duration_ms": built.duration_ms});
-    }
-    Ok((status, Json(body)).into_response())
+    Ok(Deployed {
+        record,
+        created,
+        built,
+    })
 }
 
 /// A build that made no artifact: the user's code (422 `build_failed`, the compiler's

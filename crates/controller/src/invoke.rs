@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use hearth_core::{Invocation, InvocationStatus};
-use hearth_store::{AsyncJob, InvocationFilter};
+use hearth_store::{AsyncJob, FunctionRecord, InvocationFilter};
 use hearth_worker::{InvokeRequest, Target, WorkerError};
 use serde::Deserialize;
 use serde_json::json;
@@ -22,13 +22,25 @@ const LIST_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_millis(5
 pub(crate) const MAX_EVENT_BYTES: usize = 6 << 20;
 
 async fn read_event(body: Body) -> Result<Bytes, ApiError> {
-    let bytes = axum::body::to_bytes(body, MAX_EVENT_BYTES).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "event_too_large",
-            "the event is larger than 6 MB: pass a reference to the data (e.g. an object key) instead",
-        )
-    })?;
+    let bytes = axum::body::to_bytes(body, MAX_EVENT_BYTES)
+        .await
+        .map_err(|_| event_too_large())?;
+    check_event(bytes)
+}
+
+pub(crate) fn event_too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "event_too_large",
+        "the event is larger than 6 MB: pass a reference to the data (e.g. an object key) instead",
+    )
+}
+
+/// The event an invocation gets: `{}` for an empty body, else the body if it is JSON.
+pub(crate) fn check_event(bytes: Bytes) -> Result<Bytes, ApiError> {
+    if bytes.len() > MAX_EVENT_BYTES {
+        return Err(event_too_large());
+    }
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Bytes::from_static(b"{}"));
     }
@@ -39,6 +51,27 @@ async fn read_event(body: Body) -> Result<Bytes, ApiError> {
         )
     })?;
     Ok(bytes)
+}
+
+/// What the worker needs to run `event` on the version `record`.
+pub(crate) fn prepare(
+    record: FunctionRecord,
+    event: Bytes,
+    received: Instant,
+) -> (Target, InvokeRequest) {
+    let target = Target {
+        name: record.name,
+        version: record.version,
+        spec: record.spec,
+        code_sha256: record.code_sha256,
+    };
+    let request = InvokeRequest {
+        id: ulid::Ulid::new().to_string(),
+        event,
+        received,
+        started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    };
+    (target, request)
 }
 
 fn wants_async(headers: &HeaderMap, query: &InvokeQuery) -> bool {
@@ -66,18 +99,7 @@ pub(crate) async fn invoke(
     let received = Instant::now();
     let record = find(&state, &name).await?;
     let event = read_event(body).await?;
-    let target = Target {
-        name: record.name,
-        version: record.version,
-        spec: record.spec,
-        code_sha256: record.code_sha256,
-    };
-    let request = InvokeRequest {
-        id: ulid::Ulid::new().to_string(),
-        event,
-        received,
-        started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-    };
+    let (target, request) = prepare(record, event, received);
     if wants_async(&headers, &query) {
         return start_async(state, target, request, query.callback_url).await;
     }
@@ -85,7 +107,8 @@ pub(crate) async fn invoke(
     Ok(Json(invocation).into_response())
 }
 
-async fn run(
+/// Runs one invocation synchronously and keeps it for immediate reads.
+pub(crate) async fn run(
     state: &AppState,
     target: &Target,
     request: InvokeRequest,
@@ -107,6 +130,23 @@ async fn start_async(
     request: InvokeRequest,
     callback_url: Option<String>,
 ) -> Result<Response, ApiError> {
+    let id = enqueue(&state, &target, &request, callback_url).await?;
+    let location = format!("/v1/invocations/{id}");
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(json!({"id": id, "status": "queued"})),
+    )
+        .into_response())
+}
+
+/// Queues an invocation durably (recorded as `queued`); returns its id.
+pub(crate) async fn enqueue(
+    state: &AppState,
+    target: &Target,
+    request: &InvokeRequest,
+    callback_url: Option<String>,
+) -> Result<String, ApiError> {
     if let Some(url) = &callback_url {
         crate::async_invoke::check_callback_url(url)
             .map_err(|message| ApiError::bad_request("invalid_callback_url", message))?;
@@ -138,18 +178,12 @@ async fn start_async(
         .await
         .map_err(|e| ApiError::internal("queueing the invocation", e))?;
     state.history.record(&hearth_worker::outcome::queued(
-        &target,
-        &request,
+        target,
+        request,
         state.worker.id(),
     ));
     state.dispatcher.wake();
-    let location = format!("/v1/invocations/{}", job.id);
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, location)],
-        Json(json!({"id": job.id, "status": "queued"})),
-    )
-        .into_response())
+    Ok(job.id)
 }
 
 fn worker_error(error: WorkerError) -> ApiError {
