@@ -25,6 +25,7 @@ pub(crate) fn function_json(record: &FunctionRecord, stats: Option<&FunctionStat
         "max_instances": spec.max_instances,
         "env": spec.env,
         "description": spec.description,
+        "handler": spec.handler,
         "code_sha256": record.code_sha256,
         "code_size": record.code_size,
         "created_at": record.created_at,
@@ -233,12 +234,15 @@ pub(crate) async fn deploy_version(
     let spec =
         FunctionSpec::resolve(previous.as_ref().map(|p| &p.spec), config).map_err(spec_error)?;
     let runtime = spec.runtime;
-    let zip = code.clone();
-    let package =
-        tokio::task::spawn_blocking(move || inspect_zip(&zip, runtime, &PackageLimits::default()))
-            .await
-            .map_err(|e| ApiError::internal("checking code", e))?
+    let handler = spec.handler.clone();
+    let (code, package) = tokio::task::spawn_blocking(move || {
+        let code = crate::entry::route(code, runtime, handler.as_deref())?;
+        let package = inspect_zip(&code, runtime, &PackageLimits::default())
             .map_err(|e| ApiError::bad_request("invalid_code", e.to_string()))?;
+        Ok::<_, ApiError>((code, package))
+    })
+    .await
+    .map_err(|e| ApiError::internal("checking code", e))??;
     // Compiled runtimes build now, before any version exists: a failure makes none.
     let built = state
         .worker

@@ -10,10 +10,13 @@
 mod artifacts;
 mod async_invoke;
 mod auth;
+mod entry;
 mod error;
 mod functions;
 mod history;
+mod idempotency;
 mod invoke;
+pub mod lambda;
 mod status;
 
 pub use error::ApiError;
@@ -44,6 +47,7 @@ pub struct AppState {
     metrics: Option<PrometheusHandle>,
     started: Instant,
     functions: Arc<std::sync::Mutex<FunctionCache>>,
+    replays: Arc<idempotency::Replays>,
 }
 
 /// Newest versions by name, and a generation that every deploy or delete bumps, so a
@@ -76,6 +80,7 @@ impl AppState {
             metrics,
             started: Instant::now(),
             functions: Default::default(),
+            replays: Default::default(),
         };
         async_invoke::start(state.clone());
         history::prune_forever(state.metadata.clone());
@@ -133,7 +138,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/functions/{name}/invoke",
-            post(invoke::invoke).layer(DefaultBodyLimit::disable()),
+            post(invoke::invoke)
+                .layer(DefaultBodyLimit::disable())
+                .layer(axum::middleware::from_fn_with_state(
+                    state.replays.clone(),
+                    idempotency::dedup,
+                )),
         )
         .route("/functions/{name}/invocations", get(invoke::list))
         .route("/invocations/{id}", get(invoke::get))
@@ -148,6 +158,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", v1)
         .route("/healthz", get(status::healthz))
         .route("/metrics", get(status::metrics))
+        .merge(lambda::router(state.clone()))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)
