@@ -13,7 +13,6 @@ use base64::Engine;
 use bytes::Bytes;
 use hearth_core::{Invocation, InvocationStatus};
 use serde_json::json;
-use std::time::Instant;
 
 /// Bytes of log tail returned with `X-Amz-Log-Type: Tail`, as Lambda.
 const LOG_TAIL_BYTES: usize = 4096;
@@ -25,7 +24,6 @@ pub(crate) async fn invoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, LambdaError> {
-    let received = Instant::now();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let kind = header("x-amz-invocation-type").unwrap_or("RequestResponse");
     let tail = match header("x-amz-log-type") {
@@ -49,15 +47,15 @@ pub(crate) async fn invoke(
                     "asynchronous invocations run the newest version: leave out the qualifier",
                 ));
             }
-            let (target, request) = prepare(record, event, received);
+            let (target, request) = prepare(record, event);
             let id = enqueue(&state, &target, &request, None).await?;
             let mut response = StatusCode::ACCEPTED.into_response();
             set(&mut response, "x-amzn-requestid", &id);
             Ok(response)
         }
         "RequestResponse" => {
-            let (target, request) = prepare(record, event, received);
-            let invocation = run(&state, &target, request).await?;
+            let (target, request) = prepare(record, event);
+            let invocation = run(&state, target, request).await?;
             Ok(answer(&invocation, tail))
         }
         other => Err(LambdaError::invalid(format!(
