@@ -1,5 +1,6 @@
 //! `/v1/functions`: deploy (create or update), get, list, delete.
 
+use crate::schemas::{self, CommonErrors, FunctionName};
 use crate::{ApiError, AppState};
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, Path, State};
@@ -14,33 +15,32 @@ use hearth_worker::build::{BuildError, BuildRequest};
 use hearth_worker::fleet::FleetError;
 use serde_json::{json, Value};
 
-/// The API's function object.
+/// The API's function object ([`schemas::FunctionObject`], as JSON).
 pub(crate) fn function_json(record: &FunctionRecord, stats: Option<&FunctionStats>) -> Value {
     let spec = &record.spec;
-    let mut body = json!({
-        "name": record.name,
-        "version": record.version,
-        "runtime": spec.runtime,
-        "memory_mb": spec.memory_mb,
-        "timeout_ms": spec.timeout_ms,
-        "max_instances": spec.max_instances,
-        "env": spec.env,
-        "description": spec.description,
-        "handler": spec.handler,
-        "code_sha256": record.code_sha256,
-        "code_size": record.code_size,
-        "created_at": record.created_at,
-        "updated_at": record.updated_at,
-    });
-    if let Some(stats) = stats {
-        body["stats"] = json!({
-            "invocations": stats.invocations,
-            "errors": stats.errors,
-            "avg_duration_ms": stats.avg_duration_ms,
-            "p95_duration_ms": stats.p95_duration_ms,
-        });
-    }
-    body
+    let object = schemas::FunctionObject {
+        name: record.name.clone(),
+        version: record.version,
+        runtime: spec.runtime,
+        memory_mb: spec.memory_mb,
+        timeout_ms: spec.timeout_ms,
+        max_instances: spec.max_instances,
+        env: spec.env.clone(),
+        description: spec.description.clone(),
+        handler: spec.handler.clone(),
+        code_sha256: record.code_sha256.clone(),
+        code_size: record.code_size,
+        created_at: record.created_at.clone(),
+        updated_at: record.updated_at.clone(),
+        stats: stats.map(|s| schemas::FunctionStats {
+            invocations: s.invocations,
+            errors: s.errors,
+            avg_duration_ms: s.avg_duration_ms,
+            p95_duration_ms: s.p95_duration_ms,
+        }),
+        build: None,
+    };
+    serde_json::to_value(object).unwrap_or(Value::Null)
 }
 
 pub(crate) fn checked_name(name: &str) -> Result<(), ApiError> {
@@ -65,6 +65,8 @@ pub(crate) async fn find(state: &AppState, name: &str) -> Result<FunctionRecord,
     Ok(record)
 }
 
+#[utoipa::path(get, path = "/v1/functions", tag = "functions",
+    responses((status = 200, body = schemas::FunctionList), CommonErrors))]
 pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let records = state
         .metadata
@@ -75,6 +77,8 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, A
     Ok(Json(json!({ "functions": functions })))
 }
 
+#[utoipa::path(get, path = "/v1/functions/{name}", tag = "functions", params(FunctionName),
+    responses((status = 200, description = "the function, with stats", body = schemas::FunctionObject), CommonErrors))]
 pub(crate) async fn get(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -88,6 +92,9 @@ pub(crate) async fn get(
     Ok(Json(function_json(&record, Some(&stats))))
 }
 
+#[utoipa::path(delete, path = "/v1/functions/{name}", tag = "functions",
+    params(("name" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "scratch")),
+    responses((status = 204, description = "deleted; its warm instances are destroyed"), CommonErrors))]
 pub(crate) async fn delete(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -189,6 +196,13 @@ fn spec_error(e: SpecError) -> ApiError {
     ApiError::bad_request(code, e.to_string())
 }
 
+/// Create or update: each deploy makes a new immutable version.
+#[utoipa::path(put, path = "/v1/functions/{name}", tag = "functions", params(FunctionName),
+    request_body(content = schemas::DeployForm, content_type = "multipart/form-data"),
+    responses((status = 201, description = "created", body = schemas::FunctionObject),
+        (status = 200, description = "updated", body = schemas::FunctionObject),
+        (status = 413, description = "the zip is over 50 MB", body = schemas::ErrorBody),
+        (status = 422, description = "the build failed (`build_failed`)", body = schemas::ErrorBody), CommonErrors))]
 pub(crate) async fn deploy(
     State(state): State<AppState>,
     Path(name): Path<String>,

@@ -1,6 +1,7 @@
 //! `/v1/functions/{name}/invoke` and the invocation reads.
 
 use crate::functions::find;
+use crate::schemas::{self, CommonErrors, FunctionName, InvocationId};
 use crate::{ApiError, AppState};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -84,6 +85,20 @@ pub(crate) struct InvokeQuery {
     callback_url: Option<String>,
 }
 
+/// Runs the function on the event (the body: any JSON, ≤ 6 MB). A function's own failure
+/// is a 200 whose `status` says so.
+#[utoipa::path(post, path = "/v1/functions/{name}/invoke", tag = "invocations",
+    params(FunctionName,
+        ("async" = Option<bool>, Query, description = "answer 202 at once (as `Prefer: respond-async`)"),
+        ("callback_url" = Option<String>, Query, description = "async: receives a POST of the finished invocation"),
+        ("Prefer" = Option<String>, Header, description = "`respond-async` for an asynchronous invocation"),
+        ("X-Hearth-Idempotency-Key" = Option<String>, Header, description = "a retry with the same key gets the first answer (10 minutes)")),
+    request_body(content = Object, description = "the event", example = json!({"name": "you"})),
+    responses((status = 200, description = "the finished invocation", body = hearth_core::Invocation),
+        (status = 202, description = "queued", body = schemas::Queued, headers(("Location" = String))),
+        (status = 413, description = "the event is over 6 MB", body = schemas::ErrorBody),
+        (status = 429, description = "overloaded; see Retry-After", body = schemas::ErrorBody),
+        (status = 502, description = "the worker running it was lost", body = schemas::ErrorBody), CommonErrors))]
 pub(crate) async fn invoke(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -229,6 +244,8 @@ fn worker_error(error: WorkerError) -> ApiError {
     }
 }
 
+#[utoipa::path(get, path = "/v1/invocations/{id}", tag = "invocations", params(InvocationId),
+    responses((status = 200, body = hearth_core::Invocation), CommonErrors))]
 pub(crate) async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -258,6 +275,13 @@ pub(crate) struct ListQuery {
     since: Option<String>,
 }
 
+/// A function's invocations, newest first.
+#[utoipa::path(get, path = "/v1/functions/{name}/invocations", tag = "invocations",
+    params(FunctionName,
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "at most this many (50)"),
+        ("status" = Option<hearth_core::InvocationStatus>, Query, description = "only this status"),
+        ("since" = Option<String>, Query, description = "only those started at or after this RFC 3339 time")),
+    responses((status = 200, body = schemas::InvocationList), CommonErrors))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     Path(name): Path<String>,

@@ -20,6 +20,9 @@ mod history;
 mod idempotency;
 mod invoke;
 pub mod lambda;
+mod openapi;
+mod rejection;
+mod schemas;
 mod status;
 
 pub use error::ApiError;
@@ -169,7 +172,9 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
-        ));
+        ))
+        .route("/openapi.json", get(openapi::serve))
+        .layer(axum::middleware::from_fn(rejection::json_errors));
     Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(status::healthz))

@@ -112,6 +112,7 @@ pub fn validate_name(name: &str) -> Result<(), SpecError> {
 
 /// The `config` part of a deploy request. Every field is optional: on create only
 /// `runtime` is required; on update an omitted field keeps its value.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct FunctionConfig {
