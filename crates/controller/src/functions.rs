@@ -65,7 +65,7 @@ pub(crate) async fn find(state: &AppState, name: &str) -> Result<FunctionRecord,
     Ok(record)
 }
 
-#[utoipa::path(get, path = "/v1/functions", tag = "functions",
+#[utoipa::path(get, path = "/v1/functions", operation_id = "list_functions", tag = "functions",
     responses((status = 200, body = schemas::FunctionList), CommonErrors))]
 pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let records = state
@@ -77,7 +77,7 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, A
     Ok(Json(json!({ "functions": functions })))
 }
 
-#[utoipa::path(get, path = "/v1/functions/{name}", tag = "functions", params(FunctionName),
+#[utoipa::path(get, path = "/v1/functions/{name}", operation_id = "get_function", tag = "functions", params(FunctionName),
     responses((status = 200, description = "the function, with stats", body = schemas::FunctionObject), CommonErrors))]
 pub(crate) async fn get(
     State(state): State<AppState>,
@@ -92,7 +92,7 @@ pub(crate) async fn get(
     Ok(Json(function_json(&record, Some(&stats))))
 }
 
-#[utoipa::path(delete, path = "/v1/functions/{name}", tag = "functions",
+#[utoipa::path(delete, path = "/v1/functions/{name}", operation_id = "delete_function", tag = "functions",
     params(("name" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "scratch")),
     responses((status = 204, description = "deleted; its warm instances are destroyed"), CommonErrors))]
 pub(crate) async fn delete(
@@ -197,7 +197,7 @@ fn spec_error(e: SpecError) -> ApiError {
 }
 
 /// Create or update: each deploy makes a new immutable version.
-#[utoipa::path(put, path = "/v1/functions/{name}", tag = "functions", params(FunctionName),
+#[utoipa::path(put, path = "/v1/functions/{name}", operation_id = "deploy_function", tag = "functions", params(FunctionName),
     request_body(content = schemas::DeployForm, content_type = "multipart/form-data"),
     responses((status = 201, description = "created", body = schemas::FunctionObject),
         (status = 200, description = "updated", body = schemas::FunctionObject),

@@ -87,7 +87,7 @@ pub(crate) struct InvokeQuery {
 
 /// Runs the function on the event (the body: any JSON, ≤ 6 MB). A function's own failure
 /// is a 200 whose `status` says so.
-#[utoipa::path(post, path = "/v1/functions/{name}/invoke", tag = "invocations",
+#[utoipa::path(post, path = "/v1/functions/{name}/invoke", operation_id = "invoke_function", tag = "invocations",
     params(FunctionName,
         ("async" = Option<bool>, Query, description = "answer 202 at once (as `Prefer: respond-async`)"),
         ("callback_url" = Option<String>, Query, description = "async: receives a POST of the finished invocation"),
@@ -244,7 +244,7 @@ fn worker_error(error: WorkerError) -> ApiError {
     }
 }
 
-#[utoipa::path(get, path = "/v1/invocations/{id}", tag = "invocations", params(InvocationId),
+#[utoipa::path(get, path = "/v1/invocations/{id}", operation_id = "get_invocation", tag = "invocations", params(InvocationId),
     responses((status = 200, body = hearth_core::Invocation), CommonErrors))]
 pub(crate) async fn get(
     State(state): State<AppState>,
@@ -276,7 +276,7 @@ pub(crate) struct ListQuery {
 }
 
 /// A function's invocations, newest first.
-#[utoipa::path(get, path = "/v1/functions/{name}/invocations", tag = "invocations",
+#[utoipa::path(get, path = "/v1/functions/{name}/invocations", operation_id = "list_invocations", tag = "invocations",
     params(FunctionName,
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "at most this many (50)"),
         ("status" = Option<hearth_core::InvocationStatus>, Query, description = "only this status"),

@@ -49,7 +49,7 @@ impl Modify for BearerKey {
 }
 
 /// This document.
-#[utoipa::path(get, path = "/v1/openapi.json", tag = "meta", security(()),
+#[utoipa::path(get, path = "/v1/openapi.json", operation_id = "get_openapi", tag = "meta", security(()),
     responses((status = 200, description = "the OpenAPI 3.1 document", body = Object)))]
 pub(crate) async fn serve() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
@@ -88,6 +88,16 @@ mod tests {
         routes
     }
 
+    fn documented_operations(doc: &serde_json::Value) -> impl Iterator<Item = &str> {
+        doc["paths"]
+            .as_object()
+            .into_iter()
+            .flat_map(|paths| paths.values())
+            .filter_map(|item| item.as_object())
+            .flat_map(|item| item.values())
+            .filter_map(|op| op["operationId"].as_str())
+    }
+
     #[test]
     fn the_document_covers_every_v1_route_and_only_those() {
         let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
@@ -98,6 +108,9 @@ mod tests {
                 documented.insert(format!("{} {path}", method.to_uppercase()));
             }
         }
+        let ids: Vec<&str> = documented_operations(&doc).collect();
+        let unique: BTreeSet<&str> = ids.iter().copied().collect();
+        assert_eq!(ids.len(), unique.len(), "operation ids repeat: {ids:?}");
         let routes = router_routes();
         assert!(routes.len() >= 10, "{routes:?}");
         assert_eq!(
