@@ -1,4 +1,4 @@
-//! hearth's HTTP API (`../shared/API.md`): auth, deploy, invoke, invocations, status.
+//! hearth's HTTP API (`docs/API.md`, the contract): auth, deploy, invoke, invocations, status.
 //!
 //! Owns: routing, request parsing and limits, the one [`ApiError`] type every handler
 //! returns, the admin-key check, the `queued` record of an accepted async invocation,
@@ -10,11 +10,16 @@
 //! the object store), or knows how metadata and objects are stored (it holds a `dyn
 //! MetadataStore` and a `CodeStore`). Handlers turn HTTP into domain calls and back;
 //! nothing below this crate imports axum.
+//!
+//! The dashboard (`web/`, embedded) is served at `/` with its sessions and live feed
+//! (`dashboard`, `session`, `events`, `stats`).
 
 mod artifacts;
 mod auth;
+mod dashboard;
 mod entry;
 mod error;
+mod events;
 mod functions;
 mod history;
 mod idempotency;
@@ -23,6 +28,8 @@ pub mod lambda;
 mod openapi;
 mod rejection;
 mod schemas;
+mod session;
+mod stats;
 mod status;
 
 pub use error::ApiError;
@@ -169,20 +176,23 @@ pub fn router(state: AppState) -> Router {
         .route("/invocations/{id}/logs", get(artifacts::logs))
         .route("/invocations/{id}/outputs/{*path}", get(artifacts::output))
         .route("/status", get(status::status))
+        .route("/events", get(events::stream))
+        .route("/stats/functions", get(stats::functions))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
         ))
         .route("/openapi.json", get(openapi::serve))
         .layer(axum::middleware::from_fn(rejection::json_errors));
-    Router::new()
+    let api = Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(status::healthz))
         .route("/metrics", get(status::metrics))
         .merge(lambda::router(state.clone()))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .with_state(state)
+        .with_state(state);
+    dashboard::around(api)
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.

@@ -91,6 +91,17 @@ pub struct StatusBody {
     pub workers: serde_json::Value,
 }
 
+/// `GET /v1/stats/functions`: per function, invocations, errors and p50/p95 duration
+/// over the window.
+#[derive(Serialize, ToSchema)]
+pub struct StatsBody {
+    pub window_hours: u32,
+    /// One object per function: name, version, runtime, memory_mb, timeout_ms,
+    /// updated_at, invocations, errors, error_rate, p50_duration_ms, p95_duration_ms, sampled.
+    #[schema(value_type = Vec<Object>)]
+    pub functions: serde_json::Value,
+}
+
 /// The multipart body of a deploy.
 #[derive(ToSchema)]
 #[allow(dead_code)] // describes the form; read_deploy parses it part by part
