@@ -18,6 +18,8 @@ export HEARTH_AGENT="$PWD/target/agent/x86_64-unknown-linux-gnu/release/hearth-a
 echo "test: Docker engine and runtime images (for the Docker backend's tests)"
 scripts/docker.sh
 target/debug/hearth images build
+echo "test: shared services and the Python test tools (boto3, openapi-spec-validator: scripts/services.sh)"
+scripts/services.sh --env >/dev/null
 echo "test: cargo test (unit, integration, end-to-end)"
 cargo test --workspace -- --test-threads "${HEARTH_TEST_THREADS:-2}"
 echo "test: the end-to-end suites again, on the Docker backend"
@@ -28,6 +30,9 @@ HEARTH_TEST_SANDBOX=docker cargo test -p hearth --test lifecycle --test failures
 echo "test: the dashboard in a real browser (Playwright + Debian chromium, tests/browser)"
 scripts/browser.sh
 target/venv/bin/pytest -q -p no:cacheprovider tests/browser
+
+echo "test: schemathesis against a live hearth up with its OpenAPI document (scripts/schemathesis.sh)"
+scripts/schemathesis.sh target/debug/hearth
 
 echo "test: hearth bench --smoke (exercises every figure; asserts no timing)"
 target/debug/hearth bench --smoke --json > target/bench-smoke.json
