@@ -5,7 +5,7 @@
 # invalid input refused, auth not ignored). Bounded: a few minutes on 2 cores.
 #
 #   scripts/schemathesis.sh [path/to/hearth]     (default target/debug/hearth)
-#   SCHEMATHESIS_MAX_EXAMPLES=N                  examples per operation (default 40)
+#   SCHEMATHESIS_MAX_EXAMPLES=N                  examples per operation (default 60)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 hearth=${1:-target/debug/hearth}
@@ -60,7 +60,7 @@ SCHEMATHESIS_HOOKS=hooks PYTHONPATH=tests/schemathesis \
   --experimental=openapi-3.1 \
   --checks all \
   --data-generation-method all \
-  --hypothesis-max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-40}" \
+  --hypothesis-max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-60}" \
   --hypothesis-deadline 300000 \
   --hypothesis-suppress-health-check all \
   --exclude-path /v1/events \

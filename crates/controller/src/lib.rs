@@ -13,6 +13,11 @@
 //!
 //! The dashboard (`web/`, embedded) is served at `/` with its sessions and live feed
 //! (`dashboard`, `session`, `events`, `stats`).
+//!
+//! The AWS Lambda API (`/2015-03-31/…`, SigV4-verified) is a translation layer over the
+//! same deploy and invoke functions ([`lambda`]); retried invocations are answered once
+//! (`idempotency`); `GET /v1/openapi.json` is generated from the handlers' annotations
+//! (`openapi`, `schemas`).
 
 mod artifacts;
 mod auth;
