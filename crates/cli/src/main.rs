@@ -7,6 +7,7 @@
 
 mod bench;
 mod client;
+mod cluster;
 mod commands;
 mod images;
 mod package;
@@ -51,6 +52,10 @@ struct Cli {
 enum Command {
     /// Run controller and worker in one process on embedded defaults.
     Up(up::UpArgs),
+    /// Run a cluster controller (stateless HTTP API; needs --redis, --database, --objects).
+    Controller(cluster::ControllerArgs),
+    /// Run a cluster worker (runs functions; needs --redis, --database, --objects).
+    Worker(cluster::WorkerArgs),
     /// Deploy a function from a directory or a zip (a new version if it exists).
     Deploy(commands::DeployArgs),
     /// Invoke a function with a JSON event (an argument, `-` for stdin, or `{}`).
@@ -101,6 +106,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         up::run(args, cli.data_dir).await?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::Controller(args) = cli.command {
+        cluster::run_controller(args).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Command::Worker(args) = cli.command {
+        cluster::run_worker(args, cli.data_dir).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let output = commands::Output { json: cli.json };
     if let Command::Images { command } = cli.command {
         images::run(command).await?;
@@ -113,7 +126,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let url = cli.url.as_deref().unwrap_or(DEFAULT_URL);
     let client = client::Client::new(url, cli.api_key, &cli.data_dir)?;
     match cli.command {
-        Command::Up(_) | Command::Bench(_) | Command::Images { .. } => {
+        Command::Up(_)
+        | Command::Controller(_)
+        | Command::Worker(_)
+        | Command::Bench(_)
+        | Command::Images { .. } => {
             unreachable!("handled above")
         }
         Command::Deploy(args) => commands::deploy(&client, &output, args).await,

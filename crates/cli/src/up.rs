@@ -146,7 +146,7 @@ pub async fn run(args: UpArgs, data_dir: PathBuf) -> anyhow::Result<()> {
 
 /// The native sandbox, with a cgroup group of its own per data dir so that instances
 /// a crashed run of this hearth left behind can be swept without touching another's.
-fn native_backend(agent: PathBuf, data_dir: &Path) -> anyhow::Result<NativeBackend> {
+pub(crate) fn native_backend(agent: PathBuf, data_dir: &Path) -> anyhow::Result<NativeBackend> {
     let mut config = NativeConfig::new(agent, data_dir);
     let digest = sha2::Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
     config.cgroup.group = format!("hearth-{}", hex::encode(&digest[..6]));
@@ -161,7 +161,10 @@ fn native_backend(agent: PathBuf, data_dir: &Path) -> anyhow::Result<NativeBacke
 /// The Docker sandbox, its containers labelled with this data dir's digest so that
 /// those a crashed run of this hearth left behind can be swept without touching
 /// another's.
-async fn docker_backend(agent: PathBuf, data_dir: &Path) -> anyhow::Result<DockerBackend> {
+pub(crate) async fn docker_backend(
+    agent: PathBuf,
+    data_dir: &Path,
+) -> anyhow::Result<DockerBackend> {
     let digest = sha2::Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
     let config = DockerConfig::new(agent, hex::encode(&digest[..6]));
     let backend = DockerBackend::connect(config)
@@ -179,7 +182,7 @@ const LOCK_ATTEMPTS: u32 = 30;
 
 /// Holds an exclusive lock on the data dir for the life of the process, so two
 /// `hearth up` never share one (they would fight over its database and sandboxes).
-fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+pub(crate) fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
     use std::os::fd::AsRawFd;
     let path = data_dir.join("lock");
     let file = std::fs::OpenOptions::new()

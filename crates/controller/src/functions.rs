@@ -258,6 +258,13 @@ pub(crate) async fn deploy_version(
     })
     .await
     .map_err(|e| ApiError::internal("checking code", e))??;
+    // Code is content-addressed: storing it before the build is harmless, and lets a
+    // worker on another machine fetch it.
+    state
+        .code
+        .put_code(&package.sha256, code)
+        .await
+        .map_err(|e| ApiError::store("storing code", e))?;
     // Compiled runtimes build now, before any version exists: a failure makes none.
     let built = state
         .fleet
@@ -269,11 +276,6 @@ pub(crate) async fn deploy_version(
         })
         .await
         .map_err(|e| build_error(name, e))?;
-    state
-        .code
-        .put_code(&package.sha256, code)
-        .await
-        .map_err(|e| ApiError::store("storing code", e))?;
     let (record, created) = state
         .metadata
         .put_version(name, &spec, &package.sha256, package.size)

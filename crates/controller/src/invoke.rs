@@ -11,7 +11,7 @@ use axum::Json;
 use bytes::Bytes;
 use hearth_core::{Invocation, InvocationStatus};
 use hearth_store::{AsyncJob, FunctionRecord, InvocationFilter};
-use hearth_worker::fleet::{first_attempt, FleetError};
+use hearth_worker::fleet::{first_attempt, FleetError, Refusal};
 use hearth_worker::{InvokeRequest, Target, WorkerError};
 use serde::Deserialize;
 use serde_json::json;
@@ -212,6 +212,34 @@ pub(crate) fn fleet_error(error: FleetError) -> ApiError {
         )
         .retry_after(5),
         FleetError::Unavailable(why) => ApiError::unavailable("the workers cannot be reached", why),
+        FleetError::Refused { refusal, message } => refused(refusal, message),
+    }
+}
+
+/// The HTTP answer to a remote worker's refusal.
+fn refused(refusal: Refusal, message: String) -> ApiError {
+    match refusal {
+        Refusal::Overloaded => {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", message).retry_after(1)
+        }
+        Refusal::ShuttingDown => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message)
+        }
+        Refusal::SandboxUnavailable => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "sandbox_unavailable",
+            message,
+        ),
+        Refusal::Backlog => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "backlog", message).retry_after(5)
+        }
+        Refusal::BuildFailed => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "build_failed",
+            format!("the build failed; no version was made:\n{message}"),
+        ),
+        Refusal::RuntimeUnavailable => ApiError::bad_request("runtime_unavailable", message),
+        Refusal::Internal => ApiError::internal("a worker failed", message),
     }
 }
 

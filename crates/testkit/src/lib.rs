@@ -5,6 +5,8 @@
 //! `hearth up` on a free port with its own data dir and talks to it over HTTP.
 //! Never: fakes a part of the platform; every test goes through the real binary.
 
+pub mod cluster;
+
 use anyhow::{anyhow, bail, Context};
 use reqwest::blocking::{multipart, Client, Response};
 use serde_json::{json, Value};

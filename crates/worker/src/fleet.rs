@@ -44,6 +44,69 @@ pub enum FleetError {
     /// A service the fleet depends on (Redis, the metadata store) is down.
     #[error("{0}")]
     Unavailable(String),
+    /// A worker on another machine refused or failed the request.
+    #[error("{message}")]
+    Refused {
+        /// What kind of refusal.
+        refusal: Refusal,
+        /// The worker's message.
+        message: String,
+    },
+}
+
+/// The kinds of [`WorkerError`] and [`BuildError`], as they cross a machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refusal {
+    /// Every instance busy and the queue full.
+    Overloaded,
+    /// The worker is stopping.
+    ShuttingDown,
+    /// No sandbox could be started.
+    SandboxUnavailable,
+    /// The reporter is too far behind.
+    Backlog,
+    /// The user's code does not build.
+    BuildFailed,
+    /// The worker cannot build this runtime.
+    RuntimeUnavailable,
+    /// Anything else (code unreadable, spool failure, store failure).
+    Internal,
+}
+
+impl Refusal {
+    /// The kind of a worker's error.
+    pub fn of_worker(error: &WorkerError) -> Refusal {
+        match error {
+            WorkerError::Overloaded { .. } => Refusal::Overloaded,
+            WorkerError::ShuttingDown => Refusal::ShuttingDown,
+            WorkerError::Sandbox(_) => Refusal::SandboxUnavailable,
+            WorkerError::Backlog { .. } => Refusal::Backlog,
+            WorkerError::Code { .. } | WorkerError::Spool(_) => Refusal::Internal,
+        }
+    }
+
+    /// The kind of a build's error.
+    pub fn of_build(error: &BuildError) -> Refusal {
+        match error {
+            e if e.is_users() => Refusal::BuildFailed,
+            BuildError::Unavailable(_) => Refusal::RuntimeUnavailable,
+            _ => Refusal::Internal,
+        }
+    }
+}
+
+impl FleetError {
+    /// How this error crosses a machine.
+    pub fn refusal(&self) -> (Refusal, String) {
+        let refusal = match self {
+            FleetError::Worker(e) => Refusal::of_worker(e),
+            FleetError::Build(e) => Refusal::of_build(e),
+            FleetError::Refused { refusal, .. } => *refusal,
+            _ => Refusal::Internal,
+        };
+        (refusal, self.to_string())
+    }
 }
 
 /// What a live worker publishes about itself (`/v1/status`).

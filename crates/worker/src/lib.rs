@@ -200,6 +200,11 @@ impl Worker {
         &self.config.id
     }
 
+    /// The code store it runs functions from.
+    pub fn code(&self) -> &CodeStore {
+        &self.code
+    }
+
     /// The worker's settings.
     pub fn config(&self) -> &WorkerConfig {
         &self.config
