@@ -190,6 +190,21 @@ def main():
     assert first["ResponseMetadata"]["RequestId"] == second["ResponseMetadata"]["RequestId"]
     assert second["ResponseMetadata"]["HTTPHeaders"].get("x-hearth-idempotent-replay") == "true"
 
+    step("X-Hearth-Idempotency-Key on /v1 invoke too")
+    def v1_invoke(key):
+        request = urllib.request.Request(
+            f"{URL}/v1/functions/{name}/invoke",
+            data=b'{"n": 7}',
+            method="POST",
+            headers={"Authorization": "Bearer " + KEY, "X-Hearth-Idempotency-Key": key},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())["id"]
+
+    v1_key = uuid.uuid4().hex
+    assert v1_invoke(v1_key) == v1_invoke(v1_key)
+    assert v1_invoke(uuid.uuid4().hex) != v1_invoke(v1_key)
+
     step("errors: unknown function, bad parameter, too large, bad signatures")
     assert error_code(lam.invoke, FunctionName="no-such-fn", Payload=b"{}") == ("ResourceNotFoundException", 404)
     assert error_code(lam.get_function, FunctionName="no-such-fn")[0] == "ResourceNotFoundException"
