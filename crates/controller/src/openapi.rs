@@ -2,7 +2,7 @@
 //! annotations and the types in [`crate::schemas`] and `hearth_core`, served at
 //! `GET /v1/openapi.json` (no key needed: it describes, it holds nothing).
 
-use crate::{artifacts, events, functions, invoke, stats, status};
+use crate::{artifacts, events, functions, invoke, stats, status, tuning};
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -21,7 +21,8 @@ use utoipa::{Modify, OpenApi};
         functions::list, functions::get, functions::deploy, functions::delete,
         invoke::invoke, invoke::list, invoke::get,
         artifacts::logs, artifacts::output,
-        status::status, stats::functions, events::stream, serve,
+        status::status, stats::functions, events::stream,
+        tuning::advice, tuning::apply, tuning::explore, serve,
     ),
     components(schemas(hearth_core::Invocation, hearth_core::FunctionConfig)),
     modifiers(&BearerKey),

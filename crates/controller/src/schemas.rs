@@ -22,6 +22,8 @@ pub struct FunctionObject {
     pub memory_mb: u64,
     pub timeout_ms: u64,
     pub max_instances: u32,
+    /// CPUs of each instance when fixed; null: CPU follows memory_mb.
+    pub cpus: Option<f64>,
     pub env: BTreeMap<String, String>,
     pub description: String,
     /// Entry point as `module.function`, when not the runtime's default.
@@ -100,6 +102,39 @@ pub struct StatsBody {
     /// updated_at, invocations, errors, error_rate, p50_duration_ms, p95_duration_ms, sampled.
     #[schema(value_type = Vec<Object>)]
     pub functions: serde_json::Value,
+}
+
+/// `POST /v1/functions/{name}/tuning/apply`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // describes the body; tuning.rs parses it
+#[schema(example = json!({"memory_mb": 512}))]
+pub struct TuningApply {
+    /// The size the caller saw (a guard against applying stale advice).
+    #[schema(minimum = 64, maximum = 10240)]
+    pub memory_mb: u64,
+    /// A size to apply instead of the recommendation.
+    #[schema(minimum = 64, maximum = 10240)]
+    pub to_memory_mb: Option<u64>,
+}
+
+/// `POST /v1/functions/{name}/tuning/explore`: every field optional.
+#[derive(ToSchema)]
+#[allow(dead_code)] // describes the body; tuning.rs parses it
+#[schema(example = json!({"event": {}, "sizes": [128, 256], "runs": 3, "strategy": "cost"}))]
+pub struct TuningExplore {
+    /// The event each run gets.
+    #[schema(value_type = Option<Object>)]
+    pub event: Option<serde_json::Value>,
+    /// Memory sizes to try, MB (1 to 10).
+    #[schema(min_items = 1, max_items = 10)]
+    pub sizes: Option<Vec<u64>>,
+    /// Measured calls per size.
+    #[schema(minimum = 1, maximum = 50)]
+    pub runs: Option<u32>,
+    /// `cost`, `speed` or `balanced`.
+    pub strategy: Option<String>,
+    /// Apply the pick.
+    pub apply: Option<bool>,
 }
 
 /// The multipart body of a deploy.
