@@ -35,6 +35,9 @@ echo "test: the dashboard in a real browser (Playwright + Debian chromium, tests
 scripts/browser.sh
 target/venv/bin/pytest -q -p no:cacheprovider tests/browser
 
+echo "test: schemathesis against a live hearth up with its OpenAPI document (scripts/schemathesis.sh)"
+scripts/schemathesis.sh target/debug/hearth
+
 echo "test: hearth bench --smoke on both backends (every figure; no timing asserted)"
 scripts/bench-smoke.sh
 

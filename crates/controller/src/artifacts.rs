@@ -87,6 +87,10 @@ fn text(body: Body) -> Response {
 
 /// The full stdout and stderr of an invocation: `?stream=stdout|stderr` for one, else
 /// stdout followed by stderr.
+#[utoipa::path(get, path = "/v1/invocations/{id}/logs", operation_id = "get_invocation_logs", tag = "invocations", params(crate::schemas::InvocationId,
+        ("stream" = Option<String>, Query, description = "`stdout`, `stderr` or `all` (the default)")),
+    responses((status = 200, description = "the full logs", content_type = "text/plain", body = String),
+        crate::schemas::CommonErrors))]
 pub(crate) async fn logs(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -115,6 +119,10 @@ pub(crate) async fn logs(
 }
 
 /// One output file, streamed from the object store (404 until it is uploaded).
+#[utoipa::path(get, path = "/v1/invocations/{id}/outputs/{path}", operation_id = "get_invocation_output", tag = "invocations",
+    params(crate::schemas::InvocationId, ("path" = String, Path, description = "the file's path under $OUTPUT_DIR")),
+    responses((status = 200, description = "the file", content_type = "application/octet-stream", body = Vec<u8>),
+        crate::schemas::CommonErrors))]
 pub(crate) async fn output(
     State(state): State<AppState>,
     Path((id, path)): Path<(String, String)>,

@@ -76,6 +76,21 @@ impl ApiError {
         &self.message
     }
 
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The stable snake_case code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// Seconds of the `Retry-After` header, if any.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after_secs
+    }
+
     /// Adds a `Retry-After` header.
     pub fn retry_after(mut self, secs: u64) -> ApiError {
         self.retry_after_secs = Some(secs);

@@ -55,6 +55,11 @@ pub(crate) struct EventsQuery {
     function: Option<String>,
 }
 
+/// Server-Sent Events: live status and invocations (of one function with `?function=`).
+#[utoipa::path(get, path = "/v1/events", operation_id = "events", tag = "operations",
+    params(("function" = Option<String>, Query, description = "only this function's invocations")),
+    responses((status = 200, description = "an endless event stream", content_type = "text/event-stream", body = String),
+        crate::schemas::CommonErrors))]
 pub(crate) async fn stream(
     State(state): State<AppState>,
     Query(query): Query<EventsQuery>,

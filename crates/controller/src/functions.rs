@@ -1,5 +1,6 @@
 //! `/v1/functions`: deploy (create or update), get, list, delete.
 
+use crate::schemas::{self, CommonErrors, FunctionName};
 use crate::{ApiError, AppState};
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, Path, State};
@@ -14,33 +15,33 @@ use hearth_worker::build::{BuildError, BuildRequest};
 use hearth_worker::fleet::FleetError;
 use serde_json::{json, Value};
 
-/// The API's function object.
+/// The API's function object ([`schemas::FunctionObject`], as JSON).
 pub(crate) fn function_json(record: &FunctionRecord, stats: Option<&FunctionStats>) -> Value {
     let spec = &record.spec;
-    let mut body = json!({
-        "name": record.name,
-        "version": record.version,
-        "runtime": spec.runtime,
-        "memory_mb": spec.memory_mb,
-        "timeout_ms": spec.timeout_ms,
-        "max_instances": spec.max_instances,
-        "cpus": spec.cpus,
-        "env": spec.env,
-        "description": spec.description,
-        "code_sha256": record.code_sha256,
-        "code_size": record.code_size,
-        "created_at": record.created_at,
-        "updated_at": record.updated_at,
-    });
-    if let Some(stats) = stats {
-        body["stats"] = json!({
-            "invocations": stats.invocations,
-            "errors": stats.errors,
-            "avg_duration_ms": stats.avg_duration_ms,
-            "p95_duration_ms": stats.p95_duration_ms,
-        });
-    }
-    body
+    let object = schemas::FunctionObject {
+        name: record.name.clone(),
+        version: record.version,
+        runtime: spec.runtime,
+        memory_mb: spec.memory_mb,
+        timeout_ms: spec.timeout_ms,
+        max_instances: spec.max_instances,
+        cpus: spec.cpus.map(|c| c.as_f64()),
+        env: spec.env.clone(),
+        description: spec.description.clone(),
+        handler: spec.handler.clone(),
+        code_sha256: record.code_sha256.clone(),
+        code_size: record.code_size,
+        created_at: record.created_at.clone(),
+        updated_at: record.updated_at.clone(),
+        stats: stats.map(|s| schemas::FunctionStats {
+            invocations: s.invocations,
+            errors: s.errors,
+            avg_duration_ms: s.avg_duration_ms,
+            p95_duration_ms: s.p95_duration_ms,
+        }),
+        build: None,
+    };
+    serde_json::to_value(object).unwrap_or(Value::Null)
 }
 
 pub(crate) fn checked_name(name: &str) -> Result<(), ApiError> {
@@ -65,6 +66,8 @@ pub(crate) async fn find(state: &AppState, name: &str) -> Result<FunctionRecord,
     Ok(record)
 }
 
+#[utoipa::path(get, path = "/v1/functions", operation_id = "list_functions", tag = "functions",
+    responses((status = 200, body = schemas::FunctionList), CommonErrors))]
 pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let records = state
         .metadata
@@ -75,6 +78,8 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, A
     Ok(Json(json!({ "functions": functions })))
 }
 
+#[utoipa::path(get, path = "/v1/functions/{name}", operation_id = "get_function", tag = "functions", params(FunctionName),
+    responses((status = 200, description = "the function, with stats", body = schemas::FunctionObject), CommonErrors))]
 pub(crate) async fn get(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -88,22 +93,31 @@ pub(crate) async fn get(
     Ok(Json(function_json(&record, Some(&stats))))
 }
 
+#[utoipa::path(delete, path = "/v1/functions/{name}", operation_id = "delete_function", tag = "functions",
+    params(("name" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "scratch")),
+    responses((status = 204, description = "deleted; its warm instances are destroyed"), CommonErrors))]
 pub(crate) async fn delete(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    checked_name(&name)?;
+    remove(&state, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes every version of `name` and destroys its warm instances.
+pub(crate) async fn remove(state: &AppState, name: &str) -> Result<(), ApiError> {
+    checked_name(name)?;
     let existed = state
         .metadata
-        .delete_function(&name)
+        .delete_function(name)
         .await
         .map_err(|e| ApiError::store("deleting function", e))?;
     if !existed {
-        return Err(ApiError::function_not_found(&name));
+        return Err(ApiError::function_not_found(name));
     }
-    state.cache_function(None, &name);
-    state.fleet.retire(&name, None).await;
-    Ok(StatusCode::NO_CONTENT)
+    state.cache_function(None, name);
+    state.fleet.retire(name, None).await;
+    Ok(())
 }
 
 struct DeployRequest {
@@ -183,6 +197,13 @@ fn spec_error(e: SpecError) -> ApiError {
     ApiError::bad_request(code, e.to_string())
 }
 
+/// Create or update: each deploy makes a new immutable version.
+#[utoipa::path(put, path = "/v1/functions/{name}", operation_id = "deploy_function", tag = "functions", params(FunctionName),
+    request_body(content = schemas::DeployForm, content_type = "multipart/form-data"),
+    responses((status = 201, description = "created", body = schemas::FunctionObject),
+        (status = 200, description = "updated", body = schemas::FunctionObject),
+        (status = 413, description = "the zip is over 50 MB", body = schemas::ErrorBody),
+        (status = 422, description = "the build failed (`build_failed`)", body = schemas::ErrorBody), CommonErrors))]
 pub(crate) async fn deploy(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -190,56 +211,85 @@ pub(crate) async fn deploy(
 ) -> Result<Response, ApiError> {
     checked_name(&name)?;
     let request = read_deploy(multipart).await?;
+    let deployed = deploy_version(&state, &name, &request.config, request.code).await?;
+    let status = if deployed.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut body = function_json(&deployed.record, None);
+    if let Some(built) = deployed.built {
+        body["build"] = json!({"cached": built.cached, "duration_ms": built.duration_ms});
+    }
+    Ok((status, Json(body)).into_response())
+}
+
+/// A version made by [`deploy_version`].
+pub(crate) struct Deployed {
+    pub record: FunctionRecord,
+    /// Whether this made the function (version 1).
+    pub created: bool,
+    /// The build of a compiled runtime.
+    pub built: Option<hearth_worker::build::Built>,
+}
+
+/// Makes a new version of `name` from `code` (a zip) and `config` applied on top of the
+/// newest version: checks, builds compiled runtimes, stores, retires older instances.
+pub(crate) async fn deploy_version(
+    state: &AppState,
+    name: &str,
+    config: &FunctionConfig,
+    code: Bytes,
+) -> Result<Deployed, ApiError> {
+    checked_name(name)?;
     let previous = state
         .metadata
-        .get_function(&name)
+        .get_function(name)
         .await
         .map_err(|e| ApiError::store("reading function", e))?;
-    let spec = FunctionSpec::resolve(previous.as_ref().map(|p| &p.spec), &request.config)
-        .map_err(spec_error)?;
-    let code = request.code.clone();
+    let spec =
+        FunctionSpec::resolve(previous.as_ref().map(|p| &p.spec), config).map_err(spec_error)?;
     let runtime = spec.runtime;
-    let package =
-        tokio::task::spawn_blocking(move || inspect_zip(&code, runtime, &PackageLimits::default()))
-            .await
-            .map_err(|e| ApiError::internal("checking code", e))?
+    let handler = spec.handler.clone();
+    let (code, package) = tokio::task::spawn_blocking(move || {
+        let code = crate::entry::route(code, runtime, handler.as_deref())?;
+        let package = inspect_zip(&code, runtime, &PackageLimits::default())
             .map_err(|e| ApiError::bad_request("invalid_code", e.to_string()))?;
+        Ok::<_, ApiError>((code, package))
+    })
+    .await
+    .map_err(|e| ApiError::internal("checking code", e))??;
     // Code is content-addressed: storing it before the build is harmless, and lets a
     // worker on another machine fetch it.
     state
         .code
-        .put_code(&package.sha256, request.code)
+        .put_code(&package.sha256, code)
         .await
         .map_err(|e| ApiError::store("storing code", e))?;
     // Compiled runtimes build now, before any version exists: a failure makes none.
     let built = state
         .fleet
         .build(BuildRequest {
-            function: name.clone(),
+            function: name.to_string(),
             runtime,
             code_sha256: package.sha256.clone(),
             code_tar: Bytes::from(package.tar),
         })
         .await
-        .map_err(|e| build_error(&name, e))?;
+        .map_err(|e| build_error(name, e))?;
     let (record, created) = state
         .metadata
-        .put_version(&name, &spec, &package.sha256, package.size)
+        .put_version(name, &spec, &package.sha256, package.size)
         .await
         .map_err(|e| ApiError::store("storing function", e))?;
-    state.cache_function(Some(&record), &name);
-    state.fleet.retire(&name, Some(record.version)).await;
+    state.cache_function(Some(&record), name);
+    state.fleet.retire(name, Some(record.version)).await;
     tracing::info!(function = %name, version = record.version, runtime = %spec.runtime, "deployed");
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    let mut body = function_json(&record, None);
-    if let Some(built) = built {
-        body["build"] = json!({"cached": built.cached, "duration_ms": built.duration_ms});
-    }
-    Ok((status, Json(body)).into_response())
+    Ok(Deployed {
+        record,
+        created,
+        built,
+    })
 }
 
 /// A build that made no artifact: the user's code (422 `build_failed`, the compiler's

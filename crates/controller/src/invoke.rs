@@ -1,6 +1,7 @@
 //! `/v1/functions/{name}/invoke` and the invocation reads.
 
 use crate::functions::find;
+use crate::schemas::{self, CommonErrors, FunctionName, InvocationId};
 use crate::{ApiError, AppState};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -9,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use hearth_core::{Invocation, InvocationStatus};
-use hearth_store::{AsyncJob, InvocationFilter};
+use hearth_store::{AsyncJob, FunctionRecord, InvocationFilter};
 use hearth_worker::fleet::{first_attempt, FleetError, Refusal};
 use hearth_worker::{InvokeRequest, Target, WorkerError};
 use serde::Deserialize;
@@ -22,13 +23,25 @@ const LIST_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_millis(5
 pub(crate) const MAX_EVENT_BYTES: usize = 6 << 20;
 
 async fn read_event(body: Body) -> Result<Bytes, ApiError> {
-    let bytes = axum::body::to_bytes(body, MAX_EVENT_BYTES).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "event_too_large",
-            "the event is larger than 6 MB: pass a reference to the data (e.g. an object key) instead",
-        )
-    })?;
+    let bytes = axum::body::to_bytes(body, MAX_EVENT_BYTES)
+        .await
+        .map_err(|_| event_too_large())?;
+    check_event(bytes)
+}
+
+pub(crate) fn event_too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "event_too_large",
+        "the event is larger than 6 MB: pass a reference to the data (e.g. an object key) instead",
+    )
+}
+
+/// The event an invocation gets: `{}` for an empty body, else the body if it is JSON.
+pub(crate) fn check_event(bytes: Bytes) -> Result<Bytes, ApiError> {
+    if bytes.len() > MAX_EVENT_BYTES {
+        return Err(event_too_large());
+    }
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Bytes::from_static(b"{}"));
     }
@@ -39,6 +52,22 @@ async fn read_event(body: Body) -> Result<Bytes, ApiError> {
         )
     })?;
     Ok(bytes)
+}
+
+/// What the worker needs to run `event` on the version `record`.
+pub(crate) fn prepare(record: FunctionRecord, event: Bytes) -> (Target, InvokeRequest) {
+    let target = Target {
+        name: record.name,
+        version: record.version,
+        spec: record.spec,
+        code_sha256: record.code_sha256,
+    };
+    let request = first_attempt(
+        ulid::Ulid::new().to_string(),
+        event,
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    );
+    (target, request)
 }
 
 fn wants_async(headers: &HeaderMap, query: &InvokeQuery) -> bool {
@@ -56,6 +85,20 @@ pub(crate) struct InvokeQuery {
     callback_url: Option<String>,
 }
 
+/// Runs the function on the event (the body: any JSON, ≤ 6 MB). A function's own failure
+/// is a 200 whose `status` says so.
+#[utoipa::path(post, path = "/v1/functions/{name}/invoke", operation_id = "invoke_function", tag = "invocations",
+    params(FunctionName,
+        ("async" = Option<bool>, Query, description = "answer 202 at once (as `Prefer: respond-async`)"),
+        ("callback_url" = Option<String>, Query, description = "async: receives a POST of the finished invocation"),
+        ("Prefer" = Option<String>, Header, description = "`respond-async` for an asynchronous invocation"),
+        ("X-Hearth-Idempotency-Key" = Option<String>, Header, description = "a retry with the same key gets the first answer (10 minutes)")),
+    request_body(content = Object, description = "the event", example = json!({"name": "you"})),
+    responses((status = 200, description = "the finished invocation", body = hearth_core::Invocation),
+        (status = 202, description = "queued", body = schemas::Queued, headers(("Location" = String))),
+        (status = 413, description = "the event is over 6 MB", body = schemas::ErrorBody),
+        (status = 429, description = "overloaded; see Retry-After", body = schemas::ErrorBody),
+        (status = 502, description = "the worker running it was lost", body = schemas::ErrorBody), CommonErrors))]
 pub(crate) async fn invoke(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -65,20 +108,20 @@ pub(crate) async fn invoke(
 ) -> Result<Response, ApiError> {
     let record = find(&state, &name).await?;
     let event = read_event(body).await?;
-    let target = Target {
-        name: record.name,
-        version: record.version,
-        spec: record.spec,
-        code_sha256: record.code_sha256,
-    };
-    let request = first_attempt(
-        ulid::Ulid::new().to_string(),
-        event,
-        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-    );
+    let (target, request) = prepare(record, event);
     if wants_async(&headers, &query) {
         return start_async(state, target, request, query.callback_url).await;
     }
+    let invocation = run(&state, target, request).await?;
+    Ok(Json(invocation).into_response())
+}
+
+/// Runs one invocation synchronously and keeps it for immediate reads.
+pub(crate) async fn run(
+    state: &AppState,
+    target: Target,
+    request: InvokeRequest,
+) -> Result<Invocation, ApiError> {
     let invocation = state
         .fleet
         .invoke(target, request)
@@ -86,7 +129,7 @@ pub(crate) async fn invoke(
         .map_err(fleet_error)?;
     // The worker's reporter writes it to history; keep it for immediate reads.
     state.history.remember(&invocation);
-    Ok(Json(invocation).into_response())
+    Ok(invocation)
 }
 
 /// Records the invocation `queued`, hands it to the workers and answers 202 at once.
@@ -96,6 +139,23 @@ async fn start_async(
     request: InvokeRequest,
     callback_url: Option<String>,
 ) -> Result<Response, ApiError> {
+    let id = enqueue(&state, &target, &request, callback_url).await?;
+    let location = format!("/v1/invocations/{id}");
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(json!({"id": id, "status": "queued"})),
+    )
+        .into_response())
+}
+
+/// Queues an invocation durably (recorded as `queued`); returns its id.
+pub(crate) async fn enqueue(
+    state: &AppState,
+    target: &Target,
+    request: &InvokeRequest,
+    callback_url: Option<String>,
+) -> Result<String, ApiError> {
     if let Some(url) = &callback_url {
         check_callback_url(url)
             .map_err(|message| ApiError::bad_request("invalid_callback_url", message))?;
@@ -109,20 +169,14 @@ async fn start_async(
         attempts: 0,
     };
     // Written before any worker can see the job, so it never overwrites their records.
-    let queued = hearth_worker::outcome::queued(&target, &request, "");
+    let queued = hearth_worker::outcome::queued(target, request, "");
     state
         .metadata
         .record_invocation(&queued)
         .await
         .map_err(|e| ApiError::store("recording the invocation", e))?;
     state.fleet.submit(job).await.map_err(fleet_error)?;
-    let location = format!("/v1/invocations/{}", request.id);
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, location)],
-        Json(json!({"id": request.id, "status": "queued"})),
-    )
-        .into_response())
+    Ok(request.id.clone())
 }
 
 /// Checks a callback URL: absolute http(s).
@@ -218,6 +272,8 @@ fn worker_error(error: WorkerError) -> ApiError {
     }
 }
 
+#[utoipa::path(get, path = "/v1/invocations/{id}", operation_id = "get_invocation", tag = "invocations", params(InvocationId),
+    responses((status = 200, body = hearth_core::Invocation), CommonErrors))]
 pub(crate) async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -247,6 +303,13 @@ pub(crate) struct ListQuery {
     since: Option<String>,
 }
 
+/// A function's invocations, newest first.
+#[utoipa::path(get, path = "/v1/functions/{name}/invocations", operation_id = "list_invocations", tag = "invocations",
+    params(FunctionName,
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "at most this many (50)"),
+        ("status" = Option<hearth_core::InvocationStatus>, Query, description = "only this status"),
+        ("since" = Option<String>, Query, description = "only those started at or after this RFC 3339 time")),
+    responses((status = 200, body = schemas::InvocationList), CommonErrors))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     Path(name): Path<String>,

@@ -14,15 +14,26 @@
 //!
 //! The dashboard (`web/`, embedded) is served at `/` with its sessions and live feed
 //! (`dashboard`, `session`, `events`, `stats`).
+//!
+//! The AWS Lambda API (`/2015-03-31/…`, SigV4-verified) is a translation layer over the
+//! same deploy and invoke functions ([`lambda`]); retried invocations are answered once
+//! (`idempotency`); `GET /v1/openapi.json` is generated from the handlers' annotations
+//! (`openapi`, `schemas`).
 
 mod artifacts;
 mod auth;
 mod dashboard;
+mod entry;
 mod error;
 mod events;
 mod functions;
 mod history;
+mod idempotency;
 mod invoke;
+pub mod lambda;
+mod openapi;
+mod rejection;
+mod schemas;
 mod session;
 mod stats;
 mod status;
@@ -56,6 +67,7 @@ pub struct AppState {
     metrics: Option<PrometheusHandle>,
     started: Instant,
     functions: Arc<std::sync::Mutex<FunctionCache>>,
+    replays: Arc<idempotency::Replays>,
     /// How long a cached function record is trusted: forever when this process is
     /// the only writer of its metadata store, briefly when other controllers deploy too.
     function_ttl: Option<std::time::Duration>,
@@ -89,6 +101,7 @@ impl AppState {
             metrics,
             started: Instant::now(),
             functions: Default::default(),
+            replays: Default::default(),
             function_ttl: None,
             tuner: Default::default(),
         };
@@ -162,7 +175,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/functions/{name}/invoke",
-            post(invoke::invoke).layer(DefaultBodyLimit::disable()),
+            post(invoke::invoke)
+                .layer(DefaultBodyLimit::disable())
+                .layer(axum::middleware::from_fn_with_state(
+                    state.replays.clone(),
+                    idempotency::dedup,
+                )),
         )
         .route("/functions/{name}/invocations", get(invoke::list))
         .route("/invocations/{id}", get(invoke::get))
@@ -177,11 +195,14 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
-        ));
+        ))
+        .route("/openapi.json", get(openapi::serve))
+        .layer(axum::middleware::from_fn(rejection::json_errors));
     let api = Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(status::healthz))
         .route("/metrics", get(status::metrics))
+        .merge(lambda::router(state.clone()))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state);

@@ -67,6 +67,9 @@ pub(crate) fn percentile(sorted: &[f64], p: usize) -> Option<f64> {
     sorted.get(rank - 1).copied()
 }
 
+#[utoipa::path(get, path = "/v1/stats/functions", operation_id = "function_stats", tag = "operations",
+    params(("hours" = Option<u32>, Query, minimum = 1, maximum = 720, description = "window, hours (24)")),
+    responses((status = 200, body = crate::schemas::StatsBody), crate::schemas::CommonErrors))]
 pub(crate) async fn functions(
     State(state): State<AppState>,
     Query(query): Query<StatsQuery>,

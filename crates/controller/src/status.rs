@@ -7,6 +7,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+#[utoipa::path(get, path = "/v1/status", operation_id = "get_status", tag = "operations",
+    responses((status = 200, body = crate::schemas::StatusBody), crate::schemas::CommonErrors))]
 pub(crate) async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let workers = state
         .fleet

@@ -164,6 +164,9 @@ fn advice_json(state: &AppState, record: &FunctionRecord, advice: &Advice) -> Va
 }
 
 /// `GET /v1/functions/{name}/tuning`.
+#[utoipa::path(get, path = "/v1/functions/{name}/tuning", operation_id = "tuning_advice", tag = "tuning",
+    params(crate::schemas::FunctionName),
+    responses((status = 200, description = "the AutoTuner's advice (docs/API.md)", body = Object), crate::schemas::CommonErrors))]
 pub(crate) async fn advice(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -192,6 +195,12 @@ struct ApplyRequest {
 }
 
 /// `POST /v1/functions/{name}/tuning/apply`.
+#[utoipa::path(post, path = "/v1/functions/{name}/tuning/apply", operation_id = "tuning_apply", tag = "tuning",
+    params(crate::schemas::FunctionName), request_body = crate::schemas::TuningApply,
+    responses((status = 200, description = "the new function version, with `tuning`", body = Object),
+        (status = 409, description = "the function changed since", body = crate::schemas::ErrorBody),
+        (status = 422, description = "`insufficient_data` or `no_change`", body = crate::schemas::ErrorBody),
+        crate::schemas::CommonErrors))]
 pub(crate) async fn apply(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -389,6 +398,12 @@ struct ExploreRequest {
 
 /// `POST /v1/functions/{name}/tuning/explore`: runs the function at each size (a
 /// cold start, then `runs` measured calls), one row per size, and the strategy's pick.
+#[utoipa::path(post, path = "/v1/functions/{name}/tuning/explore", operation_id = "tuning_explore", tag = "tuning",
+    params(crate::schemas::FunctionName), request_body = crate::schemas::TuningExplore,
+    responses((status = 200, description = "one row per size, and the strategy's pick", body = Object),
+        (status = 409, description = "the function changed while explored", body = crate::schemas::ErrorBody),
+        (status = 429, description = "overloaded", body = crate::schemas::ErrorBody),
+        crate::schemas::CommonErrors))]
 pub(crate) async fn explore(
     State(state): State<AppState>,
     Path(name): Path<String>,

@@ -96,6 +96,9 @@ pub enum SpecError {
     /// The description is too long.
     #[error("description is {0} characters: the limit is {MAX_DESCRIPTION_CHARS}")]
     DescriptionTooLong(usize),
+    /// A handler that is not `module.function`, or on a runtime without one.
+    #[error("invalid handler {0:?}: use module.function (e.g. app.lambda_handler, src/app.handler) on python or nodejs")]
+    InvalidHandler(String),
 }
 
 impl From<UnknownRuntime> for SpecError {
@@ -122,6 +125,7 @@ pub fn validate_name(name: &str) -> Result<(), SpecError> {
 
 /// The `config` part of a deploy request. Every field is optional: on create only
 /// `runtime` is required; on update an omitted field keeps its value.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct FunctionConfig {
@@ -140,7 +144,12 @@ pub struct FunctionConfig {
     /// Most bytes of output files one invocation may write, MB.
     pub output_quota_mb: Option<u64>,
     /// CPUs of each instance; when left out, CPU follows `memory_mb`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>))]
     pub cpus: Option<Cpus>,
+    /// The entry point as `module.function` (python, nodejs); the default is
+    /// `main.handler` / `index.handler`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handler: Option<String>,
 }
 
 /// The settings of one function version, validated.
@@ -161,6 +170,10 @@ pub struct FunctionSpec {
     /// Most bytes of output files one invocation may write, MB.
     #[serde(default = "default_output_quota_mb")]
     pub output_quota_mb: u64,
+    /// The entry point as `module.function`, when not the runtime's default; the code
+    /// package carries an entry file that routes to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handler: Option<String>,
     /// CPUs of each instance, when the function fixes them; `None`: CPU follows memory
     /// ([`FunctionSpec::cpus_on`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -272,6 +285,11 @@ impl FunctionSpec {
                 .output_quota_mb
                 .or(previous.map(|p| p.output_quota_mb))
                 .unwrap_or(DEFAULT_OUTPUT_QUOTA_MB),
+            handler: match &config.handler {
+                Some(h) if h.is_empty() => None,
+                Some(h) => Some(h.clone()),
+                None => previous.and_then(|p| p.handler.clone()),
+            },
             cpus: config.cpus.or(previous.and_then(|p| p.cpus)),
         };
         spec.validate()?;
@@ -310,12 +328,42 @@ impl FunctionSpec {
             }
         }
         validate_env(&self.env)?;
+        if let Some(handler) = &self.handler {
+            let compiled = matches!(self.runtime, Runtime::Cpp | Runtime::Go);
+            if compiled || split_handler(handler).is_none() {
+                return Err(SpecError::InvalidHandler(handler.clone()));
+            }
+        }
         let chars = self.description.chars().count();
         if chars > MAX_DESCRIPTION_CHARS {
             return Err(SpecError::DescriptionTooLong(chars));
         }
         Ok(())
     }
+}
+
+/// `module.function` split at its last dot, when both parts are plain: the module a
+/// relative path of letters, digits, `_`, `-` and `/` (no `..`), the function an
+/// identifier.
+pub fn split_handler(handler: &str) -> Option<(&str, &str)> {
+    let (module, function) = handler.rsplit_once('.')?;
+    let ident = |s: &str| {
+        s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '$')
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+    };
+    let module_ok = !module.is_empty()
+        && module.len() <= 128
+        && module.split('/').all(|part| {
+            !part.is_empty()
+                && part != ".."
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        });
+    (module_ok && ident(function) && function.len() <= 128).then_some((module, function))
 }
 
 fn validate_env(env: &BTreeMap<String, String>) -> Result<(), SpecError> {
@@ -352,6 +400,31 @@ mod tests {
             runtime: Some(runtime.into()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn handlers_are_module_dot_function() {
+        assert_eq!(
+            split_handler("app.lambda_handler"),
+            Some(("app", "lambda_handler"))
+        );
+        assert_eq!(
+            split_handler("src/app.handler"),
+            Some(("src/app", "handler"))
+        );
+        for bad in [
+            "handler", "app.", ".f", "../x.f", "a/../b.f", "/abs.f", "a.b-c", "a b.f",
+        ] {
+            assert_eq!(split_handler(bad), None, "{bad}");
+        }
+        let mut go = config("go");
+        go.handler = Some("main.handler".into());
+        assert!(FunctionSpec::resolve(None, &go).is_err());
+        let mut py = config("python");
+        py.handler = Some("app.lambda_handler".into());
+        let v1 = FunctionSpec::resolve(None, &py).unwrap();
+        let v2 = FunctionSpec::resolve(Some(&v1), &FunctionConfig::default()).unwrap();
+        assert_eq!(v2.handler.as_deref(), Some("app.lambda_handler"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Where an invocation stands or how it ended.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InvocationStatus {
@@ -46,6 +47,7 @@ impl InvocationStatus {
 }
 
 /// A handler's failure, as the language reported it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorInfo {
     /// Exception class or error name, e.g. `ValueError`.
@@ -58,6 +60,7 @@ pub struct ErrorInfo {
 }
 
 /// Memory the invocation used.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MemoryUsage {
     /// The function's memory limit.
@@ -69,6 +72,7 @@ pub struct MemoryUsage {
 }
 
 /// CPU time the invocation used, from the instance's cgroup.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CpuUsage {
     /// User-mode CPU time, ms.
@@ -81,6 +85,7 @@ pub struct CpuUsage {
 }
 
 /// Block I/O the invocation caused, from the instance's cgroup.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct IoUsage {
     /// Bytes read from block devices.
@@ -90,6 +95,7 @@ pub struct IoUsage {
 }
 
 /// One file the invocation left in its output directory.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutputFile {
     /// Path relative to the output directory.
@@ -101,6 +107,7 @@ pub struct OutputFile {
 }
 
 /// An entry of the output directory that was not kept, and why.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SkippedOutput {
     /// The entry's path as the sandbox named it.
@@ -110,6 +117,7 @@ pub struct SkippedOutput {
 }
 
 /// The invocation object of the API.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Invocation {
     /// ULID of the invocation.

@@ -7,6 +7,7 @@
 //!
 //! Never: touches the network, the disk or a process. Every other crate may depend on
 //! this one; this one depends on no other hearth crate, so the static agent stays small.
+//! The `openapi` feature (off for the agent) derives the API types' OpenAPI schemas.
 #![deny(missing_docs)]
 
 pub mod function;

@@ -5,6 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A language runtime a function is written for.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Runtime {

@@ -1,0 +1,82 @@
+//! axum answers the rejections of its extractors (a query string, a path or a JSON body
+//! that does not parse) in plain text; this layer gives them the API's error shape
+//! (`{"error": {"code", "message"}}`), as API.md promises for every error.
+
+use crate::ApiError;
+use axum::extract::Request;
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+/// Longest rejection text carried into the message.
+const MAX_MESSAGE_BYTES: usize = 4096;
+
+pub(crate) async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let text = match axum::body::to_bytes(response.into_body(), MAX_MESSAGE_BYTES).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        s if s.is_server_error() => "internal",
+        _ => "invalid_request",
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    ApiError::new(status, code, message).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::extract::Query;
+    use axum::routing::get;
+    use axum::Router;
+    use tower::ServiceExt;
+
+    #[derive(serde::Deserialize)]
+    struct Limit {
+        #[allow(dead_code)] // parsed only
+        limit: u32,
+    }
+
+    #[tokio::test]
+    async fn extractor_rejections_become_api_errors() {
+        let app = Router::new()
+            .route("/x", get(|Query(_): Query<Limit>| async { "fine" }))
+            .layer(axum::middleware::from_fn(json_errors));
+        let request = Request::get("/x?limit=-1")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"]["code"], "invalid_request");
+        assert!(
+            json["error"]["message"].as_str().unwrap().contains("limit"),
+            "{json}"
+        );
+        let ok = Request::get("/x?limit=3")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = app.oneshot(ok).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+}
