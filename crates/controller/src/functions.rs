@@ -11,6 +11,7 @@ use hearth_core::function::validate_name;
 use hearth_core::{FunctionConfig, FunctionSpec, SpecError};
 use hearth_store::{inspect_zip, FunctionRecord, FunctionStats, PackageLimits};
 use hearth_worker::build::{BuildError, BuildRequest};
+use hearth_worker::deps::DepsError;
 use serde_json::{json, Value};
 
 /// The API's function object.
@@ -202,14 +203,21 @@ pub(crate) async fn deploy(
             .await
             .map_err(|e| ApiError::internal("checking code", e))?
             .map_err(|e| ApiError::bad_request("invalid_code", e.to_string()))?;
-    // Compiled runtimes build now, before any version exists: a failure makes none.
+    // Dependencies install now, then compiled runtimes build, before any version
+    // exists: a failure makes none.
+    let code_tar = Bytes::from(package.tar);
+    let installed = state
+        .worker
+        .install_dependencies(&name, runtime, &code_tar)
+        .await
+        .map_err(|e| deps_error(&name, e))?;
     let built = state
         .worker
         .build(BuildRequest {
             function: name.clone(),
             runtime,
             code_sha256: package.sha256.clone(),
-            code_tar: Bytes::from(package.tar),
+            code_tar,
         })
         .await
         .map_err(|e| build_error(&name, e))?;
@@ -235,7 +243,27 @@ pub(crate) async fn deploy(
     if let Some(built) = built {
         body["build"] = json!({"cached": built.cached, "duration_ms": built.duration_ms});
     }
+    if let Some(installed) = installed {
+        body["dependencies"] = json!(installed);
+    }
     Ok((status, Json(body)).into_response())
+}
+
+/// Dependencies that could not be installed: the user's (422 `dependencies_failed`,
+/// naming the package or the limit), a worker that cannot install them, or the platform.
+fn deps_error(name: &str, e: DepsError) -> ApiError {
+    match e {
+        e if e.is_users() => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "dependencies_failed",
+            format!("the dependencies of {name} could not be installed; no version was made:\n{e}"),
+        ),
+        DepsError::Unavailable(why) => ApiError::bad_request(
+            "runtime_unavailable",
+            format!("this hearth cannot install the dependencies of {name}: {why}"),
+        ),
+        other => ApiError::internal("installing dependencies", other),
+    }
 }
 
 /// A build that made no artifact: the user's code (422 `build_failed`, the compiler's

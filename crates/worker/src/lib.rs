@@ -15,6 +15,7 @@
 //! SandboxBackend`).
 
 pub mod build;
+pub mod deps;
 pub mod outcome;
 pub mod pool;
 pub mod reporter;
@@ -47,6 +48,8 @@ pub struct WorkerConfig {
     pub max_pending_reports: usize,
     /// Limits of the builds of compiled functions.
     pub build: build::BuildConfig,
+    /// Where dependencies come from, and their limits.
+    pub deps: deps::DepsConfig,
 }
 
 impl Default for WorkerConfig {
@@ -58,6 +61,7 @@ impl Default for WorkerConfig {
             queue_timeout: Duration::from_secs(30),
             max_pending_reports: 10_000,
             build: build::BuildConfig::default(),
+            deps: deps::DepsConfig::default(),
         }
     }
 }
@@ -151,6 +155,7 @@ pub struct Worker {
     pools: Mutex<HashMap<String, Arc<Pool>>>,
     code_tars: Mutex<HashMap<String, Bytes>>,
     builds: build::Builds,
+    deps: deps::Dependencies,
     spool: Spool,
     reporter: Arc<Reporter>,
     shutting_down: std::sync::atomic::AtomicBool,
@@ -169,6 +174,7 @@ impl Worker {
         let reporter = Reporter::start(spool.clone(), code.object_store().clone(), metadata);
         let worker = Arc::new(Worker {
             builds: build::Builds::new(config.build.clone()),
+            deps: deps::Dependencies::new(config.deps.clone()),
             config,
             backend,
             code,
@@ -366,6 +372,15 @@ impl Worker {
         target: &Target,
     ) -> Result<Box<dyn hearth_sandbox::Instance>, WorkerError> {
         let code_tar = self.code_tar(target).await?;
+        // A compiled program carries its modules; an interpreted version gets its layer.
+        let layer = match target.spec.runtime.is_compiled() {
+            true => None,
+            false => {
+                let runtime = target.spec.runtime;
+                self.layer_for(&target.name, target.version, runtime, &code_tar)
+                    .await?
+            }
+        };
         let spec = InstanceSpec {
             instance_id: format!(
                 "{}-{}-{}",
@@ -380,6 +395,7 @@ impl Worker {
             output_quota_mb: target.spec.output_quota_mb,
             env: target.spec.env.clone(),
             code_tar,
+            layer,
         };
         let started = Instant::now();
         let instance = self.backend.create(spec).await?;

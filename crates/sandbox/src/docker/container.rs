@@ -165,6 +165,7 @@ mod tests {
             memory_mb,
             env: Default::default(),
             code_tar: Bytes::new(),
+            layer: None,
             output_quota_mb: 16,
         }
     }
