@@ -217,27 +217,63 @@ async fn why_unavailable(
         Err(e) => e.to_string(),
     };
     let platform = format!("CPython {} on {} Linux", target.version, target.machine);
-    if output.contains("none of the wheel's tags") {
-        format!(
+    // pip's reasons for skipping the files of this very project (the find-links dir
+    // lists others' files too).
+    let project = normalize(
+        requirement
+            .split(|c: char| !(c.is_ascii_alphanumeric() || "._-".contains(c)))
+            .next()
+            .unwrap_or(requirement),
+    );
+    let skipped: Vec<&str> = output
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Skipping link: "))
+        .filter(|l| {
+            let file = l.rsplit('/').next().unwrap_or("");
+            let file = file.split('#').next().unwrap_or(file);
+            normalize(file).starts_with(&format!("{project}-"))
+        })
+        .collect();
+    let wheels_elsewhere = skipped.iter().any(|l| l.contains("none of the wheel's tags"));
+    let sources = skipped.iter().any(|l| l.contains("No sources permitted"));
+    match (sources, wheels_elsewhere) {
+        (true, _) => format!(
+            "{requirement}: only a source distribution fits {platform}{}, no wheel; hearth \
+             installs wheels only and never builds a package from source (vendor it, built \
+             for {platform}, in the zip instead)",
+            if wheels_elsewhere { " (its wheels are for other platforms)" } else { "" }
+        ),
+        (false, true) => format!(
             "{requirement}: no wheel for {platform} (its wheels are for other platforms); \
              hearth installs wheels only and never builds from source"
-        )
-    } else if output.contains("No sources permitted") {
-        format!(
-            "{requirement}: only a source distribution is published, no wheel; hearth \
-             installs wheels only and never builds a package from source (vendor it built \
-             for {platform} in the zip instead)"
-        )
-    } else if output.contains("from versions: none") {
-        format!("{requirement}: no such package on the index")
-    } else {
-        let versions = output
-            .lines()
-            .find_map(|l| l.split_once("(from versions: ").map(|(_, v)| v))
-            .map(|v| v.trim_end_matches(')').to_string())
-            .unwrap_or_default();
-        format!("{requirement}: no version matches (wheels for {platform}: {versions})")
+        ),
+        _ if output.contains("from versions: none") => {
+            format!("{requirement}: no such package on the index")
+        }
+        _ => {
+            let versions = output
+                .lines()
+                .find_map(|l| l.split_once("(from versions: ").map(|(_, v)| v))
+                .map(|v| v.trim_end_matches(')').to_string())
+                .unwrap_or_default();
+            format!("{requirement}: no version matches (wheels for {platform}: {versions})")
+        }
     }
+}
+
+/// A project or file name as PEP 503 compares them: lower case, runs of `-_.` as `-`.
+fn normalize(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        if "-_.".contains(c) {
+            if !out.ends_with('-') {
+                out.push('-');
+            }
+        } else {
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    out
 }
 
 /// Fetches and installs `manifest`'s requirements; the layer tar and what it holds.
@@ -456,6 +492,12 @@ mod tests {
             let err = requirements(bad).unwrap_err();
             assert!(err.contains("line 1"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn names_compare_as_pep_503_says() {
+        assert_eq!(normalize("Hearth_Sdist.Only-1.0.tar.gz"), "hearth-sdist-only-1-0-tar-gz");
+        assert_eq!(normalize("numpy"), "numpy");
     }
 
     #[test]

@@ -1,0 +1,355 @@
+//! Function dependencies end to end against a real `hearth up` (native sandbox):
+//! `requirements.txt` (numpy from PyPI, a pure wheel from a local `--find-links` dir),
+//! `package.json` (a local npm registry) and `go.mod` (a local file proxy) are fetched
+//! on the host executing nothing, installed once per set (`cached` after), mounted
+//! read-only at `/deps`; what cannot be installed is a 422 naming it, and no package
+//! code runs on the host (markers stay absent).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+mod deps_fixtures;
+
+use deps_fixtures::{publish_go_module, write_sdist, write_wheel, Registry};
+use hearth_testkit::{expect_error, zip_files, Hearth};
+use serde_json::{json, Value};
+use std::path::Path;
+
+const NUMPY_MAIN: &str = r#"
+import os, numpy, hearthpure
+
+def handler(event, context):
+    try:
+        open(os.path.join(os.path.dirname(numpy.__file__), "evil.py"), "w").write("x")
+        wrote = True
+    except OSError as e:
+        wrote = str(e)
+    return {
+        "sum": int(numpy.arange(int(event.get("n", 10))).sum()),
+        "numpy": numpy.__file__,
+        "pure": hearthpure.VALUE,
+        "wrote": wrote,
+    }
+"#;
+
+fn names(deployed: &Value) -> Vec<String> {
+    deployed["dependencies"]["packages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no dependencies listed: {deployed}"))
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_lowercase())
+        .collect()
+}
+
+fn start(extra: &[&str]) -> Hearth {
+    let mut args = vec!["--sandbox", "native"];
+    args.extend_from_slice(extra);
+    Hearth::start_with(env!("CARGO_BIN_EXE_hearth"), &args)
+}
+
+#[test]
+fn python_requirements_install_once_run_read_only_and_cold_start_beside_vendored() {
+    let wheels = tempfile::tempdir().unwrap();
+    write_wheel(wheels.path(), "hearthpure", "1.0", "pure ok");
+    let links = wheels.path().to_string_lossy().into_owned();
+    let hearth = start(&["--pip-find-links", &links]);
+    let requirements = "numpy\nhearthpure==1.0  # a local wheel\n";
+    let files = [("main.py", NUMPY_MAIN), ("requirements.txt", requirements)];
+
+    let deployed = hearth.deploy_files("np", &files, json!({"runtime": "python"}));
+    let deps = &deployed["dependencies"];
+    assert_eq!(deps["cached"], false, "{deployed}");
+    assert_eq!(names(&deployed), ["hearthpure", "numpy"], "{deployed}");
+    let size = deps["size_bytes"].as_u64().unwrap();
+    assert!(size > 10 << 20, "numpy is large: {deployed}");
+    for package in deps["packages"].as_array().unwrap() {
+        assert!(package["size_bytes"].as_u64().unwrap() > 0, "{deployed}");
+        assert!(!package["version"].as_str().unwrap().is_empty());
+    }
+
+    let inv = hearth.invoke("np", json!({"n": 100}));
+    assert_eq!(inv["status"], "success", "{inv}");
+    assert_eq!(inv["result"]["sum"], 4950);
+    assert_eq!(inv["result"]["pure"], "pure ok");
+    assert!(
+        inv["result"]["numpy"]
+            .as_str()
+            .unwrap()
+            .starts_with("/deps/python/numpy/"),
+        "{inv}"
+    );
+    let wrote = &inv["result"]["wrote"];
+    assert!(
+        wrote.as_str().is_some_and(|e| e.contains("Read-only")),
+        "the layer must be read-only: {inv}"
+    );
+
+    // The same requirements again (another function, changed code): nothing installed.
+    let changed = NUMPY_MAIN.replace("def handler", "# changed\ndef handler");
+    let again = hearth.deploy_files(
+        "np-again",
+        &[("main.py", &changed), ("requirements.txt", requirements)],
+        json!({"runtime": "python"}),
+    );
+    assert_eq!(again["dependencies"]["cached"], true, "{again}");
+    assert_eq!(again["dependencies"]["duration_ms"], 0.0, "{again}");
+    assert_eq!(names(&again), names(&deployed));
+    let inv = hearth.invoke("np-again", json!({}));
+    assert_eq!(inv["result"]["sum"], 45, "{inv}");
+
+    // The same numpy vendored in the zip (the way that worked before): copied from the
+    // unpacked layer, beside a main.py that imports it from the code dir.
+    let layers = hearth.data_dir().join("deps/layers");
+    let layer = std::fs::read_dir(&layers)
+        .unwrap()
+        .flatten()
+        .find(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .unwrap()
+        .path();
+    let mut vendored: Vec<(String, Vec<u8>)> = vec![(
+        "main.py".into(),
+        NUMPY_MAIN
+            .replace("import os, numpy, hearthpure", "import os, numpy")
+            .replace("hearthpure.VALUE", "'vendored'")
+            .into_bytes(),
+    )];
+    collect(&layer.join("python"), "", &mut vendored);
+    vendored.retain(|(name, _)| !name.contains("/tests/") && !name.starts_with("hearthpure"));
+    let refs: Vec<(&str, &[u8])> = vendored
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice()))
+        .collect();
+    let zip = zip_files(&refs);
+    let response = hearth.deploy_zip("np-vendored", zip.clone(), json!({"runtime": "python"}));
+    assert!(response.status().is_success(), "{}", response.text().unwrap());
+
+    // Cold starts, alternating, each on a fresh version (the env changes).
+    let (mut installed_ms, mut vendored_ms) = (Vec::new(), Vec::new());
+    for round in 0..3 {
+        let env = json!({"runtime": "python", "env": {"ROUND": round.to_string()}});
+        hearth.deploy_files("np", &files, env.clone());
+        let response = hearth.deploy_zip("np-vendored", zip.clone(), env);
+        assert!(response.status().is_success());
+        for (name, into) in [("np", &mut installed_ms), ("np-vendored", &mut vendored_ms)] {
+            let inv = hearth.invoke(name, json!({}));
+            assert_eq!(inv["status"], "success", "{inv}");
+            assert_eq!(inv["cold_start"], true, "{inv}");
+            into.push(inv["duration_ms"].as_f64().unwrap());
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    eprintln!(
+        "cold start, numpy installed (layer at /deps): median {:.0} ms of {installed_ms:?}; \
+         numpy vendored in a {:.1} MB zip: median {:.0} ms of {vendored_ms:?}",
+        median(&mut installed_ms.clone()),
+        zip.len() as f64 / 1e6,
+        median(&mut vendored_ms.clone()),
+    );
+}
+
+/// Every file under `dir` as (zip path, bytes), `.pyc` caches left out.
+fn collect(dir: &Path, prefix: &str, out: &mut Vec<(String, Vec<u8>)>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            if entry.file_name() != "__pycache__" {
+                collect(&entry.path(), &format!("{name}/"), out);
+            }
+        } else if kind.is_file() {
+            out.push((name, std::fs::read(entry.path()).unwrap()));
+        }
+    }
+}
+
+#[test]
+fn what_cannot_be_installed_is_a_422_naming_it_and_no_package_code_runs_on_the_host() {
+    let work = tempfile::tempdir().unwrap();
+    let links = work.path().join("links");
+    std::fs::create_dir_all(&links).unwrap();
+    let pip_marker = work.path().join("setup-py-ran");
+    write_sdist(&links, "hearth-sdist-only", "1.0", &pip_marker);
+    let registry = Registry::start();
+    let npm_marker = work.path().join("npm-script-ran");
+    let script = format!(
+        "node -e \"require('fs').writeFileSync('{}', 'ran')\"",
+        npm_marker.display()
+    );
+    registry.publish(
+        "hearth-scripted",
+        "1.0.0",
+        "module.exports = (x) => 'scripted ' + x;\n",
+        json!({"preinstall": script, "install": script, "postinstall": script}),
+    );
+    let hearth = start(&[
+        "--pip-find-links",
+        links.to_str().unwrap(),
+        "--npm-registry",
+        &registry.url,
+    ]);
+    let python = json!({"runtime": "python"});
+    let deploy = |name: &str, requirements: &str| {
+        hearth.deploy_zip(
+            name,
+            zip_files(&[
+                ("main.py", b"def handler(e, c):\n    return 1\n".as_slice()),
+                ("requirements.txt", requirements.as_bytes()),
+            ]),
+            python.clone(),
+        )
+    };
+
+    let message = expect_error(deploy("sdist", "hearth-sdist-only\n"), 422, "dependencies_failed");
+    assert!(message.contains("hearth-sdist-only"), "{message}");
+    assert!(message.contains("source distribution"), "{message}");
+    let message = expect_error(
+        deploy("unknown", "hearth-no-such-package-4b1d\n"),
+        422,
+        "dependencies_failed",
+    );
+    assert!(message.contains("hearth-no-such-package-4b1d"), "{message}");
+    assert!(message.contains("no such package"), "{message}");
+    let message = expect_error(deploy("option", "-r /etc/passwd\n"), 422, "dependencies_failed");
+    assert!(message.contains("line 1"), "{message}");
+    assert!(!message.contains("root:"), "{message}");
+    // No version was made.
+    let missing = hearth
+        .request(reqwest::Method::GET, "/v1/functions/sdist")
+        .send()
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+
+    // npm: the package and the function's own package.json have install scripts.
+    let package_json = json!({
+        "name": "fn", "version": "1.0.0",
+        "dependencies": {"hearth-scripted": "^1.0.0"},
+        "scripts": {"preinstall": script, "postinstall": script},
+    });
+    let index = "const s = require('hearth-scripted');\n\
+                 exports.handler = async (e) => ({ said: s('hi'), at: require.resolve('hearth-scripted') });\n";
+    let node = json!({"runtime": "nodejs"});
+    let files = [("index.js", index), ("package.json", &package_json.to_string())];
+    let deployed = hearth.deploy_files("scripted", &files, node.clone());
+    assert_eq!(names(&deployed), ["hearth-scripted"], "{deployed}");
+    assert_eq!(
+        deployed["dependencies"]["scripts_not_run"],
+        json!(["hearth-scripted@1.0.0"]),
+        "{deployed}"
+    );
+    let inv = hearth.invoke("scripted", json!({}));
+    assert_eq!(inv["status"], "success", "{inv}");
+    assert_eq!(inv["result"]["said"], "scripted hi");
+    assert_eq!(
+        inv["result"]["at"],
+        "/deps/node_modules/hearth-scripted/index.js"
+    );
+    let again = hearth.deploy_files("scripted-again", &files, node.clone());
+    assert_eq!(again["dependencies"]["cached"], true, "{again}");
+
+    let unknown = json!({"dependencies": {"hearth-not-published": "1.0.0"}}).to_string();
+    let message = expect_error(
+        hearth.deploy_zip(
+            "npm-unknown",
+            zip_files(&[
+                ("index.js", index.as_bytes()),
+                ("package.json", unknown.as_bytes()),
+            ]),
+            node.clone(),
+        ),
+        422,
+        "dependencies_failed",
+    );
+    assert!(message.contains("hearth-not-published"), "{message}");
+    let local = json!({"dependencies": {"x": "file:/etc"}}).to_string();
+    let message = expect_error(
+        hearth.deploy_zip(
+            "npm-file",
+            zip_files(&[("index.js", b"".as_slice()), ("package.json", local.as_bytes())]),
+            node,
+        ),
+        422,
+        "dependencies_failed",
+    );
+    assert!(message.contains("only registry"), "{message}");
+
+    assert!(!pip_marker.exists(), "a setup.py ran on the host");
+    assert!(!npm_marker.exists(), "an npm install script ran on the host");
+}
+
+#[test]
+fn go_modules_come_from_the_proxy_checked_against_go_sum_and_build_offline() {
+    let proxy = tempfile::tempdir().unwrap();
+    let sum = publish_go_module(
+        proxy.path(),
+        "example.com/greet",
+        "v1.0.0",
+        &[(
+            "greet.go",
+            "package greet\n\nfunc Hello(name string) string { return \"hello, \" + name }\n",
+        )],
+    );
+    let goproxy = format!("file://{}", proxy.path().display());
+    let hearth = start(&["--goproxy", &goproxy]);
+    let go_mod = "module fn\n\ngo 1.19\n\nrequire example.com/greet v1.0.0\n";
+    let main_go = "package main\n\nimport \"example.com/greet\"\n\n\
+                   func Handler(event map[string]interface{}) (interface{}, error) {\n\
+                   \treturn map[string]string{\"greeting\": greet.Hello(\"go\")}, nil\n}\n";
+    let go = json!({"runtime": "go"});
+    let deployed = hearth.deploy_files(
+        "greeter",
+        &[("main.go", main_go), ("go.mod", go_mod), ("go.sum", &sum)],
+        go.clone(),
+    );
+    assert_eq!(names(&deployed), ["example.com/greet"], "{deployed}");
+    assert_eq!(deployed["dependencies"]["cached"], false);
+    assert_eq!(deployed["build"]["cached"], false);
+    let inv = hearth.invoke("greeter", json!({}));
+    assert_eq!(inv["status"], "success", "{inv}");
+    assert_eq!(inv["result"]["greeting"], "hello, go");
+
+    // New code, same modules: built again, nothing fetched.
+    let louder = main_go.replace("greet.Hello(\"go\")", "greet.Hello(\"GO\")");
+    let again = hearth.deploy_files(
+        "greeter",
+        &[("main.go", &louder), ("go.mod", go_mod), ("go.sum", &sum)],
+        go.clone(),
+    );
+    assert_eq!(again["dependencies"]["cached"], true, "{again}");
+    assert_eq!(again["build"]["cached"], false, "{again}");
+    assert_eq!(
+        hearth.invoke("greeter", json!({}))["result"]["greeting"],
+        "hello, GO"
+    );
+
+    // A go.sum that does not match the proxy's module, or none: refused.
+    // The module's line carries its go.mod's hash: well-formed, and wrong.
+    let lines: Vec<&str> = sum.lines().collect();
+    let mod_hash = lines[1].rsplit(' ').next().unwrap();
+    let module_line = lines[0].rsplit_once(' ').unwrap().0;
+    let tampered = format!("{module_line} {mod_hash}\n{}\n", lines[1]);
+    let message = expect_error(
+        hearth.deploy_zip(
+            "tampered",
+            zip_files(&[
+                ("main.go", main_go.as_bytes()),
+                ("go.mod", go_mod.as_bytes()),
+                ("go.sum", tampered.as_bytes()),
+            ]),
+            go.clone(),
+        ),
+        422,
+        "dependencies_failed",
+    );
+    assert!(message.contains("example.com/greet"), "{message}");
+    let message = expect_error(
+        hearth.deploy_zip(
+            "unsummed",
+            zip_files(&[("main.go", main_go.as_bytes()), ("go.mod", go_mod.as_bytes())]),
+            go,
+        ),
+        422,
+        "dependencies_failed",
+    );
+    assert!(message.contains("go.sum"), "{message}");
+}
