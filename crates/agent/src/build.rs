@@ -14,7 +14,8 @@
 //!
 //! Nothing of the user's environment reaches the toolchain (a build depends on the code
 //! alone, which is what the artifact is keyed by), and there is no network: only the
-//! standard libraries (and Go modules vendored in the zip) are there.
+//! standard libraries, Go modules vendored in the zip, and the module cache the worker
+//! fetched at deploy (read-only at `/deps/gomod`) are there.
 
 use crate::channel::LogSink;
 use crate::error::AgentError;
@@ -425,7 +426,8 @@ fn compiler_message(runtime: Runtime, kind: Kind, scratch: &Scratch, output: &st
         .any(|needle| text.contains(needle))
     {
         Some(
-            "hint: builds have no network: only the standard library is available, and \
+            "hint: builds have no network: only the standard library is available, the \
+             modules go.mod requires (fetched at deploy, checked against go.sum), and \
              modules vendored in the zip (go mod vendor)",
         )
     } else {

@@ -119,7 +119,11 @@ fn python_requirements_install_once_run_read_only_and_cold_start_beside_vendored
         .collect();
     let zip = zip_files(&refs);
     let response = hearth.deploy_zip("np-vendored", zip.clone(), json!({"runtime": "python"}));
-    assert!(response.status().is_success(), "{}", response.text().unwrap());
+    assert!(
+        response.status().is_success(),
+        "{}",
+        response.text().unwrap()
+    );
 
     // Cold starts, alternating, each on a fresh version (the env changes).
     let (mut installed_ms, mut vendored_ms) = (Vec::new(), Vec::new());
@@ -200,7 +204,11 @@ fn what_cannot_be_installed_is_a_422_naming_it_and_no_package_code_runs_on_the_h
         )
     };
 
-    let message = expect_error(deploy("sdist", "hearth-sdist-only\n"), 422, "dependencies_failed");
+    let message = expect_error(
+        deploy("sdist", "hearth-sdist-only\n"),
+        422,
+        "dependencies_failed",
+    );
     assert!(message.contains("hearth-sdist-only"), "{message}");
     assert!(message.contains("source distribution"), "{message}");
     let message = expect_error(
@@ -210,7 +218,11 @@ fn what_cannot_be_installed_is_a_422_naming_it_and_no_package_code_runs_on_the_h
     );
     assert!(message.contains("hearth-no-such-package-4b1d"), "{message}");
     assert!(message.contains("no such package"), "{message}");
-    let message = expect_error(deploy("option", "-r /etc/passwd\n"), 422, "dependencies_failed");
+    let message = expect_error(
+        deploy("option", "-r /etc/passwd\n"),
+        422,
+        "dependencies_failed",
+    );
     assert!(message.contains("line 1"), "{message}");
     assert!(!message.contains("root:"), "{message}");
     // No version was made.
@@ -229,7 +241,10 @@ fn what_cannot_be_installed_is_a_422_naming_it_and_no_package_code_runs_on_the_h
     let index = "const s = require('hearth-scripted');\n\
                  exports.handler = async (e) => ({ said: s('hi'), at: require.resolve('hearth-scripted') });\n";
     let node = json!({"runtime": "nodejs"});
-    let files = [("index.js", index), ("package.json", &package_json.to_string())];
+    let files = [
+        ("index.js", index),
+        ("package.json", &package_json.to_string()),
+    ];
     let deployed = hearth.deploy_files("scripted", &files, node.clone());
     assert_eq!(names(&deployed), ["hearth-scripted"], "{deployed}");
     assert_eq!(
@@ -265,7 +280,10 @@ fn what_cannot_be_installed_is_a_422_naming_it_and_no_package_code_runs_on_the_h
     let message = expect_error(
         hearth.deploy_zip(
             "npm-file",
-            zip_files(&[("index.js", b"".as_slice()), ("package.json", local.as_bytes())]),
+            zip_files(&[
+                ("index.js", b"".as_slice()),
+                ("package.json", local.as_bytes()),
+            ]),
             node,
         ),
         422,
@@ -274,7 +292,10 @@ fn what_cannot_be_installed_is_a_422_naming_it_and_no_package_code_runs_on_the_h
     assert!(message.contains("only registry"), "{message}");
 
     assert!(!pip_marker.exists(), "a setup.py ran on the host");
-    assert!(!npm_marker.exists(), "an npm install script ran on the host");
+    assert!(
+        !npm_marker.exists(),
+        "an npm install script ran on the host"
+    );
 }
 
 #[test]
@@ -345,11 +366,50 @@ fn go_modules_come_from_the_proxy_checked_against_go_sum_and_build_offline() {
     let message = expect_error(
         hearth.deploy_zip(
             "unsummed",
-            zip_files(&[("main.go", main_go.as_bytes()), ("go.mod", go_mod.as_bytes())]),
+            zip_files(&[
+                ("main.go", main_go.as_bytes()),
+                ("go.mod", go_mod.as_bytes()),
+            ]),
             go,
         ),
         422,
         "dependencies_failed",
     );
     assert!(message.contains("go.sum"), "{message}");
+}
+
+#[test]
+fn the_docker_sandbox_refuses_dependencies_at_deploy_and_takes_vendored_code() {
+    let hearth = Hearth::start_with(env!("CARGO_BIN_EXE_hearth"), &["--sandbox", "docker"]);
+    let index = "exports.handler = async () => require('./node_modules/vendored')();\n";
+    let package_json = json!({"dependencies": {"is-number": "7.0.0"}}).to_string();
+    let message = expect_error(
+        hearth.deploy_zip(
+            "deps-on-docker",
+            zip_files(&[
+                ("index.js", index.as_bytes()),
+                ("package.json", package_json.as_bytes()),
+            ]),
+            json!({"runtime": "nodejs"}),
+        ),
+        400,
+        "runtime_unavailable",
+    );
+    assert!(message.contains("vendor"), "{message}");
+    // Vendored in the zip (node_modules/ present): nothing to fetch, it runs.
+    let deployed = hearth.deploy_files(
+        "vendored-on-docker",
+        &[
+            ("index.js", index),
+            ("package.json", &package_json),
+            (
+                "node_modules/vendored/index.js",
+                "module.exports = () => 'vendored ok';\n",
+            ),
+        ],
+        json!({"runtime": "nodejs"}),
+    );
+    assert!(deployed.get("dependencies").is_none(), "{deployed}");
+    let inv = hearth.invoke("vendored-on-docker", json!({}));
+    assert_eq!(inv["result"], "vendored ok", "{inv}");
 }

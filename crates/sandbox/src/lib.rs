@@ -161,6 +161,11 @@ pub trait SandboxBackend: Send + Sync {
     /// invoke (the cold start). An `InitFailed` error means the user's code is at fault.
     async fn create(&self, spec: InstanceSpec) -> Result<Box<dyn Instance>, SandboxError>;
 
+    /// Whether its instances see a version's dependency layer ([`InstanceSpec::layer`]).
+    fn mounts_layers(&self) -> bool {
+        false
+    }
+
     /// Starts an instance that builds `spec`'s code (a compiled runtime's source)
     /// instead of serving it: the same isolation and limits as a function instance, the
     /// runtime's toolchain visible, `/tmp` sized for a build. Its one invocation (empty

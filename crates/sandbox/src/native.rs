@@ -375,6 +375,10 @@ impl SandboxBackend for NativeBackend {
         "native"
     }
 
+    fn mounts_layers(&self) -> bool {
+        true
+    }
+
     async fn create(&self, spec: InstanceSpec) -> Result<Box<dyn Instance>, SandboxError> {
         Ok(Box::new(self.create_native(spec).await?))
     }

@@ -4,7 +4,8 @@
 //! time; more are started up to the function's maximum; callers past that wait in a
 //! bounded queue, then get [`WorkerError::Overloaded`]), cold starts (code fetched from
 //! the object store, checked, handed to the sandbox as a tar; for a compiled function,
-//! the artifact its [`build`] made), idle keep-alive, and
+//! the artifact its [`build`] made; with the version's dependency layer, which
+//! [`deps`] installs at deploy and unpacks once per worker), idle keep-alive, and
 //! turning a sandbox's report into the API's [`Invocation`] ([`outcome`]), and
 //! everything after the answer: full logs and output files land in the on-disk
 //! [`spool`] while the invocation runs, and the [`reporter`] uploads them and writes

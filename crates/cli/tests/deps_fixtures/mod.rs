@@ -19,7 +19,11 @@ pub fn base64(data: &[u8], url_safe: bool, pad: bool) -> String {
     };
     let mut out = String::new();
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -230,7 +234,10 @@ fn go_h1(files: &[(String, Vec<u8>)]) -> String {
     for (name, data) in files {
         summary.push_str(&format!("{}  {name}\n", hex::encode(Sha256::digest(data))));
     }
-    format!("h1:{}", base64(&Sha256::digest(summary.as_bytes()), false, true))
+    format!(
+        "h1:{}",
+        base64(&Sha256::digest(summary.as_bytes()), false, true)
+    )
 }
 
 /// Lays out module `path@version` (one package, `files` beside its go.mod) as a Go file

@@ -340,6 +340,14 @@ impl Dependencies {
         let Some((manifest, key)) = self.plan(code_tar, runtime).await? else {
             return Ok(None);
         };
+        if !backend.mounts_layers() {
+            return Err(DepsError::Unavailable(format!(
+                "the {} sandbox does not mount dependency layers ({} names some): vendor \
+                 them in the zip, or run hearth with --sandbox native",
+                backend.name(),
+                manifest.main_file()
+            )));
+        }
         let turn = {
             let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
             running.entry(key.clone()).or_default().clone()

@@ -234,14 +234,20 @@ async fn why_unavailable(
             normalize(file).starts_with(&format!("{project}-"))
         })
         .collect();
-    let wheels_elsewhere = skipped.iter().any(|l| l.contains("none of the wheel's tags"));
+    let wheels_elsewhere = skipped
+        .iter()
+        .any(|l| l.contains("none of the wheel's tags"));
     let sources = skipped.iter().any(|l| l.contains("No sources permitted"));
     match (sources, wheels_elsewhere) {
         (true, _) => format!(
             "{requirement}: only a source distribution fits {platform}{}, no wheel; hearth \
              installs wheels only and never builds a package from source (vendor it, built \
              for {platform}, in the zip instead)",
-            if wheels_elsewhere { " (its wheels are for other platforms)" } else { "" }
+            if wheels_elsewhere {
+                " (its wheels are for other platforms)"
+            } else {
+                ""
+            }
         ),
         (false, true) => format!(
             "{requirement}: no wheel for {platform} (its wheels are for other platforms); \
@@ -496,7 +502,10 @@ mod tests {
 
     #[test]
     fn names_compare_as_pep_503_says() {
-        assert_eq!(normalize("Hearth_Sdist.Only-1.0.tar.gz"), "hearth-sdist-only-1-0-tar-gz");
+        assert_eq!(
+            normalize("Hearth_Sdist.Only-1.0.tar.gz"),
+            "hearth-sdist-only-1-0-tar-gz"
+        );
         assert_eq!(normalize("numpy"), "numpy");
     }
 
