@@ -71,6 +71,12 @@ pub struct DepsArgs {
     /// Go checksum database (default: off; go.sum must list every module).
     #[arg(long, env = "GOSUMDB")]
     gosumdb: Option<String>,
+    /// Largest installed dependency set of one version, MB.
+    #[arg(long, default_value_t = 250)]
+    deps_max_mb: u64,
+    /// Longest fetch and install of one version's dependencies, seconds.
+    #[arg(long, default_value_t = 300)]
+    deps_timeout: u64,
 }
 
 impl DepsArgs {
@@ -82,6 +88,8 @@ impl DepsArgs {
             npm_registry: self.npm_registry,
             goproxy: self.goproxy,
             gosumdb: self.gosumdb,
+            max_bytes: self.deps_max_mb << 20,
+            timeout: Duration::from_secs(self.deps_timeout),
             ..DepsConfig::default()
         }
     }

@@ -8,7 +8,9 @@
 
 mod deps_fixtures;
 
-use deps_fixtures::{publish_go_module, write_sdist, write_wheel, Registry};
+use deps_fixtures::{
+    publish_go_module, stalling_server, write_sdist, write_wheel, write_wheel_padded, Registry,
+};
 use hearth_testkit::{expect_error, zip_files, Hearth};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -104,62 +106,75 @@ fn python_requirements_install_once_run_read_only_and_cold_start_beside_vendored
         .find(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .unwrap()
         .path();
-    let mut vendored: Vec<(String, Vec<u8>)> = vec![(
-        "main.py".into(),
-        NUMPY_MAIN
-            .replace("import os, numpy, hearthpure", "import os, numpy")
-            .replace("hearthpure.VALUE", "'vendored'")
-            .into_bytes(),
-    )];
-    collect(&layer.join("python"), "", &mut vendored);
-    vendored.retain(|(name, _)| !name.contains("/tests/") && !name.starts_with("hearthpure"));
-    let refs: Vec<(&str, &[u8])> = vendored
-        .iter()
-        .map(|(n, d)| (n.as_str(), d.as_slice()))
-        .collect();
-    let zip = zip_files(&refs);
-    let response = hearth.deploy_zip("np-vendored", zip.clone(), json!({"runtime": "python"}));
-    assert!(
-        response.status().is_success(),
-        "{}",
-        response.text().unwrap()
-    );
+    let main_py = NUMPY_MAIN
+        .replace("import os, numpy, hearthpure", "import os, numpy")
+        .replace("hearthpure.VALUE", "'vendored'");
+    // As `hearth deploy DIR` packs it (no `__pycache__`), and with pip's `.pyc` files.
+    let zip_of_layer = |with_pyc: bool| {
+        let mut files: Vec<(String, Vec<u8>)> =
+            vec![("main.py".into(), main_py.clone().into_bytes())];
+        collect(&layer.join("python"), "", with_pyc, &mut files);
+        files.retain(|(name, _)| !name.contains("/tests/") && !name.starts_with("hearthpure"));
+        let refs: Vec<(&str, &[u8])> = files
+            .iter()
+            .map(|(n, d)| (n.as_str(), d.as_slice()))
+            .collect();
+        zip_files(&refs)
+    };
+    let zips = [
+        ("np-vendored", zip_of_layer(false)),
+        ("np-vendored-pyc", zip_of_layer(true)),
+    ];
+    for (name, zip) in &zips {
+        let response = hearth.deploy_zip(name, zip.clone(), json!({"runtime": "python"}));
+        assert!(
+            response.status().is_success(),
+            "{}",
+            response.text().unwrap()
+        );
+    }
 
     // Cold starts, alternating, each on a fresh version (the env changes).
-    let (mut installed_ms, mut vendored_ms) = (Vec::new(), Vec::new());
+    let mut cold: [Vec<f64>; 3] = Default::default();
     for round in 0..3 {
-        let env = json!({"runtime": "python", "env": {"ROUND": round.to_string()}});
-        hearth.deploy_files("np", &files, env.clone());
-        let response = hearth.deploy_zip("np-vendored", zip.clone(), env);
-        assert!(response.status().is_success());
-        for (name, into) in [("np", &mut installed_ms), ("np-vendored", &mut vendored_ms)] {
+        let config = json!({"runtime": "python", "env": {"ROUND": round.to_string()}});
+        hearth.deploy_files("np", &files, config.clone());
+        for (name, zip) in &zips {
+            let response = hearth.deploy_zip(name, zip.clone(), config.clone());
+            assert!(response.status().is_success());
+        }
+        for (i, name) in ["np", "np-vendored", "np-vendored-pyc"].iter().enumerate() {
             let inv = hearth.invoke(name, json!({}));
             assert_eq!(inv["status"], "success", "{inv}");
             assert_eq!(inv["cold_start"], true, "{inv}");
-            into.push(inv["duration_ms"].as_f64().unwrap());
+            assert_eq!(inv["result"]["sum"], 45, "{inv}");
+            cold[i].push(inv["duration_ms"].as_f64().unwrap());
         }
     }
-    let median = |v: &mut Vec<f64>| {
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
     eprintln!(
-        "cold start, numpy installed (layer at /deps): median {:.0} ms of {installed_ms:?}; \
-         numpy vendored in a {:.1} MB zip: median {:.0} ms of {vendored_ms:?}",
-        median(&mut installed_ms.clone()),
-        zip.len() as f64 / 1e6,
-        median(&mut vendored_ms.clone()),
+        "cold start ms, median of 3 (each: {cold:?}): numpy installed (layer at /deps) {:.0}; \
+         vendored in a {:.1} MB zip without .pyc {:.0}; vendored in a {:.1} MB zip with .pyc {:.0}",
+        median(&cold[0]),
+        zips[0].1.len() as f64 / 1e6,
+        median(&cold[1]),
+        zips[1].1.len() as f64 / 1e6,
+        median(&cold[2]),
     );
 }
 
-/// Every file under `dir` as (zip path, bytes), `.pyc` caches left out.
-fn collect(dir: &Path, prefix: &str, out: &mut Vec<(String, Vec<u8>)>) {
+/// Every file under `dir` as (zip path, bytes), `.pyc` caches only `with_pyc`.
+fn collect(dir: &Path, prefix: &str, with_pyc: bool, out: &mut Vec<(String, Vec<u8>)>) {
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
         let kind = entry.file_type().unwrap();
         if kind.is_dir() {
-            if entry.file_name() != "__pycache__" {
-                collect(&entry.path(), &format!("{name}/"), out);
+            if with_pyc || entry.file_name() != "__pycache__" {
+                collect(&entry.path(), &format!("{name}/"), with_pyc, out);
             }
         } else if kind.is_file() {
             out.push((name, std::fs::read(entry.path()).unwrap()));
@@ -412,4 +427,48 @@ fn the_docker_sandbox_refuses_dependencies_at_deploy_and_takes_vendored_code() {
     assert!(deployed.get("dependencies").is_none(), "{deployed}");
     let inv = hearth.invoke("vendored-on-docker", json!({}));
     assert_eq!(inv["result"], "vendored ok", "{inv}");
+}
+
+#[test]
+fn past_the_size_or_time_limit_is_a_422_with_the_figure() {
+    let links = tempfile::tempdir().unwrap();
+    write_wheel_padded(links.path(), "hearthbig", "1.0", "big", 3 << 20);
+    let hearth = start(&[
+        "--pip-find-links",
+        links.path().to_str().unwrap(),
+        "--deps-max-mb",
+        "1",
+    ]);
+    let message = expect_error(
+        hearth.deploy_zip(
+            "big",
+            zip_files(&[
+                ("main.py", b"def handler(e, c):\n    return 1\n".as_slice()),
+                ("requirements.txt", b"hearthbig==1.0\n".as_slice()),
+            ]),
+            json!({"runtime": "python"}),
+        ),
+        422,
+        "dependencies_failed",
+    );
+    assert!(message.contains("take 4 MB installed"), "{message}");
+    assert!(message.contains("limit is 1 MB"), "{message}");
+
+    // A registry that never answers: the deadline stops the fetch.
+    let registry = stalling_server();
+    let hearth = start(&["--npm-registry", &registry, "--deps-timeout", "1"]);
+    let package_json = json!({"dependencies": {"anything": "1.0.0"}}).to_string();
+    let message = expect_error(
+        hearth.deploy_zip(
+            "slow",
+            zip_files(&[
+                ("index.js", b"exports.handler = () => 1;\n".as_slice()),
+                ("package.json", package_json.as_bytes()),
+            ]),
+            json!({"runtime": "nodejs"}),
+        ),
+        422,
+        "dependencies_failed",
+    );
+    assert!(message.contains("longer than 1 s"), "{message}");
 }

@@ -51,8 +51,14 @@ pub fn zip_of(files: &[(String, Vec<u8>)]) -> Vec<u8> {
 /// A pure-Python wheel `name-version-py3-none-any.whl` in `dir`, whose module `name`
 /// has `VALUE = value`.
 pub fn write_wheel(dir: &Path, name: &str, version: &str, value: &str) {
+    write_wheel_padded(dir, name, version, value, 0);
+}
+
+/// The same, with a data file of `padding` bytes in the package.
+pub fn write_wheel_padded(dir: &Path, name: &str, version: &str, value: &str, padding: usize) {
     let dist = format!("{name}-{version}.dist-info");
     let mut files: Vec<(String, Vec<u8>)> = vec![
+        (format!("{name}/padding.bin"), vec![7u8; padding]),
         (
             format!("{name}/__init__.py"),
             format!("VALUE = {value:?}\n").into_bytes(),
@@ -223,6 +229,19 @@ fn serve(stream: std::net::TcpStream, root: &Path) {
     };
     let mut rest = Vec::new();
     let _ = reader.read_to_end(&mut rest);
+}
+
+/// A server that accepts connections and never answers (a registry that hangs); its URL.
+pub fn stalling_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    url
 }
 
 /// Go's `h1:` hash of files (name, content): base64(sha256 of "sha256hex  name\n" lines,
