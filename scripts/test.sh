@@ -25,6 +25,10 @@ HEARTH_TEST_SANDBOX=docker cargo test -p hearth --test lifecycle --test failures
   --test concurrency --test hostile --test bad_input --test async_invocations \
   --test outputs_and_logs -- --test-threads "${HEARTH_TEST_THREADS:-2}"
 
+echo "test: the dashboard in a real browser (Playwright + Debian chromium, tests/browser)"
+scripts/browser.sh
+target/venv/bin/pytest -q -p no:cacheprovider tests/browser
+
 echo "test: hearth bench --smoke (exercises every figure; asserts no timing)"
 target/debug/hearth bench --smoke --json > target/bench-smoke.json
 echo "test: bench smoke wrote target/bench-smoke.json"

@@ -13,6 +13,7 @@ use hearth_sandbox::native::{NativeBackend, NativeConfig};
 use hearth_sandbox::SandboxBackend;
 use hearth_store::{CodeStore, SqliteMetadataStore};
 use hearth_worker::deps::DepsConfig;
+use hearth_worker::local::LocalFleet;
 use hearth_worker::spool::Spool;
 use hearth_worker::{Worker, WorkerConfig};
 use sha2::Digest;
@@ -144,14 +145,9 @@ pub async fn run(args: UpArgs, data_dir: PathBuf) -> anyhow::Result<()> {
         Arc::new(metadata.clone()),
         Spool::open(&data_dir.join("spool")).context("opening the spool")?,
     );
-    let state = AppState::new(
-        Arc::new(metadata.clone()),
-        Arc::new(metadata),
-        code,
-        worker,
-        api_key.clone(),
-        metrics,
-    );
+    let metadata = Arc::new(metadata);
+    let fleet = LocalFleet::start(worker, metadata.clone(), metadata.clone());
+    let state = AppState::new(metadata, code, fleet, api_key.clone(), metrics);
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;

@@ -19,6 +19,20 @@ fn deploy(hearth: &Hearth, name: &str, memory_mb: u64) {
     );
 }
 
+/// One full log, once the reporter has uploaded it (`pending_upload` until then).
+fn uploaded_log(hearth: &Hearth, id: &str, stream: &str) -> String {
+    let url = format!("/v1/invocations/{id}/logs?stream={stream}");
+    let mut text = String::new();
+    eventually(Duration::from_secs(60), "the log to be uploaded", || {
+        let response = hearth.request(Method::GET, &url).send().unwrap();
+        let ok = response.status() == 200;
+        text = response.text().unwrap();
+        ok || !text.contains("pending_upload")
+    })
+    .unwrap();
+    text
+}
+
 /// Downloads an output (waiting for the reporter) and returns its SHA-256.
 fn download_sha(hearth: &Hearth, id: &str, path: &str) -> String {
     let url = format!("/v1/invocations/{id}/outputs/{path}");
@@ -296,29 +310,13 @@ fn full_logs_history_and_stats_match_what_ran() {
     assert_eq!(inv["status"], "success", "{inv}");
     assert_eq!(inv["truncated"], true, "the inline copy is capped");
     let id = inv["id"].as_str().unwrap();
-    let stdout = hearth
-        .request(
-            Method::GET,
-            &format!("/v1/invocations/{id}/logs?stream=stdout"),
-        )
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let stdout = uploaded_log(&hearth, id, "stdout");
     assert_eq!(
         stdout.len() as u64,
         5 * 1024 * 1025,
         "the full 5 MB log is kept"
     );
-    let stderr = hearth
-        .request(
-            Method::GET,
-            &format!("/v1/invocations/{id}/logs?stream=stderr"),
-        )
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let stderr = uploaded_log(&hearth, id, "stderr");
     assert_eq!(stderr, "to stderr\n");
 
     for _ in 0..3 {

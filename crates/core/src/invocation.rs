@@ -152,4 +152,12 @@ pub struct Invocation {
     pub skipped_outputs: Vec<SkippedOutput>,
     /// AutoTuner advice, when there is some.
     pub advice: Option<serde_json::Value>,
+    /// Which attempt this is (1 for a sync call; async ones retry, and a worker that
+    /// died with one leaves it to another), as the function saw in `HEARTH_ATTEMPT`.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+}
+
+fn first_attempt() -> u32 {
+    1
 }

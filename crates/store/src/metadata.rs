@@ -736,6 +736,7 @@ mod tests {
             outputs: vec![],
             skipped_outputs: vec![],
             advice: None,
+            attempt: 1,
         }
     }
 

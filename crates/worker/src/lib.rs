@@ -15,8 +15,11 @@
 //! reporter), or knows which sandbox backend it drives (it holds a `dyn
 //! SandboxBackend`).
 
+pub mod async_runner;
 pub mod build;
 pub mod deps;
+pub mod fleet;
+pub mod local;
 pub mod outcome;
 pub mod pool;
 pub mod reporter;
@@ -91,6 +94,8 @@ pub struct InvokeRequest {
     pub received: Instant,
     /// The same moment as wall-clock time, RFC 3339.
     pub started_at: String,
+    /// Which attempt this is (1, then 2, 3 for retried async invocations).
+    pub attempt: u32,
 }
 
 /// Why the worker could not run an invocation (a function's own failure is not one:
@@ -202,11 +207,28 @@ impl Worker {
         &self.config.id
     }
 
+    /// The worker's settings.
+    pub fn config(&self) -> &WorkerConfig {
+        &self.config
+    }
+
     /// Runs one invocation to its end.
     pub async fn invoke(
         &self,
         target: &Target,
         request: InvokeRequest,
+    ) -> Result<Invocation, WorkerError> {
+        self.invoke_finishing(target, request, &|_| {}).await
+    }
+
+    /// Runs one invocation to its end; `finish` amends the invocation before it is
+    /// spooled for history (the async runner marks an attempt to be retried or given up
+    /// there, so that the reporter stays the one writer of history).
+    pub async fn invoke_finishing(
+        &self,
+        target: &Target,
+        request: InvokeRequest,
+        finish: &(dyn Fn(&mut Invocation) + Send + Sync),
     ) -> Result<Invocation, WorkerError> {
         if self
             .shutting_down
@@ -228,6 +250,7 @@ impl Worker {
         };
         invocation.outputs = outputs.output_files(&request.id);
         invocation.skipped_outputs = outputs.skipped.clone();
+        finish(&mut invocation);
         let job = Job {
             invocation: invocation.clone(),
             outputs: outputs.files,
@@ -293,11 +316,6 @@ impl Worker {
         };
         let outputs = spooled.close_and_scan().await.map_err(WorkerError::Spool)?;
         Ok((invocation, outputs))
-    }
-
-    /// The spool, for reading logs not yet uploaded.
-    pub fn spool(&self) -> &Spool {
-        &self.spool
     }
 
     /// Waits (at most `limit`) until every finished invocation is reported.

@@ -32,6 +32,7 @@ fn base(target: &Target, request: &InvokeRequest, worker: &str, cold_start: bool
         outputs: Vec::new(),
         skipped_outputs: Vec::new(),
         advice: None,
+        attempt: request.attempt,
     }
 }
 
