@@ -117,9 +117,7 @@ pub async fn run(args: UpArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     let data_dir = data_dir.canonicalize()?;
     let _lock = lock_data_dir(&data_dir)?;
     let fresh = !data_dir.join("hearth.db").exists();
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .ok();
+    let metrics = hearth_controller::install_metrics();
     let metadata = SqliteMetadataStore::open(&data_dir.join("hearth.db"))
         .context("opening the metadata store")?;
     let code = CodeStore::local(&data_dir.join("objects")).context("opening the object store")?;

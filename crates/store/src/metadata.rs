@@ -826,9 +826,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn two_processes_on_one_file_never_share_a_version() {
-        // Two connections stand for two processes: the IMMEDIATE transaction and the
-        // primary key keep versions unique across them.
+    async fn two_connections_on_one_file_never_share_a_version() {
+        // The IMMEDIATE transaction and the primary key keep versions unique across
+        // connections (tests/two_processes.rs does it with two real processes).
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("meta.db");
         let a = SqliteMetadataStore::open(&path).unwrap();
