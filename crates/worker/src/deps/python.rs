@@ -388,6 +388,7 @@ async fn install_in_sandbox(
         env: BTreeMap::new(),
         code_tar,
         layer: None,
+        cpus: None,
     };
     let mut instance = backend.create_builder(spec).await?;
     let left = deadline.saturating_duration_since(Instant::now());
