@@ -8,6 +8,10 @@ cd "$(dirname "$0")/.."
 need=()
 [ -x /usr/bin/python3 ] || need+=(python3)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
+# Dependencies at deploy: pip fetches wheels on the host and installs them in a build
+# sandbox (the sandbox's own python), npm fetches node_modules, go fetches modules.
+/usr/bin/python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 # The compiled runtimes' toolchains, run inside build sandboxes: g++ (C++17, static
 # libstdc++ and glibc) and Go from Debian's packages.
 [ -x /usr/bin/g++ ] || need+=(g++)

@@ -10,9 +10,12 @@
 //! `runtimes/go/hearth_main.go`), which supplies `main` and calls the handler. The
 //! source is copied to a scratch dir under `/tmp` first: the code dir is read-only.
 //!
+//! A python "build" installs the function's dependencies instead ([`crate::install`]).
+//!
 //! Nothing of the user's environment reaches the toolchain (a build depends on the code
 //! alone, which is what the artifact is keyed by), and there is no network: only the
-//! standard libraries (and Go modules vendored in the zip) are there.
+//! standard libraries, Go modules vendored in the zip, and the module cache the worker
+//! fetched at deploy (read-only at `/deps/gomod`) are there.
 
 use crate::channel::LogSink;
 use crate::error::AgentError;
@@ -20,7 +23,7 @@ use crate::process::{self, ChildState, SpawnSpec};
 use crate::run::{self, Ending, Finished, Pipes, Report};
 use crate::runtime::Instance;
 use hearth_core::protocol::{InvokeSpec, LogStream, ARTIFACT_MANIFEST, ARTIFACT_PROGRAM};
-use hearth_core::protocol::{OutcomeStatus, BUILD_VERSION};
+use hearth_core::protocol::{OutcomeStatus, BUILD_VERSION, DEPS_GOMOD};
 use hearth_core::Runtime;
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -338,6 +341,39 @@ fn recipe(runtime: Runtime, scratch: &Scratch, sources: &[PathBuf], has_go_mod: 
     Recipe { args, env }
 }
 
+/// The recipe of a python "build": pip installs the wheels the worker fetched.
+fn install_recipe(inst: &Instance, scratch: &Scratch) -> Recipe {
+    let home = scratch.home.to_string_lossy().into_owned();
+    let mut env = vec![
+        (
+            "PATH".to_string(),
+            "/usr/local/bin:/usr/bin:/bin".to_string(),
+        ),
+        ("HOME".to_string(), home.clone()),
+        ("TMPDIR".to_string(), home),
+        ("LC_ALL".to_string(), "C.UTF-8".to_string()),
+    ];
+    env.extend(crate::install::env());
+    let target = crate::install::target(&scratch.root.join("out"));
+    Recipe {
+        args: crate::install::args(&inst.layout.code, &target),
+        env,
+    }
+}
+
+/// A Go build with the module cache the worker fetched (read-only, at
+/// `/deps/gomod`): modules come from it alone, checked against go.sum.
+fn use_module_cache(recipe: &mut Recipe, module_cache: &Path) {
+    recipe.env.retain(|(k, _)| k != "GOFLAGS");
+    recipe.env.push((
+        "GOMODCACHE".to_string(),
+        module_cache.to_string_lossy().into_owned(),
+    ));
+    recipe
+        .env
+        .push(("GOFLAGS".to_string(), "-mod=mod".to_string()));
+}
+
 /// Makes the compiler's output readable in an API error: scratch paths dropped, cut to
 /// [`MESSAGE_KEEP`], with a hint for the common mistakes.
 fn compiler_message(runtime: Runtime, kind: Kind, scratch: &Scratch, output: &str) -> String {
@@ -390,7 +426,8 @@ fn compiler_message(runtime: Runtime, kind: Kind, scratch: &Scratch, output: &st
         .any(|needle| text.contains(needle))
     {
         Some(
-            "hint: builds have no network: only the standard library is available, and \
+            "hint: builds have no network: only the standard library is available, the \
+             modules go.mod requires (fetched at deploy, checked against go.sum), and \
              modules vendored in the zip (go mod vendor)",
         )
     } else {
@@ -441,9 +478,9 @@ pub struct Builder {
 impl Builder {
     /// Checks the toolchain is there; the build itself waits for the invocation.
     pub fn start(runtime: Runtime, inst: &Instance) -> Result<Builder, AgentError> {
-        if !runtime.is_compiled() {
+        if !runtime.is_compiled() && runtime != Runtime::Python {
             return Err(AgentError::Config(format!(
-                "runtime {runtime} is not compiled: nothing to build"
+                "runtime {runtime} is not compiled and installs nothing: nothing to build"
             )));
         }
         if !Path::new(&inst.interpreter).is_file() {
@@ -488,6 +525,12 @@ impl Builder {
     fn prepare(&self, inst: &Instance, scratch: &Scratch) -> Result<(Kind, Recipe), Refusal> {
         let runtime = self.runtime;
         let io = |e: AgentError| Refusal(format!("cannot prepare the build: {e}"));
+        if runtime == Runtime::Python {
+            for dir in [&scratch.home, &scratch.src, &scratch.root.join("out")] {
+                fs::create_dir_all(dir).map_err(|e| io(AgentError::at("mkdir", dir, e)))?;
+            }
+            return Ok((Kind::Program, install_recipe(inst, scratch)));
+        }
         copy_tree(&inst.layout.code, &scratch.src).map_err(io)?;
         for dir in [&scratch.home, &scratch.root.join("out")] {
             fs::create_dir_all(dir).map_err(|e| io(AgentError::at("mkdir", dir, e)))?;
@@ -528,7 +571,12 @@ impl Builder {
             sources.push(PathBuf::from(entry));
         }
         let has_go_mod = scratch.src.join("go.mod").is_file();
-        Ok((kind, recipe(runtime, scratch, &sources, has_go_mod)))
+        let mut recipe = recipe(runtime, scratch, &sources, has_go_mod);
+        let module_cache = inst.layout.deps.join(DEPS_GOMOD);
+        if runtime == Runtime::Go && module_cache.is_dir() {
+            use_module_cache(&mut recipe, &module_cache);
+        }
+        Ok((kind, recipe))
     }
 
     /// Runs the toolchain to its end or the deadline, then packs the artifact.
@@ -589,7 +637,11 @@ impl Builder {
             if !stdout.trim().is_empty() {
                 output = format!("{}\n{output}", stdout.trim_end());
             }
-            failure(&compiler_message(self.runtime, kind, scratch, &output))
+            if self.runtime == Runtime::Python {
+                failure(&crate::install::message(&output))
+            } else {
+                failure(&compiler_message(self.runtime, kind, scratch, &output))
+            }
         } else {
             // Killed (by the deadline or a signal): the generic outcome says so.
             serde_json::Value::Null
@@ -616,6 +668,9 @@ impl Builder {
 
     /// Reads the program the toolchain left and packs it with its manifest.
     fn pack(&self, scratch: &Scratch, kind: Kind) -> Result<Vec<u8>, String> {
+        if self.runtime == Runtime::Python {
+            return crate::install::pack(&crate::install::target(&scratch.root.join("out")));
+        }
         let size = fs::metadata(&scratch.program)
             .map_err(|e| format!("the compiler succeeded but left no program: {e}"))?
             .len();

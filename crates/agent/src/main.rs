@@ -51,6 +51,7 @@ mod build;
 mod channel;
 mod code;
 mod error;
+mod install;
 mod node;
 mod output;
 mod privileges;
@@ -220,10 +221,12 @@ fn init(spec: &InitSpec, code: &[u8]) -> Result<Instance, AgentError> {
             mount_point,
             read_only_dirs,
             root_size_mb,
+            layer_dir,
         } => {
             let root = setup::NativeRoot {
                 mount_point,
                 read_only_dirs,
+                layer_dir: layer_dir.as_deref(),
                 root_size_mb: *root_size_mb,
                 tmp_size_mb: spec.tmp_size_mb,
                 output_size_mb: spec.output_size_mb,

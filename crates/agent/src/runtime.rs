@@ -13,7 +13,7 @@ use crate::run::Finished;
 use crate::setup::Layout;
 use crate::sweep::Sweeper;
 use hearth_core::invocation::ErrorInfo;
-use hearth_core::protocol::{InitSpec, InvokeSpec, Purpose};
+use hearth_core::protocol::{InitSpec, InvokeSpec, Purpose, DEPS_NODE, DEPS_PYTHON};
 use hearth_core::Runtime;
 use std::collections::BTreeMap;
 use std::os::fd::RawFd;
@@ -82,6 +82,19 @@ pub fn environment(spec: &InitSpec, layout: &Layout) -> Vec<(String, String)> {
             crate::diag!("ignoring environment variable {key}: the platform sets it");
         } else {
             env.insert(key.clone(), value.clone());
+        }
+    }
+    // The dependency layer's packages come after the code's own (vendored ones win),
+    // and after a search path the user set.
+    for (key, sub) in [("PYTHONPATH", DEPS_PYTHON), ("NODE_PATH", DEPS_NODE)] {
+        let dir = layout.deps.join(sub);
+        if dir.is_dir() {
+            let dir = dir.to_string_lossy().into_owned();
+            let value = match env.get(key) {
+                Some(user) if !user.is_empty() => format!("{user}:{dir}"),
+                _ => dir,
+            };
+            env.insert(key.to_string(), value);
         }
     }
     for (key, value) in [

@@ -4,6 +4,7 @@
 
 use crate::code;
 use crate::error::{check, AgentError};
+use hearth_core::protocol::DEPS_DIR;
 use std::ffi::CString;
 use std::fs;
 use std::io;
@@ -22,6 +23,8 @@ pub struct Layout {
     pub tmp: PathBuf,
     /// The per-invocation output dir (`$OUTPUT_DIR`), when the function has one.
     pub output: Option<PathBuf>,
+    /// The version's dependency layer (read-only; empty or missing without one).
+    pub deps: PathBuf,
 }
 
 impl Layout {
@@ -32,6 +35,7 @@ impl Layout {
             runtime: base.join("runtime"),
             tmp: base.join("tmp"),
             output: None,
+            deps: base.join(DEPS_DIR.trim_start_matches('/')),
         }
     }
 }
@@ -46,6 +50,9 @@ pub struct NativeRoot<'a> {
     pub mount_point: &'a str,
     /// Host paths made visible read-only at the same place.
     pub read_only_dirs: &'a [String],
+    /// The version's dependency layer on the host, made visible read-only at
+    /// [`DEPS_DIR`].
+    pub layer_dir: Option<&'a str>,
     /// Size of the root tmpfs, MB.
     pub root_size_mb: u64,
     /// Size of `/tmp`, MB.
@@ -180,6 +187,32 @@ fn expose_read_only(root: &Path, dir: &str) -> Result<(), AgentError> {
     remount_readonly(&inside, libc::MS_NOSUID | libc::MS_NODEV)
 }
 
+/// Binds the version's dependency layer (a host directory the worker unpacked once,
+/// owned by root, nothing else in it) read-only, nosuid, nodev at [`DEPS_DIR`].
+fn bind_layer(root: &Path, layer: &str) -> Result<(), AgentError> {
+    let host = Path::new(layer);
+    let plain = host.is_absolute()
+        && host
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    let is_dir = fs::symlink_metadata(host).is_ok_and(|m| m.is_dir());
+    if !plain || !is_dir {
+        return Err(AgentError::Config(format!(
+            "dependency layer {layer:?} must be an existing directory, by an absolute path"
+        )));
+    }
+    let inside = root.join(DEPS_DIR.trim_start_matches('/'));
+    mkdir(&inside, 0o755)?;
+    mount(
+        Some(layer),
+        &inside,
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )?;
+    remount_readonly(&inside, libc::MS_NOSUID | libc::MS_NODEV)
+}
+
 /// A fresh `/dev`: a small tmpfs with the harmless character devices, links into
 /// `/proc/self/fd` and a tiny `/dev/shm`. No host device node is bound.
 fn make_dev(dev: &Path) -> Result<(), AgentError> {
@@ -306,6 +339,9 @@ pub fn native(root_spec: &NativeRoot<'_>, code_tar: &[u8]) -> Result<Layout, Age
     }
     for dir in root_spec.read_only_dirs {
         expose_read_only(root, dir)?;
+    }
+    if let Some(layer) = root_spec.layer_dir {
+        bind_layer(root, layer)?;
     }
     make_dev(&root.join("dev"))?;
     mount(

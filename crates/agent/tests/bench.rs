@@ -98,6 +98,7 @@ fn warm_invocation_round_trips() {
                 .map(String::from)
                 .to_vec(),
             root_size_mb: 32,
+            layer_dir: None,
         };
         for (runtime, files, label) in [
             (

@@ -68,6 +68,7 @@ fn native_root(mount_point: &tempfile::TempDir) -> RootSetup {
             .map(String::from)
             .to_vec(),
         root_size_mb: 32,
+        layer_dir: None,
     }
 }
 

@@ -101,6 +101,16 @@ fn will_compile(runtime: Option<&str>, zip: &[u8]) -> bool {
     compiled_entry
 }
 
+/// The dependency manifest at the top of the zip, if any (`requirements.txt`,
+/// `package.json`, `go.mod`): the deploy will fetch and install what it names.
+fn dependency_manifest(zip: &[u8]) -> Option<&'static str> {
+    let archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).ok()?;
+    let names: Vec<&str> = archive.file_names().collect();
+    ["requirements.txt", "package.json", "go.mod"]
+        .into_iter()
+        .find(|m| names.contains(m))
+}
+
 /// Deploys the code at `args.path`; returns the function object.
 pub async fn deploy_function(client: &Client, args: &DeployArgs) -> anyhow::Result<Value> {
     let zip = crate::package::zip_path(&args.path)?;
@@ -128,6 +138,7 @@ pub async fn deploy_function(client: &Client, args: &DeployArgs) -> anyhow::Resu
     }
     let size = zip.len();
     let compiles = will_compile(args.runtime.as_deref(), &zip);
+    let manifest = dependency_manifest(&zip);
     let form = reqwest::multipart::Form::new()
         .part(
             "code",
@@ -137,13 +148,18 @@ pub async fn deploy_function(client: &Client, args: &DeployArgs) -> anyhow::Resu
         )
         .text("config", Value::Object(config).to_string());
     let progress = indicatif::ProgressBar::new_spinner();
-    if compiles {
-        // The build runs inside the PUT: the spinner counts its seconds.
+    if compiles || manifest.is_some() {
+        // The install and the build run inside the PUT: the spinner counts their seconds.
         if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
             progress.set_style(style);
         }
+        let steps = match (manifest, compiles) {
+            (Some(m), true) => format!("installing what {m} names, then building it, in sandboxes"),
+            (Some(m), false) => format!("installing what {m} names (once per set)"),
+            (None, _) => "building it in a sandbox".to_string(),
+        };
         progress.set_message(format!(
-            "uploading {} ({}) and building it in a sandbox",
+            "uploading {} ({}) and {steps}",
             args.name,
             human_bytes(size as u64)
         ));
@@ -181,8 +197,47 @@ pub async fn deploy(
             (Some(false), Some(ms)) => format!(", built in {:.1} s", ms / 1000.0),
             _ => String::new(),
         };
+        let deps = &f["dependencies"];
+        let deps = match deps["packages"].as_array() {
+            Some(packages) => {
+                let listed: Vec<String> = packages
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{} {}",
+                            p["name"].as_str().unwrap_or_default(),
+                            p["version"].as_str().unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                let how = if deps["cached"].as_bool() == Some(true) {
+                    "already installed".to_string()
+                } else {
+                    format!(
+                        "installed in {:.1} s",
+                        deps["duration_ms"].as_f64().unwrap_or(0.0) / 1000.0
+                    )
+                };
+                let mut line = format!(
+                    "\ndependencies: {} ({}, {how})",
+                    listed.join(", "),
+                    human_bytes(deps["size_bytes"].as_u64().unwrap_or(0))
+                );
+                if let Some(skipped) = deps["scripts_not_run"].as_array() {
+                    let names: Vec<&str> = skipped.iter().filter_map(|s| s.as_str()).collect();
+                    if !names.is_empty() {
+                        line.push_str(&format!(
+                            "\nwarning: install scripts not run (hearth never runs them): {}",
+                            names.join(", ")
+                        ));
+                    }
+                }
+                line
+            }
+            None => String::new(),
+        };
         format!(
-            "deployed {} version {} ({}, {} MB, {} ms timeout, code {}{build})",
+            "deployed {} version {} ({}, {} MB, {} ms timeout, code {}{build}){deps}",
             f["name"].as_str().unwrap_or_default(),
             f["version"],
             f["runtime"].as_str().unwrap_or_default(),

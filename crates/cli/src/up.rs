@@ -13,6 +13,7 @@ use hearth_sandbox::docker::{DockerBackend, DockerConfig};
 use hearth_sandbox::native::{NativeBackend, NativeConfig};
 use hearth_sandbox::SandboxBackend;
 use hearth_store::{open_metadata, CodeStore};
+use hearth_worker::deps::DepsConfig;
 use hearth_worker::local::LocalFleet;
 use hearth_worker::spool::Spool;
 use hearth_worker::{Worker, WorkerConfig};
@@ -57,6 +58,50 @@ pub struct UpArgs {
     /// data dir's `objects/`).
     #[arg(long, env = "HEARTH_OBJECTS_URL")]
     objects: Option<String>,
+    #[command(flatten)]
+    deps: DepsArgs,
+}
+
+/// Where deploys fetch function dependencies from (on the host, executing nothing).
+#[derive(Args)]
+pub struct DepsArgs {
+    /// Python package index for requirements.txt (default: PyPI).
+    #[arg(long, env = "PIP_INDEX_URL")]
+    pip_index_url: Option<String>,
+    /// A directory or page of extra wheels, beside the index.
+    #[arg(long, env = "HEARTH_PIP_FIND_LINKS")]
+    pip_find_links: Option<String>,
+    /// npm registry for package.json (default: npm's).
+    #[arg(long, env = "NPM_CONFIG_REGISTRY")]
+    npm_registry: Option<String>,
+    /// Go module proxy for go.mod (default: https://proxy.golang.org).
+    #[arg(long, env = "GOPROXY")]
+    goproxy: Option<String>,
+    /// Go checksum database (default: off; go.sum must list every module).
+    #[arg(long, env = "GOSUMDB")]
+    gosumdb: Option<String>,
+    /// Largest installed dependency set of one version, MB.
+    #[arg(long, default_value_t = 250)]
+    deps_max_mb: u64,
+    /// Longest fetch and install of one version's dependencies, seconds.
+    #[arg(long, default_value_t = 300)]
+    deps_timeout: u64,
+}
+
+impl DepsArgs {
+    fn config(self, data_dir: &Path) -> DepsConfig {
+        DepsConfig {
+            dir: data_dir.join("deps"),
+            pip_index_url: self.pip_index_url,
+            pip_find_links: self.pip_find_links,
+            npm_registry: self.npm_registry,
+            goproxy: self.goproxy,
+            gosumdb: self.gosumdb,
+            max_bytes: self.deps_max_mb << 20,
+            timeout: Duration::from_secs(self.deps_timeout),
+            ..DepsConfig::default()
+        }
+    }
 }
 
 /// The sandbox backends `hearth up` can run.
@@ -114,6 +159,7 @@ pub async fn run(args: UpArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     let worker = Worker::start(
         WorkerConfig {
             idle_timeout: Duration::from_secs(args.idle_timeout),
+            deps: args.deps.config(&data_dir),
             ..WorkerConfig::default()
         },
         backend,

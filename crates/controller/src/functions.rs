@@ -12,6 +12,7 @@ use hearth_core::function::validate_name;
 use hearth_core::{FunctionConfig, FunctionSpec, SpecError};
 use hearth_store::{inspect_zip, FunctionRecord, FunctionStats, PackageLimits};
 use hearth_worker::build::{BuildError, BuildRequest};
+use hearth_worker::deps::DepsError;
 use hearth_worker::fleet::FleetError;
 use serde_json::{json, Value};
 
@@ -221,6 +222,9 @@ pub(crate) async fn deploy(
     if let Some(built) = deployed.built {
         body["build"] = json!({"cached": built.cached, "duration_ms": built.duration_ms});
     }
+    if let Some(installed) = deployed.installed {
+        body["dependencies"] = json!(installed);
+    }
     Ok((status, Json(body)).into_response())
 }
 
@@ -231,6 +235,8 @@ pub(crate) struct Deployed {
     pub created: bool,
     /// The build of a compiled runtime.
     pub built: Option<hearth_worker::build::Built>,
+    /// The dependencies installed for it, when its code names any.
+    pub installed: Option<hearth_worker::deps::Installed>,
 }
 
 /// Makes a new version of `name` from `code` (a zip) and `config` applied on top of the
@@ -266,14 +272,21 @@ pub(crate) async fn deploy_version(
         .put_code(&package.sha256, code)
         .await
         .map_err(|e| ApiError::store("storing code", e))?;
-    // Compiled runtimes build now, before any version exists: a failure makes none.
+    // Dependencies install now, then compiled runtimes build, before any version
+    // exists: a failure makes none.
+    let code_tar = Bytes::from(package.tar);
+    let installed = state
+        .fleet
+        .install_dependencies(name, runtime, &code_tar)
+        .await
+        .map_err(|e| deps_error(name, e))?;
     let built = state
         .fleet
         .build(BuildRequest {
             function: name.to_string(),
             runtime,
             code_sha256: package.sha256.clone(),
-            code_tar: Bytes::from(package.tar),
+            code_tar,
         })
         .await
         .map_err(|e| build_error(name, e))?;
@@ -289,7 +302,25 @@ pub(crate) async fn deploy_version(
         record,
         created,
         built,
+        installed,
     })
+}
+
+/// Dependencies that could not be installed: the user's (422 `dependencies_failed`,
+/// naming the package or the limit), a worker that cannot install them, or the platform.
+fn deps_error(name: &str, e: DepsError) -> ApiError {
+    match e {
+        e if e.is_users() => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "dependencies_failed",
+            format!("the dependencies of {name} could not be installed; no version was made:\n{e}"),
+        ),
+        DepsError::Unavailable(why) => ApiError::bad_request(
+            "runtime_unavailable",
+            format!("this hearth cannot install the dependencies of {name}: {why}"),
+        ),
+        other => ApiError::internal("installing dependencies", other),
+    }
 }
 
 /// A build that made no artifact: the user's code (422 `build_failed`, the compiler's

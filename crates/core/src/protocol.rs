@@ -13,6 +13,13 @@
 //! [`ARTIFACT_MANIFEST`]), or an `error` whose message is the compiler's output.
 //! `Serve`: `Init` carries that artifact as the code, and every `Invoke` runs the
 //! program in a fresh process.
+//!
+//! An interpreted runtime (python) is started for `Build` to install its dependencies:
+//! `Init` carries the wheels fetched on the host and `requirements.txt`, the one
+//! `Invoke` installs them offline, and the `Result`'s payload is a tar of the installed
+//! tree, rooted at [`DEPS_PYTHON`]. A version's installed dependencies (its layer) are
+//! visible read-only at [`DEPS_DIR`] in its instances (and a Go build's module cache
+//! at [`DEPS_GOMOD`] under it).
 
 use crate::invocation::ErrorInfo;
 use crate::runtime::Runtime;
@@ -37,6 +44,14 @@ pub const BUILD_VERSION: u32 = 1;
 pub const ARTIFACT_PROGRAM: &str = "function";
 /// The manifest beside it: JSON saying how the program takes its event.
 pub const ARTIFACT_MANIFEST: &str = "function.json";
+/// Where a version's dependency layer is visible, read-only, inside its sandboxes.
+pub const DEPS_DIR: &str = "/deps";
+/// The layer's Python packages (a `pip install --target` tree), under [`DEPS_DIR`].
+pub const DEPS_PYTHON: &str = "python";
+/// The layer's Node.js packages, under [`DEPS_DIR`].
+pub const DEPS_NODE: &str = "node_modules";
+/// The layer's Go module cache (for builds), under [`DEPS_DIR`].
+pub const DEPS_GOMOD: &str = "gomod";
 
 /// Messages from the worker to the agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -134,6 +149,10 @@ pub enum RootSetup {
         read_only_dirs: Vec<String>,
         /// Size of the root tmpfs, MB (code + runtime files).
         root_size_mb: u64,
+        /// The version's dependency layer: an immutable host directory the worker
+        /// unpacked, bound read-only (nosuid, nodev) at [`DEPS_DIR`]; none without one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        layer_dir: Option<String>,
     },
     /// The sandbox is already isolated (a container): use `/` as it is.
     Existing,

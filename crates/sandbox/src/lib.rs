@@ -7,7 +7,8 @@
 //! v2).
 //!
 //! Never: decides which instance serves which call (the worker's pool does), talks
-//! HTTP, or bind-mounts a host path other than the runtimes' read-only directories.
+//! HTTP, or bind-mounts a host path other than the runtimes' read-only directories and
+//! the version's own dependency layer (read-only, see [`InstanceSpec::layer`]).
 //!
 //! Talk with the agent inside a sandbox goes over its stdio as `hearth_core::protocol`
 //! frames; [`agent_stream`] has the async reading and writing of those frames.
@@ -45,6 +46,10 @@ pub struct InstanceSpec {
     pub env: BTreeMap<String, String>,
     /// The function's code as an uncompressed tar (entries relative to the code root).
     pub code_tar: Bytes,
+    /// The version's dependency layer: a directory the worker unpacked once for this
+    /// version (immutable, owned by root, holding nothing else), made visible read-only
+    /// at `hearth_core::protocol::DEPS_DIR`. `None`: the version has no dependencies.
+    pub layer: Option<std::path::PathBuf>,
 }
 
 /// Resource usage of one invocation, read from the instance's cgroup.
@@ -158,11 +163,17 @@ pub trait SandboxBackend: Send + Sync {
     /// invoke (the cold start). An `InitFailed` error means the user's code is at fault.
     async fn create(&self, spec: InstanceSpec) -> Result<Box<dyn Instance>, SandboxError>;
 
+    /// Whether its instances see a version's dependency layer ([`InstanceSpec::layer`]).
+    fn mounts_layers(&self) -> bool {
+        false
+    }
+
     /// Starts an instance that builds `spec`'s code (a compiled runtime's source)
     /// instead of serving it: the same isolation and limits as a function instance, the
     /// runtime's toolchain visible, `/tmp` sized for a build. Its one invocation (empty
-    /// event) runs the build; a success's result is the artifact. A backend that cannot
-    /// build says so with [`SandboxError::Unavailable`].
+    /// event) runs the build; a success's result is the artifact. For python the
+    /// "build" installs the fetched wheels and its result is the dependency layer. A
+    /// backend that cannot build says so with [`SandboxError::Unavailable`].
     async fn create_builder(&self, spec: InstanceSpec) -> Result<Box<dyn Instance>, SandboxError> {
         Err(SandboxError::Unavailable(format!(
             "the {} sandbox cannot build {} functions",

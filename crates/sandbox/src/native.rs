@@ -208,6 +208,8 @@ impl NativeBackend {
     /// build, or (serving a compiled function) the built program in the code dir.
     fn program(&self, runtime: Runtime, purpose: Purpose) -> Result<String, SandboxError> {
         match purpose {
+            // Installing a python function's dependencies runs its interpreter (pip).
+            Purpose::Build if !runtime.is_compiled() => path_string(self.interpreter(runtime)?),
             Purpose::Build => path_string(self.toolchain(runtime)?),
             Purpose::Serve if runtime.is_compiled() => Ok(format!("/code/{ARTIFACT_PROGRAM}")),
             Purpose::Serve => path_string(self.interpreter(runtime)?),
@@ -295,6 +297,7 @@ impl NativeBackend {
                 mount_point: path_string(&self.mount_point)?,
                 read_only_dirs: self.read_only_dirs.clone(),
                 root_size_mb: root_size_mb(spec.code_tar.len()),
+                layer_dir: spec.layer.as_deref().map(path_string).transpose()?,
             },
             tmp_size_mb: tmp_size_mb.min(spec.memory_mb),
             inline_output_limit: INLINE_OUTPUT_LIMIT,
@@ -370,6 +373,10 @@ fn prepare_mount_point(data_dir: &Path) -> Result<PathBuf, SandboxError> {
 impl SandboxBackend for NativeBackend {
     fn name(&self) -> &'static str {
         "native"
+    }
+
+    fn mounts_layers(&self) -> bool {
+        true
     }
 
     async fn create(&self, spec: InstanceSpec) -> Result<Box<dyn Instance>, SandboxError> {

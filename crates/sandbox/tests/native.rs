@@ -93,6 +93,7 @@ fn spec(name: &str, code: Bytes, memory_mb: u64) -> InstanceSpec {
         output_quota_mb: 16,
         env: BTreeMap::new(),
         code_tar: code,
+        layer: None,
     }
 }
 

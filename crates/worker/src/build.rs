@@ -20,6 +20,7 @@ use hearth_core::Runtime;
 use hearth_sandbox::{DiscardSink, InstanceRun, InstanceSpec, SandboxBackend, SandboxError};
 use hearth_store::{inspect_zip, CodeStore, PackageLimits, StoreError};
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -155,6 +156,7 @@ impl Builds {
         backend: &dyn SandboxBackend,
         store: &CodeStore,
         request: BuildRequest,
+        layer: Option<PathBuf>,
     ) -> Result<Option<Built>, BuildError> {
         if !request.runtime.is_compiled() {
             return Ok(None);
@@ -166,7 +168,7 @@ impl Builds {
         };
         let result = {
             let _mine = turn.lock().await;
-            self.build_once(backend, store, &request).await
+            self.build_once(backend, store, &request, layer).await
         };
         {
             let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
@@ -183,6 +185,7 @@ impl Builds {
         backend: &dyn SandboxBackend,
         store: &CodeStore,
         request: &BuildRequest,
+        layer: Option<PathBuf>,
     ) -> Result<Built, BuildError> {
         let (sha, runtime) = (request.code_sha256.as_str(), request.runtime);
         if store.has_artifact(sha, runtime, BUILD_VERSION).await? {
@@ -198,7 +201,7 @@ impl Builds {
             .await
             .map_err(|_| BuildError::Unavailable("the worker is shutting down".into()))?;
         let started = Instant::now();
-        let outcome = self.run(backend, request).await;
+        let outcome = self.run(backend, request, layer).await;
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         let label = match &outcome {
             Ok(_) => "success",
@@ -232,6 +235,7 @@ impl Builds {
         &self,
         backend: &dyn SandboxBackend,
         request: &BuildRequest,
+        layer: Option<PathBuf>,
     ) -> Result<Bytes, BuildError> {
         let id = ulid::Ulid::new().to_string().to_lowercase();
         let spec = InstanceSpec {
@@ -244,6 +248,7 @@ impl Builds {
             output_quota_mb: 0,
             env: BTreeMap::new(),
             code_tar: request.code_tar.clone(),
+            layer,
         };
         let mut instance = backend.create_builder(spec).await?;
         self.compiled.fetch_add(1, Ordering::Relaxed);
@@ -294,8 +299,29 @@ impl crate::Worker {
     /// Builds a compiled function's code (at deploy), or finds it built: `None` for an
     /// interpreted runtime.
     pub async fn build(&self, request: BuildRequest) -> Result<Option<Built>, BuildError> {
+        if !request.runtime.is_compiled() {
+            return Ok(None);
+        }
+        // A Go build sees its module cache (the deploy installed it) read-only.
+        let layer = self
+            .deps
+            .layer_dir(
+                self.backend.as_ref(),
+                &self.code,
+                &request.function,
+                &request.code_tar,
+                request.runtime,
+            )
+            .await
+            .map_err(|e| match e {
+                e if e.is_users() => BuildError::Failed {
+                    message: e.to_string(),
+                },
+                crate::deps::DepsError::Unavailable(why) => BuildError::Unavailable(why),
+                other => BuildError::Unavailable(other.to_string()),
+            })?;
         self.builds
-            .build(self.backend.as_ref(), &self.code, request)
+            .build(self.backend.as_ref(), &self.code, request, layer)
             .await
     }
 
@@ -517,15 +543,15 @@ mod tests {
         let store = CodeStore::new(Arc::new(object_store::memory::InMemory::new()));
         let builds = Builds::new(BuildConfig::default());
         let (a, b) = tokio::join!(
-            builds.build(&backend, &store, request(b"one")),
-            builds.build(&backend, &store, request(b"one")),
+            builds.build(&backend, &store, request(b"one"), None),
+            builds.build(&backend, &store, request(b"one"), None),
         );
         let mut cached = [a.unwrap().unwrap().cached, b.unwrap().unwrap().cached];
         cached.sort();
         assert_eq!(cached, [false, true], "one built, the other found it");
         assert_eq!(backend.started.load(Ordering::SeqCst), 1);
         assert_eq!(builds.compiled(), 1);
-        let again = builds.build(&backend, &store, request(b"one")).await;
+        let again = builds.build(&backend, &store, request(b"one"), None).await;
         assert!(again.unwrap().unwrap().cached);
         let stored = store
             .get_artifact(&request(b"one").code_sha256, Runtime::Cpp, BUILD_VERSION)
@@ -533,12 +559,15 @@ mod tests {
             .unwrap();
         assert_eq!(stored, Some(Bytes::from_static(b"built:one")));
 
-        let other = builds.build(&backend, &store, request(b"two")).await;
+        let other = builds.build(&backend, &store, request(b"two"), None).await;
         assert!(!other.unwrap().unwrap().cached);
         assert_eq!(backend.started.load(Ordering::SeqCst), 2);
         let mut python = request(b"three");
         python.runtime = Runtime::Python;
-        assert_eq!(builds.build(&backend, &store, python).await.unwrap(), None);
+        assert_eq!(
+            builds.build(&backend, &store, python, None).await.unwrap(),
+            None
+        );
         assert_eq!(backend.started.load(Ordering::SeqCst), 2);
         assert!(
             builds.running.lock().unwrap().is_empty(),

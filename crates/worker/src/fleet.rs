@@ -8,6 +8,7 @@
 //! `hearth-cluster` (any number of workers on other machines).
 
 use crate::build::{BuildError, BuildRequest, Built};
+use crate::deps::{DepsError, Installed, Manifest};
 use crate::pool::PoolStatus;
 use crate::{InvokeRequest, Target, WorkerError};
 use async_trait::async_trait;
@@ -147,6 +148,25 @@ pub trait Fleet: Send + Sync {
 
     /// Builds a compiled function's code (`None` for an interpreted runtime).
     async fn build(&self, request: BuildRequest) -> Result<Option<Built>, FleetError>;
+
+    /// Installs the dependencies a deploy's code names (`requirements.txt`,
+    /// `package.json`, `go.mod`), or finds them installed: `None` when it names none.
+    /// A fleet that cannot install them refuses code that names some.
+    async fn install_dependencies(
+        &self,
+        function: &str,
+        runtime: hearth_core::Runtime,
+        code_tar: &bytes::Bytes,
+    ) -> Result<Option<Installed>, DepsError> {
+        match Manifest::of(code_tar, runtime)? {
+            None => Ok(None),
+            Some(manifest) => Err(DepsError::Unavailable(format!(
+                "this fleet does not install dependencies ({} names some of {function}'s): \
+                 vendor them in the zip",
+                manifest.main_file()
+            ))),
+        }
+    }
 
     /// Destroys warm instances of `name` except those of `keep_version` (best effort).
     async fn retire(&self, name: &str, keep_version: Option<u64>);

@@ -4,7 +4,8 @@
 //! time; more are started up to the function's maximum; callers past that wait in a
 //! bounded queue, then get [`WorkerError::Overloaded`]), cold starts (code fetched from
 //! the object store, checked, handed to the sandbox as a tar; for a compiled function,
-//! the artifact its [`build`] made), idle keep-alive, and
+//! the artifact its [`build`] made; with the version's dependency layer, which
+//! [`deps`] installs at deploy and unpacks once per worker), idle keep-alive, and
 //! turning a sandbox's report into the API's [`Invocation`] ([`outcome`]), and
 //! everything after the answer: full logs and output files land in the on-disk
 //! [`spool`] while the invocation runs, and the [`reporter`] uploads them and writes
@@ -20,6 +21,7 @@
 
 pub mod async_runner;
 pub mod build;
+pub mod deps;
 pub mod fleet;
 pub mod local;
 pub mod outcome;
@@ -55,6 +57,8 @@ pub struct WorkerConfig {
     pub max_pending_reports: usize,
     /// Limits of the builds of compiled functions.
     pub build: build::BuildConfig,
+    /// Where dependencies come from, and their limits.
+    pub deps: deps::DepsConfig,
 }
 
 impl Default for WorkerConfig {
@@ -66,6 +70,7 @@ impl Default for WorkerConfig {
             queue_timeout: Duration::from_secs(30),
             max_pending_reports: 10_000,
             build: build::BuildConfig::default(),
+            deps: deps::DepsConfig::default(),
         }
     }
 }
@@ -161,6 +166,7 @@ pub struct Worker {
     pools: Mutex<HashMap<String, Arc<Pool>>>,
     code_tars: Mutex<HashMap<String, Bytes>>,
     builds: build::Builds,
+    deps: deps::Dependencies,
     spool: Spool,
     reporter: Arc<Reporter>,
     shutting_down: std::sync::atomic::AtomicBool,
@@ -179,6 +185,7 @@ impl Worker {
         let reporter = Reporter::start(spool.clone(), code.object_store().clone(), metadata);
         let worker = Arc::new(Worker {
             builds: build::Builds::new(config.build.clone()),
+            deps: deps::Dependencies::new(config.deps.clone()),
             config,
             backend,
             code,
@@ -393,6 +400,15 @@ impl Worker {
         target: &Target,
     ) -> Result<Box<dyn hearth_sandbox::Instance>, WorkerError> {
         let code_tar = self.code_tar(target).await?;
+        // A compiled program carries its modules; an interpreted version gets its layer.
+        let layer = match target.spec.runtime.is_compiled() {
+            true => None,
+            false => {
+                let runtime = target.spec.runtime;
+                self.layer_for(&target.name, target.version, runtime, &code_tar)
+                    .await?
+            }
+        };
         let spec = InstanceSpec {
             instance_id: format!(
                 "{}-{}-{}",
@@ -408,6 +424,7 @@ impl Worker {
             output_quota_mb: target.spec.output_quota_mb,
             env: target.spec.env.clone(),
             code_tar,
+            layer,
         };
         let started = Instant::now();
         let instance = self.backend.create(spec).await?;

@@ -7,6 +7,7 @@
 
 use crate::async_runner::{self, AttemptEnd};
 use crate::build::{BuildRequest, Built};
+use crate::deps::{DepsError, Installed};
 use crate::fleet::{Fleet, FleetError, WorkerState};
 use crate::{InvokeRequest, Target, Worker};
 use async_trait::async_trait;
@@ -138,6 +139,17 @@ impl Fleet for LocalFleet {
 
     async fn build(&self, request: BuildRequest) -> Result<Option<Built>, FleetError> {
         Ok(self.worker.build(request).await?)
+    }
+
+    async fn install_dependencies(
+        &self,
+        function: &str,
+        runtime: hearth_core::Runtime,
+        code_tar: &bytes::Bytes,
+    ) -> Result<Option<Installed>, DepsError> {
+        self.worker
+            .install_dependencies(function, runtime, code_tar)
+            .await
     }
 
     async fn retire(&self, name: &str, keep_version: Option<u64>) {

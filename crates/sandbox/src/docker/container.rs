@@ -174,6 +174,7 @@ mod tests {
             cpus: None,
             env: Default::default(),
             code_tar: Bytes::new(),
+            layer: None,
             output_quota_mb: 16,
         }
     }

@@ -230,6 +230,14 @@ impl DockerBackend {
 
     /// [`SandboxBackend::create`] without the box.
     pub async fn create_docker(&self, spec: InstanceSpec) -> Result<DockerInstance, SandboxError> {
+        if spec.layer.is_some() {
+            // A layer is a host directory: a container must not bind it.
+            return Err(SandboxError::Unavailable(format!(
+                "{} has dependencies installed at deploy, which only the native sandbox \
+                 mounts; with --sandbox docker, vendor them in the zip",
+                spec.function_name
+            )));
+        }
         let image = self.images.get(&spec.runtime).ok_or_else(|| {
             SandboxError::Unavailable(format!(
                 "no Docker image for {} functions: run `hearth images build`",
