@@ -335,6 +335,7 @@ impl DockerBackend {
             meter,
             log_tail,
             output_task,
+            output_quota_mb: spec.output_quota_mb,
         };
         let init = InitSpec {
             protocol_version: PROTOCOL_VERSION,
