@@ -46,6 +46,18 @@ const DENIED: &[libc::c_long] = &[
     libc::SYS_mount_setattr,
 ];
 
+/// Calls that act on the process named by one argument, and which argument: allowed on
+/// the caller itself (pid 0) only, so no process can lower the agent's limits (and blind
+/// its sweep), or change another's priority or CPUs.
+const SELF_ONLY: &[(libc::c_long, u8)] = &[
+    (libc::SYS_prlimit64, 0),
+    (libc::SYS_setpriority, 1),
+    (libc::SYS_sched_setaffinity, 0),
+    (libc::SYS_sched_setscheduler, 0),
+    (libc::SYS_sched_setparam, 0),
+    (libc::SYS_sched_setattr, 0),
+];
+
 /// `clone` flags that would create a namespace.
 const NAMESPACE_FLAGS: &[libc::c_int] = &[
     libc::CLONE_NEWUSER,
@@ -67,6 +79,15 @@ pub fn is_root() -> bool {
 pub fn set_oom_score_adj(value: i32) -> Result<(), AgentError> {
     fs::write("/proc/self/oom_score_adj", value.to_string())
         .map_err(|e| AgentError::io("write /proc/self/oom_score_adj", e))
+}
+
+/// Makes this process non-dumpable: its `/proc/<pid>/mem`, `environ`, fds and the like
+/// belong to root, and no process of the same uid can ptrace it.
+pub fn set_non_dumpable() -> Result<(), AgentError> {
+    // SAFETY: prctl with integer arguments only.
+    let ret = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    check(ret, || "prctl PR_SET_DUMPABLE 0".into())?;
+    Ok(())
 }
 
 /// Makes orphans of our descendants come back to us (when we are not PID 1).
@@ -169,6 +190,19 @@ fn denied_filter() -> Result<BpfProgram, AgentError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     rules.insert(libc::SYS_clone, clone_rules);
+    for (nr, arg) in SELF_ONLY {
+        let other = SeccompCondition::new(*arg, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, 0)
+            .map_err(seccomp)?;
+        rules.insert(*nr, vec![SeccompRule::new(vec![other]).map_err(seccomp)?]);
+    }
+    // setpriority's `who` 0 with PRIO_PGRP or PRIO_USER names a whole group or uid, the
+    // agent's included: PRIO_PROCESS (0) only.
+    let group =
+        SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, 0).map_err(seccomp)?;
+    rules
+        .entry(libc::SYS_setpriority)
+        .or_default()
+        .push(SeccompRule::new(vec![group]).map_err(seccomp)?);
     let arch = std::env::consts::ARCH
         .try_into()
         .map_err(|e: seccompiler::BackendError| AgentError::Seccomp(e.to_string()))?;

@@ -18,8 +18,11 @@ pub struct Layout {
     pub code: PathBuf,
     /// The runtimes' bootstrap files.
     pub runtime: PathBuf,
-    /// The writable scratch dir (`HOME`, `TMPDIR`).
+    /// The writable scratch dir (`TMPDIR`), emptied after every invocation.
     pub tmp: PathBuf,
+    /// `HOME`: an empty dir the function cannot write (so no user site, no
+    /// `~/.node_modules`, nothing planted for a later process).
+    pub home: PathBuf,
     /// The per-invocation output dir (`$OUTPUT_DIR`), when the function has one.
     pub output: Option<PathBuf>,
 }
@@ -31,6 +34,7 @@ impl Layout {
             code: base.join("code"),
             runtime: base.join("runtime"),
             tmp: base.join("tmp"),
+            home: base.join("home"),
             output: None,
         }
     }
@@ -304,6 +308,7 @@ pub fn native(root_spec: &NativeRoot<'_>, code_tar: &[u8]) -> Result<Layout, Age
     for dir in ["usr", "proc", "dev", "tmp", "code", "runtime", "etc"] {
         mkdir(&root.join(dir), 0o755)?;
     }
+    mkdir(&root.join("home"), 0o555)?;
     for dir in root_spec.read_only_dirs {
         expose_read_only(root, dir)?;
     }
@@ -391,6 +396,9 @@ fn prepare(base: &Path, output: Option<(u32, u32)>) -> Result<Layout, AgentError
     code::write_runtime_files(&layout.runtime)?;
     if !layout.tmp.is_dir() {
         mkdir(&layout.tmp, 0o1777)?;
+    }
+    if !layout.home.is_dir() {
+        mkdir(&layout.home, 0o555)?;
     }
     if let Some((uid, gid)) = output {
         let dir = base.join(OUTPUT_DIR_NAME);
