@@ -257,6 +257,7 @@ fn init(spec: &InitSpec, code: &[u8]) -> Result<Instance, AgentError> {
     if let Err(e) = privileges::set_oom_score_adj(-1000) {
         diag!("cannot protect the agent from the OOM killer: {e}");
     }
+    privileges::set_sandbox_limits()?;
     if privileges::is_root() {
         privileges::drop_to(spec.uid, spec.gid)?;
     }
