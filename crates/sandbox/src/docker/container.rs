@@ -107,18 +107,29 @@ pub fn definition(
             network_mode: Some("none".to_string()),
             readonly_rootfs: Some(true),
             cap_drop: Some(vec!["ALL".to_string()]),
-            security_opt: Some(vec!["no-new-privileges:true".to_string()]),
+            security_opt: Some(vec![
+                "no-new-privileges:true".to_string(),
+                super::seccomp::security_opt(),
+            ]),
             privileged: Some(false),
             pids_limit: i64::try_from(limits.pids_max).ok(),
             memory: Some(memory),
             memory_swap: Some(memory),
             cpu_period: Some(CPU_PERIOD_US),
             cpu_quota: Some(cpu_quota),
-            ulimits: Some(vec![ResourcesUlimits {
-                name: Some("nofile".to_string()),
-                soft: Some(nofile),
-                hard: Some(nofile),
-            }]),
+            ulimits: Some(vec![
+                ResourcesUlimits {
+                    name: Some("nofile".to_string()),
+                    soft: Some(nofile),
+                    hard: Some(nofile),
+                },
+                // No core dumps: a dump of a function holds its callers' data.
+                ResourcesUlimits {
+                    name: Some("core".to_string()),
+                    soft: Some(0),
+                    hard: Some(0),
+                },
+            ]),
             tmpfs: Some(tmpfs),
             ipc_mode: Some("private".to_string()),
             init: Some(false),
@@ -187,10 +198,9 @@ mod tests {
         assert_eq!(host.network_mode.as_deref(), Some("none"));
         assert_eq!(host.readonly_rootfs, Some(true));
         assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
-        assert_eq!(
-            host.security_opt,
-            Some(vec!["no-new-privileges:true".to_string()])
-        );
+        let security = host.security_opt.unwrap();
+        assert_eq!(security[0], "no-new-privileges:true");
+        assert!(security[1].starts_with("seccomp={"), "{security:?}");
         assert_eq!(host.memory, Some(128 << 20));
         assert_eq!(host.memory_swap, host.memory, "no swap");
         assert_eq!(host.pids_limit, Some(64));
@@ -198,7 +208,10 @@ mod tests {
             (host.cpu_quota, host.cpu_period),
             (Some(150_000), Some(100_000))
         );
-        assert_eq!(host.ulimits.unwrap()[0].hard, Some(1024));
+        let ulimits = host.ulimits.unwrap();
+        assert_eq!(ulimits[0].hard, Some(1024));
+        assert_eq!(ulimits[1].name.as_deref(), Some("core"));
+        assert_eq!(ulimits[1].hard, Some(0));
         assert!(host.binds.is_none() && host.mounts.is_none());
         assert_eq!(host.auto_remove, Some(true));
         let labels = body.labels.unwrap();

@@ -25,6 +25,7 @@ pub mod images;
 mod instance;
 pub mod labels;
 pub mod rootfs;
+mod seccomp;
 
 pub use bollard::Docker;
 pub use container::Limits;
