@@ -15,18 +15,27 @@ echo "test: cargo clippy"
 cargo clippy --quiet --workspace --all-targets -- -D warnings
 
 export HEARTH_AGENT="$PWD/target/agent/x86_64-unknown-linux-gnu/release/hearth-agent"
+# The store suites (SQLite + PostgreSQL, local dir + S3) and the cluster tests run
+# inside `cargo test --workspace` against these; they fail loudly without them.
+echo "test: services (Redis, PostgreSQL, moto's S3)"
+eval "$(scripts/services.sh --env)"
 echo "test: Docker engine and runtime images (for the Docker backend's tests)"
 scripts/docker.sh
 target/debug/hearth images build
+echo "test: services (Redis, PostgreSQL, S3 on loopback) and the Python test tools"
+eval "$(scripts/services.sh --env)"
 echo "test: cargo test (unit, integration, end-to-end)"
 cargo test --workspace -- --test-threads "${HEARTH_TEST_THREADS:-2}"
 echo "test: the end-to-end suites again, on the Docker backend"
 HEARTH_TEST_SANDBOX=docker cargo test -p hearth --test lifecycle --test failures \
   --test concurrency --test hostile --test bad_input --test async_invocations \
-  --test outputs_and_logs -- --test-threads "${HEARTH_TEST_THREADS:-2}"
+  --test outputs_and_logs --test cli_commands -- --test-threads "${HEARTH_TEST_THREADS:-2}"
 
-echo "test: hearth bench --smoke (exercises every figure; asserts no timing)"
-target/debug/hearth bench --smoke --json > target/bench-smoke.json
-echo "test: bench smoke wrote target/bench-smoke.json"
+echo "test: the dashboard in a real browser (Playwright + Debian chromium, tests/browser)"
+scripts/browser.sh
+target/venv/bin/pytest -q -p no:cacheprovider tests/browser
+
+echo "test: hearth bench --smoke on both backends (every figure; no timing asserted)"
+scripts/bench-smoke.sh
 
 echo "test: all passed in $(( $(date +%s) - started )) s"

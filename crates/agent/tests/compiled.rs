@@ -139,6 +139,7 @@ fn a_cpp_handler_runs_in_a_fresh_process_per_invocation() {
         );
         pids.push(v["pid"].as_i64().unwrap());
     }
+    pids.sort_unstable();
     pids.dedup();
     assert_eq!(pids.len(), 3, "a fresh process each time: {pids:?}");
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{is_root, native_command, spec, tar_of, Agent};
+use common::{is_root, native_command, spec, tar_of, Agent, FRAME_WAIT};
 use hearth_core::protocol::{FromAgent, OutcomeStatus, RootSetup};
 use hearth_core::Runtime;
 use serde_json::json;
@@ -285,12 +285,18 @@ fn the_sandbox_dies_with_the_agent() {
     // SAFETY: kill with plain integers, on the agent process this test started.
     unsafe { libc::kill(parent as i32, libc::SIGKILL) };
     agent.wait();
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    for pid in [pid1[0], zygote[0]] {
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let alive = stat
+    // The kernel kills a pid namespace's processes when its PID 1 dies, and their
+    // reaping takes a moment: poll until both are gone (or zombies).
+    let alive = |pid: u32| {
+        fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
             .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'));
-        assert!(!alive, "{pid} outlived the agent: {stat}");
-    }
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+    };
+    hearth_testkit::eventually(
+        FRAME_WAIT,
+        "PID 1 and the zygote die with the agent",
+        || !alive(pid1[0]) && !alive(zygote[0]),
+    )
+    .unwrap();
 }

@@ -9,7 +9,6 @@ use common::{spec, Agent, Reply};
 use hearth_core::protocol::{FromAgent, LogStream, OutcomeStatus, RootSetup};
 use hearth_core::Runtime;
 use serde_json::json;
-use std::time::{Duration, Instant};
 
 const HANDLER: &str = r#"
 import os, sys, time
@@ -187,12 +186,9 @@ fn files_written_to_the_output_dir_come_back_as_a_tar_and_are_removed() {
 #[test]
 fn links_and_fifos_are_archived_as_such_and_never_followed() {
     let mut agent = python_agent(16);
-    let started = Instant::now();
+    // A hang (a fifo opened for reading, a link followed in a loop) fails the call
+    // when the result frame does not arrive within the harness's FRAME_WAIT.
     let reply = agent.invoke("links", 10_000, r#"{"action": "links"}"#);
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "the agent hung"
-    );
     assert_success(&reply);
     let passwd = reply.output("passwd");
     assert_eq!(passwd.kind, tar::EntryType::Symlink);

@@ -129,6 +129,7 @@ fn handler_mode_gets_event_context_and_env_in_a_fresh_process_each_time() {
         assert_eq!(reply.outcome.leftovers_killed, 0);
         pids.push(v["pid"].as_i64().unwrap());
     }
+    pids.sort_unstable();
     pids.dedup();
     assert_eq!(pids.len(), 3, "every call runs in a new process: {pids:?}");
     assert!(agent.shutdown().success());
@@ -168,9 +169,11 @@ fn a_timeout_kills_the_process_and_the_next_call_works() {
         "{:#?}",
         reply.outcome
     );
+    // Killed by the agent's own timer (SIGKILL), which says which timeout fired.
     assert_eq!(reply.outcome.signal, Some(9));
-    assert!(reply.outcome.handler_duration_ms >= 300.0);
-    assert!(reply.outcome.handler_duration_ms < 5000.0);
+    let error = reply.outcome.error.clone().unwrap();
+    assert_eq!(error.kind, "Timeout");
+    assert_eq!(error.message, "invocation timed out after 300 ms");
     assert!(reply.outcome.user_cpu_ms > 0.0, "{:#?}", reply.outcome);
     assert!(reply.outcome.healthy);
     assert_eq!(

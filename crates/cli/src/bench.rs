@@ -3,7 +3,9 @@
 //!
 //! It starts its own `hearth up` on a free port and a scratch data dir (or measures
 //! the hearth at `--url`), deploys trivial handlers, and measures through HTTP like any client.
-//! Figures are medians and percentiles of many samples; nothing here is asserted.
+//! Figures are medians and percentiles of many samples; no timing is ever asserted.
+//! `--smoke` (CI) fails when a figure is broken: missing, short of samples, not a
+//! number, or measured with errors (a failed baseline included).
 
 use crate::client::Client;
 use crate::commands::{self, Output};
@@ -361,7 +363,100 @@ pub async fn run(
     } else {
         print_table(&report);
     }
+    if args.smoke {
+        let expected = Expected {
+            runtimes: handlers.iter().map(|(runtime, _, _)| *runtime).collect(),
+            requests: args.requests,
+            cold_samples: args.cold_samples,
+            own_platform: own.is_some(),
+        };
+        let problems = smoke_problems(&report, &expected);
+        if !problems.is_empty() {
+            bail!(
+                "bench smoke: {} figure(s) broken:\n  - {}",
+                problems.len(),
+                problems.join("\n  - ")
+            );
+        }
+        eprintln!("bench: smoke run complete, every figure measured");
+    }
     Ok(())
+}
+
+/// What a complete run holds: every runtime's figures, every sample taken.
+struct Expected<'a> {
+    runtimes: Vec<&'a str>,
+    requests: usize,
+    cold_samples: usize,
+    /// The bench started its own hearth (so it built every handler fresh and can read
+    /// the worker's RSS).
+    own_platform: bool,
+}
+
+/// The figures of `report` that are missing, short of samples, not numbers, or came
+/// with errors: a smoke run with any of these fails (it asserts no timing).
+fn smoke_problems(report: &Report, expected: &Expected<'_>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let latency = |figure: String, latency: Option<&Latency>, samples: usize| match latency {
+        None => Some(format!("{figure}: missing")),
+        Some(l) if l.samples != samples => {
+            Some(format!("{figure}: {} of {samples} samples", l.samples))
+        }
+        Some(l) if ![l.p50, l.p90, l.p99, l.max].iter().all(|v| v.is_finite()) => {
+            Some(format!("{figure}: not a number ({l:?})"))
+        }
+        Some(_) => None,
+    };
+    for &runtime in &expected.runtimes {
+        problems.extend(latency(
+            format!("warm {runtime}"),
+            report.warm.get(runtime),
+            expected.requests,
+        ));
+        problems.extend(latency(
+            format!("warm inside hearth {runtime}"),
+            report.warm_server_side.get(runtime),
+            expected.requests,
+        ));
+        problems.extend(latency(
+            format!("cold start {runtime}"),
+            report.cold_start.get(runtime),
+            expected.cold_samples,
+        ));
+        let compiled = matches!(runtime, "cpp" | "go");
+        if compiled && expected.own_platform && !report.build_ms.contains_key(runtime) {
+            problems.push(format!("build at deploy {runtime}: missing"));
+        }
+    }
+    let t = &report.throughput;
+    if t.errors > 0 || t.completed == 0 || !t.per_second.is_finite() {
+        problems.push(format!(
+            "throughput: {} completed, {} errors",
+            t.completed, t.errors
+        ));
+    }
+    for b in &report.baselines {
+        if !b.median_ms.is_some_and(f64::is_finite) {
+            problems.push(format!(
+                "baseline {}: {}",
+                b.what,
+                b.note.as_deref().unwrap_or("no figure")
+            ));
+        }
+    }
+    if !report.memory_reading_us.is_some_and(f64::is_finite) {
+        problems.push(format!(
+            "cgroup memory-peak reading: {}",
+            report.memory_reading_note.as_deref().unwrap_or("no figure")
+        ));
+    }
+    if expected.own_platform && !report.output_rss_growth_mb.is_some_and(f64::is_finite) {
+        problems.push(format!(
+            "worker RSS during an output: {}",
+            report.output_rss_note.as_deref().unwrap_or("no figure")
+        ));
+    }
+    problems
 }
 
 async fn deploy(
@@ -403,7 +498,7 @@ fn rss_mb(pid: u32) -> f64 {
 }
 
 /// Peak growth of the worker's RSS (sampled from /proc every 10 ms) while a function
-/// writes an `mb` MB output, MB.
+/// writes an `mb` MB output and it is uploaded and downloaded again, MB.
 async fn output_rss_growth(client: &Client, pid: u32, mb: u64) -> anyhow::Result<f64> {
     let memory = mb + 512;
     let dir = std::env::temp_dir().join(format!("hearth-bench-out-{}", std::process::id()));
@@ -436,17 +531,50 @@ async fn output_rss_growth(client: &Client, pid: u32, mb: u64) -> anyhow::Result
             peak
         })
     };
-    let inv =
-        commands::invoke_function(client, "bench-output", json!({"mb": mb}).to_string()).await;
+    // Sampled through the output's whole life: written, uploaded in the background,
+    // downloaded back through hearth.
+    let through = async {
+        let inv = commands::invoke_function(client, "bench-output", json!({"mb": mb}).to_string())
+            .await?;
+        if inv["status"] != "success" {
+            bail!("the output writer failed: {}", inv["error"]);
+        }
+        let id = inv["id"].as_str().context("an invocation without an id")?;
+        let downloaded = download_output(client, id, "big.bin").await?;
+        if downloaded != mb << 20 {
+            bail!("downloaded {downloaded} bytes of a {mb} MB output");
+        }
+        Ok(())
+    }
+    .await;
     sampling.store(false, std::sync::atomic::Ordering::Relaxed);
     let peak = sampler
         .join()
         .map_err(|_| anyhow::anyhow!("the RSS sampler panicked"))?;
-    let inv = inv?;
-    if inv["status"] != "success" {
-        bail!("the output writer failed: {}", inv["error"]);
-    }
+    through?;
     Ok((peak - before).max(0.0))
+}
+
+/// Waits (up to 10 minutes) for the reporter to upload an output, then streams it
+/// down; returns its size in bytes.
+async fn download_output(client: &Client, id: &str, path: &str) -> anyhow::Result<u64> {
+    let url = format!("/v1/invocations/{id}/outputs/{path}");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut response = loop {
+        let response = client.request(Method::GET, &url).send().await?;
+        match response.status().as_u16() {
+            200 => break response,
+            404 | 503 if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            status => bail!("GET {url}: HTTP {status}"),
+        }
+    };
+    let mut bytes = 0u64;
+    while let Some(chunk) = response.chunk().await? {
+        bytes += chunk.len() as u64;
+    }
+    Ok(bytes)
 }
 
 async fn invoke_timed(client: &Client, name: &str) -> anyhow::Result<(f64, Value)> {
@@ -761,5 +889,131 @@ fn print_table(r: &Report) {
             println!("worker RSS growth while a function writes an output: {mb:.1} MB ({note})")
         }
         None => println!("worker RSS growth while a function writes an output: n/a ({note})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn latency(samples: usize) -> Latency {
+        Latency::of((0..samples).map(|i| i as f64 + 1.0).collect())
+    }
+
+    fn complete() -> Report {
+        let per_runtime = |samples: usize| {
+            ["python", "cpp"]
+                .into_iter()
+                .map(|r| (r.to_string(), latency(samples)))
+                .collect::<BTreeMap<_, _>>()
+        };
+        Report {
+            warm: per_runtime(20),
+            warm_server_side: per_runtime(20),
+            throughput: Throughput {
+                clients: 2,
+                seconds: 1.0,
+                completed: 50,
+                per_second: 50.0,
+                errors: 0,
+                latency: latency(50),
+            },
+            cold_start: per_runtime(2),
+            build_ms: BTreeMap::from([("cpp".to_string(), 300.0)]),
+            baselines: vec![Baseline {
+                what: "python3 -c".into(),
+                median_ms: Some(15.0),
+                note: None,
+            }],
+            memory_reading_us: Some(1.0),
+            memory_reading_note: None,
+            output_rss_growth_mb: Some(1.0),
+            output_rss_note: None,
+        }
+    }
+
+    fn expected() -> Expected<'static> {
+        Expected {
+            runtimes: vec!["python", "cpp"],
+            requests: 20,
+            cold_samples: 2,
+            own_platform: true,
+        }
+    }
+
+    #[test]
+    fn a_complete_report_has_no_problems() {
+        assert_eq!(
+            smoke_problems(&complete(), &expected()),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn each_broken_figure_is_a_problem() {
+        type Breakage = (&'static str, Box<dyn Fn(&mut Report)>);
+        let breakages: Vec<Breakage> = vec![
+            (
+                "warm cpp: missing",
+                Box::new(|r| {
+                    r.warm.remove("cpp");
+                }),
+            ),
+            (
+                "warm inside hearth python: not a number",
+                Box::new(|r| {
+                    r.warm_server_side
+                        .insert("python".into(), Latency::of(vec![f64::NAN; 20]));
+                }),
+            ),
+            (
+                "cold start python: 1 of 2 samples",
+                Box::new(|r| {
+                    r.cold_start.insert("python".into(), latency(1));
+                }),
+            ),
+            (
+                "build at deploy cpp: missing",
+                Box::new(|r| r.build_ms.clear()),
+            ),
+            (
+                "throughput: 50 completed, 3 errors",
+                Box::new(|r| r.throughput.errors = 3),
+            ),
+            (
+                "baseline python3 -c: cannot run python3",
+                Box::new(|r| {
+                    r.baselines[0].median_ms = None;
+                    r.baselines[0].note = Some("cannot run python3".into());
+                }),
+            ),
+            (
+                "cgroup memory-peak reading: no figure",
+                Box::new(|r| r.memory_reading_us = None),
+            ),
+            (
+                "worker RSS during an output: no figure",
+                Box::new(|r| r.output_rss_growth_mb = None),
+            ),
+        ];
+        for (problem, break_it) in breakages {
+            let mut report = complete();
+            break_it(&mut report);
+            let problems = smoke_problems(&report, &expected());
+            assert_eq!(problems.len(), 1, "{problem}: {problems:?}");
+            assert!(problems[0].starts_with(problem), "{problems:?}");
+        }
+    }
+
+    #[test]
+    fn another_hearths_cached_builds_and_rss_are_not_expected() {
+        let mut report = complete();
+        report.build_ms.clear();
+        report.output_rss_growth_mb = None;
+        let expected = Expected {
+            own_platform: false,
+            ..expected()
+        };
+        assert_eq!(smoke_problems(&report, &expected), Vec::<String>::new());
     }
 }

@@ -1,9 +1,11 @@
 //! Concurrent calls get their own instances up to the function's maximum, then wait
-//! their turn. Overlap is judged from the handlers' own clocks, not from timings.
+//! their turn. Overlap is judged from the handlers' own clocks and the platform's
+//! status, never from how long a call took.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use hearth_testkit::Hearth;
+use hearth_testkit::{eventually, Hearth};
 use serde_json::{json, Value};
+use std::time::Duration;
 
 fn two_calls_at_once(hearth: &Hearth, name: &str) -> (Value, Value) {
     std::thread::scope(|s| {
@@ -21,23 +23,50 @@ fn interval(inv: &Value) -> (f64, f64) {
     )
 }
 
+/// Instances of `name` holding a call, from `/v1/status`.
+fn busy(hearth: &Hearth, name: &str) -> u64 {
+    let status = hearth.get("/v1/status");
+    status["workers"][0]["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["function"] == name)
+        .map(|p| p["busy"].as_u64().unwrap())
+        .sum()
+}
+
 #[test]
 fn concurrent_calls_run_on_two_instances_at_once() {
     let hearth = Hearth::start(env!("CARGO_BIN_EXE_hearth"));
-    hearth.deploy_fixture("sleepy", "py-sleep", json!({"runtime": "python"}));
-    let started = std::time::Instant::now();
-    let (a, b) = two_calls_at_once(&hearth, "sleepy");
-    let elapsed = started.elapsed();
-    let ((a0, a1), (b0, b1)) = (interval(&a), interval(&b));
+    hearth.deploy_fixture(
+        "sleepy",
+        "py-sleep",
+        json!({"runtime": "python", "timeout_ms": 60000}),
+    );
+    // A long call holds one instance; a second call made while it is busy (seen in
+    // /v1/status, not guessed from a sleep) must be served by another instance and
+    // end inside the long call's interval, by the handlers' own clocks. The long
+    // call's 20 s are a margin for the second one's cold start on a loaded machine.
+    let (long, short) = std::thread::scope(|s| {
+        let long = s.spawn(|| hearth.invoke("sleepy", json!({"seconds": 20})));
+        eventually(
+            Duration::from_secs(60),
+            "the long call holds its instance",
+            || busy(&hearth, "sleepy") == 1,
+        )
+        .unwrap();
+        let short = hearth.invoke("sleepy", json!({"seconds": 0}));
+        (long.join().unwrap(), short)
+    });
+    let ((l0, l1), (s0, s1)) = (interval(&long), interval(&short));
     assert!(
-        a0 < b1 && b0 < a1,
-        "the two sleeps overlapped: {a0}..{a1} and {b0}..{b1}"
+        l0 < s0 && s1 < l1,
+        "the short call ran inside the long one: {s0}..{s1} within {l0}..{l1}"
     );
     assert_ne!(
-        a["result"]["instance"], b["result"]["instance"],
+        long["result"]["instance"], short["result"]["instance"],
         "two instances served them"
     );
-    eprintln!("two concurrent 1 s sleeps took {elapsed:?}");
 }
 
 #[test]

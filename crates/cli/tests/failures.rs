@@ -5,7 +5,7 @@
 //! by the event) misbehave the same way (`hearth_testkit::runtimes`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use hearth_testkit::{runtimes, runtimes_except, Hearth};
+use hearth_testkit::{runtimes, Hearth};
 use serde_json::json;
 
 const MB: u64 = 1024 * 1024;
@@ -62,7 +62,7 @@ fn a_raising_handler_reports_type_message_and_trace() {
 }
 
 #[test]
-fn an_endless_loop_times_out_within_a_second_of_its_timeout() {
+fn an_endless_loop_is_killed_by_its_timeout_and_the_function_keeps_serving() {
     let hearth = hearth();
     for (runtime, prefix) in runtimes() {
         let name = format!("{prefix}-loop");
@@ -73,11 +73,13 @@ fn an_endless_loop_times_out_within_a_second_of_its_timeout() {
         );
         hearth.invoke(&name, json!({"action": "none"}));
         let inv = hearth.invoke(&name, json!({"action": "loop"}));
-        assert_eq!(inv["status"], "timeout", "{inv}");
-        let duration = inv["duration_ms"].as_f64().unwrap();
-        assert!(
-            (1000.0..2000.0).contains(&duration),
-            "timed out after {duration} ms"
+        assert_eq!(inv["status"], "timeout", "{runtime}: {inv}");
+        // The agent's own clock fired (it killed the handler at the function's timeout),
+        // not the worker's fallback for an agent that stopped answering.
+        assert_eq!(inv["error"]["type"], "Timeout", "{runtime}: {inv}");
+        assert_eq!(
+            inv["error"]["message"], "invocation timed out after 1000 ms",
+            "{runtime}: {inv}"
         );
         assert_recovers(&hearth, &name);
     }
@@ -106,9 +108,7 @@ fn allocating_past_the_limit_is_oom_and_the_next_call_succeeds() {
 #[test]
 fn memory_peak_is_each_invocations_own() {
     let hearth = hearth();
-    // Node.js is left out: its heap alone is ~40 MB, above this test's bound for the
-    // small call.
-    for (runtime, prefix) in runtimes_except(&["nodejs"]) {
+    for (runtime, prefix) in runtimes() {
         let name = format!("{prefix}-peak");
         hearth.deploy_fixture(
             &name,
@@ -116,14 +116,19 @@ fn memory_peak_is_each_invocations_own() {
             json!({"runtime": runtime, "memory_mb": 512}),
         );
         hearth.invoke(&name, json!({"action": "none"}));
+        // What the runtime itself peaks at for a call that allocates nothing (Node.js's
+        // heap alone is ~40 MB): the bounds below sit on top of it.
+        let idle = hearth.invoke(&name, json!({"action": "none"}));
+        let base = idle["memory"]["peak_bytes"].as_u64().unwrap();
         let big = hearth.invoke(&name, json!({"action": "alloc", "mb": 100}));
         assert_eq!(big["status"], "success", "{big}");
         assert_eq!(big["cold_start"], false);
         let peak = big["memory"]["peak_bytes"].as_u64().unwrap();
         assert!(
-            (100 * MB..140 * MB).contains(&peak),
-            "{runtime}: 100 MB allocation peaked at {} MB",
-            peak / MB
+            (100 * MB..base + 140 * MB).contains(&peak),
+            "{runtime}: 100 MB allocation peaked at {} MB (idle call {} MB)",
+            peak / MB,
+            base / MB
         );
         assert!(
             big["memory"]["max_rss_bytes"].as_u64().unwrap() >= 100 * MB,
@@ -138,9 +143,10 @@ fn memory_peak_is_each_invocations_own() {
         assert_eq!(small["cold_start"], false, "same warm instance");
         let peak = small["memory"]["peak_bytes"].as_u64().unwrap();
         assert!(
-            peak < 40 * MB,
-            "{runtime}: 10 MB allocation after a 100 MB one peaked at {} MB",
-            peak / MB
+            peak < base + 40 * MB,
+            "{runtime}: 10 MB allocation after a 100 MB one peaked at {} MB (idle call {} MB)",
+            peak / MB,
+            base / MB
         );
         assert!(
             peak > 10 * MB,
@@ -153,8 +159,7 @@ fn memory_peak_is_each_invocations_own() {
 #[test]
 fn stdout_is_capped_inline_with_truncated_set() {
     let hearth = hearth();
-    // node-fail has no print action.
-    for (runtime, prefix) in runtimes_except(&["nodejs"]) {
+    for (runtime, prefix) in runtimes() {
         let name = format!("{prefix}-print");
         hearth.deploy_fixture(
             &name,

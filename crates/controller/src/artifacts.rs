@@ -1,6 +1,7 @@
 //! `GET /v1/invocations/{id}/logs` and `GET /v1/invocations/{id}/outputs/{path}`:
-//! streamed from the worker's spool while the reporter has not uploaded them yet,
-//! from the object store after.
+//! streamed from the object store, never from a worker's disk. A worker's reporter
+//! uploads logs and outputs before it writes the invocation's final record, so until
+//! that record is in the metadata store the answer is 404 `pending_upload` (retry).
 
 use crate::{ApiError, AppState};
 use axum::body::Body;
@@ -18,16 +19,12 @@ pub(crate) struct LogsQuery {
     stream: Option<String>,
 }
 
-/// A body streaming one log, or `None` when there is no such log.
+/// How long a read waits for a local worker's reporter before answering
+/// `pending_upload`.
+const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A body streaming one log, or `None` when the invocation wrote nothing to it.
 async fn log_body(state: &AppState, id: &str, stream: LogStream) -> Result<Option<Body>, ApiError> {
-    if let Some(job) = state.worker.spool().ready_job(id) {
-        return match tokio::fs::File::open(job.log_path(stream)).await {
-            Ok(file) => Ok(Some(Body::from_stream(tokio_util::io::ReaderStream::new(
-                file,
-            )))),
-            Err(_) => Ok(None),
-        };
-    }
     object_body(state, &log_key(id, stream)).await
 }
 
@@ -40,30 +37,47 @@ async fn object_body(state: &AppState, key: &str) -> Result<Option<Body>, ApiErr
             found.into_stream().map_err(std::io::Error::other).boxed(),
         ))),
         Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => {
-            tracing::warn!(%key, error = %e, "object store read failed");
-            Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "object_store_unavailable",
-                "the object store cannot be read right now: retry shortly",
-            )
-            .retry_after(5))
-        }
+        Err(e) => Err(ApiError::unavailable("reading the object store", e)),
     }
 }
 
-async fn known_invocation(state: &AppState, id: &str) -> Result<(), ApiError> {
-    if state.history.recent(id).is_some() {
-        return Ok(());
-    }
-    match state.metadata.get_invocation(id).await {
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "invocation_not_found",
-            format!("invocation {id:?} does not exist (history is kept 30 days)"),
-        )),
-        Err(e) => Err(ApiError::internal("reading invocation", e)),
+/// Checks that the invocation exists and its logs and outputs are uploaded.
+async fn uploaded_invocation(state: &AppState, id: &str) -> Result<(), ApiError> {
+    let mut settled = false;
+    loop {
+        let stored = state
+            .metadata
+            .get_invocation(id)
+            .await
+            .map_err(|e| ApiError::store("reading invocation", e))?;
+        match stored {
+            Some(invocation) if invocation.status.is_final() => return Ok(()),
+            None if state.history.recent(id).is_none() => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "invocation_not_found",
+                    format!("invocation {id:?} does not exist (history is kept 30 days)"),
+                ))
+            }
+            _ if !settled => {
+                state.fleet.settle(SETTLE_LIMIT).await;
+                settled = true;
+            }
+            _ => {
+                // Pending, or the object store is down and the upload stuck: say which.
+                let probe = ObjectPath::from(log_key(id, LogStream::Stdout));
+                match state.code.object_store().head(&probe).await {
+                    Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(ApiError::unavailable("reading the object store", e)),
+                }
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "pending_upload",
+                    format!("invocation {id} has not finished, or its logs and outputs are still being uploaded: retry shortly"),
+                )
+                .retry_after(1));
+            }
+        }
     }
 }
 
@@ -78,7 +92,7 @@ pub(crate) async fn logs(
     Path(id): Path<String>,
     Query(query): Query<LogsQuery>,
 ) -> Result<Response, ApiError> {
-    known_invocation(&state, &id).await?;
+    uploaded_invocation(&state, &id).await?;
     let streams: &[LogStream] = match query.stream.as_deref() {
         None | Some("") | Some("all") => &[LogStream::Stdout, LogStream::Stderr],
         Some("stdout") => &[LogStream::Stdout],
@@ -105,17 +119,17 @@ pub(crate) async fn output(
     State(state): State<AppState>,
     Path((id, path)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    known_invocation(&state, &id).await?;
     match object_body(&state, &output_key(&id, &path)).await? {
-        Some(body) => Ok((
-            [(header::CONTENT_TYPE, "application/octet-stream")],
-            body,
-        )
-            .into_response()),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "output_not_found",
-            format!("invocation {id} has no output {path:?}, or it is not uploaded yet: see the invocation's outputs and retry shortly"),
-        )),
+        Some(body) => {
+            Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
+        }
+        None => Err({
+            uploaded_invocation(&state, &id).await?;
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "output_not_found",
+                format!("invocation {id} has no output {path:?}: see the invocation's outputs"),
+            )
+        }),
     }
 }

@@ -49,6 +49,28 @@ impl ApiError {
         )
     }
 
+    /// A failed store operation: 503 `dependency_unavailable` when the store cannot be
+    /// reached (it recovers by itself; retry), else a 500 whose cause is logged.
+    pub fn store(context: &str, cause: hearth_store::StoreError) -> ApiError {
+        if store_is_unavailable(&cause) {
+            return ApiError::unavailable(context, cause);
+        }
+        ApiError::internal(context, cause)
+    }
+
+    /// 503 `dependency_unavailable`: a service hearth depends on is down.
+    pub fn unavailable(context: &str, cause: impl std::fmt::Display) -> ApiError {
+        tracing::warn!(%cause, "{context}: a dependency is unavailable");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "dependency_unavailable",
+            format!(
+                "{context}: a service hearth depends on is unavailable ({cause}); retry shortly"
+            ),
+        )
+        .retry_after(2)
+    }
+
     /// The message shown to the user.
     pub fn message(&self) -> &str {
         &self.message
@@ -72,6 +94,15 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// Whether a store error means the store is out of reach (rather than a bug or bad data).
+fn store_is_unavailable(error: &hearth_store::StoreError) -> bool {
+    use hearth_store::StoreError;
+    matches!(
+        error,
+        StoreError::ObjectStore { .. } | StoreError::Task { .. } | StoreError::Database { .. }
+    )
 }
 
 pub(crate) async fn not_found() -> ApiError {

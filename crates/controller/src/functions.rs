@@ -11,6 +11,7 @@ use hearth_core::function::validate_name;
 use hearth_core::{FunctionConfig, FunctionSpec, SpecError};
 use hearth_store::{inspect_zip, FunctionRecord, FunctionStats, PackageLimits};
 use hearth_worker::build::{BuildError, BuildRequest};
+use hearth_worker::fleet::FleetError;
 use serde_json::{json, Value};
 
 /// The API's function object.
@@ -23,6 +24,7 @@ pub(crate) fn function_json(record: &FunctionRecord, stats: Option<&FunctionStat
         "memory_mb": spec.memory_mb,
         "timeout_ms": spec.timeout_ms,
         "max_instances": spec.max_instances,
+        "cpus": spec.cpus,
         "env": spec.env,
         "description": spec.description,
         "code_sha256": record.code_sha256,
@@ -45,8 +47,8 @@ pub(crate) fn checked_name(name: &str) -> Result<(), ApiError> {
     validate_name(name).map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))
 }
 
-/// The newest version of `name`. Answered from memory when it can be: this process is
-/// the only writer of its metadata store, and deploy and delete update the cache.
+/// The newest version of `name`. Answered from memory when it can be: deploy and delete
+/// update the cache, and in a cluster its records expire quickly.
 pub(crate) async fn find(state: &AppState, name: &str) -> Result<FunctionRecord, ApiError> {
     checked_name(name)?;
     let generation = match state.cached_function(name) {
@@ -57,7 +59,7 @@ pub(crate) async fn find(state: &AppState, name: &str) -> Result<FunctionRecord,
         .metadata
         .get_function(name)
         .await
-        .map_err(|e| ApiError::internal("reading function", e))?
+        .map_err(|e| ApiError::store("reading function", e))?
         .ok_or_else(|| ApiError::function_not_found(name))?;
     state.remember_read(&record, generation);
     Ok(record)
@@ -68,7 +70,7 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, A
         .metadata
         .list_functions()
         .await
-        .map_err(|e| ApiError::internal("listing functions", e))?;
+        .map_err(|e| ApiError::store("listing functions", e))?;
     let functions: Vec<Value> = records.iter().map(|r| function_json(r, None)).collect();
     Ok(Json(json!({ "functions": functions })))
 }
@@ -82,7 +84,7 @@ pub(crate) async fn get(
         .metadata
         .function_stats(&name)
         .await
-        .map_err(|e| ApiError::internal("reading function stats", e))?;
+        .map_err(|e| ApiError::store("reading function stats", e))?;
     Ok(Json(function_json(&record, Some(&stats))))
 }
 
@@ -95,12 +97,12 @@ pub(crate) async fn delete(
         .metadata
         .delete_function(&name)
         .await
-        .map_err(|e| ApiError::internal("deleting function", e))?;
+        .map_err(|e| ApiError::store("deleting function", e))?;
     if !existed {
         return Err(ApiError::function_not_found(&name));
     }
     state.cache_function(None, &name);
-    state.worker.retire(&name, None).await;
+    state.fleet.retire(&name, None).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -136,7 +138,7 @@ async fn read_deploy(
                 config = serde_json::from_slice(&bytes).map_err(|e| {
                     ApiError::bad_request(
                         "invalid_config",
-                        format!("config is not valid JSON of the expected shape (runtime, memory_mb, timeout_ms, env, description, max_instances): {e}"),
+                        format!("config is not valid JSON of the expected shape (runtime, memory_mb, timeout_ms, env, description, max_instances, output_quota_mb, cpus): {e}"),
                     )
                 })?;
             }
@@ -192,7 +194,7 @@ pub(crate) async fn deploy(
         .metadata
         .get_function(&name)
         .await
-        .map_err(|e| ApiError::internal("reading function", e))?;
+        .map_err(|e| ApiError::store("reading function", e))?;
     let spec = FunctionSpec::resolve(previous.as_ref().map(|p| &p.spec), &request.config)
         .map_err(spec_error)?;
     let code = request.code.clone();
@@ -204,7 +206,7 @@ pub(crate) async fn deploy(
             .map_err(|e| ApiError::bad_request("invalid_code", e.to_string()))?;
     // Compiled runtimes build now, before any version exists: a failure makes none.
     let built = state
-        .worker
+        .fleet
         .build(BuildRequest {
             function: name.clone(),
             runtime,
@@ -217,14 +219,14 @@ pub(crate) async fn deploy(
         .code
         .put_code(&package.sha256, request.code)
         .await
-        .map_err(|e| ApiError::internal("storing code", e))?;
+        .map_err(|e| ApiError::store("storing code", e))?;
     let (record, created) = state
         .metadata
         .put_version(&name, &spec, &package.sha256, package.size)
         .await
-        .map_err(|e| ApiError::internal("storing function", e))?;
+        .map_err(|e| ApiError::store("storing function", e))?;
     state.cache_function(Some(&record), &name);
-    state.worker.retire(&name, Some(record.version)).await;
+    state.fleet.retire(&name, Some(record.version)).await;
     tracing::info!(function = %name, version = record.version, runtime = %spec.runtime, "deployed");
     let status = if created {
         StatusCode::CREATED
@@ -240,7 +242,11 @@ pub(crate) async fn deploy(
 
 /// A build that made no artifact: the user's code (422 `build_failed`, the compiler's
 /// message), a worker that cannot build the runtime, or the platform.
-fn build_error(name: &str, e: BuildError) -> ApiError {
+fn build_error(name: &str, e: FleetError) -> ApiError {
+    let e = match e {
+        FleetError::Build(e) => e,
+        other => return crate::invoke::fleet_error(other),
+    };
     match e {
         e if e.is_users() => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -10,10 +10,10 @@ use axum::Json;
 use bytes::Bytes;
 use hearth_core::{Invocation, InvocationStatus};
 use hearth_store::{AsyncJob, InvocationFilter};
+use hearth_worker::fleet::{first_attempt, FleetError};
 use hearth_worker::{InvokeRequest, Target, WorkerError};
 use serde::Deserialize;
 use serde_json::json;
-use std::time::Instant;
 
 /// Longest a listing waits for the reporter to write recent invocations.
 const LIST_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_millis(500);
@@ -63,7 +63,6 @@ pub(crate) async fn invoke(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let received = Instant::now();
     let record = find(&state, &name).await?;
     let event = read_event(body).await?;
     let target = Target {
@@ -72,35 +71,25 @@ pub(crate) async fn invoke(
         spec: record.spec,
         code_sha256: record.code_sha256,
     };
-    let request = InvokeRequest {
-        id: ulid::Ulid::new().to_string(),
+    let request = first_attempt(
+        ulid::Ulid::new().to_string(),
         event,
-        received,
-        started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-    };
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    );
     if wants_async(&headers, &query) {
         return start_async(state, target, request, query.callback_url).await;
     }
-    let invocation = run(&state, &target, request).await?;
+    let invocation = state
+        .fleet
+        .invoke(target, request)
+        .await
+        .map_err(fleet_error)?;
+    // The worker's reporter writes it to history; keep it for immediate reads.
+    state.history.remember(&invocation);
     Ok(Json(invocation).into_response())
 }
 
-async fn run(
-    state: &AppState,
-    target: &Target,
-    request: InvokeRequest,
-) -> Result<Invocation, ApiError> {
-    let invocation = state
-        .worker
-        .invoke(target, request)
-        .await
-        .map_err(worker_error)?;
-    // The worker's reporter writes it to history; keep it for immediate reads.
-    state.history.remember(&invocation);
-    Ok(invocation)
-}
-
-/// Queues the invocation durably and answers 202 at once.
+/// Records the invocation `queued`, hands it to the workers and answers 202 at once.
 async fn start_async(
     state: AppState,
     target: Target,
@@ -108,21 +97,8 @@ async fn start_async(
     callback_url: Option<String>,
 ) -> Result<Response, ApiError> {
     if let Some(url) = &callback_url {
-        crate::async_invoke::check_callback_url(url)
+        check_callback_url(url)
             .map_err(|message| ApiError::bad_request("invalid_callback_url", message))?;
-    }
-    let pending = state
-        .queue
-        .pending()
-        .await
-        .map_err(|e| ApiError::internal("reading the async queue", e))?;
-    if pending >= crate::async_invoke::MAX_PENDING {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "queue_full",
-            format!("{pending} asynchronous invocations are waiting: retry later"),
-        )
-        .retry_after(5));
     }
     let job = AsyncJob {
         id: request.id.clone(),
@@ -132,24 +108,57 @@ async fn start_async(
         started_at: request.started_at.clone(),
         attempts: 0,
     };
+    // Written before any worker can see the job, so it never overwrites their records.
+    let queued = hearth_worker::outcome::queued(&target, &request, "");
     state
-        .queue
-        .enqueue(&job)
+        .metadata
+        .record_invocation(&queued)
         .await
-        .map_err(|e| ApiError::internal("queueing the invocation", e))?;
-    state.history.record(&hearth_worker::outcome::queued(
-        &target,
-        &request,
-        state.worker.id(),
-    ));
-    state.dispatcher.wake();
-    let location = format!("/v1/invocations/{}", job.id);
+        .map_err(|e| ApiError::store("recording the invocation", e))?;
+    state.fleet.submit(job).await.map_err(fleet_error)?;
+    let location = format!("/v1/invocations/{}", request.id);
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
-        Json(json!({"id": job.id, "status": "queued"})),
+        Json(json!({"id": request.id, "status": "queued"})),
     )
         .into_response())
+}
+
+/// Checks a callback URL: absolute http(s).
+pub(crate) fn check_callback_url(url: &str) -> Result<(), String> {
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| format!("callback_url {url:?} is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+        return Err(format!(
+            "callback_url {url:?} must be an absolute http:// or https:// URL"
+        ));
+    }
+    Ok(())
+}
+
+/// The HTTP answer to a fleet that gave no outcome.
+pub(crate) fn fleet_error(error: FleetError) -> ApiError {
+    match error {
+        FleetError::Worker(error) => worker_error(error),
+        FleetError::Build(error) => ApiError::internal("building the function", error),
+        FleetError::WorkerLost { .. } => {
+            ApiError::new(StatusCode::BAD_GATEWAY, "worker_lost", error.to_string())
+        }
+        FleetError::NoWorkers => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_workers",
+            error.to_string(),
+        )
+        .retry_after(2),
+        FleetError::QueueFull { .. } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue_full",
+            error.to_string(),
+        )
+        .retry_after(5),
+        FleetError::Unavailable(why) => ApiError::unavailable("the workers cannot be reached", why),
+    }
 }
 
 fn worker_error(error: WorkerError) -> ApiError {
@@ -192,7 +201,7 @@ pub(crate) async fn get(
         .metadata
         .get_invocation(&id)
         .await
-        .map_err(|e| ApiError::internal("reading invocation", e))?
+        .map_err(|e| ApiError::store("reading invocation", e))?
         .map(Json)
         .ok_or_else(|| {
             ApiError::new(
@@ -217,8 +226,7 @@ pub(crate) async fn list(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     find(&state, &name).await?;
     // Invocations just answered may still be on their way to the store.
-    state.history.flush().await;
-    state.worker.flush_reports(LIST_FLUSH_LIMIT).await;
+    state.fleet.settle(LIST_FLUSH_LIMIT).await;
     let status = match query.status.as_deref() {
         None | Some("") => None,
         Some(s) => Some(
@@ -239,6 +247,6 @@ pub(crate) async fn list(
         .metadata
         .list_invocations(&name, &filter)
         .await
-        .map_err(|e| ApiError::internal("listing invocations", e))?;
+        .map_err(|e| ApiError::store("listing invocations", e))?;
     Ok(Json(json!({ "invocations": invocations })))
 }

@@ -1,28 +1,42 @@
-//! hearth's HTTP API (`../shared/API.md`): auth, deploy, invoke, invocations, status.
+//! hearth's HTTP API (`docs/API.md`, the contract): auth, deploy, invoke, invocations, status,
+//! and the AutoTuner's endpoints (`tuning`: advice, apply with auto-revert, explore).
 //!
 //! Owns: routing, request parsing and limits, the one [`ApiError`] type every handler
-//! returns, the admin-key check, and the write-behind of invocation history.
+//! returns, the admin-key check, the `queued` record of an accepted async invocation,
+//! and a cache of the invocations it answered.
 //!
-//! Never: runs code (it hands invocations to a [`Worker`]) or knows how metadata and
-//! objects are stored (it holds a `dyn MetadataStore` and a `CodeStore`). Handlers turn
-//! HTTP into domain calls and back; nothing below this crate imports axum.
+//! Never: runs code or writes history (it hands invocations to the workers through the
+//! [`Fleet`] seam: one worker in process for `hearth up`, Redis for a cluster; the
+//! workers run, retry, and record), reads a worker's disk (logs and outputs come from
+//! the object store), or knows how metadata and objects are stored (it holds a `dyn
+//! MetadataStore` and a `CodeStore`). Handlers turn HTTP into domain calls and back;
+//! nothing below this crate imports axum.
+//!
+//! The dashboard (`web/`, embedded) is served at `/` with its sessions and live feed
+//! (`dashboard`, `session`, `events`, `stats`).
 
 mod artifacts;
-mod async_invoke;
 mod auth;
+mod dashboard;
 mod error;
+mod events;
 mod functions;
 mod history;
 mod invoke;
+mod session;
+mod stats;
 mod status;
+mod telemetry;
+mod tuning;
 
 pub use error::ApiError;
+pub use telemetry::install_metrics;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
-use hearth_store::{AsyncQueue, CodeStore, FunctionRecord, MetadataStore};
-use hearth_worker::Worker;
+use hearth_store::{CodeStore, FunctionRecord, MetadataStore};
+use hearth_worker::fleet::Fleet;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::future::Future;
 use std::sync::Arc;
@@ -35,51 +49,58 @@ const MAX_DEPLOY_BODY: usize = 51 << 20;
 #[derive(Clone)]
 pub struct AppState {
     metadata: Arc<dyn MetadataStore>,
-    queue: Arc<dyn AsyncQueue>,
     code: CodeStore,
-    worker: Arc<Worker>,
+    fleet: Arc<dyn Fleet>,
     api_key: Arc<str>,
     history: Arc<history::History>,
-    dispatcher: async_invoke::DispatcherHandle,
     metrics: Option<PrometheusHandle>,
     started: Instant,
     functions: Arc<std::sync::Mutex<FunctionCache>>,
+    /// How long a cached function record is trusted: forever when this process is
+    /// the only writer of its metadata store, briefly when other controllers deploy too.
+    function_ttl: Option<std::time::Duration>,
+    tuner: Arc<tuning::Tuner>,
 }
 
 /// Newest versions by name, and a generation that every deploy or delete bumps, so a
 /// reader that raced with one never caches what it read before it.
 #[derive(Default)]
 struct FunctionCache {
-    records: std::collections::HashMap<String, FunctionRecord>,
+    records: std::collections::HashMap<String, (FunctionRecord, Instant)>,
     generation: u64,
 }
 
 impl AppState {
-    /// Wires the API to its stores and worker and starts its background tasks (history
-    /// writer, async dispatcher). `metrics` renders `/metrics` when given.
+    /// Wires the API to its stores and the workers and starts the pruning of old
+    /// history. `metrics` renders `/metrics` when given.
     pub fn new(
         metadata: Arc<dyn MetadataStore>,
-        queue: Arc<dyn AsyncQueue>,
         code: CodeStore,
-        worker: Arc<Worker>,
+        fleet: Arc<dyn Fleet>,
         api_key: String,
         metrics: Option<PrometheusHandle>,
     ) -> AppState {
         let state = AppState {
-            history: history::History::start(metadata.clone()),
+            history: Arc::new(history::History::default()),
             metadata,
-            queue,
             code,
-            worker,
+            fleet,
             api_key: api_key.into(),
-            dispatcher: Default::default(),
             metrics,
             started: Instant::now(),
             functions: Default::default(),
+            function_ttl: None,
+            tuner: Default::default(),
         };
-        async_invoke::start(state.clone());
         history::prune_forever(state.metadata.clone());
         state
+    }
+
+    /// Trusts cached function records for `ttl` only: other processes deploy to the
+    /// same metadata store (a cluster of controllers).
+    pub fn with_function_ttl(mut self, ttl: std::time::Duration) -> AppState {
+        self.function_ttl = Some(ttl);
+        self
     }
 
     fn function_cache(&self) -> std::sync::MutexGuard<'_, FunctionCache> {
@@ -91,7 +112,12 @@ impl AppState {
     /// [`remember_read`](Self::remember_read) after reading the store.
     fn cached_function(&self, name: &str) -> Result<FunctionRecord, u64> {
         let cache = self.function_cache();
-        cache.records.get(name).cloned().ok_or(cache.generation)
+        match cache.records.get(name) {
+            Some((record, read)) if self.function_ttl.is_none_or(|ttl| read.elapsed() < ttl) => {
+                Ok(record.clone())
+            }
+            _ => Err(cache.generation),
+        }
     }
 
     /// Caches a record read from the store, unless a deploy or delete happened since
@@ -99,7 +125,9 @@ impl AppState {
     fn remember_read(&self, record: &FunctionRecord, generation: u64) {
         let mut cache = self.function_cache();
         if cache.generation == generation {
-            cache.records.insert(record.name.clone(), record.clone());
+            cache
+                .records
+                .insert(record.name.clone(), (record.clone(), Instant::now()));
         }
     }
 
@@ -108,15 +136,16 @@ impl AppState {
         let mut cache = self.function_cache();
         cache.generation += 1;
         match record {
-            Some(record) => cache.records.insert(name.to_string(), record.clone()),
+            Some(record) => cache
+                .records
+                .insert(name.to_string(), (record.clone(), Instant::now())),
             None => cache.records.remove(name),
         };
     }
 
-    /// Writes pending history and destroys every warm instance.
+    /// Stops the workers in this process (a local fleet destroys its warm instances).
     pub async fn shutdown(&self) {
-        self.worker.shutdown().await;
-        self.history.flush().await;
+        self.fleet.shutdown().await;
     }
 }
 
@@ -140,17 +169,23 @@ pub fn router(state: AppState) -> Router {
         .route("/invocations/{id}/logs", get(artifacts::logs))
         .route("/invocations/{id}/outputs/{*path}", get(artifacts::output))
         .route("/status", get(status::status))
+        .route("/events", get(events::stream))
+        .route("/stats/functions", get(stats::functions))
+        .route("/functions/{name}/tuning", get(tuning::advice))
+        .route("/functions/{name}/tuning/apply", post(tuning::apply))
+        .route("/functions/{name}/tuning/explore", post(tuning::explore))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
         ));
-    Router::new()
+    let api = Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(status::healthz))
         .route("/metrics", get(status::metrics))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .with_state(state)
+        .with_state(state);
+    dashboard::around(api)
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.

@@ -7,23 +7,24 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-pub(crate) async fn status(State(state): State<AppState>) -> Json<Value> {
-    let worker = state.worker.status();
-    let warm: usize = worker.pools.iter().map(|p| p.idle + p.busy).sum();
-    let active = worker.active_invocations;
-    Json(json!({
+pub(crate) async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let workers = state
+        .fleet
+        .workers()
+        .await
+        .map_err(crate::invoke::fleet_error)?;
+    let active: usize = workers.iter().map(|w| w.active_invocations).sum();
+    let warm: usize = workers
+        .iter()
+        .flat_map(|w| &w.pools)
+        .map(|p| p.idle + p.busy)
+        .sum();
+    Ok(Json(json!({
         "status": "online",
         "uptime_ms": state.started.elapsed().as_millis() as u64,
-        "workers": [{
-            "id": worker.id,
-            "address": "in-process",
-            "backend": worker.backend,
-            "heartbeat_age_ms": 0,
-            "active_invocations": active,
-            "pools": worker.pools,
-        }],
-        "totals": {"workers": 1, "active_invocations": active, "warm_instances": warm},
-    }))
+        "totals": {"workers": workers.len(), "active_invocations": active, "warm_instances": warm},
+        "workers": workers,
+    })))
 }
 
 pub(crate) async fn healthz() -> Json<Value> {
@@ -37,7 +38,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, A
                 axum::http::header::CONTENT_TYPE,
                 "text/plain; version=0.0.4",
             )],
-            handle.render(),
+            crate::telemetry::render(handle),
         )
             .into_response()),
         None => Err(ApiError::new(

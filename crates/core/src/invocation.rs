@@ -75,6 +75,9 @@ pub struct CpuUsage {
     pub user_ms: f64,
     /// Kernel-mode CPU time, ms.
     pub system_ms: f64,
+    /// CPUs the instance was given (0 in records older than this field).
+    #[serde(default)]
+    pub cpus: f64,
 }
 
 /// Block I/O the invocation caused, from the instance's cgroup.
@@ -152,4 +155,12 @@ pub struct Invocation {
     pub skipped_outputs: Vec<SkippedOutput>,
     /// AutoTuner advice, when there is some.
     pub advice: Option<serde_json::Value>,
+    /// Which attempt this is (1 for a sync call; async ones retry, and a worker that
+    /// died with one leaves it to another), as the function saw in `HEARTH_ATTEMPT`.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+}
+
+fn first_attempt() -> u32 {
+    1
 }

@@ -140,6 +140,7 @@ pub struct Hearth {
     pub key: String,
     http: Client,
     extra_args: Vec<String>,
+    sample: bool,
 }
 
 impl Hearth {
@@ -151,6 +152,16 @@ impl Hearth {
 
     /// Same, with extra `hearth up` arguments.
     pub fn start_with(binary: &str, extra_args: &[&str]) -> Hearth {
+        Self::start_inner(binary, extra_args, false)
+    }
+
+    /// Starts `hearth up` as a newcomer does (`scripts/up.sh`): on a fresh data dir it
+    /// deploys the sample function `hello` and invokes it.
+    pub fn start_with_sample(binary: &str) -> Hearth {
+        Self::start_inner(binary, &[], true)
+    }
+
+    fn start_inner(binary: &str, extra_args: &[&str], sample: bool) -> Hearth {
         let agent = agent_path();
         assert!(
             agent.is_file(),
@@ -172,6 +183,7 @@ impl Hearth {
                 .build()
                 .unwrap_or_else(|e| panic!("http client: {e}")),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            sample,
         };
         hearth
             .boot()
@@ -196,8 +208,15 @@ impl Hearth {
         } else {
             vec!["--sandbox".to_string(), sandbox()]
         };
+        let no_sample = if self.sample {
+            None
+        } else {
+            Some("--no-sample")
+        };
         let mut child = Command::new(&self.binary)
-            .args(["up", "--port", "0", "--no-sample", "--data-dir"])
+            .args(["up", "--port", "0"])
+            .args(no_sample)
+            .arg("--data-dir")
             .arg(self.data_dir.path())
             .args(&sandbox)
             .args(&self.extra_args)

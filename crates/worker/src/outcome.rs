@@ -32,6 +32,7 @@ fn base(target: &Target, request: &InvokeRequest, worker: &str, cold_start: bool
         outputs: Vec::new(),
         skipped_outputs: Vec::new(),
         advice: None,
+        attempt: request.attempt,
     }
 }
 
@@ -108,6 +109,7 @@ pub fn from_run(
     invocation.cpu = CpuUsage {
         user_ms: run.usage.cpu_user_ns as f64 / 1e6,
         system_ms: run.usage.cpu_system_ns as f64 / 1e6,
+        cpus: target.spec.cpus_on(crate::host_cores()),
     };
     invocation.io = IoUsage {
         read_bytes: run.usage.io_read_bytes,

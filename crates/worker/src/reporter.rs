@@ -6,6 +6,10 @@
 //! backoff, so nothing is lost, not even across a restart: the spool is on disk. Jobs
 //! are idempotent (uploads overwrite, history upserts), so a retry after a partial
 //! success is harmless.
+//!
+//! A store that hangs instead of failing (an S3 endpoint that accepts and never
+//! answers) is a failure too: every call to the store or the database gets
+//! [`ReporterTiming::call_timeout`], after which the job is retried like any other.
 
 use crate::spool::{log_key, output_key, ReadyJob, Spool};
 use hearth_core::protocol::LogStream;
@@ -19,14 +23,39 @@ use tokio::sync::Notify;
 
 /// Files up to this size are uploaded in one request; larger ones in parts.
 const SINGLE_PUT_LIMIT: u64 = 8 << 20;
-/// Size of one part of a multipart upload (also the read buffer).
-const PART_BYTES: usize = 8 << 20;
+/// Size of one part of a multipart upload: S3's smallest, since every part in flight
+/// (and the one being filled) is held in memory.
+const PART_BYTES: usize = 5 << 20;
 /// Parts in flight at once: bounds the memory an upload holds.
 const PARTS_IN_FLIGHT: usize = 2;
 /// First delay after a failure; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// Longest delay between retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Longest a single call to the object store or the database may take (one put, one
+/// part, one history write) before it counts as failed.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How the reporter paces its retries and how long it waits on one call.
+#[derive(Debug, Clone, Copy)]
+pub struct ReporterTiming {
+    /// Longest wait for one store or database call.
+    pub call_timeout: Duration,
+    /// First delay after a failure; doubles up to `max_backoff`.
+    pub first_backoff: Duration,
+    /// Longest delay between retries.
+    pub max_backoff: Duration,
+}
+
+impl Default for ReporterTiming {
+    fn default() -> Self {
+        ReporterTiming {
+            call_timeout: CALL_TIMEOUT,
+            first_backoff: FIRST_BACKOFF,
+            max_backoff: MAX_BACKOFF,
+        }
+    }
+}
 
 /// Handle to the reporter task.
 pub struct Reporter {
@@ -42,13 +71,23 @@ impl Reporter {
         objects: Arc<dyn ObjectStore>,
         metadata: Arc<dyn MetadataStore>,
     ) -> Arc<Reporter> {
+        Self::start_with(spool, objects, metadata, ReporterTiming::default())
+    }
+
+    /// [`start`](Self::start) with its own timing.
+    pub fn start_with(
+        spool: Spool,
+        objects: Arc<dyn ObjectStore>,
+        metadata: Arc<dyn MetadataStore>,
+        timing: ReporterTiming,
+    ) -> Arc<Reporter> {
         let reporter = Arc::new(Reporter {
             spool,
             wake: Notify::new(),
             drained: Notify::new(),
         });
         let task = reporter.clone();
-        tokio::spawn(async move { task.run(objects, metadata).await });
+        tokio::spawn(async move { task.run(objects, metadata, timing).await });
         reporter
     }
 
@@ -75,15 +114,25 @@ impl Reporter {
         }
     }
 
-    async fn run(&self, objects: Arc<dyn ObjectStore>, metadata: Arc<dyn MetadataStore>) {
-        let mut backoff = FIRST_BACKOFF;
+    async fn run(
+        &self,
+        objects: Arc<dyn ObjectStore>,
+        metadata: Arc<dyn MetadataStore>,
+        timing: ReporterTiming,
+    ) {
+        let mut backoff = timing.first_backoff;
         loop {
             let failed = match self.spool.ready_jobs() {
                 Ok(jobs) => {
                     let mut failed = false;
                     for job in jobs {
-                        if let Err(error) = report(&job, objects.as_ref(), metadata.as_ref()).await
-                        {
+                        let reported = report(
+                            &job,
+                            objects.as_ref(),
+                            metadata.as_ref(),
+                            timing.call_timeout,
+                        );
+                        if let Err(error) = reported.await {
                             tracing::warn!(id = %job.id, %error, retry_in_ms = backoff.as_millis() as u64, "reporting failed; will retry");
                             failed = true;
                             break;
@@ -106,9 +155,9 @@ impl Reporter {
             }
             if failed {
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                backoff = (backoff * 2).min(timing.max_backoff);
             } else {
-                backoff = FIRST_BACKOFF;
+                backoff = timing.first_backoff;
                 tokio::select! {
                     _ = self.wake.notified() => {}
                     _ = tokio::time::sleep(Duration::from_secs(5)) => {}
@@ -123,7 +172,12 @@ async fn report(
     job: &ReadyJob,
     objects: &dyn ObjectStore,
     metadata: &dyn MetadataStore,
+    call_timeout: Duration,
 ) -> Result<(), String> {
+    let store = Store {
+        objects,
+        call_timeout,
+    };
     let spooled = job
         .read()
         .await
@@ -131,13 +185,13 @@ async fn report(
     for stream in [LogStream::Stdout, LogStream::Stderr] {
         let path = job.log_path(stream);
         if let Ok(meta) = tokio::fs::metadata(&path).await {
-            upload_range(objects, &log_key(&job.id, stream), &path, 0, meta.len()).await?;
+            upload_range(&store, &log_key(&job.id, stream), &path, 0, meta.len()).await?;
         }
     }
     for output in &spooled.outputs {
         let key = output_key(&job.id, &output.path);
         upload_range(
-            objects,
+            &store,
             &key,
             &job.outputs_path(),
             output.offset,
@@ -145,16 +199,37 @@ async fn report(
         )
         .await?;
     }
-    metadata
-        .record_invocation(&spooled.invocation)
+    within(
+        call_timeout,
+        "history",
+        metadata.record_invocation(&spooled.invocation),
+    )
+    .await?
+    .map_err(|e| format!("history: {e}"))
+}
+
+/// The object store, with the time one call may take.
+struct Store<'a> {
+    objects: &'a dyn ObjectStore,
+    call_timeout: Duration,
+}
+
+/// Runs one call to a store, failing it when it takes longer than `limit` (a store
+/// that hangs must not stall the reporter).
+async fn within<T>(
+    limit: Duration,
+    what: &str,
+    call: impl std::future::Future<Output = T>,
+) -> Result<T, String> {
+    tokio::time::timeout(limit, call)
         .await
-        .map_err(|e| format!("history: {e}"))
+        .map_err(|_| format!("{what}: no answer within {} ms", limit.as_millis()))
 }
 
 /// Uploads `len` bytes of `file` from `offset` to `key`, never holding more than a few
 /// parts in memory.
 async fn upload_range(
-    objects: &dyn ObjectStore,
+    store: &Store<'_>,
     key: &str,
     file: &std::path::Path,
     offset: u64,
@@ -176,15 +251,15 @@ async fn upload_range(
             .read_to_end(&mut bytes)
             .await
             .map_err(|e| fail("read", &e))?;
-        objects
-            .put(&location, PutPayload::from(bytes))
-            .await
+        let put = store.objects.put(&location, PutPayload::from(bytes));
+        within(store.call_timeout, &format!("upload {key}"), put)
+            .await?
             .map_err(|e| fail("upload", &e))?;
         return Ok(());
     }
-    let upload = objects
-        .put_multipart(&location)
-        .await
+    let start = store.objects.put_multipart(&location);
+    let upload = within(store.call_timeout, &format!("start upload {key}"), start)
+        .await?
         .map_err(|e| fail("start upload", &e))?;
     let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
     let mut buffer = vec![0u8; 1 << 20];
@@ -196,15 +271,22 @@ async fn upload_range(
         if n == 0 {
             break;
         }
-        writer
-            .wait_for_capacity(PARTS_IN_FLIGHT)
-            .await
+        let capacity = writer.wait_for_capacity(PARTS_IN_FLIGHT);
+        within(store.call_timeout, &format!("upload {key}"), capacity)
+            .await?
             .map_err(|e| fail("upload", &e))?;
         writer.write(&buffer[..n]);
     }
-    writer
-        .finish()
-        .await
-        .map_err(|e| fail("finish upload", &e))?;
+    within(
+        store.call_timeout,
+        &format!("finish upload {key}"),
+        writer.finish(),
+    )
+    .await?
+    .map_err(|e| fail("finish upload", &e))?;
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "reporter_tests.rs"]
+mod tests;

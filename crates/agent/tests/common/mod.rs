@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long any single frame may take to arrive before the test fails.
 pub const FRAME_WAIT: Duration = Duration::from_secs(60);
@@ -283,14 +283,13 @@ impl Agent {
 
     /// Waits (bounded) for the agent to exit.
     pub fn wait(&mut self) -> ExitStatus {
-        let until = Instant::now() + FRAME_WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < until, "agent did not exit");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let mut status = None;
+        hearth_testkit::eventually(FRAME_WAIT, "the agent exits", || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        })
+        .unwrap();
+        status.unwrap()
     }
 
     /// The agent's pid.

@@ -189,10 +189,17 @@ impl UsageMeter {
 
     /// Opens the v2 files of the instance's directory.
     pub(super) fn open_v2(dir: &Path) -> Result<Self, SandboxError> {
+        // Before Linux 6.12 `memory.peak` has no write handler, and kernfs refuses to
+        // open it for writing at all (EACCES, even for root): read it read-only then.
+        let peak_path = dir.join("memory.peak");
+        let (peak, peak_resettable) = match Source::open(peak_path.clone(), true) {
+            Ok(peak) => (peak, true),
+            Err(_) => (Source::open(peak_path, false)?, false),
+        };
         let mut meter = Self {
             version: CgroupVersion::V2,
-            peak: Source::open(dir.join("memory.peak"), true)?,
-            peak_resettable: true,
+            peak,
+            peak_resettable,
             cpu: CpuSource::V2 {
                 stat: Source::open(dir.join("cpu.stat"), false)?,
             },
@@ -200,7 +207,11 @@ impl UsageMeter {
             oom: OomSource::V2(Source::open(dir.join("memory.events"), false)?),
             buf: Vec::new(),
         };
-        if let Err(e) = meter.reset_peak() {
+        if !meter.peak_resettable {
+            tracing::warn!(
+                "memory.peak is read-only (kernel older than 6.12?): peaks are per instance, not per invocation"
+            );
+        } else if let Err(e) = meter.reset_peak() {
             tracing::warn!(
                 error = %e,
                 "memory.peak cannot be reset (kernel older than 6.12?): peaks are per instance, not per invocation"

@@ -468,3 +468,42 @@ fn peak_reading_can_be_timed() {
     time_peak_reading(meter, 10).unwrap();
     time_usage_reading(meter, 10).unwrap();
 }
+
+/// A read-only kernfs file holding a number: kernfs refuses to open it for writing
+/// (EACCES, even for root), as it does `memory.peak` before Linux 6.12.
+fn read_only_kernfs_number() -> PathBuf {
+    [
+        "/sys/kernel/mm/transparent_hugepage/hpage_pmd_size",
+        "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+        "/sys/kernel/uevent_seqnum",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|p| {
+        fs::read_to_string(p).is_ok_and(|t| t.trim().parse::<u64>().is_ok())
+            && fs::OpenOptions::new().write(true).open(p).is_err()
+    })
+    .expect(
+        "no read-only kernfs file with a number on this host to stand in for an old memory.peak",
+    )
+}
+
+#[test]
+fn v2_meter_falls_back_to_the_instance_peak_when_memory_peak_is_read_only() {
+    let fixture = Fixture::v2(true);
+    let host = CgroupHost::detect(&fixture.config()).unwrap();
+    let peak = fixture.cgroup().join("hearth/i1/memory.peak");
+    let old_kernel_peak = read_only_kernfs_number();
+    fs::remove_file(&peak).unwrap();
+    std::os::unix::fs::symlink(&old_kernel_peak, &peak).unwrap();
+    let mut cgroup = host.create("i1", &limits()).unwrap();
+    let meter = cgroup.meter().unwrap();
+    assert!(!meter.peak_resettable(), "the peak cannot be reset here");
+    let before = meter.begin().unwrap();
+    let usage = meter.finish(&before).unwrap();
+    let lifetime: u64 = read(&old_kernel_peak).trim().parse().unwrap();
+    assert_eq!(
+        usage.peak_bytes, lifetime,
+        "the reading is the instance's lifetime peak, unreset"
+    );
+}

@@ -58,7 +58,7 @@ pub fn definition(
 ) -> ContainerCreateBody {
     let memory = i64::try_from(spec.memory_mb.saturating_mul(1 << 20)).unwrap_or(i64::MAX);
     let tmp_mb = limits.tmp_size_mb.min(spec.memory_mb).max(1);
-    let cpu_quota = (limits.cpus * CPU_PERIOD_US as f64).round();
+    let cpu_quota = (spec.cpus.unwrap_or(limits.cpus) * CPU_PERIOD_US as f64).round();
     let cpu_quota = if cpu_quota.is_finite() && cpu_quota >= 1000.0 {
         cpu_quota as i64
     } else {
@@ -174,6 +174,7 @@ mod tests {
             version: 1,
             runtime: Runtime::Python,
             memory_mb,
+            cpus: None,
             env: Default::default(),
             code_tar: Bytes::new(),
             output_quota_mb: 16,
@@ -212,6 +213,16 @@ mod tests {
         assert_eq!(ulimits[0].hard, Some(1024));
         assert_eq!(ulimits[1].name.as_deref(), Some("core"));
         assert_eq!(ulimits[1].hard, Some(0));
+        let mut small = spec(128);
+        small.cpus = Some(0.25);
+        let host = definition(&small, "hearth/python:t", &LIMITS, "owner1")
+            .host_config
+            .unwrap();
+        assert_eq!(
+            host.cpu_quota,
+            Some(25_000),
+            "the instance's own share wins"
+        );
         assert!(host.binds.is_none() && host.mounts.is_none());
         assert_eq!(host.auto_remove, Some(true));
         let labels = body.labels.unwrap();

@@ -1,0 +1,111 @@
+//! The seam between the controller and "the workers": one trait, [`Fleet`], through
+//! which the controller hands over an invocation (sync: it awaits the outcome; async:
+//! it hands over a job that a worker runs, retries and reports), asks for a build,
+//! retires old versions and lists live workers.
+//!
+//! Two implementations run the same controller code: [`crate::local::LocalFleet`] (one
+//! worker in the controller's process, for `hearth up`) and the Redis one of
+//! `hearth-cluster` (any number of workers on other machines).
+
+use crate::build::{BuildError, BuildRequest, Built};
+use crate::pool::PoolStatus;
+use crate::{InvokeRequest, Target, WorkerError};
+use async_trait::async_trait;
+use hearth_core::Invocation;
+use hearth_store::AsyncJob;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Why the fleet could not give an outcome (a function's own failure is not one: it is
+/// an [`Invocation`] with a failed status).
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// The worker refused or failed the invocation (overloaded, no sandbox, …).
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+    /// A build made no artifact.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// The worker running a sync invocation died; it is not run again (at most once).
+    #[error("worker {worker} stopped while running the invocation; it was not run again: retry if the function is safe to repeat")]
+    WorkerLost {
+        /// The lost worker.
+        worker: String,
+    },
+    /// No live worker can take the invocation.
+    #[error("no worker is available: start one (hearth worker) or retry shortly")]
+    NoWorkers,
+    /// Too many async invocations wait already.
+    #[error("{pending} asynchronous invocations are waiting: retry later")]
+    QueueFull {
+        /// Jobs waiting.
+        pending: u64,
+    },
+    /// A service the fleet depends on (Redis, the metadata store) is down.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// What a live worker publishes about itself (`/v1/status`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerState {
+    /// Worker id.
+    pub id: String,
+    /// Where it runs (host name and data dir, or `in-process`).
+    pub address: String,
+    /// Sandbox backend.
+    pub backend: String,
+    /// Invocations it runs at once at most.
+    pub capacity: usize,
+    /// Invocations running now.
+    pub active_invocations: usize,
+    /// Warm pools, one per function version.
+    pub pools: Vec<PoolStatus>,
+    /// hearth version of the worker.
+    pub version: String,
+    /// Milliseconds since its last heartbeat (0 in process).
+    pub heartbeat_age_ms: u64,
+}
+
+/// The workers, as the controller sees them.
+#[async_trait]
+pub trait Fleet: Send + Sync {
+    /// Runs a sync invocation on some worker and returns how it ended.
+    async fn invoke(
+        &self,
+        target: Target,
+        request: InvokeRequest,
+    ) -> Result<Invocation, FleetError>;
+
+    /// Hands over an async invocation: a worker runs it at least once, retries it with
+    /// backoff, records it in history and POSTs its callback. The caller has already
+    /// recorded it as `queued`.
+    async fn submit(&self, job: AsyncJob) -> Result<(), FleetError>;
+
+    /// Builds a compiled function's code (`None` for an interpreted runtime).
+    async fn build(&self, request: BuildRequest) -> Result<Option<Built>, FleetError>;
+
+    /// Destroys warm instances of `name` except those of `keep_version` (best effort).
+    async fn retire(&self, name: &str, keep_version: Option<u64>);
+
+    /// Live workers, by id.
+    async fn workers(&self) -> Result<Vec<WorkerState>, FleetError>;
+
+    /// Waits at most `limit` for the reports (logs, outputs, history) of finished
+    /// invocations, where the fleet can tell; returns at once where it cannot.
+    async fn settle(&self, limit: Duration);
+
+    /// Stops taking work; a local worker destroys its warm instances.
+    async fn shutdown(&self);
+}
+
+/// The request of a first attempt, received now.
+pub fn first_attempt(id: String, event: bytes::Bytes, started_at: String) -> InvokeRequest {
+    InvokeRequest {
+        id,
+        event,
+        received: std::time::Instant::now(),
+        started_at,
+        attempt: 1,
+    }
+}
