@@ -10,11 +10,15 @@ setsid and raised its OOM score, and waits on a private socket), so an invocatio
 no fork. The spare is made at start and whenever the agent says "prepare" (after it has
 swept the previous invocation's leftovers), or on demand if there is none.
 
-agent -> zygote   [u32 BE n][n bytes JSON header][body], where the header is one of
-                  {request_id, deadline_ms, event_len[, output_dir]}, body = the event,
-                      with three fds attached (SCM_RIGHTS): stdout, stderr, result pipe
-                      write ends; output_dir becomes the process's $OUTPUT_DIR
-                  {"prepare": true}, no body, no fds: fork the next spare now
+agent -> zygote   [u32 BE n][n bytes JSON header], where the header is one of
+                  {request_id, deadline_ms, event_len[, output_dir]}, with four fds
+                      attached (SCM_RIGHTS): stdout, stderr, result pipe write ends and
+                      the event pipe's read end; output_dir becomes the process's
+                      $OUTPUT_DIR. The event itself never passes through the zygote:
+                      the agent writes its event_len bytes into the event pipe, which
+                      only the invocation's process reads, so no earlier caller's event
+                      is in the memory the next spare inherits.
+                  {"prepare": true}, no fds: fork the next spare now
 zygote -> agent   [u32 BE n][JSON], one of
                   {"ready": true, "mode": "handler" | "main" | "script"}   once, at start
                   {"init_error": {"type", "message", "trace"}}             instead, then exit
@@ -150,7 +154,7 @@ class Channel:
         self.buf += data
 
     def recv(self, nfds):
-        """The next message (header dict, body bytes, `nfds` fds), or None at EOF."""
+        """The next message (header dict, `nfds` fds), or None at EOF."""
         try:
             while len(self.buf) < 4:
                 self._fill()
@@ -161,17 +165,16 @@ class Channel:
                 self._fill()
             header = json.loads(bytes(self.buf[4 : 4 + hlen]))
             nfds = 0 if header.get("prepare") else nfds
-            total = 4 + hlen + int(header.get("event_len", 0))
-            while len(self.buf) < total or len(self.fds) < nfds:
+            total = 4 + hlen
+            while len(self.fds) < nfds:
                 self._fill()
         except EOFError:
             if not self.buf:
                 return None
             raise
-        body = bytes(self.buf[4 + hlen : total])
         del self.buf[:total]
         fds, self.fds = self.fds[:nfds], self.fds[nfds:]
-        return header, body, fds
+        return header, fds
 
     def close(self):
         for fd in self.fds:
@@ -226,17 +229,17 @@ class Zygote:
     def serve(self):
         spare = self.prefork()
         while True:
-            msg = self.control.recv(3)
+            msg = self.control.recv(4)
             if msg is None:
                 return
-            header, event, fds = msg
+            header, fds = msg
             if header.get("prepare"):
                 if spare is None:
                     spare = self.prefork()
                 continue
             if spare is None:
                 spare = self.prefork()
-            pid = self.hand_over(spare, header, event, fds)
+            pid = self.hand_over(spare, header, fds)
             spare = None
             for fd in fds:
                 os.close(fd)
@@ -273,7 +276,7 @@ class Zygote:
         theirs.close()
         return pid, ours
 
-    def hand_over(self, spare, header, event, fds):
+    def hand_over(self, spare, header, fds):
         """Gives the invocation to the spare process; returns the pid that runs it.
 
         A spare found dead before the hand-over (the OOM killer, say) is replaced. One that
@@ -285,7 +288,7 @@ class Zygote:
             sock.close()
             pid, sock = self.prefork()
         header = json.dumps(header).encode()
-        data = struct.pack(">I", len(header)) + header + event
+        data = struct.pack(">I", len(header)) + header
         try:
             sent = socket.send_fds(sock, [data], fds)
             sock.sendall(data[sent:])
@@ -299,6 +302,7 @@ class Zygote:
         """A pre-forked process: waits for its invocation, runs it; returns the exit code."""
         self.control.close()
         os.setsid()
+        _set_dumpable(True)
         try:  # os.open: the io stack costs more than the write itself
             fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
             os.write(fd, b"1000")
@@ -306,12 +310,14 @@ class Zygote:
         except OSError:
             pass
         channel = Channel(sock)
-        msg = channel.recv(3)
+        msg = channel.recv(4)
         if msg is None:
             return 0  # the zygote went away before using us
         channel.close()
-        header, event, fds = msg
-        out_fd, err_fd, result_fd = fds
+        header, fds = msg
+        out_fd, err_fd, result_fd, event_fd = fds
+        event = _read_exactly(event_fd, int(header.get("event_len", 0)))
+        os.close(event_fd)
         os.dup2(out_fd, 1)
         os.dup2(err_fd, 2)
         os.close(out_fd)
@@ -416,6 +422,18 @@ def _encode_ok(value):
         )
 
 
+def _read_exactly(fd, n):
+    """`n` bytes from `fd` (fewer if the writer closed it early)."""
+    chunks = []
+    while n > 0:
+        chunk = os.read(fd, min(n, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
 def _flush_std():
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -424,7 +442,24 @@ def _flush_std():
             pass
 
 
+_libc = None
+
+
+def _set_dumpable(on):
+    """PR_SET_DUMPABLE. The zygote is not: an invocation (same uid) cannot open its memory
+    through /proc and plant code there for every later fork. Each forked process is again,
+    so that its own /proc/self files stay its own."""
+    global _libc
+    if _libc is None:
+        import ctypes
+
+        _libc = ctypes.CDLL(None, use_errno=True)
+    if _libc.prctl(4, 1 if on else 0, 0, 0, 0) != 0:
+        raise OSError("prctl(PR_SET_DUMPABLE) failed")
+
+
 def main():
+    _set_dumpable(False)
     zygote = Zygote(sys.argv[1])
     try:
         zygote.load()

@@ -59,6 +59,7 @@ mod process;
 mod python;
 mod run;
 mod runtime;
+mod scratch;
 mod setup;
 mod standby;
 mod sweep;
@@ -91,6 +92,12 @@ fn main() {
 }
 
 fn agent_main() -> i32 {
+    // First of all: no process of the same uid may open our memory through /proc or
+    // attach to us (on Docker the function shares our uid from the start).
+    if let Err(e) = privileges::set_non_dumpable() {
+        diag!("{e}");
+        return 2;
+    }
     // SAFETY: umask only sets a process attribute.
     unsafe { libc::umask(0o022) };
     let mut channel = match Channel::from_stdio() {
@@ -253,18 +260,31 @@ fn init(spec: &InitSpec, code: &[u8]) -> Result<Instance, AgentError> {
     if let Err(e) = privileges::set_oom_score_adj(-1000) {
         diag!("cannot protect the agent from the OOM killer: {e}");
     }
+    privileges::set_sandbox_limits()?;
     if privileges::is_root() {
         privileges::drop_to(spec.uid, spec.gid)?;
     }
-    // Changing credentials cleared the parent-death signal.
+    // Changing credentials cleared the parent-death signal, and may have reset the
+    // dumpable flag (to the host's `suid_dumpable`).
     process::die_with_parent()?;
+    privileges::set_non_dumpable()?;
     privileges::lock_down()?;
     let output = match &layout.output {
         Some(path) => Some(OutputDir::open(path.clone(), spec.output_size_mb)?),
         None => None,
     };
     let env = runtime::environment(spec, &layout);
+    let scratch = match scope {
+        Scope::Namespace => scratch::ScratchDirs::new(&[&layout.tmp, Path::new(scratch::SHM_DIR)]),
+        // A test or a shared namespace: only a tmp dir under a base of our own, never
+        // the host's /tmp or /dev/shm.
+        Scope::Descendants if std::env::var_os("HEARTH_AGENT_ROOT").is_some() => {
+            scratch::ScratchDirs::new(&[&layout.tmp])
+        }
+        Scope::Descendants => scratch::ScratchDirs::new(&[]),
+    };
     Ok(Instance {
+        scratch,
         interpreter: spec.interpreter.clone(),
         env,
         output_limit: usize::try_from(spec.inline_output_limit).unwrap_or(usize::MAX),
@@ -309,6 +329,11 @@ fn serve(
                         diag!("output dir of {}: {fault}", spec.request_id);
                         finished.outcome.healthy = false;
                     }
+                }
+                // Nothing one caller wrote is there for the next.
+                if let Err(fault) = inst.scratch.wipe() {
+                    diag!("scratch dirs after {}: {fault}", spec.request_id);
+                    finished.outcome.healthy = false;
                 }
                 channel.send(&FromAgent::Result(finished.outcome), &finished.payload)?;
                 runner.after_result(inst);

@@ -271,7 +271,7 @@ fn for_each_entry(dir: &OwnedFd, mut each: impl FnMut(&CStr, u8) -> bool) -> io:
 }
 
 /// Whether a freshly opened directory has no entry.
-fn is_empty(dir: &OwnedFd) -> io::Result<bool> {
+pub(crate) fn is_empty(dir: &OwnedFd) -> io::Result<bool> {
     let mut empty = true;
     for_each_entry(dir, |_, _| {
         empty = false;
@@ -303,7 +303,7 @@ fn is_full(dir: &OwnedFd) -> bool {
 }
 
 /// Removes everything inside `dir`, without following any symlink.
-fn clear(dir: &OwnedFd, depth: usize) -> io::Result<()> {
+pub(crate) fn clear(dir: &OwnedFd, depth: usize) -> io::Result<()> {
     loop {
         let names = list(dir, 4096)?;
         if names.is_empty() {

@@ -2,6 +2,7 @@
 //! process attributes the agent sets on itself (OOM score, subreaper).
 
 use crate::error::{check, AgentError};
+use hearth_core::seccomp::{self as seccomp_policy, ArgCheck};
 use seccompiler::{
     sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
     SeccompFilter, SeccompRule,
@@ -9,53 +10,31 @@ use seccompiler::{
 use std::collections::BTreeMap;
 use std::fs;
 
-/// System calls that fail with EPERM inside the sandbox: they change mounts, namespaces,
-/// the kernel, or reach into other processes.
-const DENIED: &[libc::c_long] = &[
-    libc::SYS_mount,
-    libc::SYS_umount2,
-    libc::SYS_ptrace,
-    libc::SYS_kexec_load,
-    libc::SYS_kexec_file_load,
-    libc::SYS_bpf,
-    libc::SYS_keyctl,
-    libc::SYS_add_key,
-    libc::SYS_request_key,
-    libc::SYS_unshare,
-    libc::SYS_setns,
-    libc::SYS_init_module,
-    libc::SYS_finit_module,
-    libc::SYS_delete_module,
-    libc::SYS_reboot,
-    libc::SYS_swapon,
-    libc::SYS_swapoff,
-    libc::SYS_pivot_root,
-    libc::SYS_chroot,
-    libc::SYS_perf_event_open,
-    libc::SYS_userfaultfd,
-    libc::SYS_open_by_handle_at,
-    libc::SYS_process_vm_readv,
-    libc::SYS_process_vm_writev,
-    // The new mount API reaches what `mount` does.
-    libc::SYS_open_tree,
-    libc::SYS_move_mount,
-    libc::SYS_fsopen,
-    libc::SYS_fsconfig,
-    libc::SYS_fsmount,
-    libc::SYS_fspick,
-    libc::SYS_mount_setattr,
-];
+/// Limits every process of the sandbox inherits: no core dumps (a dump of a function
+/// holds its callers' data), at most [`NOFILE_LIMIT`] open files (as Docker's nofile
+/// ulimit). Lowering needs no privilege; a limit already lower stays.
+pub fn set_sandbox_limits() -> Result<(), AgentError> {
+    for (resource, cap) in [(libc::RLIMIT_CORE, 0), (libc::RLIMIT_NOFILE, NOFILE_LIMIT)] {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `limit` is valid for writes.
+        check(unsafe { libc::getrlimit(resource, &mut limit) }, || {
+            "getrlimit".into()
+        })?;
+        limit.rlim_max = limit.rlim_max.min(cap);
+        limit.rlim_cur = limit.rlim_cur.min(limit.rlim_max);
+        // SAFETY: `limit` is a valid rlimit.
+        check(unsafe { libc::setrlimit(resource, &limit) }, || {
+            format!("setrlimit {resource} to {cap}")
+        })?;
+    }
+    Ok(())
+}
 
-/// `clone` flags that would create a namespace.
-const NAMESPACE_FLAGS: &[libc::c_int] = &[
-    libc::CLONE_NEWUSER,
-    libc::CLONE_NEWNS,
-    libc::CLONE_NEWPID,
-    libc::CLONE_NEWNET,
-    libc::CLONE_NEWIPC,
-    libc::CLONE_NEWUTS,
-    libc::CLONE_NEWCGROUP,
-];
+/// Open files per process in a sandbox.
+pub const NOFILE_LIMIT: libc::rlim_t = 1024;
 
 /// Whether the agent runs as root (and so must drop privileges).
 pub fn is_root() -> bool {
@@ -67,6 +46,15 @@ pub fn is_root() -> bool {
 pub fn set_oom_score_adj(value: i32) -> Result<(), AgentError> {
     fs::write("/proc/self/oom_score_adj", value.to_string())
         .map_err(|e| AgentError::io("write /proc/self/oom_score_adj", e))
+}
+
+/// Makes this process non-dumpable: its `/proc/<pid>/mem`, `environ`, fds and the like
+/// belong to root, and no process of the same uid can ptrace it.
+pub fn set_non_dumpable() -> Result<(), AgentError> {
+    // SAFETY: prctl with integer arguments only.
+    let ret = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    check(ret, || "prctl PR_SET_DUMPABLE 0".into())?;
+    Ok(())
 }
 
 /// Makes orphans of our descendants come back to us (when we are not PID 1).
@@ -150,38 +138,47 @@ pub fn drop_to(uid: u32, gid: u32) -> Result<(), AgentError> {
     Ok(())
 }
 
-fn denied_filter() -> Result<BpfProgram, AgentError> {
+/// The allow-list of `hearth_core::seccomp`: every other call fails with EPERM.
+fn allow_list_filter() -> Result<BpfProgram, AgentError> {
     let seccomp = |e: seccompiler::BackendError| AgentError::Seccomp(e.to_string());
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
-        DENIED.iter().map(|nr| (*nr, Vec::new())).collect();
-    let clone_rules = NAMESPACE_FLAGS
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = seccomp_policy::ALLOWED
         .iter()
-        .map(|flag| {
-            let flag = u64::from(flag.unsigned_abs());
-            SeccompRule::new(vec![SeccompCondition::new(
-                0,
-                SeccompCmpArgLen::Qword,
-                SeccompCmpOp::MaskedEq(flag),
-                flag,
-            )
-            .map_err(seccomp)?])
-            .map_err(seccomp)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    rules.insert(libc::SYS_clone, clone_rules);
-    let arch = std::env::consts::ARCH
-        .try_into()
-        .map_err(|e: seccompiler::BackendError| AgentError::Seccomp(e.to_string()))?;
+        .map(|(_, nr)| (*nr, Vec::new()))
+        .collect();
+    for conditional in seccomp_policy::CONDITIONAL {
+        let mut alternatives = Vec::new();
+        for checks in conditional.when {
+            let conditions = checks
+                .iter()
+                .map(|check| match *check {
+                    ArgCheck::Eq { index, value } => SeccompCondition::new(
+                        index,
+                        SeccompCmpArgLen::Dword,
+                        SeccompCmpOp::Eq,
+                        u64::from(value),
+                    ),
+                    ArgCheck::NoneOf { index, mask } => SeccompCondition::new(
+                        index,
+                        SeccompCmpArgLen::Qword,
+                        SeccompCmpOp::MaskedEq(mask),
+                        0,
+                    ),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(seccomp)?;
+            alternatives.push(SeccompRule::new(conditions).map_err(seccomp)?);
+        }
+        rules.insert(conditional.syscall.1, alternatives);
+    }
+    let arch = std::env::consts::ARCH.try_into().map_err(seccomp)?;
     let filter = SeccompFilter::new(
         rules,
-        SeccompAction::Allow,
         SeccompAction::Errno(libc::EPERM.unsigned_abs()),
+        SeccompAction::Allow,
         arch,
     )
     .map_err(seccomp)?;
-    filter
-        .try_into()
-        .map_err(|e: seccompiler::BackendError| AgentError::Seccomp(e.to_string()))
+    filter.try_into().map_err(seccomp)
 }
 
 /// A hand-written filter for what seccompiler's one-action filters cannot say: `clone3`
@@ -214,7 +211,7 @@ pub fn lock_down() -> Result<(), AgentError> {
     // SAFETY: prctl with integer arguments only.
     let ret = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
     check(ret, || "prctl PR_SET_NO_NEW_PRIVS".into())?;
-    for program in [denied_filter()?, enosys_filter()] {
+    for program in [allow_list_filter()?, enosys_filter()] {
         seccompiler::apply_filter(&program).map_err(|e| AgentError::Seccomp(e.to_string()))?;
     }
     Ok(())
@@ -226,8 +223,113 @@ mod tests {
 
     #[test]
     fn the_filters_compile() {
-        let denied = denied_filter().unwrap();
-        assert!(denied.len() > DENIED.len());
+        let allowed = allow_list_filter().unwrap();
+        assert!(allowed.len() > seccomp_policy::ALLOWED.len());
         assert_eq!(enosys_filter().len(), 6);
+    }
+
+    /// Calls an unprivileged process may make, with arguments that get past the kernel's
+    /// own checks (or fail with another errno than EPERM): only the filter says EPERM.
+    fn probes(parent: libc::pid_t) -> Vec<(&'static str, [libc::c_long; 6])> {
+        let p = libc::c_long::from(parent);
+        vec![
+            ("io_uring_setup", [libc::SYS_io_uring_setup, 1, 0, 0, 0, 0]),
+            ("pidfd_getfd", [libc::SYS_pidfd_getfd, -1, 0, 0, 0, 0]),
+            (
+                "process_madvise",
+                [libc::SYS_process_madvise, -1, 0, 0, 0, 0],
+            ),
+            ("kcmp", [libc::SYS_kcmp, 0, 0, 0, 0, 0]),
+            (
+                "personality",
+                [libc::SYS_personality, 0x0040000, 0, 0, 0, 0],
+            ),
+            ("move_pages", [libc::SYS_move_pages, 0, 0, 0, 0, 0]),
+            (
+                "prlimit64 on another pid",
+                [libc::SYS_prlimit64, p, 7, 0, 0, 0],
+            ),
+            (
+                "setpriority on another pid",
+                [libc::SYS_setpriority, 0, p, 0, 0, 0],
+            ),
+            (
+                "userfaultfd (user mode)",
+                [libc::SYS_userfaultfd, 1, 0, 0, 0, 0],
+            ),
+            ("add_key", [libc::SYS_add_key, 0, 0, 0, 0, 0]),
+            (
+                "perf_event_open",
+                [libc::SYS_perf_event_open, 0, 0, -1, -1, 0],
+            ),
+            (
+                "unshare (user)",
+                [libc::SYS_unshare, 0x1000_0000, 0, 0, 0, 0],
+            ),
+        ]
+    }
+
+    /// Runs every probe in a forked child (with the filters installed when `filtered`)
+    /// and returns, per probe, whether it failed with EPERM.
+    fn probe_in_child(filtered: bool) -> Vec<(&'static str, bool)> {
+        // SAFETY: getpid cannot fail.
+        let parent = unsafe { libc::getpid() };
+        let probes = probes(parent);
+        let programs = [allow_list_filter().unwrap(), enosys_filter()];
+        let mut fds = [0; 2];
+        // SAFETY: `fds` is valid for two ints.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: the child only makes raw system calls on memory prepared before the
+        // fork, then _exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let mut verdicts = [0u8; 16];
+            // SAFETY: plain system calls with prepared arguments.
+            unsafe {
+                if filtered {
+                    libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+                    for program in &programs {
+                        let prog = libc::sock_fprog {
+                            len: program.len() as u16,
+                            filter: program.as_ptr() as *mut libc::sock_filter,
+                        };
+                        libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog);
+                    }
+                }
+                for (i, (_, a)) in probes.iter().enumerate() {
+                    let ret = libc::syscall(a[0], a[1], a[2], a[3], a[4], a[5]);
+                    let eperm = ret < 0 && *libc::__errno_location() == libc::EPERM;
+                    verdicts[i] = u8::from(eperm);
+                }
+                libc::write(fds[1], verdicts.as_ptr().cast(), verdicts.len());
+                libc::_exit(0);
+            }
+        }
+        let mut verdicts = [0u8; 16];
+        // SAFETY: reading into a buffer of its length; waiting for our own child.
+        unsafe {
+            libc::close(fds[1]);
+            assert_eq!(libc::read(fds[0], verdicts.as_mut_ptr().cast(), 16), 16);
+            libc::close(fds[0]);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        probes
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| (*name, verdicts[i] == 1))
+            .collect()
+    }
+
+    #[test]
+    fn each_probe_is_open_without_the_filter_and_eperm_with_it() {
+        for (name, eperm) in probe_in_child(false) {
+            assert!(
+                !eperm,
+                "{name} fails with EPERM without the filter: a useless probe"
+            );
+        }
+        for (name, eperm) in probe_in_child(true) {
+            assert!(eperm, "{name} is not stopped by the filter");
+        }
     }
 }

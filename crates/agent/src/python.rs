@@ -1,8 +1,9 @@
 //! Python: a zygote that has loaded the user's code forks one fresh process per invocation.
 //!
 //! The zygote (`runtimes/python/bootstrap.py`) talks over a unix stream socket on its
-//! fd 3; each invocation message carries the child's stdout, stderr and result pipe ends as
-//! SCM_RIGHTS. The zygote hands them to a process it forked ahead of time (after the
+//! fd 3; each invocation message carries the child's stdout, stderr and result pipe ends
+//! and the read end of its event pipe as SCM_RIGHTS. The event goes into that pipe, never
+//! through the zygote, so no caller's event is left in the memory later forks inherit. The zygote hands them to a process it forked ahead of time (after the
 //! previous invocation's sweep, when the agent says "prepare"), reports its pid, then its
 //! wait status and rusage after `wait4`. Warm path: two `sendmsg`s, no fork, no exec.
 
@@ -93,7 +94,7 @@ impl Inbox {
 fn send_with_fds(
     sock: RawFd,
     data: &[u8],
-    fds: &[RawFd; 3],
+    fds: &[RawFd; 4],
     deadline: Instant,
 ) -> io::Result<usize> {
     let fd_bytes = std::mem::size_of_val(fds);
@@ -151,17 +152,17 @@ fn send_with_fds(
     }
 }
 
-/// `[u32 BE header length][header JSON][event]` for the zygote; `output_dir` becomes the
-/// process's `$OUTPUT_DIR`.
+/// `[u32 BE header length][header JSON]` for the zygote (the event's `event_len` bytes go
+/// on the event pipe); `output_dir` becomes the process's `$OUTPUT_DIR`.
 fn invocation_message(
     spec: &InvokeSpec,
-    event: &[u8],
+    event_len: usize,
     output_dir: Option<String>,
 ) -> Result<Vec<u8>, AgentError> {
     let mut header = serde_json::json!({
         "request_id": spec.request_id,
         "deadline_ms": unix_ms().saturating_add(spec.timeout_ms),
-        "event_len": event.len(),
+        "event_len": event_len,
     });
     if let Some(dir) = output_dir {
         header["output_dir"] = dir.into();
@@ -170,11 +171,33 @@ fn invocation_message(
         .map_err(|e| AgentError::Runtime(format!("encode the invocation header: {e}")))?;
     let len = u32::try_from(header.len())
         .map_err(|_| AgentError::Runtime("invocation header too large".into()))?;
-    let mut message = Vec::with_capacity(4 + header.len() + event.len());
+    let mut message = Vec::with_capacity(4 + header.len());
     message.extend_from_slice(&len.to_be_bytes());
     message.extend_from_slice(&header);
-    message.extend_from_slice(event);
     Ok(message)
+}
+
+/// The event on its way into the invocation's event pipe; the pipe closes once it is all
+/// written.
+#[derive(Debug)]
+struct EventPipe {
+    outbox: Outbox,
+    fd: Option<OwnedFd>,
+}
+
+impl EventPipe {
+    fn raw_fd(&self) -> Option<RawFd> {
+        self.fd.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    fn pump(&mut self) {
+        if let Some(fd) = &self.fd {
+            self.outbox.pump(fd.as_raw_fd());
+            if self.outbox.is_done() {
+                self.fd = None;
+            }
+        }
+    }
 }
 
 /// The running zygote.
@@ -187,7 +210,8 @@ struct Zygote {
 }
 
 impl Zygote {
-    /// Starts `python3 -B bootstrap.py CODE_DIR` and waits until it has loaded the code.
+    /// Starts `python3 -B -s bootstrap.py CODE_DIR` (no bytecode written, no user site)
+    /// and waits until it has loaded the code.
     fn start(inst: &mut Instance) -> Result<Zygote, AgentError> {
         let (ours, theirs) = process::socket_pair()?;
         let (log_r, log_w) = process::pipe()?;
@@ -196,6 +220,7 @@ impl Zygote {
             .map_err(|e| AgentError::io("dup the zygote log pipe", e))?;
         let args = [
             "-B".to_string(),
+            "-s".to_string(),
             inst.layout
                 .runtime
                 .join("python/bootstrap.py")
@@ -284,6 +309,7 @@ impl Zygote {
         &mut self,
         pipes: &mut Pipes,
         mut outbox: Outbox,
+        mut event: EventPipe,
         deadline: Instant,
         log: &mut dyn LogSink,
     ) -> (Ending, Option<i32>) {
@@ -321,6 +347,7 @@ impl Zygote {
                     .raw_fd()
                     .map(|fd| process::pollfd(fd, libc::POLLIN)),
             );
+            fds.extend(event.raw_fd().map(|fd| process::pollfd(fd, libc::POLLOUT)));
             if let Err(e) = process::poll(&mut fds, Some(deadline - now)) {
                 return (Ending::Lost(e.to_string(), None), child);
             }
@@ -329,6 +356,7 @@ impl Zygote {
             if !outbox.is_done() {
                 outbox.pump(sock);
             }
+            event.pump();
             self.inbox.pump(sock);
         }
     }
@@ -392,15 +420,33 @@ impl Python {
         let (out_r, out_w) = process::pipe()?;
         let (err_r, err_w) = process::pipe()?;
         let (res_r, res_w) = process::pipe()?;
+        let (event_r, event_w) = process::pipe()?;
+        process::set_nonblocking(event_w.as_raw_fd())?;
         let mut pipes = Pipes::new(out_r, err_r, res_r, inst.output_limit)?;
-        let message = invocation_message(spec, event, inst.output_dir())?;
+        let message = invocation_message(spec, event.len(), inst.output_dir())?;
         let started = Instant::now();
         let deadline = started + Duration::from_millis(spec.timeout_ms);
-        let ends = [out_w.as_raw_fd(), err_w.as_raw_fd(), res_w.as_raw_fd()];
+        let ends = [
+            out_w.as_raw_fd(),
+            err_w.as_raw_fd(),
+            res_w.as_raw_fd(),
+            event_r.as_raw_fd(),
+        ];
         let sent = send_with_fds(zygote.sock.as_raw_fd(), &message, &ends, deadline);
-        drop((out_w, err_w, res_w));
+        drop((out_w, err_w, res_w, event_r));
+        let mut event_pipe = EventPipe {
+            outbox: Outbox::new(event.to_vec(), 0),
+            fd: Some(event_w),
+        };
+        event_pipe.pump();
         let (ending, child) = match sent {
-            Ok(n) => zygote.watch(&mut pipes, Outbox::new(message, n), deadline, log),
+            Ok(n) => zygote.watch(
+                &mut pipes,
+                Outbox::new(message, n),
+                event_pipe,
+                deadline,
+                log,
+            ),
             Err(e) => {
                 let why = format!("could not hand the event to the python zygote: {e}");
                 (Ending::Lost(why, None), None)

@@ -10,6 +10,7 @@ use crate::output::OutputDir;
 use crate::process::Reaper;
 use crate::python::Python;
 use crate::run::Finished;
+use crate::scratch::ScratchDirs;
 use crate::setup::Layout;
 use crate::sweep::Sweeper;
 use hearth_core::invocation::ErrorInfo;
@@ -39,6 +40,8 @@ pub struct Instance {
     pub sweeper: Sweeper,
     /// The per-invocation output dir, when the function has one.
     pub output: Option<OutputDir>,
+    /// `/tmp` and `/dev/shm`, emptied after every invocation.
+    pub scratch: ScratchDirs,
 }
 
 impl Instance {
@@ -51,7 +54,8 @@ impl Instance {
 }
 
 /// Variables only the platform sets (the last three per invocation, by the runtime).
-const RESERVED: [&str; 7] = [
+const RESERVED: [&str; 8] = [
+    "PYTHONNOUSERSITE",
     "HEARTH_FUNCTION_NAME",
     "HEARTH_FUNCTION_VERSION",
     "HEARTH_MEMORY_LIMIT_MB",
@@ -64,9 +68,10 @@ const RESERVED: [&str; 7] = [
 /// The environment of user processes: defaults, then the user's, then the platform's.
 pub fn environment(spec: &InitSpec, layout: &Layout) -> Vec<(String, String)> {
     let tmp = layout.tmp.to_string_lossy().into_owned();
+    let home = layout.home.to_string_lossy().into_owned();
     let mut env: BTreeMap<String, String> = [
         ("PATH", "/usr/local/bin:/usr/bin:/bin"),
-        ("HOME", tmp.as_str()),
+        ("HOME", home.as_str()),
         ("TMPDIR", tmp.as_str()),
         ("LANG", "C.UTF-8"),
         ("PYTHONDONTWRITEBYTECODE", "1"),
@@ -102,6 +107,8 @@ pub fn environment(spec: &InitSpec, layout: &Layout) -> Vec<(String, String)> {
         ("HEARTH_FUNCTION_VERSION", spec.version.to_string()),
         ("HEARTH_MEMORY_LIMIT_MB", spec.memory_limit_mb.to_string()),
         ("HEARTH_RUNTIME", spec.runtime.as_str().to_string()),
+        // No user site dir, whatever HOME holds (the zygote also starts with -s).
+        ("PYTHONNOUSERSITE", "1".to_string()),
     ] {
         env.insert(key.to_string(), value);
     }
@@ -245,7 +252,8 @@ mod tests {
         assert_eq!(env["HEARTH_FUNCTION_VERSION"], "3");
         assert_eq!(env["PATH"], "/custom");
         assert_eq!(env["GREETING"], "hi");
-        assert_eq!(env["HOME"], "/tmp");
+        assert_eq!(env["HOME"], "/home");
+        assert_eq!(env["PYTHONNOUSERSITE"], "1");
         assert_eq!(env["HEARTH_REGION"], "mine");
         assert!(!env.contains_key("A=B"));
         assert!(

@@ -19,8 +19,11 @@ pub struct Layout {
     pub code: PathBuf,
     /// The runtimes' bootstrap files.
     pub runtime: PathBuf,
-    /// The writable scratch dir (`HOME`, `TMPDIR`).
+    /// The writable scratch dir (`TMPDIR`), emptied after every invocation.
     pub tmp: PathBuf,
+    /// `HOME`: an empty dir the function cannot write (so no user site, no
+    /// `~/.node_modules`, nothing planted for a later process).
+    pub home: PathBuf,
     /// The per-invocation output dir (`$OUTPUT_DIR`), when the function has one.
     pub output: Option<PathBuf>,
     /// The version's dependency layer (read-only; empty or missing without one).
@@ -34,6 +37,7 @@ impl Layout {
             code: base.join("code"),
             runtime: base.join("runtime"),
             tmp: base.join("tmp"),
+            home: base.join("home"),
             output: None,
             deps: base.join(DEPS_DIR.trim_start_matches('/')),
         }
@@ -113,6 +117,92 @@ fn remount_readonly(target: &Path, extra: libc::c_ulong) -> Result<(), AgentErro
     )
 }
 
+/// Makes the bind at `target` and every mount below it read-only, nosuid and nodev
+/// (`mount_setattr` with `AT_RECURSIVE`: a remount touches only the top mount, and a
+/// host dir with a writable submount would stay writable inside).
+fn seal_recursively(target: &Path) -> Result<(), AgentError> {
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const MOUNT_ATTR_NOSUID: u64 = 0x2;
+    const MOUNT_ATTR_NODEV: u64 = 0x4;
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let c = cstr(target)?;
+    // SAFETY: `c` is a NUL-terminated path and `attr` a mount_attr of the size passed;
+    // both outlive the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if ret != 0 {
+        return Err(AgentError::last_os(format!(
+            "mount_setattr read-only {}",
+            target.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Hides what runc hides of `/proc`: kernel memory, keys, timers and scheduler internals
+/// (files: `/dev/null` bound over them), and makes the knobs read-only.
+fn mask_proc() -> Result<(), AgentError> {
+    for file in [
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/timer_list",
+        "/proc/sched_debug",
+        "/proc/latency_stats",
+        "/proc/timer_stats",
+    ] {
+        let path = Path::new(file);
+        if path.exists() {
+            mount(Some("/dev/null"), path, None, libc::MS_BIND, None)?;
+        }
+    }
+    for dir in ["/proc/acpi", "/proc/scsi"] {
+        let path = Path::new(dir);
+        if path.is_dir() {
+            mount(
+                Some("tmpfs"),
+                path,
+                Some("tmpfs"),
+                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                Some("size=0"),
+            )?;
+        }
+    }
+    for knob in [
+        "/proc/bus",
+        "/proc/fs",
+        "/proc/irq",
+        "/proc/sys",
+        "/proc/sysrq-trigger",
+    ] {
+        let path = Path::new(knob);
+        if path.exists() {
+            mount(Some(knob), path, None, libc::MS_BIND | libc::MS_REC, None)?;
+            remount_readonly(path, libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC)?;
+        }
+    }
+    Ok(())
+}
+
 /// Binds `target` onto itself and makes that read-only.
 fn seal(target: &Path) -> Result<(), AgentError> {
     mount(
@@ -184,7 +274,7 @@ fn expose_read_only(root: &Path, dir: &str) -> Result<(), AgentError> {
         fs::write(&inside, b"").map_err(|e| AgentError::at("create", &inside, e))?;
     }
     mount(Some(dir), &inside, None, libc::MS_BIND | libc::MS_REC, None)?;
-    remount_readonly(&inside, libc::MS_NOSUID | libc::MS_NODEV)
+    seal_recursively(&inside)
 }
 
 /// Binds the version's dependency layer (a host directory the worker unpacked once,
@@ -337,6 +427,7 @@ pub fn native(root_spec: &NativeRoot<'_>, code_tar: &[u8]) -> Result<Layout, Age
     for dir in ["usr", "proc", "dev", "tmp", "code", "runtime", "etc"] {
         mkdir(&root.join(dir), 0o755)?;
     }
+    mkdir(&root.join("home"), 0o555)?;
     for dir in root_spec.read_only_dirs {
         expose_read_only(root, dir)?;
     }
@@ -382,6 +473,7 @@ pub fn native(root_spec: &NativeRoot<'_>, code_tar: &[u8]) -> Result<Layout, Age
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         None,
     )?;
+    mask_proc()?;
     let name = b"hearth";
     // SAFETY: `name` is valid for `name.len()` bytes.
     let ret = unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) };
@@ -427,6 +519,9 @@ fn prepare(base: &Path, output: Option<(u32, u32)>) -> Result<Layout, AgentError
     code::write_runtime_files(&layout.runtime)?;
     if !layout.tmp.is_dir() {
         mkdir(&layout.tmp, 0o1777)?;
+    }
+    if !layout.home.is_dir() {
+        mkdir(&layout.home, 0o555)?;
     }
     if let Some((uid, gid)) = output {
         let dir = base.join(OUTPUT_DIR_NAME);

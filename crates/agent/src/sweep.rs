@@ -6,7 +6,7 @@
 use crate::process::{self, Reaper};
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io::Read;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -43,27 +43,43 @@ pub fn parse_stat(text: &str) -> Option<ProcEntry> {
 }
 
 /// Reads every process visible under `proc_root`; processes that vanish meanwhile are
-/// skipped.
-pub fn read_table(proc_root: &Path) -> Vec<ProcEntry> {
-    let Ok(dir) = fs::read_dir(proc_root) else {
-        return Vec::new();
-    };
-    dir.filter_map(Result::ok)
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        })
-        .filter_map(|e| read_stat(&e.path().join("stat")))
-        .collect()
+/// skipped. Any other failure (no fd left, `/proc` unreadable) is an error: a table
+/// that may be missing processes must never pass for an empty one.
+pub fn read_table(proc_root: &Path) -> io::Result<Vec<ProcEntry>> {
+    let mut table = Vec::new();
+    for entry in fs::read_dir(proc_root)? {
+        let entry = entry?;
+        let is_pid = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
+        if is_pid {
+            table.extend(read_stat(&entry.path().join("stat"))?);
+        }
+    }
+    Ok(table)
 }
 
 /// One `read` of a stat file (they are a few hundred bytes; `read_to_string` would
-/// `statx` and read it in growing chunks, which adds up over a whole `/proc`).
-fn read_stat(path: &Path) -> Option<ProcEntry> {
+/// `statx` and read it in growing chunks, which adds up over a whole `/proc`). `None`
+/// when the process is gone.
+fn read_stat(path: &Path) -> io::Result<Option<ProcEntry>> {
+    let gone = |e: &io::Error| {
+        e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH)
+    };
     let mut buf = [0u8; 1024];
-    let n = fs::File::open(path).ok()?.read(&mut buf).ok()?;
-    parse_stat(std::str::from_utf8(&buf[..n]).ok()?)
+    let n = match fs::File::open(path).and_then(|mut f| f.read(&mut buf)) {
+        Ok(n) => n,
+        Err(e) if gone(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if n == 0 {
+        return Ok(None); // a process being reaped
+    }
+    let text = std::str::from_utf8(&buf[..n]).map_err(io::Error::other)?;
+    parse_stat(text)
+        .map(Some)
+        .ok_or_else(|| io::Error::other(format!("unreadable {}", path.display())))
 }
 
 /// Which processes belong to the instance.
@@ -158,7 +174,14 @@ impl Sweeper {
             // Done only when nothing is left, zombies included: a killed process whose
             // parent died with it reaches us to be reaped a moment later, and until
             // then it still shows in /proc.
-            let left = in_scope(&read_table(&self.proc_root), self.scope, self.me, keep);
+            let table = match read_table(&self.proc_root) {
+                Ok(table) => table,
+                Err(e) => {
+                    crate::diag!("cannot read {}: {e}", self.proc_root.display());
+                    break false;
+                }
+            };
+            let left = in_scope(&table, self.scope, self.me, keep);
             if left.is_empty() {
                 break true;
             }
@@ -233,8 +256,22 @@ mod tests {
         }
         fs::create_dir(dir.path().join("self")).unwrap();
         fs::write(dir.path().join("uptime"), "1 2").unwrap();
-        let mut table = read_table(dir.path());
+        let mut table = read_table(dir.path()).unwrap();
         table.sort_by_key(|e| e.pid);
         assert_eq!(table, vec![entry(1, 0, b'S'), entry(12, 1, b'R')]);
+    }
+
+    #[test]
+    fn an_unreadable_proc_is_not_an_empty_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-proc");
+        assert!(read_table(&missing).is_err());
+        let sweeper = Sweeper::new(missing, Scope::Namespace, 1);
+        let report = sweeper.sweep(&[], &[], &mut Reaper::default());
+        assert!(!report.converged, "a sweep that could not look converged");
+        // A stat file that cannot be parsed (not a vanished process) fails too.
+        fs::create_dir(dir.path().join("5")).unwrap();
+        fs::write(dir.path().join("5").join("stat"), "garbage").unwrap();
+        assert!(read_table(dir.path()).is_err());
     }
 }

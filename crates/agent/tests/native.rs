@@ -35,7 +35,8 @@ def handler(event, context):
         "groups": os.getgroups(),
         "pid": os.getpid(),
         "hostname": socket.gethostname(),
-        "host_paths": [p for p in ["/work", "/root", "/home", "/var", "/srv", "/opt"] if os.path.exists(p)],
+        "host_paths": [p for p in ["/work", "/root", "/var", "/srv", "/opt"] if os.path.exists(p)],
+        "home": sorted(os.listdir("/home")),
         "root": sorted(os.listdir("/")),
         "etc": sorted(os.listdir("/etc")),
         "dev": sorted(os.listdir("/dev")),
@@ -99,6 +100,7 @@ fn the_native_sandbox_is_sealed() {
         v["pid"]
     );
     assert_eq!(v["hostname"], "hearth");
+    assert_eq!(v["home"], json!([]), "HOME is the sandbox's own, empty");
     assert_eq!(
         v["host_paths"],
         json!([]),
@@ -107,7 +109,9 @@ fn the_native_sandbox_is_sealed() {
     );
     assert_eq!(
         v["root"],
-        json!(["bin", "code", "dev", "etc", "lib", "lib64", "proc", "runtime", "tmp", "usr"])
+        json!([
+            "bin", "code", "dev", "etc", "home", "lib", "lib64", "proc", "runtime", "tmp", "usr"
+        ])
     );
     assert_eq!(
         v["etc"],

@@ -121,7 +121,7 @@ fn handler_mode_gets_event_context_and_env_in_a_fresh_process_each_time() {
         assert_eq!(env["GREETING"], "hello");
         assert_eq!(env["LANG"], "C.UTF-8");
         assert_eq!(env["PYTHONDONTWRITEBYTECODE"], "1");
-        assert!(env["HOME"].as_str().unwrap().ends_with("/tmp"));
+        assert!(env["HOME"].as_str().unwrap().ends_with("/home"));
         assert_eq!(reply.outcome.stdout, format!("hello from {rid}\n"));
         assert_eq!(reply.outcome.exit_code, Some(0));
         assert!(reply.outcome.max_rss_bytes > 1 << 20);

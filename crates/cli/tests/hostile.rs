@@ -56,13 +56,12 @@ fn cannot_see_other_code_or_the_host_data_dir() {
             through_pid1,
             "/root",
             "/work",
-            "/home",
             "/var/lib",
             "/etc/shadow"
         ]);
         let looked = act(&hearth, &name, json!({"action": "look", "paths": paths}));
         let visible = looked["visible"].as_object().unwrap();
-        assert_eq!(visible.len(), 8, "{runtime}: every path probed: {looked}");
+        assert_eq!(visible.len(), 7, "{runtime}: every path probed: {looked}");
         for (path, visible) in visible {
             assert_eq!(
                 visible,
@@ -75,6 +74,10 @@ fn cannot_see_other_code_or_the_host_data_dir() {
             expected_code(runtime),
             "{runtime}: only its own code is in /code"
         );
+        if runtime == "python" {
+            // HOME: an empty dir of the sandbox's own, never the host's /home.
+            assert_eq!(looked["home"], json!([]), "{runtime}: {looked}");
+        }
         assert_eq!(looked["uid"], 65534, "{runtime}");
         assert_eq!(looked["gid"], 65534, "{runtime}");
         let pids = looked["pids"].as_array().unwrap();
@@ -188,5 +191,148 @@ fn denied_system_calls_fail_with_eperm() {
         for (name, result) in calls {
             assert_eq!(result, "EPERM", "{runtime}: {name}");
         }
+    }
+}
+
+// The walls between invocations of one warm instance, and the agent itself (issue 10).
+// The attacks live in the Python fixture, which runs on both backends.
+
+/// The Python hostile fixture, deployed as `name`.
+fn python_hostile(hearth: &Hearth, name: &str) {
+    hostile(hearth, name, ("python", "py"));
+}
+
+#[test]
+fn the_function_cannot_write_into_the_agent() {
+    let hearth = Hearth::start(env!("CARGO_BIN_EXE_hearth"));
+    python_hostile(&hearth, "hijacker");
+    let tried = act(&hearth, "hijacker", json!({"action": "take_over_agent"}));
+    for path in ["/proc/1/mem", "/proc/1/environ"] {
+        assert!(
+            ["EACCES", "EPERM"].contains(&tried[path].as_str().unwrap_or("")),
+            "the agent's {path} is open to the function: {tried}"
+        );
+    }
+}
+
+#[test]
+fn nothing_a_caller_leaves_behind_reaches_the_next_one() {
+    let hearth = Hearth::start(env!("CARGO_BIN_EXE_hearth"));
+    python_hostile(&hearth, "planter");
+    let planted = hearth.invoke(
+        "planter",
+        json!({"action": "plant", "secret": "s3cret", "kill_zygote": true}),
+    );
+    eprintln!("planted: {planted}");
+    let found = act(&hearth, "planter", json!({"action": "harvest"}));
+    assert_eq!(
+        found["planted"],
+        Value::Null,
+        "usercustomize.py ran: {found}"
+    );
+    assert_eq!(found["tmp"], json!([]), "/tmp is not empty: {found}");
+    for path in [
+        "/tmp/left-behind",
+        "/dev/shm/left-behind",
+        "/tmp/.node_modules/x.js",
+    ] {
+        assert_eq!(found[path], false, "{path} survived: {found}");
+    }
+    // And without a zygote restart: the next call still starts clean.
+    act(&hearth, "planter", json!({"action": "plant"}));
+    let found = act(&hearth, "planter", json!({"action": "harvest"}));
+    assert_eq!(found["tmp"], json!([]), "/tmp is not empty: {found}");
+    assert_eq!(found["/dev/shm/left-behind"], false, "{found}");
+    let planted = act(&hearth, "planter", json!({"action": "plant"}));
+    assert_eq!(
+        planted["no_user_site"], 1,
+        "python starts with -s: {planted}"
+    );
+    assert_ne!(
+        planted["usercustomize"], "ok",
+        "HOME is writable: {planted}"
+    );
+}
+
+#[test]
+fn a_background_child_cannot_blind_the_sweep() {
+    let hearth = Hearth::start(env!("CARGO_BIN_EXE_hearth"));
+    python_hostile(&hearth, "blinder");
+    let tried = hearth.invoke("blinder", json!({"action": "starve_the_sweep"}));
+    eprintln!("tried: {tried}");
+    if tried["status"] == "success" {
+        for call in ["prlimit", "setpriority", "sched_setaffinity"] {
+            assert_eq!(tried["result"][call], "EPERM", "{call}: {tried}");
+        }
+    }
+    let pid = tried["result"]["pid"].as_u64();
+    // Whatever happened, no later call sees the child.
+    let alive = act(
+        &hearth,
+        "blinder",
+        json!({"action": "alive", "pid": pid.unwrap_or(0)}),
+    );
+    assert_eq!(alive["alive"], false, "the child survived: {alive}");
+}
+
+#[test]
+fn an_earlier_callers_event_is_not_in_the_next_process() {
+    let hearth = Hearth::start(env!("CARGO_BIN_EXE_hearth"));
+    python_hostile(&hearth, "scanner");
+    // The victim's call: its event carries the secret (an unknown action fails, which
+    // does not matter: the event went through the zygote).
+    let scan = json!({"action": "scan_memory", "prefix": "MARKER-5b1c-", "tail_reversed": "f2e7-tercespot", "control": true});
+    let control = act(&hearth, "scanner", scan);
+    assert!(
+        control["found"].as_u64().unwrap() >= 1,
+        "the scan cannot find a needle in its own memory: {control}"
+    );
+    let victim = hearth.invoke(
+        "scanner",
+        json!({"action": "look", "paths": ["MARKER-5b1c-topsecret-7e2f"], "padding": "p".repeat(20_000)}),
+    );
+    assert_eq!(victim["status"], "success", "{victim}");
+    for _ in 0..2 {
+        let found = act(
+            &hearth,
+            "scanner",
+            json!({"action": "scan_memory", "prefix": "MARKER-5b1c-", "tail_reversed": "f2e7-tercespot"}),
+        );
+        assert_eq!(
+            found["found"], 0,
+            "the earlier caller's event is in this process's memory"
+        );
+    }
+}
+
+#[test]
+fn system_calls_an_unprivileged_process_may_make_are_closed() {
+    let hearth = Hearth::start(env!("CARGO_BIN_EXE_hearth"));
+    python_hostile(&hearth, "prober");
+    let calls = act(&hearth, "prober", json!({"action": "open_calls"}));
+    assert_eq!(calls["seccomp_mode"], 2, "no seccomp filter: {calls}");
+    for (name, result) in calls.as_object().unwrap() {
+        if name != "seccomp_mode" {
+            assert_eq!(result, "EPERM", "{name}: {calls}");
+        }
+    }
+}
+
+#[test]
+fn resource_limits_and_proc_masks_are_set() {
+    let hearth = Hearth::start(env!("CARGO_BIN_EXE_hearth"));
+    python_hostile(&hearth, "limited");
+    let seen = act(&hearth, "limited", json!({"action": "limits"}));
+    assert_eq!(seen["RLIMIT_CORE"], json!([0, 0]), "{seen}");
+    let nofile = seen["RLIMIT_NOFILE"][1].as_u64().unwrap();
+    assert!(nofile <= 1024, "{seen}");
+    for (path, read) in seen["masked"].as_object().unwrap() {
+        assert!(
+            read == &json!(0) || read == "ENOENT" || read == "EACCES" || read == "EPERM",
+            "{path} is readable: {seen}"
+        );
+    }
+    for (path, wrote) in seen["writable"].as_object().unwrap() {
+        assert_ne!(wrote, "ok", "{path} is writable: {seen}");
     }
 }

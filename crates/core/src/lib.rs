@@ -3,7 +3,8 @@
 //! Owns: the function spec and its validation rules ([`function`]), the runtimes
 //! ([`runtime`]), the invocation record returned to clients ([`invocation`]), the
 //! versioned frames spoken between the worker and the in-sandbox agent ([`protocol`]),
-//! and the AutoTuner's rules, figures in and advice out ([`tuning`]).
+//! the AutoTuner's rules, figures in and advice out ([`tuning`]), and the system calls a
+//! sandboxed process may make ([`seccomp`]).
 //!
 //! Never: touches the network, the disk or a process. Every other crate may depend on
 //! this one; this one depends on no other hearth crate, so the static agent stays small.
@@ -14,6 +15,7 @@ pub mod function;
 pub mod invocation;
 pub mod protocol;
 pub mod runtime;
+pub mod seccomp;
 pub mod tuning;
 
 pub use function::{FunctionConfig, FunctionSpec, SpecError};

@@ -16,6 +16,62 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 /// one `read`.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 
+/// Largest frame header during an invocation (a `Result` carries the inline stdout and
+/// stderr, 1 MB each, JSON-escaped).
+const MAX_EXCHANGE_HEADER: usize = 16 << 20;
+/// Largest `Result` payload (the handler's return value; the agent caps it at 16 MB).
+const MAX_RESULT_PAYLOAD: usize = 17 << 20;
+/// Log bytes one invocation may send: the agent caps its logs far below this; only a
+/// forged stream reaches it.
+const MAX_EXCHANGE_LOG_BYTES: u64 = 64 << 20;
+/// The tar stream's overhead over the output quota: a header and padding per entry, for
+/// the agent's most entries (100,000; a long name takes a second header), plus the end.
+const OUTPUT_TAR_OVERHEAD: u64 = 100_000 * 2048 + (64 << 10);
+/// The slowest an output may stream before the exchange's deadline passes, bytes/s.
+const SLOWEST_OUTPUT_RATE: u64 = 4 << 20;
+
+/// Bounds on one invocation's exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExchangeLimits {
+    /// The longest wait for the next frame.
+    pub silence: std::time::Duration,
+    /// The longest the whole exchange may take.
+    pub deadline: std::time::Duration,
+    /// Most `Log` payload bytes.
+    pub log_bytes: u64,
+    /// Most `Output` payload bytes.
+    pub output_bytes: u64,
+}
+
+impl ExchangeLimits {
+    /// The limits of an invocation with `timeout_ms` whose function may write
+    /// `output_quota_mb` of outputs: frames may pause for the timeout plus `grace`; the
+    /// exchange ends within that plus the time to stream the whole quota at the slowest
+    /// rate allowed.
+    pub fn for_invocation(
+        timeout_ms: u64,
+        grace: std::time::Duration,
+        output_quota_mb: u64,
+    ) -> Self {
+        let silence = std::time::Duration::from_millis(timeout_ms).saturating_add(grace);
+        let output_bytes =
+            output_quota_mb
+                .saturating_mul(1 << 20)
+                .saturating_add(if output_quota_mb > 0 {
+                    OUTPUT_TAR_OVERHEAD
+                } else {
+                    0
+                });
+        let streaming = std::time::Duration::from_secs(output_bytes / SLOWEST_OUTPUT_RATE);
+        ExchangeLimits {
+            silence,
+            deadline: silence.saturating_add(grace).saturating_add(streaming),
+            log_bytes: MAX_EXCHANGE_LOG_BYTES,
+            output_bytes,
+        }
+    }
+}
+
 /// The two directions of one agent's stdio, speaking frames.
 pub struct AgentStream<W, R> {
     instance: String,
@@ -55,6 +111,17 @@ where
     /// Receives one message and its payload. An end of stream, clean or not, is
     /// [`SandboxError::Lost`].
     pub async fn recv(&mut self) -> Result<(FromAgent, Vec<u8>), SandboxError> {
+        self.recv_bounded(usize::MAX, |_| usize::MAX).await
+    }
+
+    /// [`Self::recv`], refusing (as [`SandboxError::Lost`], before allocating) a header
+    /// longer than `max_header` or a payload longer than `max_payload` allows for its
+    /// message.
+    async fn recv_bounded(
+        &mut self,
+        max_header: usize,
+        max_payload: impl Fn(&FromAgent) -> usize,
+    ) -> Result<(FromAgent, Vec<u8>), SandboxError> {
         let mut prefix = [0u8; PREFIX_BYTES];
         let mut filled = 0;
         while filled < PREFIX_BYTES {
@@ -74,12 +141,23 @@ where
             filled += n;
         }
         let (header_len, payload_len) = parse_prefix(prefix).map_err(|e| self.frame_error(e))?;
+        if header_len > max_header {
+            return Err(self.lost(format!(
+                "a frame header of {header_len} bytes is over the {max_header} allowed"
+            )));
+        }
         let mut header = vec![0u8; header_len];
         self.read_body(&mut header).await?;
+        let message: FromAgent =
+            serde_json::from_slice(&header).map_err(|e| self.frame_error(FrameError::Json(e)))?;
+        let allowed = max_payload(&message);
+        if payload_len > allowed {
+            return Err(self.lost(format!(
+                "a frame payload of {payload_len} bytes is over the {allowed} allowed"
+            )));
+        }
         let mut payload = vec![0u8; payload_len];
         self.read_body(&mut payload).await?;
-        let message =
-            serde_json::from_slice(&header).map_err(|e| self.frame_error(FrameError::Json(e)))?;
         Ok((message, payload))
     }
 
@@ -88,30 +166,57 @@ where
     /// the handler's return value. A sink that fails (a full disk) does not break the
     /// exchange: the frames are still read to the end, then the sink's error returns.
     ///
-    /// The agent enforces the invocation's timeout itself; `silence` only catches an
-    /// agent that hangs: it is the longest wait for the next frame. (A whole-exchange
-    /// limit would be wrong: a large output streams after the process has ended.)
+    /// The agent enforces the invocation's timeout itself; `limits` catch an agent that
+    /// hangs (`silence`, the longest wait for the next frame) and one that was taken over
+    /// by its function: a stream that sends more than the limits allow, or that holds
+    /// the exchange open past its deadline, is [`SandboxError::Lost`] (the instance is
+    /// destroyed) before anything past the limits is allocated.
     pub async fn invoke(
         &mut self,
         spec: InvokeSpec,
         event: &[u8],
         sink: &mut dyn InvocationSink,
-        silence: std::time::Duration,
+        limits: &ExchangeLimits,
     ) -> Result<(InvokeOutcome, Vec<u8>), SandboxError> {
         let request_id = spec.request_id.clone();
+        let deadline = tokio::time::Instant::now() + limits.deadline;
         self.send(&ToAgent::Invoke(spec), event).await?;
         let mut sink_error = None;
+        let (mut log_left, mut output_left) = (limits.log_bytes, limits.output_bytes);
         loop {
-            let Ok(received) = tokio::time::timeout(silence, self.recv()).await else {
+            let wait = limits
+                .silence
+                .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            let budget = |message: &FromAgent| match message {
+                FromAgent::Log(_) => usize::try_from(log_left).unwrap_or(usize::MAX),
+                FromAgent::Output => usize::try_from(output_left).unwrap_or(usize::MAX),
+                FromAgent::Result(_) => MAX_RESULT_PAYLOAD,
+                _ => 0,
+            };
+            let received =
+                tokio::time::timeout(wait, self.recv_bounded(MAX_EXCHANGE_HEADER, budget));
+            let Ok(received) = received.await else {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(self.lost(format!(
+                        "the exchange of {request_id} passed its deadline of {} ms",
+                        limits.deadline.as_millis()
+                    )));
+                }
                 return Err(SandboxError::Unresponsive {
                     instance: self.instance.clone(),
-                    waited_ms: silence.as_millis() as u64,
+                    waited_ms: wait.as_millis() as u64,
                 });
             };
             let (message, payload) = received?;
             let written = match message {
-                FromAgent::Log(chunk) => sink.log(chunk.stream, &payload).await,
-                FromAgent::Output => sink.output(&payload).await,
+                FromAgent::Log(chunk) => {
+                    log_left = log_left.saturating_sub(payload.len() as u64);
+                    sink.log(chunk.stream, &payload).await
+                }
+                FromAgent::Output => {
+                    output_left = output_left.saturating_sub(payload.len() as u64);
+                    sink.output(&payload).await
+                }
                 FromAgent::Result(outcome) if outcome.request_id == request_id => {
                     return match sink_error {
                         None => Ok((outcome, payload)),
@@ -276,5 +381,113 @@ mod tests {
         let mut stream = AgentStream::new("i4", worker_out, worker_in);
         let err = stream.send(&ToAgent::Shutdown, b"").await.unwrap_err();
         assert!(matches!(err, SandboxError::Lost { .. }), "{err:?}");
+    }
+
+    fn limits() -> ExchangeLimits {
+        ExchangeLimits {
+            silence: std::time::Duration::from_secs(30),
+            deadline: std::time::Duration::from_secs(30),
+            log_bytes: 1000,
+            output_bytes: 1000,
+        }
+    }
+
+    /// Runs one exchange against an "agent" that writes `frames` and then keeps its end
+    /// open without a word.
+    async fn exchange_with(frames: Vec<u8>, limits: ExchangeLimits) -> SandboxError {
+        let (worker_out, mut agent_in) = duplex(1 << 16);
+        let (mut agent_out, worker_in) = duplex(1 << 16);
+        let forger = tokio::spawn(async move {
+            let mut invoke = vec![0u8; 64];
+            let _ = agent_in.read(&mut invoke).await;
+            agent_out.write_all(&frames).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+            (agent_in, agent_out)
+        });
+        let mut stream = AgentStream::new("forged", worker_out, worker_in);
+        let spec = InvokeSpec {
+            request_id: "r".into(),
+            timeout_ms: 1000,
+        };
+        let err = stream
+            .invoke(spec, b"{}", &mut crate::DiscardSink, &limits)
+            .await
+            .unwrap_err();
+        forger.abort();
+        err
+    }
+
+    fn log_frame(bytes: usize) -> Vec<u8> {
+        let chunk = hearth_core::protocol::LogChunk {
+            stream: hearth_core::protocol::LogStream::Stdout,
+        };
+        encode(&FromAgent::Log(chunk), &vec![b'x'; bytes]).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_forged_stream_cannot_send_more_than_the_limits() {
+        // One frame over the log budget, announced before it is allocated.
+        let mut prefix_only = log_frame(0);
+        prefix_only[4..8].copy_from_slice(&(400u32 << 20).to_be_bytes());
+        let err = exchange_with(prefix_only, limits()).await;
+        assert!(
+            matches!(&err, SandboxError::Lost { message, .. } if message.contains("over the")),
+            "{err:?}"
+        );
+        // Many small frames adding up past it.
+        let many: Vec<u8> = (0..20).flat_map(|_| log_frame(100)).collect();
+        let err = exchange_with(many, limits()).await;
+        assert!(
+            matches!(&err, SandboxError::Lost { message, .. } if message.contains("over the")),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trickling_stream_cannot_hold_the_exchange_open() {
+        // A frame every 20 s, each within the silence limit, never a result.
+        let limits = ExchangeLimits {
+            deadline: std::time::Duration::from_secs(60),
+            log_bytes: u64::MAX,
+            ..limits()
+        };
+        let (worker_out, mut agent_in) = duplex(1 << 16);
+        let (mut agent_out, worker_in) = duplex(1 << 16);
+        let trickler = tokio::spawn(async move {
+            let mut invoke = vec![0u8; 64];
+            let _ = agent_in.read(&mut invoke).await;
+            loop {
+                agent_out.write_all(&log_frame(1)).await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_secs(20)).await;
+            }
+        });
+        let mut stream = AgentStream::new("trickle", worker_out, worker_in);
+        let spec = InvokeSpec {
+            request_id: "r".into(),
+            timeout_ms: 1000,
+        };
+        let err = stream
+            .invoke(spec, b"{}", &mut crate::DiscardSink, &limits)
+            .await
+            .unwrap_err();
+        trickler.abort();
+        assert!(
+            matches!(&err, SandboxError::Lost { message, .. } if message.contains("deadline")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn the_deadline_leaves_room_for_the_whole_output_quota() {
+        let grace = std::time::Duration::from_secs(2);
+        let small = ExchangeLimits::for_invocation(1000, grace, 0);
+        assert_eq!(small.output_bytes, 0);
+        assert_eq!(small.silence, std::time::Duration::from_secs(3));
+        let big = ExchangeLimits::for_invocation(1000, grace, 2048);
+        assert!(big.output_bytes > 2048 << 20);
+        assert!(
+            big.deadline >= std::time::Duration::from_secs(512),
+            "{big:?}"
+        );
     }
 }

@@ -20,7 +20,7 @@
 mod interpreter;
 mod spawn;
 
-use crate::agent_stream::AgentStream;
+use crate::agent_stream::{AgentStream, ExchangeLimits};
 use crate::cgroup::{
     CgroupConfig, CgroupHost, CgroupLimits, CgroupVersion, CpuQuota, InstanceCgroup,
 };
@@ -245,6 +245,7 @@ impl NativeBackend {
         let cgroup = self.cgroups.create(&spec.instance_id, &limits)?;
         let mut instance =
             NativeInstance::spawn(&self.config.agent_path, spec.instance_id, cgroup).await?;
+        instance.output_quota_mb = spec.output_quota_mb;
         let handshake = async {
             instance
                 .stream
@@ -467,6 +468,8 @@ pub struct NativeInstance {
     cgroup: Option<InstanceCgroup>,
     log_tail: LogTail,
     stderr_task: Option<JoinHandle<()>>,
+    /// The function's output quota, MB: bounds what an exchange may stream.
+    output_quota_mb: u64,
 }
 
 impl std::fmt::Debug for NativeInstance {
@@ -504,6 +507,7 @@ impl NativeInstance {
             cgroup: Some(cgroup),
             log_tail,
             stderr_task: Some(stderr_task),
+            output_quota_mb: 0,
         })
     }
 
@@ -591,8 +595,9 @@ impl Instance for NativeInstance {
         sink: &mut dyn InvocationSink,
     ) -> Result<InstanceRun, SandboxError> {
         let before = self.cgroup()?.meter()?.begin()?;
-        let guard = Duration::from_millis(spec.timeout_ms).saturating_add(INVOKE_GRACE);
-        let (outcome, result) = self.stream.invoke(spec, &event, sink, guard).await?;
+        let limits =
+            ExchangeLimits::for_invocation(spec.timeout_ms, INVOKE_GRACE, self.output_quota_mb);
+        let (outcome, result) = self.stream.invoke(spec, &event, sink, &limits).await?;
         let usage = self.cgroup()?.meter()?.finish(&before)?;
         Ok(InstanceRun {
             outcome,

@@ -107,7 +107,10 @@ pub fn definition(
             network_mode: Some("none".to_string()),
             readonly_rootfs: Some(true),
             cap_drop: Some(vec!["ALL".to_string()]),
-            security_opt: Some(vec!["no-new-privileges:true".to_string()]),
+            security_opt: Some(vec![
+                "no-new-privileges:true".to_string(),
+                super::seccomp::security_opt(),
+            ]),
             privileged: Some(false),
             pids_limit: i64::try_from(limits.pids_max).ok(),
             memory: Some(memory),
@@ -122,11 +125,19 @@ pub fn definition(
                 .v1_shares(),
             )
             .ok(),
-            ulimits: Some(vec![ResourcesUlimits {
-                name: Some("nofile".to_string()),
-                soft: Some(nofile),
-                hard: Some(nofile),
-            }]),
+            ulimits: Some(vec![
+                ResourcesUlimits {
+                    name: Some("nofile".to_string()),
+                    soft: Some(nofile),
+                    hard: Some(nofile),
+                },
+                // No core dumps: a dump of a function holds its callers' data.
+                ResourcesUlimits {
+                    name: Some("core".to_string()),
+                    soft: Some(0),
+                    hard: Some(0),
+                },
+            ]),
             tmpfs: Some(tmpfs),
             ipc_mode: Some("private".to_string()),
             init: Some(false),
@@ -197,10 +208,9 @@ mod tests {
         assert_eq!(host.network_mode.as_deref(), Some("none"));
         assert_eq!(host.readonly_rootfs, Some(true));
         assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
-        assert_eq!(
-            host.security_opt,
-            Some(vec!["no-new-privileges:true".to_string()])
-        );
+        let security = host.security_opt.unwrap();
+        assert_eq!(security[0], "no-new-privileges:true");
+        assert!(security[1].starts_with("seccomp={"), "{security:?}");
         assert_eq!(host.memory, Some(128 << 20));
         assert_eq!(host.memory_swap, host.memory, "no swap");
         assert_eq!(host.pids_limit, Some(64));
@@ -208,6 +218,10 @@ mod tests {
             (host.cpu_quota, host.cpu_period),
             (Some(150_000), Some(100_000))
         );
+        let ulimits = host.ulimits.unwrap();
+        assert_eq!(ulimits[0].hard, Some(1024));
+        assert_eq!(ulimits[1].name.as_deref(), Some("core"));
+        assert_eq!(ulimits[1].hard, Some(0));
         let mut small = spec(128);
         small.cpus = Some(0.25);
         let host = definition(&small, "hearth/python:t", &LIMITS, "owner1")
@@ -218,7 +232,6 @@ mod tests {
             Some(25_000),
             "the instance's own share wins"
         );
-        assert_eq!(host.ulimits.unwrap()[0].hard, Some(1024));
         assert!(host.binds.is_none() && host.mounts.is_none());
         assert_eq!(host.auto_remove, Some(true));
         let labels = body.labels.unwrap();

@@ -234,6 +234,7 @@ pub fn dockerfile(base: &str, spec: &RuntimeImageSpec, agent: &AgentTag) -> Stri
          COPY hearth-agent {AGENT_IN_IMAGE}\n\
          COPY runtime/ /runtime/\n\
          COPY code/ {CODE_DIR}/\n\
+         COPY home/ /home/\n\
          LABEL {managed}=\"true\" {runtime_label}=\"{runtime}\" {interpreter_label}=\"{interpreter}\" {agent_label}=\"{tag}\"\n\
          USER {SANDBOX_USER}\n\
          WORKDIR {CODE_DIR}\n\
@@ -291,6 +292,8 @@ pub fn build_context(
     append(&mut tar, "hearth-agent", 0o755, &agent_bytes)
         .map_err(|e| tar_error("hearth-agent", e))?;
     append(&mut tar, "code/", 0o755, &[]).map_err(|e| tar_error("code/", e))?;
+    // HOME: empty, and read-only to the function (nothing planted there survives).
+    append(&mut tar, "home/", 0o555, &[]).map_err(|e| tar_error("home/", e))?;
     append(&mut tar, "runtime/", 0o755, &[]).map_err(|e| tar_error("runtime/", e))?;
     for (name, file) in entries {
         match file {
@@ -477,6 +480,7 @@ mod tests {
                 "Dockerfile",
                 "hearth-agent",
                 "code/",
+                "home/",
                 "runtime/",
                 "runtime/python/",
                 "runtime/python/bootstrap.py"
@@ -484,7 +488,7 @@ mod tests {
         );
         assert_eq!(entries[1].1, 0o755);
         assert_eq!(
-            entries[5],
+            entries[6],
             ("runtime/python/bootstrap.py".into(), 0o644, "boot\n".into())
         );
     }

@@ -6,7 +6,7 @@
 //! to a tail kept for error messages. stdin is written directly. Usage is read straight
 //! from the container's cgroup files by a [`UsageMeter`], never through the engine.
 
-use crate::agent_stream::AgentStream;
+use crate::agent_stream::{AgentStream, ExchangeLimits};
 use crate::cgroup::UsageMeter;
 use crate::native::{LogTail, INVOKE_GRACE};
 use crate::{Instance, InstanceRun, InvocationSink, SandboxError};
@@ -215,6 +215,8 @@ pub struct DockerInstance {
     pub(super) meter: UsageMeter,
     pub(super) log_tail: LogTail,
     pub(super) output_task: JoinHandle<()>,
+    /// The function's output quota, MB: bounds what an exchange may stream.
+    pub(super) output_quota_mb: u64,
 }
 
 impl std::fmt::Debug for DockerInstance {
@@ -268,8 +270,9 @@ impl Instance for DockerInstance {
         sink: &mut dyn InvocationSink,
     ) -> Result<InstanceRun, SandboxError> {
         let before = self.meter.begin()?;
-        let guard = Duration::from_millis(spec.timeout_ms).saturating_add(INVOKE_GRACE);
-        let answer = self.stream.invoke(spec, &event, sink, guard).await;
+        let limits =
+            ExchangeLimits::for_invocation(spec.timeout_ms, INVOKE_GRACE, self.output_quota_mb);
+        let answer = self.stream.invoke(spec, &event, sink, &limits).await;
         let (outcome, result) = match answer {
             Ok(answer) => answer,
             Err(SandboxError::Lost { message, .. }) => return Err(self.lost(message)),

@@ -25,6 +25,7 @@ pub mod images;
 mod instance;
 pub mod labels;
 pub mod rootfs;
+mod seccomp;
 
 pub use bollard::Docker;
 pub use container::Limits;
@@ -343,6 +344,7 @@ impl DockerBackend {
             meter,
             log_tail,
             output_task,
+            output_quota_mb: spec.output_quota_mb,
         };
         let init = InitSpec {
             protocol_version: PROTOCOL_VERSION,
