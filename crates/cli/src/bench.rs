@@ -951,10 +951,13 @@ mod tests {
 
     #[test]
     fn each_broken_figure_is_a_problem() {
-        let breakages: Vec<(&str, Box<dyn Fn(&mut Report)>)> = vec![
+        type Breakage = (&'static str, Box<dyn Fn(&mut Report)>);
+        let breakages: Vec<Breakage> = vec![
             (
                 "warm cpp: missing",
-                Box::new(|r| drop(r.warm.remove("cpp"))),
+                Box::new(|r| {
+                    r.warm.remove("cpp");
+                }),
             ),
             (
                 "warm inside hearth python: not a number",
@@ -965,7 +968,9 @@ mod tests {
             ),
             (
                 "cold start python: 1 of 2 samples",
-                Box::new(|r| drop(r.cold_start.insert("python".into(), latency(1)))),
+                Box::new(|r| {
+                    r.cold_start.insert("python".into(), latency(1));
+                }),
             ),
             (
                 "build at deploy cpp: missing",

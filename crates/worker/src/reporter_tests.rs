@@ -39,6 +39,7 @@ fn invocation(id: &str) -> Invocation {
         outputs: vec![],
         skipped_outputs: vec![],
         advice: None,
+        attempt: 1,
     }
 }
 
