@@ -15,10 +15,14 @@ echo "test: cargo clippy"
 cargo clippy --quiet --workspace --all-targets -- -D warnings
 
 export HEARTH_AGENT="$PWD/target/agent/x86_64-unknown-linux-gnu/release/hearth-agent"
+# The store suites (SQLite + PostgreSQL, local dir + S3) and the cluster tests run
+# inside `cargo test --workspace` against these; they fail loudly without them.
+echo "test: services (Redis, PostgreSQL, moto's S3)"
+eval "$(scripts/services.sh --env)"
 echo "test: Docker engine and runtime images (for the Docker backend's tests)"
 scripts/docker.sh
 target/debug/hearth images build
-echo "test: Redis, PostgreSQL and moto's S3 on loopback (scripts/services.sh)"
+echo "test: services (Redis, PostgreSQL, S3 on loopback) and the Python test tools"
 eval "$(scripts/services.sh --env)"
 echo "test: cargo test (unit, integration, end-to-end)"
 cargo test --workspace -- --test-threads "${HEARTH_TEST_THREADS:-2}"

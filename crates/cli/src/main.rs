@@ -1,5 +1,5 @@
 //! The `hearth` command: runs the platform (`up`) and talks to it over HTTP (`deploy`,
-//! `invoke`, `ls`, `rm`, `status`).
+//! `invoke`, `ls`, `rm`, `status`, `logs`, `tune`).
 //!
 //! Owns: argument parsing, wiring the embedded defaults together for `up`, and turning
 //! API answers into readable lines (or `--json`). Never: implements platform logic
@@ -10,6 +10,7 @@ mod client;
 mod commands;
 mod images;
 mod package;
+mod tune;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -68,6 +69,8 @@ enum Command {
     Logs(commands::LogsArgs),
     /// Measure warm and cold latency, throughput and baselines (DESIGN.md §8).
     Bench(bench::BenchArgs),
+    /// AutoTuner: advice from history, or `--explore` sizes; `--apply` makes the version.
+    Tune(tune::TuneArgs),
     /// Build the Docker sandbox's runtime images locally (agent included).
     Images {
         #[command(subcommand)]
@@ -122,5 +125,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rm { name } => commands::remove(&client, &output, &name).await,
         Command::Status => commands::status(&client, &output).await,
         Command::Logs(args) => commands::logs(&client, &output, args).await,
+        Command::Tune(args) => tune::tune(&client, &output, args).await,
     }
 }

@@ -1,5 +1,6 @@
 //! `hearth up`: controller and worker in one process, on embedded defaults (SQLite file,
-//! local object-store dir, native sandbox; `--sandbox docker` for containers). On a fresh
+//! local object-store dir, native sandbox; `--sandbox docker` for containers), or on
+//! PostgreSQL and S3 with `--database`/`--objects`. On a fresh
 //! data dir it deploys a sample function and invokes it, so the first thing a newcomer
 //! sees is a call that worked.
 
@@ -11,7 +12,7 @@ use hearth_controller::AppState;
 use hearth_sandbox::docker::{DockerBackend, DockerConfig};
 use hearth_sandbox::native::{NativeBackend, NativeConfig};
 use hearth_sandbox::SandboxBackend;
-use hearth_store::{CodeStore, SqliteMetadataStore};
+use hearth_store::{open_metadata, CodeStore};
 use hearth_worker::local::LocalFleet;
 use hearth_worker::spool::Spool;
 use hearth_worker::{Worker, WorkerConfig};
@@ -49,6 +50,13 @@ pub struct UpArgs {
     /// (warm containers; needs an engine and `hearth images build`).
     #[arg(long, value_enum, default_value_t = SandboxKind::Native)]
     sandbox: SandboxKind,
+    /// Metadata database: `postgres://user@host:port/db` (default: SQLite in the data dir).
+    #[arg(long, env = "HEARTH_DATABASE_URL")]
+    database: Option<String>,
+    /// Object store: `s3://BUCKET[/PREFIX]`, S3 settings from `AWS_*` (default: the
+    /// data dir's `objects/`).
+    #[arg(long, env = "HEARTH_OBJECTS_URL")]
+    objects: Option<String>,
 }
 
 /// The sandbox backends `hearth up` can run.
@@ -71,13 +79,27 @@ pub async fn run(args: UpArgs, data_dir: PathBuf) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize()?;
     let _lock = lock_data_dir(&data_dir)?;
-    let fresh = !data_dir.join("hearth.db").exists();
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .ok();
-    let metadata = SqliteMetadataStore::open(&data_dir.join("hearth.db"))
+    let sqlite = data_dir.join("hearth.db");
+    let embedded = args.database.is_none();
+    let fresh_file = !sqlite.exists();
+    let database = args
+        .database
+        .unwrap_or_else(|| sqlite.display().to_string());
+    let metrics = hearth_controller::install_metrics();
+    let stores = open_metadata(&database)
+        .await
         .context("opening the metadata store")?;
-    let code = CodeStore::local(&data_dir.join("objects")).context("opening the object store")?;
+    // A fresh start (deploy the sample): a new data dir, or a shared database with no
+    // functions yet.
+    let fresh = if embedded {
+        fresh_file
+    } else {
+        stores.metadata.list_functions().await?.is_empty()
+    };
+    let objects = args
+        .objects
+        .unwrap_or_else(|| data_dir.join("objects").display().to_string());
+    let code = CodeStore::open(&objects).context("opening the object store")?;
     let api_key = load_or_create_key(&data_dir)?;
     let agent = find_agent(args.agent.as_deref())?;
     let mut docker = None;
@@ -96,12 +118,11 @@ pub async fn run(args: UpArgs, data_dir: PathBuf) -> anyhow::Result<()> {
         },
         backend,
         code.clone(),
-        Arc::new(metadata.clone()),
+        stores.metadata.clone(),
         Spool::open(&data_dir.join("spool")).context("opening the spool")?,
     );
-    let metadata = Arc::new(metadata);
-    let fleet = LocalFleet::start(worker, metadata.clone(), metadata.clone());
-    let state = AppState::new(metadata, code, fleet, api_key.clone(), metrics);
+    let fleet = LocalFleet::start(worker, stores.queue, stores.metadata.clone());
+    let state = AppState::new(stores.metadata, code, fleet, api_key.clone(), metrics);
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;

@@ -24,6 +24,7 @@ pub(crate) fn function_json(record: &FunctionRecord, stats: Option<&FunctionStat
         "memory_mb": spec.memory_mb,
         "timeout_ms": spec.timeout_ms,
         "max_instances": spec.max_instances,
+        "cpus": spec.cpus,
         "env": spec.env,
         "description": spec.description,
         "code_sha256": record.code_sha256,
@@ -137,7 +138,7 @@ async fn read_deploy(
                 config = serde_json::from_slice(&bytes).map_err(|e| {
                     ApiError::bad_request(
                         "invalid_config",
-                        format!("config is not valid JSON of the expected shape (runtime, memory_mb, timeout_ms, env, description, max_instances): {e}"),
+                        format!("config is not valid JSON of the expected shape (runtime, memory_mb, timeout_ms, env, description, max_instances, output_quota_mb, cpus): {e}"),
                     )
                 })?;
             }

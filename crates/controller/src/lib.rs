@@ -1,4 +1,5 @@
-//! hearth's HTTP API (`docs/API.md`, the contract): auth, deploy, invoke, invocations, status.
+//! hearth's HTTP API (`docs/API.md`, the contract): auth, deploy, invoke, invocations, status,
+//! and the AutoTuner's endpoints (`tuning`: advice, apply with auto-revert, explore).
 //!
 //! Owns: routing, request parsing and limits, the one [`ApiError`] type every handler
 //! returns, the admin-key check, the `queued` record of an accepted async invocation,
@@ -25,8 +26,11 @@ mod invoke;
 mod session;
 mod stats;
 mod status;
+mod telemetry;
+mod tuning;
 
 pub use error::ApiError;
+pub use telemetry::install_metrics;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -55,6 +59,7 @@ pub struct AppState {
     /// How long a cached function record is trusted: forever when this process is
     /// the only writer of its metadata store, briefly when other controllers deploy too.
     function_ttl: Option<std::time::Duration>,
+    tuner: Arc<tuning::Tuner>,
 }
 
 /// Newest versions by name, and a generation that every deploy or delete bumps, so a
@@ -85,6 +90,7 @@ impl AppState {
             started: Instant::now(),
             functions: Default::default(),
             function_ttl: None,
+            tuner: Default::default(),
         };
         history::prune_forever(state.metadata.clone());
         state
@@ -165,6 +171,9 @@ pub fn router(state: AppState) -> Router {
         .route("/status", get(status::status))
         .route("/events", get(events::stream))
         .route("/stats/functions", get(stats::functions))
+        .route("/functions/{name}/tuning", get(tuning::advice))
+        .route("/functions/{name}/tuning/apply", post(tuning::apply))
+        .route("/functions/{name}/tuning/explore", post(tuning::explore))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,

@@ -38,7 +38,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, A
                 axum::http::header::CONTENT_TYPE,
                 "text/plain; version=0.0.4",
             )],
-            handle.render(),
+            crate::telemetry::render(handle),
         )
             .into_response()),
         None => Err(ApiError::new(

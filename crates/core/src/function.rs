@@ -23,6 +23,16 @@ pub const MAX_MAX_INSTANCES: u32 = 100;
 pub const DEFAULT_OUTPUT_QUOTA_MB: u64 = 1024;
 /// Largest output quota accepted, MB.
 pub const MAX_OUTPUT_QUOTA_MB: u64 = 10_240;
+/// Memory that buys one whole CPU when CPU follows memory (Lambda's figure).
+pub const MB_PER_CPU: u64 = 1769;
+/// Least CPU an instance gets when CPU follows memory: below it a small function's
+/// interpreter start-up alone would take seconds.
+pub const MIN_CPUS: f64 = 0.25;
+/// Smallest explicit `cpus` accepted.
+pub const MIN_EXPLICIT_CPUS: f64 = 0.05;
+/// Largest explicit `cpus` accepted (a worker still caps it at its own cores).
+pub const MAX_EXPLICIT_CPUS: f64 = 64.0;
+
 /// Total size of a function's environment (names + values), as Lambda.
 pub const MAX_ENV_BYTES: usize = 4 * 1024;
 /// Longest description accepted.
@@ -68,6 +78,9 @@ pub enum SpecError {
     /// Output quota outside the accepted range.
     #[error("output_quota_mb {0} is out of range: use 1..={MAX_OUTPUT_QUOTA_MB}")]
     OutputQuotaOutOfRange(u64),
+    /// An explicit CPU share outside the accepted range.
+    #[error("cpus {} is out of range: use {MIN_EXPLICIT_CPUS}..={MAX_EXPLICIT_CPUS}, or leave it out so CPU follows memory_mb (one CPU per {MB_PER_CPU} MB)", .0.as_f64())]
+    CpusOutOfRange(Cpus),
     /// An env var name that is not a portable identifier.
     #[error("invalid env var name {0:?}: use letters, digits and '_', not starting with a digit")]
     InvalidEnvName(String),
@@ -126,6 +139,8 @@ pub struct FunctionConfig {
     pub max_instances: Option<u32>,
     /// Most bytes of output files one invocation may write, MB.
     pub output_quota_mb: Option<u64>,
+    /// CPUs of each instance; when left out, CPU follows `memory_mb`.
+    pub cpus: Option<Cpus>,
 }
 
 /// The settings of one function version, validated.
@@ -146,6 +161,60 @@ pub struct FunctionSpec {
     /// Most bytes of output files one invocation may write, MB.
     #[serde(default = "default_output_quota_mb")]
     pub output_quota_mb: u64,
+    /// CPUs of each instance, when the function fixes them; `None`: CPU follows memory
+    /// ([`FunctionSpec::cpus_on`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<Cpus>,
+}
+
+/// A CPU share, kept in thousandths so that specs stay comparable (`Eq`); a plain
+/// number (`0.5`) in JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cpus(u32);
+
+impl Cpus {
+    /// The share nearest to `cpus` (to a thousandth; negative and NaN are 0).
+    pub fn from_f64(cpus: f64) -> Cpus {
+        let milli = (cpus * 1000.0).round();
+        Cpus(if milli.is_finite() && milli > 0.0 {
+            milli.min(u32::MAX as f64) as u32
+        } else {
+            0
+        })
+    }
+
+    /// The share as a number of CPUs.
+    pub fn as_f64(self) -> f64 {
+        f64::from(self.0) / 1000.0
+    }
+}
+
+impl Serialize for Cpus {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(self.as_f64())
+    }
+}
+
+impl<'de> Deserialize<'de> for Cpus {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Cpus, D::Error> {
+        let cpus = f64::deserialize(deserializer)?;
+        if !cpus.is_finite() || cpus < 0.0 {
+            return Err(serde::de::Error::custom(format!(
+                "cpus must be a positive number, not {cpus}"
+            )));
+        }
+        Ok(Cpus::from_f64(cpus))
+    }
+}
+
+/// The CPUs an instance with `memory_mb` gets when its function does not fix them: one
+/// per [`MB_PER_CPU`] MB, at least [`MIN_CPUS`], at most the host's cores. So memory is
+/// the one knob, and a larger size trades cost for speed, as on Lambda.
+pub fn cpus_for_memory(memory_mb: u64, host_cores: usize) -> f64 {
+    let host = host_cores.max(1) as f64;
+    (memory_mb as f64 / MB_PER_CPU as f64)
+        .max(MIN_CPUS)
+        .min(host)
 }
 
 fn default_output_quota_mb() -> u64 {
@@ -203,9 +272,19 @@ impl FunctionSpec {
                 .output_quota_mb
                 .or(previous.map(|p| p.output_quota_mb))
                 .unwrap_or(DEFAULT_OUTPUT_QUOTA_MB),
+            cpus: config.cpus.or(previous.and_then(|p| p.cpus)),
         };
         spec.validate()?;
         Ok(spec)
+    }
+
+    /// The CPUs an instance of this version gets on a host with `host_cores`: the
+    /// function's own `cpus` (capped at the host), else [`cpus_for_memory`].
+    pub fn cpus_on(&self, host_cores: usize) -> f64 {
+        match self.cpus {
+            Some(cpus) => cpus.as_f64().min(host_cores.max(1) as f64),
+            None => cpus_for_memory(self.memory_mb, host_cores),
+        }
     }
 
     /// Checks every rule a stored spec must satisfy.
@@ -224,6 +303,11 @@ impl FunctionSpec {
         }
         if !(1..=MAX_OUTPUT_QUOTA_MB).contains(&self.output_quota_mb) {
             return Err(SpecError::OutputQuotaOutOfRange(self.output_quota_mb));
+        }
+        if let Some(cpus) = self.cpus {
+            if !(MIN_EXPLICIT_CPUS..=MAX_EXPLICIT_CPUS).contains(&cpus.as_f64()) {
+                return Err(SpecError::CpusOutOfRange(cpus));
+            }
         }
         validate_env(&self.env)?;
         let chars = self.description.chars().count();
@@ -309,6 +393,43 @@ mod tests {
             FunctionSpec::resolve(Some(&v1), &config("python")),
             Err(SpecError::RuntimeChange { .. })
         ));
+    }
+
+    #[test]
+    fn cpu_follows_memory_within_a_floor_and_the_host() {
+        assert_eq!(cpus_for_memory(1769, 8), 1.0);
+        assert_eq!(cpus_for_memory(3538, 8), 2.0);
+        assert_eq!(
+            cpus_for_memory(10_240, 2),
+            2.0,
+            "never more than the host has"
+        );
+        assert_eq!(cpus_for_memory(64, 2), MIN_CPUS, "a floor for small sizes");
+        assert!(cpus_for_memory(1024, 2) > cpus_for_memory(512, 2));
+        let mut spec = FunctionSpec::resolve(None, &config("python")).unwrap();
+        assert_eq!(spec.cpus_on(2), MIN_CPUS);
+        spec.cpus = Some(Cpus::from_f64(1.5));
+        assert_eq!(spec.cpus_on(4), 1.5);
+        assert_eq!(spec.cpus_on(1), 1.0);
+    }
+
+    #[test]
+    fn explicit_cpus_are_validated_and_kept_across_updates() {
+        let c: FunctionConfig =
+            serde_json::from_str(r#"{"runtime": "python", "cpus": 0.5}"#).unwrap();
+        let v1 = FunctionSpec::resolve(None, &c).unwrap();
+        assert_eq!(v1.cpus, Some(Cpus::from_f64(0.5)));
+        let v2 = FunctionSpec::resolve(Some(&v1), &FunctionConfig::default()).unwrap();
+        assert_eq!(v2.cpus, v1.cpus);
+        let json = serde_json::to_value(&v2).unwrap();
+        assert_eq!(json["cpus"], 0.5);
+        let mut c = config("python");
+        c.cpus = Some(Cpus::from_f64(0.001));
+        assert!(matches!(
+            FunctionSpec::resolve(None, &c),
+            Err(SpecError::CpusOutOfRange(_))
+        ));
+        assert!(serde_json::from_str::<FunctionConfig>(r#"{"cpus": -1}"#).is_err());
     }
 
     #[test]

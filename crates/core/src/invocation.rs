@@ -75,6 +75,9 @@ pub struct CpuUsage {
     pub user_ms: f64,
     /// Kernel-mode CPU time, ms.
     pub system_ms: f64,
+    /// CPUs the instance was given (0 in records older than this field).
+    #[serde(default)]
+    pub cpus: f64,
 }
 
 /// Block I/O the invocation caused, from the instance's cgroup.

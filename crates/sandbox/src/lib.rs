@@ -37,6 +37,8 @@ pub struct InstanceSpec {
     pub runtime: Runtime,
     /// Memory limit of the whole instance, MB.
     pub memory_mb: u64,
+    /// CPU limit of the instance, in CPUs; `None`: the backend's configured default.
+    pub cpus: Option<f64>,
     /// Size of the per-invocation output directory, MB (0: none).
     pub output_quota_mb: u64,
     /// User environment variables (already validated: no reserved names).

@@ -238,7 +238,7 @@ impl NativeBackend {
         let limits = CgroupLimits {
             memory_bytes: spec.memory_mb.saturating_mul(MIB),
             pids_max: self.config.pids_max,
-            cpu: CpuQuota::cpus(self.config.cpus),
+            cpu: CpuQuota::cpus(spec.cpus.unwrap_or(self.config.cpus)),
         };
         let cgroup = self.cgroups.create(&spec.instance_id, &limits)?;
         let mut instance =

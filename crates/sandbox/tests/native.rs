@@ -89,6 +89,7 @@ fn spec(name: &str, code: Bytes, memory_mb: u64) -> InstanceSpec {
         version: 1,
         runtime: Runtime::Python,
         memory_mb,
+        cpus: None,
         output_quota_mb: 16,
         env: BTreeMap::new(),
         code_tar: code,

@@ -1,30 +1,36 @@
 //! Storage of hearth: function metadata, invocation history, code packages, and the
 //! checks a code package must pass before it is stored.
 //!
-//! Owns: the [`MetadataStore`] interface and its embedded SQLite implementation
-//! ([`metadata`]); content-addressed code packages over any `object_store::ObjectStore`
-//! ([`objects`]); validation of uploaded zips and their re-packing as a tar
-//! ([`package`]).
+//! Owns: the [`MetadataStore`] interface with its embedded SQLite implementation and
+//! its PostgreSQL one for a cluster ([`metadata`]), the durable async queue on both
+//! ([`queue`]); content-addressed code packages and other objects (logs, outputs) in a
+//! local directory or S3, multipart above one part ([`objects`]); opening both from
+//! the URLs a deployment names ([`open`]); validation of uploaded zips and their
+//! re-packing as a tar ([`package`]).
 //!
 //! Never: talks HTTP, runs user code, or decides API policy (names, auth, limits other
 //! than a package's). The controller and the worker call in; this crate calls out only
 //! to the disk, the database and the object store.
 //!
-//! Layout: `metadata.rs` (trait + `SqliteMetadataStore`), `objects.rs` (`CodeStore`),
-//! `package.rs` (`inspect_zip`), `queue.rs` (the durable queue of async invocations),
-//! this file (`StoreError`).
+//! Layout: `metadata/` (trait + records in `mod.rs`, one file per backend),
+//! `queue/` (the durable queue of async invocations, likewise), `objects.rs`
+//! (`CodeStore`), `open.rs` (`open_metadata`), `package.rs` (`inspect_zip`), this file
+//! (`StoreError`). Tests that run on every backend: `tests/`.
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod metadata;
 pub mod objects;
+pub mod open;
 pub mod package;
 pub mod queue;
 
 pub use metadata::{
-    FunctionRecord, FunctionStats, InvocationFilter, MetadataStore, SqliteMetadataStore,
+    FunctionRecord, FunctionStats, InvocationFilter, MetadataStore, PgMetadataStore,
+    SqliteMetadataStore,
 };
-pub use objects::{artifact_key, CodeStore};
+pub use objects::{artifact_key, CodeStore, PART_BYTES};
+pub use open::{open_metadata, MetadataHandles};
 pub use package::{inspect_zip, CodePackage, PackageError, PackageLimits};
 pub use queue::{AsyncJob, AsyncQueue};
 
@@ -64,6 +70,19 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// A service the store depends on (the database server, the object store) cannot
+    /// be reached or did not answer; nothing is wrong with the request, so a caller
+    /// answers "try again later" (503). The store reconnects by itself when it returns.
+    #[error("{service} is unavailable: {op} failed: {source}")]
+    Unavailable {
+        /// The service, without secrets (e.g. `PostgreSQL at 127.0.0.1:5432/hearth`).
+        service: String,
+        /// What was being done.
+        op: &'static str,
+        /// The client's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A caller passed a value the store cannot take (a bad time, hash, size).
     #[error("{0}")]
     InvalidArgument(String),
@@ -101,4 +120,12 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl StoreError {
+    /// Whether the failure is an outage of a backing service (retry later), as opposed
+    /// to bad input, missing or corrupt data.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
 }

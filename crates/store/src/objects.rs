@@ -1,7 +1,10 @@
 //! Code packages in an object store, addressed by content.
 //!
 //! [`CodeStore`] sits on any `object_store::ObjectStore`: a local directory in the
-//! embedded setup, an S3-compatible bucket in a cluster (just another `ObjectStore`).
+//! embedded setup, an S3-compatible bucket in a cluster ([`CodeStore::open`] takes
+//! either as a URL). Objects larger than one part go up as multipart uploads, so a big
+//! package, log or output never has to fit one request. An S3 outage is
+//! [`StoreError::Unavailable`].
 //! A package lives at `code/{sha256}.zip`, so equal uploads share one object and an
 //! object never changes once written. A compiled function's artifact (what its build
 //! made from a package) lives at [`artifact_key`], keyed the same way: the same code is
@@ -10,12 +13,22 @@
 use crate::StoreError;
 use bytes::Bytes;
 use hearth_core::Runtime;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, PutPayload};
+use object_store::prefix::PrefixStore;
+use object_store::{ClientConfigKey, ObjectStore, PutPayload, RetryConfig, WriteMultipart};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+
+/// Size of each part of a multipart upload, and the size above which an object is
+/// uploaded in parts: S3's smallest part.
+pub const PART_BYTES: usize = 5 << 20;
+/// Parts of one upload in flight at once.
+const PARTS_IN_FLIGHT: usize = 2;
 
 /// Code packages, keyed by the hex SHA-256 of their zip.
 #[derive(Debug, Clone)]
@@ -23,6 +36,8 @@ pub struct CodeStore {
     store: Arc<dyn ObjectStore>,
     /// Set for [`CodeStore::local`]: the directory, to make writes durable with fsync.
     local_root: Option<PathBuf>,
+    /// Set for a remote store (its URL): its failures to answer are outages.
+    remote: Option<String>,
 }
 
 /// The object-store key of a code package.
@@ -56,7 +71,72 @@ impl CodeStore {
         CodeStore {
             store,
             local_root: None,
+            remote: None,
         }
+    }
+
+    /// Opens the object store a URL names: `s3://BUCKET[/PREFIX]` (settings from the
+    /// standard `AWS_*` variables: `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`, keys, region),
+    /// or a local directory as `file:///PATH` or a plain path.
+    pub fn open(location: &str) -> Result<Self, StoreError> {
+        if let Some(rest) = location.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            return Self::s3(bucket, prefix);
+        }
+        if let Some(path) = location.strip_prefix("file://") {
+            return Self::local(Path::new(path));
+        }
+        if location.contains("://") || location.is_empty() {
+            return Err(StoreError::InvalidArgument(format!(
+                "{location:?} is not an object store: use s3://BUCKET[/PREFIX], file:///PATH or a directory"
+            )));
+        }
+        Self::local(Path::new(location))
+    }
+
+    /// Objects in S3 bucket `bucket`, under `prefix` (none if empty). Nothing is asked
+    /// of the bucket yet: a missing bucket or an unreachable endpoint shows on first use.
+    pub fn s3(bucket: &str, prefix: &str) -> Result<Self, StoreError> {
+        let prefix = prefix.trim_matches('/');
+        let url = match prefix {
+            "" => format!("s3://{bucket}"),
+            prefix => format!("s3://{bucket}/{prefix}"),
+        };
+        if bucket.is_empty() {
+            return Err(StoreError::InvalidArgument(format!(
+                "{url:?} names no bucket: use s3://BUCKET[/PREFIX]"
+            )));
+        }
+        // A few quick retries, then "unavailable": a caller waiting on an outage gets
+        // an answer in seconds, not after the client's default three minutes.
+        let retry = RetryConfig {
+            max_retries: 3,
+            retry_timeout: Duration::from_secs(10),
+            ..RetryConfig::default()
+        };
+        // Client settings one by one: replacing the client options would drop those
+        // read from the environment (AWS_ALLOW_HTTP).
+        let client = |key| AmazonS3ConfigKey::Client(key);
+        let s3 = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_retry(retry)
+            .with_config(client(ClientConfigKey::ConnectTimeout), "3s")
+            .with_config(client(ClientConfigKey::Timeout), "120s")
+            .build()
+            .map_err(|e| StoreError::InvalidArgument(format!("object store {url}: {e}")))?;
+        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+            Arc::new(s3)
+        } else {
+            let prefix = ObjectPath::parse(prefix).map_err(|e| {
+                StoreError::InvalidArgument(format!("{url:?}: bad prefix {prefix:?}: {e}"))
+            })?;
+            Arc::new(PrefixStore::new(s3, prefix))
+        };
+        Ok(CodeStore {
+            store,
+            local_root: None,
+            remote: Some(url),
+        })
     }
 
     /// Code kept under a local directory, created if missing.
@@ -84,6 +164,7 @@ impl CodeStore {
         Ok(CodeStore {
             store: Arc::new(fs),
             local_root: Some(root),
+            remote: None,
         })
     }
 
@@ -108,22 +189,9 @@ impl CodeStore {
             // A different size means an earlier write was cut short: write it again.
             Ok(meta) if meta.size == zip.len() as u64 => return Ok(()),
             Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(object_error(&key, "head", e)),
+            Err(e) => return Err(self.object_error(&key, "head", e)),
         }
-        self.store
-            .put(&location, PutPayload::from(zip))
-            .await
-            .map_err(|e| object_error(&key, "put", e))?;
-        if let Some(root) = &self.local_root {
-            let file = root.join("code").join(format!("{sha256}.zip"));
-            tokio::task::spawn_blocking(move || sync_file_and_dir(&file))
-                .await
-                .map_err(|e| StoreError::Io {
-                    path: root.clone(),
-                    source: std::io::Error::other(e.to_string()),
-                })??;
-        }
-        Ok(())
+        self.put_object(&key, zip).await
     }
 
     /// The zip of a package. Its hash is checked, so a damaged object is an error,
@@ -136,11 +204,11 @@ impl CodeStore {
             Ok(result) => result
                 .bytes()
                 .await
-                .map_err(|e| object_error(&key, "get", e))?,
+                .map_err(|e| self.object_error(&key, "get", e))?,
             Err(object_store::Error::NotFound { .. }) => {
                 return Err(StoreError::CodeNotFound { key })
             }
-            Err(e) => return Err(object_error(&key, "get", e)),
+            Err(e) => return Err(self.object_error(&key, "get", e)),
         };
         let actual = hex::encode(Sha256::digest(&bytes));
         if actual != sha256 {
@@ -163,20 +231,7 @@ impl CodeStore {
     ) -> Result<(), StoreError> {
         check_sha256(sha256)?;
         let key = artifact_key(sha256, runtime, build_version);
-        self.store
-            .put(&ObjectPath::from(key.as_str()), PutPayload::from(artifact))
-            .await
-            .map_err(|e| object_error(&key, "put", e))?;
-        if let Some(root) = &self.local_root {
-            let file = root.join(&key);
-            tokio::task::spawn_blocking(move || sync_file_and_dir(&file))
-                .await
-                .map_err(|e| StoreError::Io {
-                    path: root.clone(),
-                    source: std::io::Error::other(e.to_string()),
-                })??;
-        }
-        Ok(())
+        self.put_object(&key, artifact).await
     }
 
     /// The artifact built from package `sha256`, or `None` when there is none yet.
@@ -193,10 +248,10 @@ impl CodeStore {
                 result
                     .bytes()
                     .await
-                    .map_err(|e| object_error(&key, "get", e))?,
+                    .map_err(|e| self.object_error(&key, "get", e))?,
             )),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(object_error(&key, "get", e)),
+            Err(e) => Err(self.object_error(&key, "get", e)),
         }
     }
 
@@ -212,7 +267,7 @@ impl CodeStore {
         match self.store.head(&ObjectPath::from(key.as_str())).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(object_error(&key, "head", e)),
+            Err(e) => Err(self.object_error(&key, "head", e)),
         }
     }
 
@@ -223,17 +278,154 @@ impl CodeStore {
         let key = code_key(sha256);
         match self.store.delete(&ObjectPath::from(key.as_str())).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(object_error(&key, "delete", e)),
+            Err(e) => Err(self.object_error(&key, "delete", e)),
         }
     }
 }
 
-fn object_error(key: &str, op: &'static str, e: object_store::Error) -> StoreError {
-    StoreError::ObjectStore {
-        key: key.to_string(),
-        op,
-        source: Box::new(e),
+impl CodeStore {
+    /// Stores `bytes` at `key` (in parts when larger than [`PART_BYTES`]); on a local
+    /// directory it is on disk before this returns.
+    pub async fn put_object(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        let location = object_path(key)?;
+        if bytes.len() <= PART_BYTES {
+            self.store
+                .put(&location, PutPayload::from(bytes))
+                .await
+                .map_err(|e| self.object_error(key, "put", e))?;
+        } else {
+            let mut writer = self.start_multipart(key, &location).await?;
+            writer.put(bytes);
+            self.finish_multipart(key, writer).await?;
+        }
+        self.sync_local(key).await
     }
+
+    /// Stores the file at `path` under `key`, read and sent a part at a time, never
+    /// whole in memory (logs and outputs can be large).
+    pub async fn put_file(&self, key: &str, path: &Path) -> Result<(), StoreError> {
+        let location = object_path(key)?;
+        let io = |source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+        let len = file.metadata().await.map_err(io)?.len();
+        if len <= PART_BYTES as u64 {
+            let mut bytes = Vec::with_capacity(len as usize);
+            file.read_to_end(&mut bytes).await.map_err(io)?;
+            return self.put_object(key, Bytes::from(bytes)).await;
+        }
+        let mut writer = self.start_multipart(key, &location).await?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let read = match file.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(read) => read,
+                Err(source) => {
+                    // Leave no dangling parts behind in the bucket.
+                    let _ = writer.abort().await;
+                    return Err(io(source));
+                }
+            };
+            if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                let _ = writer.abort().await;
+                return Err(self.object_error(key, "upload part", e));
+            }
+            writer.write(&buf[..read]);
+        }
+        self.finish_multipart(key, writer).await?;
+        self.sync_local(key).await
+    }
+
+    /// The object at `key`, or `None` when there is none.
+    pub async fn get_object(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        match self.store.get(&object_path(key)?).await {
+            Ok(found) => Ok(Some(
+                found
+                    .bytes()
+                    .await
+                    .map_err(|e| self.object_error(key, "get", e))?,
+            )),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.object_error(key, "get", e)),
+        }
+    }
+
+    /// Deletes the object at `key`; deleting one that is absent is not an error.
+    pub async fn delete_object(&self, key: &str) -> Result<(), StoreError> {
+        match self.store.delete(&object_path(key)?).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.object_error(key, "delete", e)),
+        }
+    }
+
+    async fn start_multipart(
+        &self,
+        key: &str,
+        location: &ObjectPath,
+    ) -> Result<WriteMultipart, StoreError> {
+        let upload = self
+            .store
+            .put_multipart(location)
+            .await
+            .map_err(|e| self.object_error(key, "start upload", e))?;
+        Ok(WriteMultipart::new_with_chunk_size(upload, PART_BYTES))
+    }
+
+    async fn finish_multipart(
+        &self,
+        key: &str,
+        mut writer: WriteMultipart,
+    ) -> Result<(), StoreError> {
+        // `finish` aborts the upload when completing it fails, but not when a part
+        // failed: wait for the parts here, and abort then, so no parts are left behind.
+        if let Err(e) = writer.wait_for_capacity(0).await {
+            let _ = writer.abort().await;
+            return Err(self.object_error(key, "upload part", e));
+        }
+        writer
+            .finish()
+            .await
+            .map_err(|e| self.object_error(key, "finish upload", e))?;
+        Ok(())
+    }
+
+    /// On a local directory, fsyncs the object at `key` and its directory.
+    async fn sync_local(&self, key: &str) -> Result<(), StoreError> {
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
+        let file = root.join(key);
+        tokio::task::spawn_blocking(move || sync_file_and_dir(&file))
+            .await
+            .map_err(|e| StoreError::Io {
+                path: root.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?
+    }
+
+    /// Maps an object-store error: on a remote store, a failure to get an answer
+    /// (connection, timeout, server error) is [`StoreError::Unavailable`].
+    fn object_error(&self, key: &str, op: &'static str, e: object_store::Error) -> StoreError {
+        match (&self.remote, e) {
+            (Some(url), e @ object_store::Error::Generic { .. }) => StoreError::Unavailable {
+                service: format!("object store {url}"),
+                op,
+                source: Box::new(e),
+            },
+            (_, e) => StoreError::ObjectStore {
+                key: key.to_string(),
+                op,
+                source: Box::new(e),
+            },
+        }
+    }
+}
+
+fn object_path(key: &str) -> Result<ObjectPath, StoreError> {
+    ObjectPath::parse(key)
+        .map_err(|e| StoreError::InvalidArgument(format!("{key:?} is not an object key: {e}")))
 }
 
 fn sync_file_and_dir(file: &Path) -> Result<(), StoreError> {

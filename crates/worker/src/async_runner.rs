@@ -51,6 +51,7 @@ pub async fn run_attempt(
                 "the function was deleted before the invocation could run",
             );
             write(metadata, &gone).await;
+            crate::telemetry::async_dead_letter(&job.function);
             return AttemptEnd::Finished(Box::new(gone));
         }
         Err(error) if !last => {
@@ -115,8 +116,10 @@ fn judge(invocation: &mut Invocation, attempt: u32) {
     }
     if attempt < MAX_ATTEMPTS {
         invocation.status = InvocationStatus::Queued;
+        crate::telemetry::async_retry(&invocation.function);
         return;
     }
+    crate::telemetry::async_dead_letter(&invocation.function);
     let (kind, message, trace) = match invocation.error.take() {
         Some(e) => (e.kind, e.message, e.trace),
         None => (String::new(), String::new(), String::new()),

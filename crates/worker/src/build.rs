@@ -207,8 +207,8 @@ impl Builds {
         };
         metrics::counter!("hearth_builds_total", "runtime" => runtime.as_str(), "result" => label)
             .increment(1);
-        metrics::histogram!("hearth_build_duration_ms", "runtime" => runtime.as_str())
-            .record(duration_ms);
+        metrics::histogram!("hearth_build_duration_seconds", "runtime" => runtime.as_str())
+            .record(duration_ms / 1000.0);
         let artifact = outcome?;
         tracing::info!(
             function = %request.function,
@@ -240,6 +240,7 @@ impl Builds {
             version: 0,
             runtime: request.runtime,
             memory_mb: self.config.memory_mb,
+            cpus: None,
             output_quota_mb: 0,
             env: BTreeMap::new(),
             code_tar: request.code_tar.clone(),

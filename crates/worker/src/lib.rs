@@ -8,7 +8,8 @@
 //! turning a sandbox's report into the API's [`Invocation`] ([`outcome`]), and
 //! everything after the answer: full logs and output files land in the on-disk
 //! [`spool`] while the invocation runs, and the [`reporter`] uploads them and writes
-//! the history record in the background (fire-and-forget, nothing lost on a restart).
+//! the history record in the background (fire-and-forget, nothing lost on a restart),
+//! and the Prometheus metrics of all that ([`telemetry`]).
 //!
 //! Never: speaks HTTP, reads the metadata store (it only appends history through the
 //! reporter), or knows which sandbox backend it drives (it holds a `dyn
@@ -22,6 +23,7 @@ pub mod outcome;
 pub mod pool;
 pub mod reporter;
 pub mod spool;
+pub mod telemetry;
 
 use bytes::Bytes;
 use hearth_core::protocol::InvokeSpec;
@@ -242,7 +244,10 @@ impl Worker {
             }
         };
         invocation.outputs = outputs.output_files(&request.id);
+        invocation.advice = hearth_core::tuning::invocation_advice(&invocation);
         invocation.skipped_outputs = outputs.skipped.clone();
+        // Metrics count how the run ended, before an async attempt is re-labelled.
+        telemetry::invocation_finished(&invocation);
         finish(&mut invocation);
         let job = Job {
             invocation: invocation.clone(),
@@ -250,12 +255,7 @@ impl Worker {
         };
         spooled.commit(&job).await.map_err(WorkerError::Spool)?;
         self.reporter.wake();
-        metrics::counter!("hearth_invocations_total", "status" => invocation.status.as_str())
-            .increment(1);
-        metrics::histogram!("hearth_invocation_duration_ms").record(invocation.duration_ms);
-        if invocation.cold_start {
-            metrics::counter!("hearth_cold_starts_total").increment(1);
-        }
+        self.publish_warm_instances();
         Ok(invocation)
     }
 
@@ -330,6 +330,7 @@ impl Worker {
         for pool in retired {
             pool.retire().await;
         }
+        self.publish_warm_instances();
     }
 
     /// Pools and activity for `/v1/status`.
@@ -395,13 +396,14 @@ impl Worker {
             version: target.version,
             runtime: target.spec.runtime,
             memory_mb: target.spec.memory_mb,
+            cpus: Some(target.spec.cpus_on(host_cores())),
             output_quota_mb: target.spec.output_quota_mb,
             env: target.spec.env.clone(),
             code_tar,
         };
         let started = Instant::now();
         let instance = self.backend.create(spec).await?;
-        metrics::histogram!("hearth_cold_start_ms").record(started.elapsed().as_secs_f64() * 1e3);
+        telemetry::cold_start(&target.name, started.elapsed().as_secs_f64());
         Ok(instance)
     }
 
@@ -449,5 +451,11 @@ impl Worker {
         for pool in pools {
             pool.evict_idle(self.config.idle_timeout).await;
         }
+        self.publish_warm_instances();
     }
+}
+
+/// Cores this process may use (CPU follows memory up to this many).
+pub(crate) fn host_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }

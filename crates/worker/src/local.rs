@@ -82,6 +82,7 @@ async fn dispatch_forever(fleet: Arc<LocalFleet>) {
                 Err(error) => tracing::error!(%error, "cannot claim async invocations"),
             }
         }
+        crate::telemetry::publish_queue_depth(fleet.queue.as_ref()).await;
         tokio::select! {
             _ = fleet.wake.notified() => {}
             _ = tokio::time::sleep(POLL_EVERY) => {}

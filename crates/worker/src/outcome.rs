@@ -109,6 +109,7 @@ pub fn from_run(
     invocation.cpu = CpuUsage {
         user_ms: run.usage.cpu_user_ns as f64 / 1e6,
         system_ms: run.usage.cpu_system_ns as f64 / 1e6,
+        cpus: target.spec.cpus_on(crate::host_cores()),
     };
     invocation.io = IoUsage {
         read_bytes: run.usage.io_read_bytes,

@@ -58,7 +58,7 @@ pub fn definition(
 ) -> ContainerCreateBody {
     let memory = i64::try_from(spec.memory_mb.saturating_mul(1 << 20)).unwrap_or(i64::MAX);
     let tmp_mb = limits.tmp_size_mb.min(spec.memory_mb).max(1);
-    let cpu_quota = (limits.cpus * CPU_PERIOD_US as f64).round();
+    let cpu_quota = (spec.cpus.unwrap_or(limits.cpus) * CPU_PERIOD_US as f64).round();
     let cpu_quota = if cpu_quota.is_finite() && cpu_quota >= 1000.0 {
         cpu_quota as i64
     } else {
@@ -163,6 +163,7 @@ mod tests {
             version: 1,
             runtime: Runtime::Python,
             memory_mb,
+            cpus: None,
             env: Default::default(),
             code_tar: Bytes::new(),
             output_quota_mb: 16,
@@ -197,6 +198,16 @@ mod tests {
         assert_eq!(
             (host.cpu_quota, host.cpu_period),
             (Some(150_000), Some(100_000))
+        );
+        let mut small = spec(128);
+        small.cpus = Some(0.25);
+        let host = definition(&small, "hearth/python:t", &LIMITS, "owner1")
+            .host_config
+            .unwrap();
+        assert_eq!(
+            host.cpu_quota,
+            Some(25_000),
+            "the instance's own share wins"
         );
         assert_eq!(host.ulimits.unwrap()[0].hard, Some(1024));
         assert!(host.binds.is_none() && host.mounts.is_none());
