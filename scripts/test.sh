@@ -22,8 +22,6 @@ eval "$(scripts/services.sh --env)"
 echo "test: Docker engine and runtime images (for the Docker backend's tests)"
 scripts/docker.sh
 target/debug/hearth images build
-echo "test: services (Redis, PostgreSQL, S3 on loopback) and the Python test tools"
-eval "$(scripts/services.sh --env)"
 echo "test: cargo test (unit, integration, end-to-end)"
 cargo test --workspace -- --test-threads "${HEARTH_TEST_THREADS:-2}"
 echo "test: the end-to-end suites again, on the Docker backend"
