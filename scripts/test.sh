@@ -23,9 +23,9 @@ echo "test: Docker engine and runtime images (for the Docker backend's tests)"
 scripts/docker.sh
 target/debug/hearth images build
 echo "test: cargo test (unit, integration, end-to-end)"
-cargo test --workspace -- --test-threads "${HEARTH_TEST_THREADS:-2}"
+cargo test --workspace --no-fail-fast -- --test-threads "${HEARTH_TEST_THREADS:-2}"
 echo "test: the end-to-end suites again, on the Docker backend"
-HEARTH_TEST_SANDBOX=docker cargo test -p hearth --test lifecycle --test failures \
+HEARTH_TEST_SANDBOX=docker cargo test --no-fail-fast -p hearth --test lifecycle --test failures \
   --test concurrency --test hostile --test bad_input --test async_invocations \
   --test outputs_and_logs --test cli_commands --test tuning -- --test-threads "${HEARTH_TEST_THREADS:-2}"
 

@@ -19,8 +19,12 @@ const READ_BUFFER_BYTES: usize = 64 * 1024;
 /// Largest frame header during an invocation (a `Result` carries the inline stdout and
 /// stderr, 1 MB each, JSON-escaped).
 const MAX_EXCHANGE_HEADER: usize = 16 << 20;
-/// Largest `Result` payload (the handler's return value; the agent caps it at 16 MB).
-const MAX_RESULT_PAYLOAD: usize = 17 << 20;
+/// Largest `Result` payload of an invocation (the handler's return value; the agent caps
+/// it at 16 MB).
+const MAX_RESULT_PAYLOAD: u64 = 17 << 20;
+/// Largest `Result` payload of a build: a compiled program or an installed dependency
+/// set (250 MB at most by default; the build sandbox's scratch space is 512 MB).
+const MAX_BUILD_RESULT_PAYLOAD: u64 = 512 << 20;
 /// Log bytes one invocation may send: the agent caps its logs far below this; only a
 /// forged stream reaches it.
 const MAX_EXCHANGE_LOG_BYTES: u64 = 64 << 20;
@@ -41,6 +45,8 @@ pub struct ExchangeLimits {
     pub log_bytes: u64,
     /// Most `Output` payload bytes.
     pub output_bytes: u64,
+    /// Most `Result` payload bytes.
+    pub result_bytes: u64,
 }
 
 impl ExchangeLimits {
@@ -68,6 +74,15 @@ impl ExchangeLimits {
             deadline: silence.saturating_add(grace).saturating_add(streaming),
             log_bytes: MAX_EXCHANGE_LOG_BYTES,
             output_bytes,
+            result_bytes: MAX_RESULT_PAYLOAD,
+        }
+    }
+
+    /// The same limits for a build, whose answer is the program or dependency set it made.
+    pub fn for_build(self) -> Self {
+        ExchangeLimits {
+            result_bytes: MAX_BUILD_RESULT_PAYLOAD,
+            ..self
         }
     }
 }
@@ -190,7 +205,7 @@ where
             let budget = |message: &FromAgent| match message {
                 FromAgent::Log(_) => usize::try_from(log_left).unwrap_or(usize::MAX),
                 FromAgent::Output => usize::try_from(output_left).unwrap_or(usize::MAX),
-                FromAgent::Result(_) => MAX_RESULT_PAYLOAD,
+                FromAgent::Result(_) => usize::try_from(limits.result_bytes).unwrap_or(usize::MAX),
                 _ => 0,
             };
             let received =
@@ -389,6 +404,7 @@ mod tests {
             deadline: std::time::Duration::from_secs(30),
             log_bytes: 1000,
             output_bytes: 1000,
+            result_bytes: 1000,
         }
     }
 

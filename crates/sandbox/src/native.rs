@@ -246,6 +246,7 @@ impl NativeBackend {
         let mut instance =
             NativeInstance::spawn(&self.config.agent_path, spec.instance_id, cgroup).await?;
         instance.output_quota_mb = spec.output_quota_mb;
+        instance.builder = matches!(purpose, Purpose::Build);
         let handshake = async {
             instance
                 .stream
@@ -470,6 +471,8 @@ pub struct NativeInstance {
     stderr_task: Option<JoinHandle<()>>,
     /// The function's output quota, MB: bounds what an exchange may stream.
     output_quota_mb: u64,
+    /// A build sandbox, whose answer may be as large as a program or dependency set.
+    builder: bool,
 }
 
 impl std::fmt::Debug for NativeInstance {
@@ -508,6 +511,7 @@ impl NativeInstance {
             log_tail,
             stderr_task: Some(stderr_task),
             output_quota_mb: 0,
+            builder: false,
         })
     }
 
@@ -595,8 +599,11 @@ impl Instance for NativeInstance {
         sink: &mut dyn InvocationSink,
     ) -> Result<InstanceRun, SandboxError> {
         let before = self.cgroup()?.meter()?.begin()?;
-        let limits =
+        let mut limits =
             ExchangeLimits::for_invocation(spec.timeout_ms, INVOKE_GRACE, self.output_quota_mb);
+        if self.builder {
+            limits = limits.for_build();
+        }
         let (outcome, result) = self.stream.invoke(spec, &event, sink, &limits).await?;
         let usage = self.cgroup()?.meter()?.finish(&before)?;
         Ok(InstanceRun {
