@@ -328,7 +328,7 @@ fn deps_error(name: &str, e: DepsError) -> ApiError {
 fn build_error(name: &str, e: FleetError) -> ApiError {
     let e = match e {
         FleetError::Build(e) => e,
-        other => return crate::invoke::fleet_error(other),
+        other => return crate::fleet_error::fleet_error(other),
     };
     match e {
         e if e.is_users() => ApiError::new(

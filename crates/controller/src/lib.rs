@@ -26,6 +26,7 @@ mod dashboard;
 mod entry;
 mod error;
 mod events;
+mod fleet_error;
 mod functions;
 mod history;
 mod idempotency;

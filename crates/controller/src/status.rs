@@ -14,7 +14,7 @@ pub(crate) async fn status(State(state): State<AppState>) -> Result<Json<Value>,
         .fleet
         .workers()
         .await
-        .map_err(crate::invoke::fleet_error)?;
+        .map_err(crate::fleet_error::fleet_error)?;
     let active: usize = workers.iter().map(|w| w.active_invocations).sum();
     let warm: usize = workers
         .iter()

@@ -97,7 +97,7 @@ async fn invoke_once(
         .fleet
         .invoke(target.clone(), request)
         .await
-        .map_err(crate::invoke::fleet_error)?;
+        .map_err(crate::fleet_error::fleet_error)?;
     state.history.remember(&invocation);
     Ok(invocation)
 }

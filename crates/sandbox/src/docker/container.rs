@@ -40,7 +40,8 @@ pub struct Limits {
 }
 
 /// CFS period used for the CPU quota, µs (the kernel's default).
-const CPU_PERIOD_US: i64 = 100_000;
+/// The CFS period of a container: the native backend's (see `CpuQuota::PERIOD_US`).
+const CPU_PERIOD_US: i64 = crate::cgroup::CpuQuota::PERIOD_US as i64;
 
 /// The container for `spec`, running `image`, owned by the hearth whose label is `owner`.
 ///
@@ -216,7 +217,7 @@ mod tests {
         assert_eq!(host.pids_limit, Some(64));
         assert_eq!(
             (host.cpu_quota, host.cpu_period),
-            (Some(150_000), Some(100_000))
+            (Some(15_000), Some(10_000))
         );
         let ulimits = host.ulimits.unwrap();
         assert_eq!(ulimits[0].hard, Some(1024));
@@ -229,7 +230,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             host.cpu_quota,
-            Some(25_000),
+            Some(2_500),
             "the instance's own share wins"
         );
         assert!(host.binds.is_none() && host.mounts.is_none());
