@@ -228,11 +228,7 @@ mod tests {
         let host = definition(&small, "hearth/python:t", &LIMITS, "owner1")
             .host_config
             .unwrap();
-        assert_eq!(
-            host.cpu_quota,
-            Some(2_500),
-            "the instance's own share wins"
-        );
+        assert_eq!(host.cpu_quota, Some(2_500), "the instance's own share wins");
         assert!(host.binds.is_none() && host.mounts.is_none());
         assert_eq!(host.auto_remove, Some(true));
         let labels = body.labels.unwrap();
