@@ -87,11 +87,8 @@ pub struct CpuQuota {
 }
 
 impl CpuQuota {
-    /// 10 ms, not the kernel's default 100 ms: a small function that spends its share
-    /// early in a period is throttled for the rest of it, and at 0.25 CPU a 100 ms period
-    /// stalled one warm call in ten by ~75 ms (measured: p90 70.7 ms at 128 MB against
-    /// 5.3 ms at 1769 MB). A short period bounds that stall at a few milliseconds.
-    pub const PERIOD_US: u64 = 10_000;
+    /// Default period, 100 ms (the kernel's own default).
+    pub const PERIOD_US: u64 = 100_000;
 
     /// A quota of `cpus` whole CPUs (fractions allowed; at least 1 ms per period).
     pub fn cpus(cpus: f64) -> Self {

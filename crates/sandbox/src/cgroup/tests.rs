@@ -223,8 +223,8 @@ fn v1_instance_gets_its_limits_without_swap() {
     assert_eq!(read(&memory.join("memory.swappiness")), "0");
     assert_eq!(read(&root.join("pids/hearth/i1/pids.max")), "64");
     let cpu = root.join("cpu,cpuacct/hearth/i1");
-    assert_eq!(read(&cpu.join("cpu.cfs_period_us")), "10000");
-    assert_eq!(read(&cpu.join("cpu.cfs_quota_us")), "10000");
+    assert_eq!(read(&cpu.join("cpu.cfs_period_us")), "100000");
+    assert_eq!(read(&cpu.join("cpu.cfs_quota_us")), "100000");
     let procs: Vec<&[u8]> = cgroup.procs_files().iter().map(|c| c.as_bytes()).collect();
     assert_eq!(procs.len(), 4);
     assert!(procs[0].ends_with(b"memory/session/hearth/i1/cgroup.procs"));
@@ -329,7 +329,7 @@ fn v2_enables_controllers_down_to_the_group_and_limits_the_instance() {
     assert_eq!(read(&dir.join("memory.max")), "134217728");
     assert_eq!(read(&dir.join("memory.swap.max")), "0");
     assert_eq!(read(&dir.join("pids.max")), "64");
-    assert_eq!(read(&dir.join("cpu.max")), "10000 10000");
+    assert_eq!(read(&dir.join("cpu.max")), "100000 100000");
     assert_eq!(cgroup.procs_files().len(), 1);
 }
 
@@ -450,8 +450,8 @@ fn cpu_quota_from_cpus() {
     assert_eq!(
         CpuQuota::cpus(1.5),
         CpuQuota {
-            quota_us: 15_000,
-            period_us: 10_000
+            quota_us: 150_000,
+            period_us: 100_000
         }
     );
     assert_eq!(CpuQuota::cpus(0.0).quota_us, 1000);

@@ -40,8 +40,7 @@ pub struct Limits {
 }
 
 /// CFS period used for the CPU quota, µs (the kernel's default).
-/// The CFS period of a container: the native backend's (see `CpuQuota::PERIOD_US`).
-const CPU_PERIOD_US: i64 = crate::cgroup::CpuQuota::PERIOD_US as i64;
+const CPU_PERIOD_US: i64 = 100_000;
 
 /// The container for `spec`, running `image`, owned by the hearth whose label is `owner`.
 ///
@@ -217,7 +216,7 @@ mod tests {
         assert_eq!(host.pids_limit, Some(64));
         assert_eq!(
             (host.cpu_quota, host.cpu_period),
-            (Some(15_000), Some(10_000))
+            (Some(150_000), Some(100_000))
         );
         let ulimits = host.ulimits.unwrap();
         assert_eq!(ulimits[0].hard, Some(1024));
@@ -228,7 +227,11 @@ mod tests {
         let host = definition(&small, "hearth/python:t", &LIMITS, "owner1")
             .host_config
             .unwrap();
-        assert_eq!(host.cpu_quota, Some(2_500), "the instance's own share wins");
+        assert_eq!(
+            host.cpu_quota,
+            Some(25_000),
+            "the instance's own share wins"
+        );
         assert!(host.binds.is_none() && host.mounts.is_none());
         assert_eq!(host.auto_remove, Some(true));
         let labels = body.labels.unwrap();
