@@ -23,18 +23,6 @@ fn interval(inv: &Value) -> (f64, f64) {
     )
 }
 
-/// Instances of `name` holding a call, from `/v1/status`.
-fn busy(hearth: &Hearth, name: &str) -> u64 {
-    let status = hearth.get("/v1/status");
-    status["workers"][0]["pools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["function"] == name)
-        .map(|p| p["busy"].as_u64().unwrap())
-        .sum()
-}
-
 #[test]
 fn concurrent_calls_run_on_two_instances_at_once() {
     let hearth = Hearth::start(env!("CARGO_BIN_EXE_hearth"));
@@ -55,7 +43,7 @@ fn concurrent_calls_run_on_two_instances_at_once() {
         eventually(
             Duration::from_secs(60),
             "the long call holds its instance",
-            || busy(&hearth, "sleepy") == 1,
+            || hearth.busy_instances("sleepy") == 1,
         )
         .unwrap();
         let short = hearth.invoke("sleepy", json!({"seconds": 0}));

@@ -11,16 +11,6 @@ use std::time::Duration;
 /// (`WorkerConfig::queue_limit`'s default).
 const QUEUE_LIMIT: usize = 100;
 
-fn busy(hearth: &Hearth, name: &str) -> u64 {
-    hearth.get("/v1/status")["workers"][0]["pools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["function"] == name)
-        .map(|p| p["busy"].as_u64().unwrap())
-        .sum()
-}
-
 #[test]
 fn past_max_instances_calls_queue_boundedly_then_get_429_overloaded() {
     let hearth = Hearth::start(env!("CARGO_BIN_EXE_hearth"));
@@ -36,7 +26,7 @@ fn past_max_instances_calls_queue_boundedly_then_get_429_overloaded() {
         eventually(
             Duration::from_secs(60),
             "the long call holds the instance",
-            || busy(&hearth, "narrow") == 1,
+            || hearth.busy_instances("narrow") == 1,
         )
         .unwrap();
         let callers: Vec<_> = (0..=QUEUE_LIMIT)

@@ -358,6 +358,20 @@ impl Hearth {
         .unwrap_or_else(|e| panic!("invoke {name}: {e}"))
     }
 
+    /// Instances of `name` holding a call on the (only) worker, from `/v1/status`.
+    pub fn busy_instances(&self, name: &str) -> u64 {
+        self.get("/v1/status")["workers"][0]["pools"]
+            .as_array()
+            .map(|pools| {
+                pools
+                    .iter()
+                    .filter(|p| p["function"] == name)
+                    .filter_map(|p| p["busy"].as_u64())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
     /// GETs a path and asserts a 2xx; returns the JSON.
     pub fn get(&self, path: &str) -> Value {
         expect_ok(
