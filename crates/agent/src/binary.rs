@@ -37,7 +37,7 @@ pub const PAYLOAD_ENV_LIMIT: usize = 100 * 1024;
 /// How much of stderr a failed program's error message quotes.
 const STDERR_TAIL: usize = 2048;
 
-/// The per-invocation environment: request id, deadline, output dir.
+/// The per-invocation environment: request id, deadline, attempt, output dir.
 fn invocation_env(inst: &Instance, spec: &InvokeSpec) -> Vec<(String, String)> {
     let mut env = vec![
         ("HEARTH_REQUEST_ID".to_string(), spec.request_id.clone()),
@@ -45,6 +45,7 @@ fn invocation_env(inst: &Instance, spec: &InvokeSpec) -> Vec<(String, String)> {
             "HEARTH_DEADLINE_MS".to_string(),
             unix_ms().saturating_add(spec.timeout_ms).to_string(),
         ),
+        ("HEARTH_ATTEMPT".to_string(), spec.attempt.to_string()),
     ];
     if let Some(dir) = inst.output_dir() {
         env.push(("OUTPUT_DIR".to_string(), dir));

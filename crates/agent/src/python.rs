@@ -162,6 +162,7 @@ fn invocation_message(
     let mut header = serde_json::json!({
         "request_id": spec.request_id,
         "deadline_ms": unix_ms().saturating_add(spec.timeout_ms),
+        "attempt": spec.attempt,
         "event_len": event_len,
     });
     if let Some(dir) = output_dir {

@@ -53,8 +53,8 @@ impl Instance {
     }
 }
 
-/// Variables only the platform sets (the last three per invocation, by the runtime).
-const RESERVED: [&str; 8] = [
+/// Variables only the platform sets (the last four per invocation, by the runtime).
+const RESERVED: [&str; 9] = [
     "PYTHONNOUSERSITE",
     "HEARTH_FUNCTION_NAME",
     "HEARTH_FUNCTION_VERSION",
@@ -62,6 +62,7 @@ const RESERVED: [&str; 8] = [
     "HEARTH_RUNTIME",
     "HEARTH_REQUEST_ID",
     "HEARTH_DEADLINE_MS",
+    "HEARTH_ATTEMPT",
     "OUTPUT_DIR",
 ];
 

@@ -165,6 +165,14 @@ pub struct InvokeSpec {
     pub request_id: String,
     /// Wall-clock limit; the process is killed when it passes.
     pub timeout_ms: u64,
+    /// Which attempt this is: 1 for a sync call and an async one's first run, then 2, 3
+    /// for an async retry or redelivery. The function sees it as `HEARTH_ATTEMPT`.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+}
+
+fn first_attempt() -> u32 {
+    1
 }
 
 /// Sent once init has finished.
@@ -352,6 +360,7 @@ mod tests {
         let msg = ToAgent::Invoke(InvokeSpec {
             request_id: "r1".into(),
             timeout_ms: 3000,
+            attempt: 2,
         });
         let mut buf = Vec::new();
         write_frame(&mut buf, &msg, b"{\"x\":1}").unwrap();
