@@ -6,7 +6,8 @@
 //! Streams with consumer groups (a stream per worker for warm affinity, a shared one for
 //! first calls, one for async jobs whose pending entries are their leases), the
 //! per-controller reply streams, and the at-most-once claim of a sync invocation.
-//! [`controller::RedisFleet`] is the controller's side, [`node::WorkerNode`] the worker's.
+//! [`controller::RedisFleet`] is the controller's side, [`node::WorkerNode`] the worker's;
+//! [`janitor`] cleans what dead workers leave in the sync queues (never an async lease).
 //!
 //! Never: runs code (the worker crate does), speaks HTTP, or stores metadata and objects
 //! (PostgreSQL and S3 do, through `hearth-store`). Trimming never deletes a pending
@@ -15,6 +16,7 @@
 //! no response timeout (a shared connection's timeout would cut a `BLOCK` short).
 
 pub mod controller;
+pub mod janitor;
 pub mod messages;
 pub mod node;
 pub mod status;
