@@ -10,9 +10,9 @@
 //! this file says how node starts, takes its event and fails to load.
 
 use crate::error::AgentError;
+use crate::instance::{load_message, unix_ms, Instance};
 use crate::process::ExitInfo;
 use crate::run::{Pipes, MAX_RESULT_BYTES};
-use crate::runtime::{load_message, unix_ms, Instance};
 use crate::standby::{Proc, Standby, StandbyRuntime};
 use hearth_core::invocation::ErrorInfo;
 use hearth_core::protocol::InvokeSpec;
