@@ -73,7 +73,8 @@ mod sweep;
 use channel::Channel;
 use error::AgentError;
 use hearth_core::protocol::{
-    AgentFailure, FromAgent, InitSpec, ReadyInfo, RootSetup, ToAgent, PROTOCOL_VERSION,
+    AgentFailure, FailurePhase, FromAgent, InitSpec, ReadyInfo, RootSetup, ToAgent,
+    PROTOCOL_VERSION,
 };
 use instance::Instance;
 use output::OutputDir;
@@ -120,12 +121,12 @@ fn agent_main() -> i32 {
         Ok(Some((ToAgent::Shutdown, _)) | None) => return 0,
         Ok(Some((other, _))) => {
             let e = AgentError::Unexpected(format!("{other:?} before init"));
-            return fail(&mut channel, "init", &e);
+            return fail(&mut channel, before_ready(&e), &e);
         }
-        Err(e) => return fail(&mut channel, "init", &e),
+        Err(e) => return fail(&mut channel, before_ready(&e), &e),
     };
     if let Err(e) = preflight(&spec) {
-        return fail(&mut channel, "init", &e);
+        return fail(&mut channel, before_ready(&e), &e);
     }
     if matches!(spec.root, RootSetup::Native { .. }) {
         match become_pid1() {
@@ -135,17 +136,17 @@ fn agent_main() -> i32 {
                 return wait_for_pid1(child);
             }
             Ok(None) => {}
-            Err(e) => return fail(&mut channel, "init", &e),
+            Err(e) => return fail(&mut channel, before_ready(&e), &e),
         }
     }
     let mut instance = match init(&spec, &code) {
         Ok(instance) => instance,
-        Err(e) => return fail(&mut channel, "init", &e),
+        Err(e) => return fail(&mut channel, before_ready(&e), &e),
     };
     drop(code);
     let mut runner = match runtime::start(spec.runtime, spec.purpose, &mut instance) {
         Ok(runner) => runner,
-        Err(e) => return fail(&mut channel, "init", &e),
+        Err(e) => return fail(&mut channel, before_ready(&e), &e),
     };
     let ready = FromAgent::Ready(ReadyInfo {
         protocol_version: PROTOCOL_VERSION,
@@ -159,17 +160,26 @@ fn agent_main() -> i32 {
     }
     let code = match serve(&mut channel, runner.as_mut(), &mut instance) {
         Ok(()) => 0,
-        Err(e) => fail(&mut channel, "runtime", &e),
+        Err(e) => fail(&mut channel, FailurePhase::Runtime, &e),
     };
     kill_all(&mut instance);
     code
 }
 
+/// Whose fault a failure before `Ready` is: the code's only when it failed to load;
+/// anything else (mounts, seccomp, privileges, a missing toolchain) is the platform's.
+fn before_ready(error: &AgentError) -> FailurePhase {
+    match error {
+        AgentError::CodeLoad(_) => FailurePhase::CodeLoad,
+        _ => FailurePhase::Setup,
+    }
+}
+
 /// Reports a failure to the worker (best effort) and returns the exit code.
-fn fail(channel: &mut Channel, phase: &str, error: &AgentError) -> i32 {
+fn fail(channel: &mut Channel, phase: FailurePhase, error: &AgentError) -> i32 {
     diag!("{phase} failed: {error}");
     let failure = FromAgent::Failed(AgentFailure {
-        phase: phase.to_string(),
+        phase,
         message: error.to_string(),
     });
     if let Err(e) = channel.send(&failure, &[]) {
