@@ -4,7 +4,7 @@
 mod common;
 
 use common::{process_alive, spec, Agent};
-use hearth_core::protocol::{FailurePhase, FromAgent, OutcomeStatus};
+use hearth_core::protocol::{FailurePhase, FromAgent, OutcomeStatus, PROTOCOL_VERSION};
 use hearth_core::Runtime;
 use serde_json::json;
 
@@ -73,7 +73,7 @@ fn handler_agent(limit: u64) -> Agent {
     init.inline_output_limit = limit;
     let (agent, first) = Agent::existing(init, &[("main.py", HANDLER)]);
     match first {
-        FromAgent::Ready(ready) => assert_eq!(ready.protocol_version, 1),
+        FromAgent::Ready(ready) => assert_eq!(ready.protocol_version, PROTOCOL_VERSION),
         other => panic!("expected ready, got {other:?}"),
     }
     agent
