@@ -5,6 +5,7 @@
 //! `hearth up` on a free port with its own data dir and talks to it over HTTP.
 //! Never: fakes a part of the platform; every test goes through the real binary.
 
+pub mod cases;
 pub mod cluster;
 pub mod gate;
 pub mod postgres;
