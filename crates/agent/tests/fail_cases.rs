@@ -27,8 +27,11 @@ fn run_cases(runtime_name: &str, prefix: &str) {
         let reply = agent.invoke(&case.name, timeout_ms, &case.event.to_string());
         case.check(runtime_name, &api_view(&reply));
         if reply.outcome.status == OutcomeStatus::Timeout {
-            // Killed by the agent's own timer, which leaves the instance healthy.
+            // Killed by the agent's own timer (SIGKILL) after spinning on the CPU; the
+            // handler's process is no leftover, and the instance stays healthy.
             assert_eq!(reply.outcome.signal, Some(9), "{:#?}", reply.outcome);
+            assert!(reply.outcome.user_cpu_ms > 0.0, "{:#?}", reply.outcome);
+            assert_eq!(reply.outcome.leftovers_killed, 0, "{:#?}", reply.outcome);
         }
         assert!(reply.outcome.healthy, "{}: {:#?}", case.name, reply.outcome);
         let next = agent.invoke("next", DEFAULT_TIMEOUT_MS, &json!({}).to_string());

@@ -361,17 +361,25 @@ pub fn fixture_files(name: &str) -> Vec<(String, String)> {
     files
 }
 
-/// An agent serving fixture `name` on `runtime` (built first for a compiled runtime).
-pub fn serve_fixture(runtime: Runtime, name: &str) -> Agent {
-    let files = fixture_files(name);
-    let files: Vec<(&str, &str)> = files
+/// The files of fixture `name` as the borrowed pairs [`Agent::existing`] takes.
+fn borrowed(files: &[(String, String)]) -> Vec<(&str, &str)> {
+    files
         .iter()
         .map(|(p, c)| (p.as_str(), c.as_str()))
-        .collect();
+        .collect()
+}
+
+/// [`Agent::existing`] on the files of fixture `name`.
+pub fn existing_fixture(init: InitSpec, name: &str) -> (Agent, FromAgent) {
+    Agent::existing(init, &borrowed(&fixture_files(name)))
+}
+
+/// An agent serving fixture `name` on `runtime` (built first for a compiled runtime).
+pub fn serve_fixture(runtime: Runtime, name: &str) -> Agent {
     if matches!(runtime, Runtime::Cpp | Runtime::Go) {
-        return compiled::serve(runtime, &files);
+        return compiled::serve(runtime, &borrowed(&fixture_files(name)));
     }
-    let (agent, first) = Agent::existing(spec(runtime, RootSetup::Existing), &files);
+    let (agent, first) = existing_fixture(spec(runtime, RootSetup::Existing), name);
     assert!(matches!(first, FromAgent::Ready(_)), "{name}: {first:?}");
     agent
 }
@@ -380,7 +388,11 @@ pub fn serve_fixture(runtime: Runtime, name: &str) -> Agent {
 /// `message`, `trace`), which the fixture cases of `hearth_testkit::cases` are written in.
 pub fn api_view(reply: &Reply) -> serde_json::Value {
     let outcome = &reply.outcome;
-    let mut view = serde_json::json!({ "status": outcome.status });
+    let mut view = serde_json::json!({
+        "status": outcome.status,
+        "stdout": outcome.stdout,
+        "stderr": outcome.stderr,
+    });
     if let Some(error) = &outcome.error {
         view["error"] = serde_json::json!({
             "type": error.kind,
