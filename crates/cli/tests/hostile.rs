@@ -79,6 +79,12 @@ fn cannot_see_other_code_or_the_host_data_dir() {
             // HOME: an empty dir of the sandbox's own, never the host's /home.
             assert_eq!(looked["home"], json!([]), "{runtime}: {looked}");
         }
+        // The handler's own process runs under the seccomp filter (mode 2), whatever
+        // the runtime, not only the agent or the zygote.
+        assert_eq!(
+            looked["seccomp"], 2,
+            "{runtime}: no seccomp filter: {looked}"
+        );
         assert_eq!(looked["uid"], 65534, "{runtime}");
         assert_eq!(looked["gid"], 65534, "{runtime}");
         let pids = looked["pids"].as_array().unwrap();
