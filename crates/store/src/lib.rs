@@ -30,7 +30,7 @@ pub mod package;
 pub mod queue;
 
 pub use keys::{KeyLimits, KeyRecord, KeyStore, NamespaceQuotas};
-pub use limits::{Admission, Limiter, LocalLimiter};
+pub use limits::{Admission, Limiter, LocalLimiter, SLOT_RETRY_AFTER};
 pub use metadata::{
     FunctionRecord, FunctionStats, InvocationFilter, MetadataStore, PgMetadataStore,
     SqliteMetadataStore,
