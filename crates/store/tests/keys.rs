@@ -3,6 +3,7 @@
 //! process sharing the store, and never hold the secret.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
+#[allow(dead_code)] // the shared backends; this suite needs not all their helpers
 mod backends;
 
 use backends::Backend;
