@@ -8,6 +8,7 @@
 //! per-controller reply streams, and the at-most-once claim of a sync invocation.
 //! [`controller::RedisFleet`] is the controller's side, [`node::WorkerNode`] the worker's;
 //! [`janitor`] cleans what dead workers leave in the sync queues (never an async lease).
+//! Also the controllers' shared rate limits and concurrency slots ([`limits`]).
 //!
 //! Never: runs code (the worker crate does), speaks HTTP, or stores metadata and objects
 //! (PostgreSQL and S3 do, through `hearth-store`). Trimming never deletes a pending
@@ -17,6 +18,7 @@
 
 pub mod controller;
 pub mod janitor;
+pub mod limits;
 pub mod messages;
 pub mod node;
 pub mod status;
