@@ -13,7 +13,8 @@
 //! Never: runs code (the worker crate does), speaks HTTP, or stores metadata and objects
 //! (PostgreSQL and S3 do, through `hearth-store`). Trimming never deletes a pending
 //! entry: queue entries are deleted one by one once acknowledged, reply streams trimmed
-//! below what their reader has read. Blocking reads use connections of their own with
+//! below what their reader has read; only the janitor deletes a pending entry, and only
+//! a sync one whose reader died (never an async lease). Blocking reads use connections of their own with
 //! no response timeout (a shared connection's timeout would cut a `BLOCK` short).
 
 pub mod controller;
