@@ -427,6 +427,46 @@ fn a_namespace_at_its_concurrency_quota_refuses_at_once() {
 }
 
 #[test]
+fn a_namespace_at_its_warm_instance_quota_starts_no_more() {
+    let hearth = hearth();
+    expect_ok(
+        hearth
+            .request(Method::PUT, "/v1/namespaces/w")
+            .json(&json!({"max_warm_instances": 1}))
+            .send()
+            .unwrap(),
+        "set quotas",
+    );
+    let dev = developer(&hearth, "w");
+    for name in ["first", "second"] {
+        expect_ok(
+            dev.deploy(name, "py-echo", json!({"runtime": "python"})),
+            "deploy",
+        );
+    }
+    expect_ok(dev.invoke("first", json!({})), "the first instance starts");
+    // Its idle instance stays warm (10 minutes), so the namespace is at its quota: a
+    // function with no instance of its own is refused, the warm one still answers.
+    let refused = dev.invoke("second", json!({}));
+    assert!(
+        refused.headers().get("retry-after").is_some(),
+        "Retry-After"
+    );
+    let message = expect_error(refused, 429, "quota_exceeded");
+    assert!(message.contains("warm instances"), "{message}");
+    expect_ok(dev.invoke("first", json!({})), "the warm instance serves");
+    // Once it is gone (the function deleted), the other may start one.
+    assert_eq!(
+        dev.send(Method::DELETE, "/v1/functions/first").status(),
+        204
+    );
+    eventually(Duration::from_secs(30), "the quota frees", || {
+        dev.invoke("second", json!({})).status() == 200
+    })
+    .unwrap();
+}
+
+#[test]
 fn secrets_are_never_stored_in_clear() {
     let hearth = hearth();
     let key = developer(&hearth, "s");
