@@ -1,7 +1,7 @@
 //! `/v1/functions`: deploy (create or update), get, list, delete.
 
 use crate::schemas::{self, CommonErrors, FunctionName};
-use crate::tenancy::Caller;
+use crate::tenancy::{checked_qualified, Caller};
 use crate::{ApiError, AppState};
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Extension, Multipart, Path, State};
@@ -9,7 +9,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
-use hearth_core::function::validate_name;
 use hearth_core::{FunctionConfig, FunctionSpec, SpecError};
 use hearth_store::{inspect_zip, FunctionRecord, FunctionStats, PackageLimits};
 use hearth_worker::build::{BuildError, BuildRequest};
@@ -46,17 +45,6 @@ pub(crate) fn function_json(record: &FunctionRecord, stats: Option<&FunctionStat
         build: None,
     };
     serde_json::to_value(object).unwrap_or(Value::Null)
-}
-
-pub(crate) fn checked_name(name: &str) -> Result<(), ApiError> {
-    validate_name(name).map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))
-}
-
-/// Checks a qualified name (`name`, or `namespace.name`: see [`crate::tenancy`]).
-pub(crate) fn checked_qualified(qualified: &str) -> Result<(), ApiError> {
-    let (namespace, name) = crate::tenancy::split(qualified);
-    crate::tenancy::checked_namespace(namespace)?;
-    checked_name(name)
 }
 
 /// The newest version of `name`. Answered from memory when it can be: deploy and delete
