@@ -13,7 +13,8 @@
 //! stdio, or runs user code in a process that outlives its invocation.
 //!
 //! Layout: `main.rs` (startup and the frame loop), `channel.rs` (the protocol stream),
-//! `setup.rs` (root file system), `code.rs` (code tar, runtime files), `privileges.rs`
+//! `setup.rs` (root file system), `code.rs` (code tar, runtime files), `cpu_group.rs`
+//! (the cgroup with the function's CPU quota), `privileges.rs`
 //! (caps, uid, seccomp), `runtime.rs` (what runtimes share), `python.rs` (zygote),
 //! `node.rs` (standby), `binary.rs` (compiled programs), `build.rs` (their build),
 //! `standby.rs` (a process fed its event on a pipe, kept ready), `process.rs` (spawn,
@@ -50,6 +51,7 @@ mod binary;
 mod build;
 mod channel;
 mod code;
+mod cpu_group;
 mod error;
 mod install;
 mod node;
@@ -107,6 +109,9 @@ fn agent_main() -> i32 {
             return 2;
         }
     };
+    if let Err(e) = cpu_group::adopt() {
+        return fail(&mut channel, "init", &e);
+    }
     let started = Instant::now();
     let (spec, code) = match channel.read() {
         Ok(Some((ToAgent::Init(spec), code))) => (spec, code),
