@@ -428,7 +428,10 @@ fn destroy_and_sweep_remove_the_instance_directories() {
     // The kernel's control files vanish with the directory; a fixture's must go first.
     for dir in &dirs {
         for entry in fs::read_dir(dir).unwrap() {
-            fs::remove_file(entry.unwrap().path()).unwrap();
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                fs::remove_file(path).unwrap();
+            }
         }
     }
     assert!(cgroup.destroy());
@@ -439,6 +442,8 @@ fn destroy_and_sweep_remove_the_instance_directories() {
         fs::create_dir_all(group.join("old-1")).unwrap();
     }
     fs::create_dir_all(fixture.cgroup().join("pids/hearth/old-2")).unwrap();
+    // An orphan's function group goes before the orphan.
+    fs::create_dir_all(fixture.cgroup().join("cpu,cpuacct/hearth/old-1/fn")).unwrap();
     assert_eq!(host.sweep_orphans(), 2);
     for group in host.group_dirs() {
         assert_eq!(fs::read_dir(&group).unwrap().count(), 0, "{group:?}");
