@@ -13,8 +13,8 @@
 //! stdio, or runs user code in a process that outlives its invocation.
 //!
 //! Layout: `main.rs` (startup and the frame loop), `channel.rs` (the protocol stream),
-//! `setup.rs` (root file system), `code.rs` (code tar, runtime files), `privileges.rs`
-//! (caps, uid, seccomp), `instance.rs` (what runtimes share), `runner.rs` (the trait
+//! `setup.rs` (root file system), `code.rs` (code tar, runtime files), `cpu_group.rs`
+//! (the cgroup with the function's CPU quota), `privileges.rs` (caps, uid, seccomp), `instance.rs` (what runtimes share), `runner.rs` (the trait
 //! every runtime implements), `runtime.rs` (which runtime serves: the only file that
 //! knows them all), `python.rs` (zygote), `node.rs` (standby), `binary.rs` (compiled
 //! programs), `build.rs` (their build), `manifest.rs` (the artifact's manifest, written
@@ -53,6 +53,7 @@ mod binary;
 mod build;
 mod channel;
 mod code;
+mod cpu_group;
 mod error;
 mod install;
 mod instance;
@@ -115,6 +116,9 @@ fn agent_main() -> i32 {
             return 2;
         }
     };
+    if let Err(e) = cpu_group::adopt() {
+        return fail(&mut channel, FailurePhase::Setup, &e);
+    }
     let started = Instant::now();
     let (spec, code) = match channel.read() {
         Ok(Some((ToAgent::Init(spec), code))) => (spec, code),

@@ -52,6 +52,10 @@ pub const DEPS_PYTHON: &str = "python";
 pub const DEPS_NODE: &str = "node_modules";
 /// The layer's Go module cache (for builds), under [`DEPS_DIR`].
 pub const DEPS_GOMOD: &str = "gomod";
+/// The agent's environment variable naming the fd (opened by the worker) of the
+/// `cgroup.procs` that holds the function's CPU quota; every process the agent starts
+/// writes `0` there before it runs anything. Absent: the quota is the whole sandbox's.
+pub const FUNCTION_CGROUP_FD_ENV: &str = "HEARTH_FUNCTION_CGROUP_FD";
 
 /// Messages from the worker to the agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -408,12 +408,13 @@ impl std::fmt::Debug for NativeInstance {
 impl NativeInstance {
     /// Spawns the agent into `cgroup` and new namespaces.
     async fn spawn(agent: &Path, id: String, cgroup: InstanceCgroup) -> Result<Self, SandboxError> {
-        let mut child = spawn::spawn_agent(agent, cgroup.procs_files())
-            .await
-            .map_err(|e| SandboxError::Spawn {
-                instance: id.clone(),
-                message: format!("cannot start the agent {}: {e}", agent.display()),
-            })?;
+        let mut child =
+            spawn::spawn_agent(agent, cgroup.procs_files(), cgroup.function_procs_file())
+                .await
+                .map_err(|e| SandboxError::Spawn {
+                    instance: id.clone(),
+                    message: format!("cannot start the agent {}: {e}", agent.display()),
+                })?;
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
