@@ -106,7 +106,7 @@ impl AppState {
             function_ttl: None,
             tuner: Default::default(),
         };
-        history::prune_forever(state.metadata.clone());
+        history::prune_forever(state.metadata.clone(), state.code.clone());
         state
     }
 

@@ -165,6 +165,14 @@ pub struct InvokeSpec {
     pub request_id: String,
     /// Wall-clock limit; the process is killed when it passes.
     pub timeout_ms: u64,
+    /// Most bytes of stdout and stderr together sent as `Log` frames; past it the agent
+    /// sends [`crate::logs::truncation_marker`] and drops the rest.
+    #[serde(default = "default_log_limit_bytes")]
+    pub log_limit_bytes: u64,
+}
+
+fn default_log_limit_bytes() -> u64 {
+    crate::logs::DEFAULT_LOG_LIMIT_BYTES
 }
 
 /// Sent once init has finished.
@@ -352,6 +360,7 @@ mod tests {
         let msg = ToAgent::Invoke(InvokeSpec {
             request_id: "r1".into(),
             timeout_ms: 3000,
+            log_limit_bytes: 1 << 20,
         });
         let mut buf = Vec::new();
         write_frame(&mut buf, &msg, b"{\"x\":1}").unwrap();

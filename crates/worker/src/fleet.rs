@@ -67,6 +67,8 @@ pub enum Refusal {
     SandboxUnavailable,
     /// The reporter is too far behind.
     Backlog,
+    /// The spool is at its quota.
+    SpoolFull,
     /// The user's code does not build.
     BuildFailed,
     /// The worker cannot build this runtime.
@@ -83,6 +85,7 @@ impl Refusal {
             WorkerError::ShuttingDown => Refusal::ShuttingDown,
             WorkerError::Sandbox(_) => Refusal::SandboxUnavailable,
             WorkerError::Backlog { .. } => Refusal::Backlog,
+            WorkerError::SpoolFull { .. } => Refusal::SpoolFull,
             WorkerError::Code { .. } | WorkerError::Spool(_) => Refusal::Internal,
         }
     }
