@@ -311,6 +311,7 @@ mod tests {
             request_id: "r1".into(),
             timeout_ms: 1000,
             log_limit_bytes: hearth_core::logs::DEFAULT_LOG_LIMIT_BYTES,
+            attempt: 1,
         });
         stream.send(&invoke, b"{\"n\":1}").await.unwrap();
         let mut got = vec![0u8; encode(&invoke, b"{\"n\":1}").unwrap().len()];
@@ -425,6 +426,7 @@ mod tests {
             request_id: "r".into(),
             timeout_ms: 1000,
             log_limit_bytes: 0, // below the limits, which then apply
+            attempt: 1,
         };
         let err = stream
             .invoke(spec, b"{}", &mut crate::DiscardSink, &limits)
@@ -483,6 +485,7 @@ mod tests {
             request_id: "r".into(),
             timeout_ms: 1000,
             log_limit_bytes: hearth_core::logs::DEFAULT_LOG_LIMIT_BYTES,
+            attempt: 1,
         };
         let err = stream
             .invoke(spec, b"{}", &mut crate::DiscardSink, &limits)

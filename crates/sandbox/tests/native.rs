@@ -110,6 +110,7 @@ async fn invoke_with_timeout(
         request_id: unique_id("req"),
         timeout_ms,
         log_limit_bytes: hearth_core::logs::DEFAULT_LOG_LIMIT_BYTES,
+        attempt: 1,
     };
     instance
         .invoke(
@@ -442,6 +443,7 @@ async fn a_handler_past_its_timeout_does_not_hang_the_worker() {
         request_id: unique_id("req"),
         timeout_ms: 300,
         log_limit_bytes: hearth_core::logs::DEFAULT_LOG_LIMIT_BYTES,
+        attempt: 1,
     };
     // The handler sleeps 30 s; the agent's own timer must end it at 300 ms and answer
     // with a timeout (the worker's fallback for a silent agent, `Unresponsive`, is a
@@ -466,6 +468,7 @@ async fn a_handler_past_its_timeout_does_not_hang_the_worker() {
                 request_id: unique_id("req"),
                 timeout_ms: 5000,
                 log_limit_bytes: hearth_core::logs::DEFAULT_LOG_LIMIT_BYTES,
+                attempt: 1,
             },
             Bytes::from_static(br#"{"s":0}"#),
             &mut DiscardSink,

@@ -258,6 +258,7 @@ impl Builds {
             request_id: format!("build-{id}"),
             timeout_ms: u64::try_from(self.config.timeout.as_millis()).unwrap_or(u64::MAX),
             log_limit_bytes: hearth_core::logs::DEFAULT_LOG_LIMIT_BYTES,
+            attempt: 1,
         };
         let run = instance
             .invoke(invoke, Bytes::new(), &mut DiscardSink)

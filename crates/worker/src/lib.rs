@@ -328,6 +328,7 @@ impl Worker {
             request_id: request.id.clone(),
             timeout_ms: target.spec.timeout_ms,
             log_limit_bytes: self.config.log_limit_bytes,
+            attempt: request.attempt,
         };
         let run = instance
             .invoke(spec, request.event.clone(), &mut *spooled)
