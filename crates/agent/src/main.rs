@@ -21,11 +21,11 @@
 //! by the build and read by `binary.rs`), `standby.rs` (a process fed its event on a
 //! pipe, kept ready), `process.rs` (spawn, pipes, wait), `run.rs` (one invocation's
 //! outcome), `output.rs` (the output dir: archive, quota, emptying), `sweep.rs`
-//! (leftover killing).
+//! (leftover killing), `log_cap.rs` (the cap on one invocation's full log).
 //!
 //! Frames of one invocation, in order: `Log`* while the process runs (every piece of
-//! stdout/stderr as read), then `Output`* (the output dir's tar, when it is not empty),
-//! then `Result`.
+//! stdout/stderr as read, up to the invocation's `log_limit_bytes`, then a marker),
+//! then `Output`* (the output dir's tar, when it is not empty), then `Result`.
 //!
 //! Modes (`InitSpec::root`): `Native` (the worker spawned it as root in fresh mount, pid,
 //! net, ipc and uts namespaces: it forks PID 1, builds a tmpfs root, pivots, drops to the
@@ -57,6 +57,7 @@ mod cpu_group;
 mod error;
 mod install;
 mod instance;
+mod log_cap;
 mod manifest;
 mod node;
 mod output;
@@ -340,7 +341,17 @@ fn serve(
         match channel.read()? {
             None | Some((ToAgent::Shutdown, _)) => return Ok(()),
             Some((ToAgent::Invoke(spec), event)) => {
-                let mut finished = runner.invoke(inst, &spec, &event, channel)?;
+                let mut log = log_cap::LogCap::new(channel, spec.log_limit_bytes);
+                let mut finished = runner.invoke(inst, &spec, &event, &mut log)?;
+                if log.truncated() {
+                    diag!(
+                        "log of {} cut at {} bytes: {} more dropped",
+                        spec.request_id,
+                        spec.log_limit_bytes,
+                        log.dropped()
+                    );
+                    finished.outcome.truncated = true;
+                }
                 if let Some(output) = &inst.output {
                     // Every process of the invocation is gone: nothing writes there now.
                     let collected = output.collect(&mut |piece| channel.send_output(piece));

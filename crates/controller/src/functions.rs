@@ -113,20 +113,30 @@ pub(crate) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Deletes every version of `name` and destroys its warm instances.
+/// Deletes every version of `name` and destroys its warm instances; its invocations'
+/// logs and outputs, and the code and artifacts no other version uses, leave the object
+/// store.
 pub(crate) async fn remove(state: &AppState, name: &str) -> Result<(), ApiError> {
     checked_qualified(name)?;
-    let existed = state
-        .metadata
-        .delete_function(name)
+    let freed = hearth_store::cleanup::delete_function(state.metadata.as_ref(), &state.code, name)
         .await
         .map_err(|e| ApiError::store("deleting function", e))?;
-    if !existed {
+    let Some(freed) = freed else {
         return Err(ApiError::function_not_found(crate::tenancy::split(name).1));
-    }
+    };
+    tracing::info!(function = %name, invocations = freed.invocations, objects = freed.objects, "deleted");
     state.cache_function(None, name);
     state.fleet.retire(name, None).await;
     Ok(())
+}
+
+/// After a deploy that made no version: its package goes again unless a version uses it.
+async fn free_unused_code(state: &AppState, sha256: &str, runtime: hearth_core::Runtime) {
+    let freed =
+        hearth_store::cleanup::free_code(state.metadata.as_ref(), &state.code, sha256, runtime);
+    if let Err(error) = freed.await {
+        tracing::warn!(code = %sha256, %error, "cannot free the code of a failed deploy");
+    }
 }
 
 struct DeployRequest {
@@ -278,7 +288,7 @@ pub(crate) async fn deploy_version(
     // worker on another machine fetch it.
     state
         .code
-        .put_code(&package.sha256, code)
+        .put_code(&package.sha256, code.clone())
         .await
         .map_err(|e| ApiError::store("storing code", e))?;
     // Dependencies install now, then compiled runtimes build, before any version
@@ -287,8 +297,14 @@ pub(crate) async fn deploy_version(
     let installed = state
         .fleet
         .install_dependencies(name, runtime, &code_tar)
-        .await
-        .map_err(|e| deps_error(name, e))?;
+        .await;
+    let installed = match installed {
+        Ok(installed) => installed,
+        Err(e) => {
+            free_unused_code(state, &package.sha256, runtime).await;
+            return Err(deps_error(name, e));
+        }
+    };
     let built = state
         .fleet
         .build(BuildRequest {
@@ -297,13 +313,26 @@ pub(crate) async fn deploy_version(
             code_sha256: package.sha256.clone(),
             code_tar,
         })
-        .await
-        .map_err(|e| build_error(name, e))?;
+        .await;
+    let built = match built {
+        Ok(built) => built,
+        Err(e) => {
+            free_unused_code(state, &package.sha256, runtime).await;
+            return Err(build_error(name, e));
+        }
+    };
     let (record, created) = state
         .metadata
         .put_version(name, &spec, &package.sha256, package.size)
         .await
         .map_err(|e| ApiError::store("storing function", e))?;
+    // A delete elsewhere may have freed this package between storing it and recording
+    // the version; stored again (a HEAD when it is there), the version never lacks it.
+    state
+        .code
+        .put_code(&package.sha256, code)
+        .await
+        .map_err(|e| ApiError::store("storing code", e))?;
     state.cache_function(Some(&record), name);
     state.fleet.retire(name, Some(record.version)).await;
     tracing::info!(function = %name, version = record.version, runtime = %spec.runtime, "deployed");

@@ -169,10 +169,18 @@ pub struct InvokeSpec {
     pub request_id: String,
     /// Wall-clock limit; the process is killed when it passes.
     pub timeout_ms: u64,
+    /// Most bytes of stdout and stderr together sent as `Log` frames; past it the agent
+    /// sends [`crate::logs::truncation_marker`] and drops the rest.
+    #[serde(default = "default_log_limit_bytes")]
+    pub log_limit_bytes: u64,
     /// Which attempt this is: 1 for a sync call and an async one's first run, then 2, 3
     /// for an async retry or redelivery. The function sees it as `HEARTH_ATTEMPT`.
     #[serde(default = "first_attempt")]
     pub attempt: u32,
+}
+
+fn default_log_limit_bytes() -> u64 {
+    crate::logs::DEFAULT_LOG_LIMIT_BYTES
 }
 
 fn first_attempt() -> u32 {
@@ -398,6 +406,7 @@ mod tests {
         let msg = ToAgent::Invoke(InvokeSpec {
             request_id: "r1".into(),
             timeout_ms: 3000,
+            log_limit_bytes: 1 << 20,
             attempt: 2,
         });
         let mut buf = Vec::new();

@@ -109,6 +109,7 @@ async fn invoke_with_timeout(
     let spec = InvokeSpec {
         request_id: unique_id("req"),
         timeout_ms,
+        log_limit_bytes: hearth_core::logs::DEFAULT_LOG_LIMIT_BYTES,
         attempt: 1,
     };
     instance
@@ -441,6 +442,7 @@ async fn a_handler_past_its_timeout_does_not_hang_the_worker() {
     let spec = InvokeSpec {
         request_id: unique_id("req"),
         timeout_ms: 300,
+        log_limit_bytes: hearth_core::logs::DEFAULT_LOG_LIMIT_BYTES,
         attempt: 1,
     };
     // The handler sleeps 30 s; the agent's own timer must end it at 300 ms and answer
@@ -465,6 +467,7 @@ async fn a_handler_past_its_timeout_does_not_hang_the_worker() {
             InvokeSpec {
                 request_id: unique_id("req"),
                 timeout_ms: 5000,
+                log_limit_bytes: hearth_core::logs::DEFAULT_LOG_LIMIT_BYTES,
                 attempt: 1,
             },
             Bytes::from_static(br#"{"s":0}"#),

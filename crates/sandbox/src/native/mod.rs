@@ -21,9 +21,7 @@ mod interpreter;
 mod spawn;
 
 use crate::agent_stream::{AgentStream, ExchangeLimits};
-use crate::cgroup::{
-    CgroupConfig, CgroupHost, CgroupLimits, CgroupVersion, CpuQuota, InstanceCgroup,
-};
+use crate::cgroup::{CgroupConfig, CgroupHost, CgroupLimits, CpuQuota, InstanceCgroup};
 use crate::session::{self, AgentSetup, LogTail, INVOKE_GRACE};
 use crate::{Instance, InstanceRun, InstanceSpec, InvocationSink, SandboxBackend, SandboxError};
 use async_trait::async_trait;
@@ -168,11 +166,6 @@ impl NativeBackend {
     /// must not share a cgroup group. Returns how many were removed.
     pub fn sweep_orphans(&self) -> usize {
         self.cgroups.sweep_orphans()
-    }
-
-    /// The cgroup interface in use.
-    pub fn cgroup_version(&self) -> CgroupVersion {
-        self.cgroups.version()
     }
 
     /// The interpreter `runtime` runs with, or why it cannot run (a compiled runtime
