@@ -300,19 +300,58 @@ impl CgroupHost {
             instance.dirs.push(dir);
         }
         // From here on, dropping `instance` on an error removes the directories.
+        self.write_limits(instance_id, limits)?;
         let dir_of = |group: &Path| group.join(instance_id);
         match &self.layout {
             Layout::V1 {
                 memory,
-                pids,
-                cpu,
                 cpuacct,
                 blkio,
+                ..
+            } => {
+                instance.meter = Some(UsageMeter::open_v1(
+                    &dir_of(memory),
+                    cpuacct.as_deref().map(dir_of).as_deref(),
+                    blkio.as_deref().map(dir_of).as_deref(),
+                )?);
+            }
+            Layout::V2 { group, .. } => {
+                let dir = dir_of(group);
+                instance.kill_file = Some(dir.join("cgroup.kill"));
+                instance.meter = Some(UsageMeter::open_v2(&dir)?);
+            }
+        }
+        Ok(instance)
+    }
+
+    /// Sets new limits on a running instance's cgroup (a stem becoming a function's
+    /// instance). Lowering memory below what the cgroup already uses fails.
+    pub fn set_limits(
+        &self,
+        cgroup: &InstanceCgroup,
+        limits: &CgroupLimits,
+    ) -> Result<(), SandboxError> {
+        self.write_limits(&cgroup.id, limits)
+    }
+
+    /// Writes `limits` into the cgroup(s) of `instance_id`. On v1 the memory+swap limit
+    /// may never be below the memory limit, so whichever must move first does.
+    fn write_limits(&self, instance_id: &str, limits: &CgroupLimits) -> Result<(), SandboxError> {
+        let dir_of = |group: &Path| group.join(instance_id);
+        match &self.layout {
+            Layout::V1 {
+                memory, pids, cpu, ..
             } => {
                 let memory = dir_of(memory);
                 let bytes = limits.memory_bytes.to_string();
-                write_file(&memory.join("memory.limit_in_bytes"), &bytes)?;
-                write_if_present(&memory.join("memory.memsw.limit_in_bytes"), &bytes)?;
+                let limit = memory.join("memory.limit_in_bytes");
+                if write_file(&limit, &bytes).is_err() {
+                    // Raising: memory+swap first, then memory.
+                    write_if_present(&memory.join("memory.memsw.limit_in_bytes"), &bytes)?;
+                    write_file(&limit, &bytes)?;
+                } else {
+                    write_if_present(&memory.join("memory.memsw.limit_in_bytes"), &bytes)?;
+                }
                 if let Err(e) = write_if_present(&memory.join("memory.swappiness"), "0") {
                     tracing::warn!(error = %e, "cannot turn swapping off");
                 }
@@ -335,11 +374,6 @@ impl CgroupHost {
                     }
                     None => tracing::warn!("no cgroup v1 cpu controller: CPU is not limited"),
                 }
-                instance.meter = Some(UsageMeter::open_v1(
-                    &memory,
-                    cpuacct.as_deref().map(dir_of).as_deref(),
-                    blkio.as_deref().map(dir_of).as_deref(),
-                )?);
             }
             Layout::V2 { group, .. } => {
                 let dir = dir_of(group);
@@ -351,11 +385,9 @@ impl CgroupHost {
                     tracing::warn!("no cgroup v2 cpu controller: CPU is not limited");
                 }
                 write_if_present(&dir.join("cpu.weight"), &limits.cpu.v2_weight().to_string())?;
-                instance.kill_file = Some(dir.join("cgroup.kill"));
-                instance.meter = Some(UsageMeter::open_v2(&dir)?);
             }
         }
-        Ok(instance)
+        Ok(())
     }
 
     /// Removes instance cgroups left in the group by an earlier run (a crash), killing
