@@ -12,13 +12,16 @@
 //! the version's own dependency layer (read-only, see [`InstanceSpec::layer`]).
 //!
 //! Talk with the agent inside a sandbox goes over its stdio as `hearth_core::protocol`
-//! frames; [`agent_stream`] has the async reading and writing of those frames.
+//! frames; [`agent_stream`] has the async reading and writing of those frames, and
+//! `session.rs` what both backends say to an agent (the `Init` handshake, one metered
+//! invocation, the tail of its stderr).
 #![deny(missing_docs)]
 
 pub mod agent_stream;
 pub mod cgroup;
 pub mod docker;
 pub mod native;
+mod session;
 pub mod stem;
 
 use async_trait::async_trait;

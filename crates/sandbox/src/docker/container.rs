@@ -5,7 +5,7 @@
 //! by `crates/cli/tests/docker.rs` against what a real engine reports.
 
 use super::labels;
-use crate::native::SANDBOX_ID;
+use crate::session::SANDBOX_ID;
 use crate::InstanceSpec;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, ResourcesUlimits};
 use std::collections::HashMap;

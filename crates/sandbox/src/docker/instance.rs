@@ -8,7 +8,7 @@
 
 use crate::agent_stream::{AgentStream, ExchangeLimits};
 use crate::cgroup::UsageMeter;
-use crate::native::{LogTail, INVOKE_GRACE};
+use crate::session::{self, LogTail, INVOKE_GRACE};
 use crate::{Instance, InstanceRun, InvocationSink, SandboxError};
 use async_trait::async_trait;
 use bollard::container::LogOutput;
@@ -132,7 +132,7 @@ pub(super) fn demultiplex(
                 Ok(LogOutput::StdErr { message }) => {
                     for byte in message {
                         if byte == b'\n' {
-                            log_line(&instance, &line, &tail);
+                            tail.record(&instance, &line);
                             line.clear();
                         } else if line.len() < 4096 {
                             line.push(byte);
@@ -151,7 +151,7 @@ pub(super) fn demultiplex(
             }
         }
         if !line.is_empty() {
-            log_line(&instance, &line, &tail);
+            tail.record(&instance, &line);
         }
     });
     (
@@ -161,13 +161,6 @@ pub(super) fn demultiplex(
         },
         task,
     )
-}
-
-fn log_line(instance: &str, line: &[u8], tail: &LogTail) {
-    let text = String::from_utf8_lossy(line);
-    let text = text.trim_end();
-    tracing::info!(target: "hearth::agent", instance = %instance, "{text}");
-    tail.push(text.chars().take(1000).collect());
 }
 
 /// Removes container `id` with its anonymous volumes, killing it if it runs. A
@@ -269,21 +262,21 @@ impl Instance for DockerInstance {
         event: Bytes,
         sink: &mut dyn InvocationSink,
     ) -> Result<InstanceRun, SandboxError> {
-        let before = self.meter.begin()?;
         let limits =
             ExchangeLimits::for_invocation(spec.timeout_ms, INVOKE_GRACE, self.output_quota_mb);
-        let answer = self.stream.invoke(spec, &event, sink, &limits).await;
-        let (outcome, result) = match answer {
-            Ok(answer) => answer,
-            Err(SandboxError::Lost { message, .. }) => return Err(self.lost(message)),
-            Err(e) => return Err(e),
-        };
-        let usage = self.meter.finish(&before)?;
-        Ok(InstanceRun {
-            outcome,
-            result,
-            usage,
-        })
+        let answer = session::invoke(
+            &mut self.stream,
+            &mut self.meter,
+            spec,
+            event,
+            sink,
+            &limits,
+        )
+        .await;
+        match answer {
+            Err(SandboxError::Lost { message, .. }) => Err(self.lost(message)),
+            other => other,
+        }
     }
 
     async fn destroy(self: Box<Self>) {

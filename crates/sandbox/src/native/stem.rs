@@ -87,7 +87,7 @@ impl NativeBackend {
         stem: NativeStem,
         spec: InstanceSpec,
     ) -> Result<NativeInstance, SandboxError> {
-        let mut instance = stem.instance;
+        let instance = stem.instance;
         let spec = InstanceSpec {
             instance_id: instance.id.clone(),
             ..spec
@@ -96,7 +96,10 @@ impl NativeBackend {
             .program(spec.runtime, Purpose::Serve)
             .and_then(|program| self.init_spec(&spec, program, Purpose::Serve))
             .and_then(|init| {
-                let cgroup = instance.cgroup()?;
+                let cgroup = instance.cgroup.as_ref().ok_or_else(|| SandboxError::Lost {
+                    instance: instance.id.clone(),
+                    message: "the stem's cgroup is gone".into(),
+                })?;
                 self.cgroups.set_limits(cgroup, &self.limits(&spec))?;
                 Ok(init)
             });
