@@ -311,6 +311,7 @@ mod tests {
         let invoke = ToAgent::Invoke(InvokeSpec {
             request_id: "r1".into(),
             timeout_ms: 1000,
+            attempt: 1,
         });
         stream.send(&invoke, b"{\"n\":1}").await.unwrap();
         let mut got = vec![0u8; encode(&invoke, b"{\"n\":1}").unwrap().len()];
@@ -424,6 +425,7 @@ mod tests {
         let spec = InvokeSpec {
             request_id: "r".into(),
             timeout_ms: 1000,
+            attempt: 1,
         };
         let err = stream
             .invoke(spec, b"{}", &mut crate::DiscardSink, &limits)
@@ -481,6 +483,7 @@ mod tests {
         let spec = InvokeSpec {
             request_id: "r".into(),
             timeout_ms: 1000,
+            attempt: 1,
         };
         let err = stream
             .invoke(spec, b"{}", &mut crate::DiscardSink, &limits)
