@@ -9,13 +9,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 hearth=${HEARTH_BIN:-target/debug/hearth}
 
-check_keys() { # file, runtimes...
-  local file=$1
-  shift
-  python3 - "$file" "$@" <<'PY'
+check_keys() { # file, backend, runtimes...
+  local file=$1 backend=$2
+  shift 2
+  python3 - "$file" "$backend" "$@" <<'PY'
 import json, math, sys
 
-path, runtimes = sys.argv[1], sys.argv[2:]
+path, backend, runtimes = sys.argv[1], sys.argv[2], sys.argv[3:]
 report = json.load(open(path))
 problems = []
 
@@ -50,6 +50,29 @@ for expected in ("python3 -c", "node -e", "docker exec", "docker run"):
 for b in baselines:
     number(f"baselines[{b.get('what')}].median_ms", b.get("median_ms"))
 number("memory_reading_us", report.get("memory_reading_us"))
+# The floor under a warm python call and what hearth adds over it (issue 18).
+for key in ("http_rtt_ms", "python_fork_ms"):
+    number(f"floor.{key}", report.get("floor", {}).get(key))
+number("overhead.python_ms", report.get("overhead", {}).get("python_ms"))
+goals = report.get("goals") or []
+if not goals:
+    problems.append("goals: missing")
+for goal in goals:
+    for key in ("figure", "goal", "unit"):
+        if not isinstance(goal.get(key), str):
+            problems.append(f"goals[{goal.get('figure')}].{key}: missing")
+if backend == "docker":
+    docker = report.get("docker")
+    if not isinstance(docker, dict):
+        problems.append("docker: missing")
+        docker = {}
+    for key in ("bare_run_ms", "exec_ms", "cold_python_vs_bare_run", "throughput_per_second"):
+        number(f"docker.{key}", docker.get(key))
+    for runtime in runtimes:
+        number(f"docker.warm_p50_ms.{runtime}", docker.get("warm_p50_ms", {}).get(runtime))
+        number(f"docker.cold_start_p50_ms.{runtime}", docker.get("cold_start_p50_ms", {}).get(runtime))
+elif "docker" in report:
+    problems.append("docker: present in a native run")
 number("output_rss_growth_mb", report.get("output_rss_growth_mb"))
 if problems:
     print(f"bench smoke JSON {path} is incomplete:", *problems, sep="\n  - ", file=sys.stderr)
@@ -60,8 +83,8 @@ PY
 
 echo "bench-smoke: native sandbox"
 "$hearth" bench --smoke --json > target/bench-smoke.json
-check_keys target/bench-smoke.json python nodejs cpp go
+check_keys target/bench-smoke.json native python nodejs cpp go
 
 echo "bench-smoke: Docker sandbox"
 "$hearth" bench --smoke --json --sandbox docker > target/bench-smoke-docker.json
-check_keys target/bench-smoke-docker.json python nodejs
+check_keys target/bench-smoke-docker.json docker python nodejs

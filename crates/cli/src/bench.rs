@@ -7,6 +7,9 @@
 //! `--smoke` (CI) fails when a figure is broken: missing, short of samples, not a
 //! number, or measured with errors (a failed baseline included).
 
+mod floors;
+mod goals;
+
 use crate::client::Client;
 use crate::commands::{self, Output};
 use anyhow::{bail, Context};
@@ -48,6 +51,10 @@ pub struct BenchArgs {
     /// Sandbox backend of the hearth the bench starts (ignored with `--url`).
     #[arg(long, value_enum, default_value_t = crate::up::SandboxKind::Native)]
     sandbox: crate::up::SandboxKind,
+    /// Stems per runtime of the hearth the bench starts (`hearth up --stems`; 0: cold
+    /// starts make their sandbox on the call's path).
+    #[arg(long, default_value_t = 2)]
+    stems: usize,
 }
 
 impl BenchArgs {
@@ -109,6 +116,13 @@ struct Baseline {
     note: Option<String>,
 }
 
+/// What hearth adds over the floor, ms.
+#[derive(Debug, Clone, Default, Serialize)]
+struct Overhead {
+    /// Warm python p50 through HTTP − (HTTP round trip + python fork), ms.
+    python_ms: Option<f64>,
+}
+
 #[derive(Debug, Serialize)]
 struct Report {
     warm: BTreeMap<String, Latency>,
@@ -123,6 +137,14 @@ struct Report {
     memory_reading_note: Option<String>,
     output_rss_growth_mb: Option<f64>,
     output_rss_note: Option<String>,
+    /// The physical floor under a warm python call, measured in this run.
+    floor: floors::Floors,
+    overhead: Overhead,
+    /// The Docker backend's figures (`--sandbox docker` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    docker: Option<goals::DockerFigures>,
+    /// Each goal of DESIGN.md §8 beside its floor or baseline.
+    goals: Vec<goals::Goal>,
 }
 
 /// A `hearth up` started for the bench, stopped on drop.
@@ -133,7 +155,7 @@ struct OwnPlatform {
 }
 
 impl OwnPlatform {
-    fn start(sandbox: crate::up::SandboxKind) -> anyhow::Result<OwnPlatform> {
+    fn start(sandbox: crate::up::SandboxKind, stems: usize) -> anyhow::Result<OwnPlatform> {
         let sandbox = match sandbox {
             crate::up::SandboxKind::Native => "native",
             crate::up::SandboxKind::Docker => "docker",
@@ -142,6 +164,7 @@ impl OwnPlatform {
         std::fs::create_dir_all(&data_dir)?;
         let mut child = Command::new(std::env::current_exe()?)
             .args(["up", "--port", "0", "--no-sample", "--sandbox", sandbox])
+            .args(["--stems", &stems.to_string()])
             .arg("--data-dir")
             .arg(&data_dir)
             .env("RUST_LOG", "warn")
@@ -192,8 +215,8 @@ pub async fn run(
     let own = match &target {
         Some(_) => None,
         None => {
-            let sandbox = args.sandbox;
-            Some(tokio::task::spawn_blocking(move || OwnPlatform::start(sandbox)).await??)
+            let (sandbox, stems) = (args.sandbox, args.stems);
+            Some(tokio::task::spawn_blocking(move || OwnPlatform::start(sandbox, stems)).await??)
         }
     };
     let (url, key_dir) = match (&target, &own) {
@@ -275,6 +298,10 @@ pub async fn run(
                 if runtime == "python" { "#" } else { "//" }
             );
             deploy(&client, &name, runtime, file, &code).await?;
+            // Deploys seconds apart, not back to back: the retired instance's teardown
+            // and the worker's background refill of its stems are not on the next
+            // sample's path.
+            tokio::time::sleep(Duration::from_millis(if args.smoke { 50 } else { 300 })).await;
             let (ms, inv) = invoke_timed(&client, &name).await?;
             if inv["cold_start"] != json!(true) {
                 bail!("cold-start sample {i} of {runtime} was warm: {inv}");
@@ -331,7 +358,17 @@ pub async fn run(
             Err(e) => (None, Some(format!("{e:#}"))),
         };
 
-    let report = Report {
+    progress("floors: HTTP round trip to /healthz, python fork outside any sandbox");
+    let floor = floors::measure(&client, args.requests).await;
+    let overhead = Overhead {
+        python_ms: floor
+            .python_call_ms()
+            .zip(warm.get("python").map(|l| l.p50))
+            .map(|(floor, p50)| p50 - floor),
+    };
+
+    let docker = matches!(args.sandbox, crate::up::SandboxKind::Docker) && target.is_none();
+    let mut report = Report {
         warm,
         warm_server_side: warm_server,
         throughput,
@@ -342,7 +379,15 @@ pub async fn run(
         memory_reading_note,
         output_rss_growth_mb,
         output_rss_note,
+        floor,
+        overhead,
+        docker: None,
+        goals: Vec::new(),
     };
+    if docker {
+        report.docker = Some(goals::docker_figures(&report));
+    }
+    report.goals = goals::goals(&report, docker);
     if own.is_none() {
         // Someone else's hearth: take the bench's functions away again.
         let mut names: Vec<String> = handlers
@@ -362,6 +407,8 @@ pub async fn run(
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_table(&report);
+        println!();
+        goals::print(&report.goals);
     }
     if args.smoke {
         let expected = Expected {
@@ -441,6 +488,18 @@ fn smoke_problems(report: &Report, expected: &Expected<'_>) -> Vec<String> {
                 "baseline {}: {}",
                 b.what,
                 b.note.as_deref().unwrap_or("no figure")
+            ));
+        }
+    }
+    for (figure, value) in [
+        ("floor.http_rtt_ms", report.floor.http_rtt_ms),
+        ("floor.python_fork_ms", report.floor.python_fork_ms),
+        ("overhead.python_ms", report.overhead.python_ms),
+    ] {
+        if !value.is_some_and(f64::is_finite) {
+            problems.push(format!(
+                "{figure}: {}",
+                report.floor.note.as_deref().unwrap_or("no figure")
             ));
         }
     }
@@ -929,6 +988,16 @@ mod tests {
             memory_reading_note: None,
             output_rss_growth_mb: Some(1.0),
             output_rss_note: None,
+            floor: floors::Floors {
+                http_rtt_ms: Some(0.2),
+                python_fork_ms: Some(0.5),
+                note: None,
+            },
+            overhead: Overhead {
+                python_ms: Some(0.3),
+            },
+            docker: None,
+            goals: Vec::new(),
         }
     }
 
@@ -995,6 +1064,10 @@ mod tests {
                 "worker RSS during an output: no figure",
                 Box::new(|r| r.output_rss_growth_mb = None),
             ),
+            (
+                "floor.python_fork_ms: no figure",
+                Box::new(|r| r.floor.python_fork_ms = None),
+            ),
         ];
         for (problem, break_it) in breakages {
             let mut report = complete();
@@ -1003,6 +1076,40 @@ mod tests {
             assert_eq!(problems.len(), 1, "{problem}: {problems:?}");
             assert!(problems[0].starts_with(problem), "{problems:?}");
         }
+    }
+
+    #[test]
+    fn goals_stand_beside_their_floor_or_baseline() {
+        let mut report = complete();
+        report
+            .warm
+            .insert("python".into(), Latency::of(vec![0.9; 5]));
+        report
+            .cold_start
+            .insert("python".into(), Latency::of(vec![6.0; 2]));
+        let native = goals::goals(&report, false);
+        let warm = native
+            .iter()
+            .find(|g| g.figure.starts_with("warm python p50"))
+            .unwrap();
+        assert_eq!(warm.against_value, Some(0.7));
+        assert_eq!(warm.met, Some(true));
+        let cold = native
+            .iter()
+            .find(|g| g.figure == "cold start python")
+            .unwrap();
+        assert_eq!(cold.ratio, Some(6.0 / 15.0));
+        assert_eq!(cold.met, Some(true));
+        // On Docker the cold start is judged against a bare `docker run`, here missing.
+        let docker = goals::goals(&report, true);
+        let cold = docker
+            .iter()
+            .find(|g| g.figure == "cold start, Docker python")
+            .unwrap();
+        assert_eq!((cold.ratio, cold.met), (None, None));
+        let figures = goals::docker_figures(&report);
+        assert_eq!(figures.warm_p50_ms["python"], 0.9);
+        assert_eq!(figures.cold_python_vs_bare_run, None);
     }
 
     #[test]

@@ -44,6 +44,10 @@ pub struct UpArgs {
     /// Seconds an idle instance stays warm.
     #[arg(long, default_value_t = 600)]
     idle_timeout: u64,
+    /// Pre-started generic sandboxes ("stems") kept waiting per runtime, so a cold start
+    /// only loads the code (0: none; all of them together hold at most 256 MB).
+    #[arg(long, default_value_t = 2)]
+    stems: usize,
     /// Do not deploy and invoke the sample function on a fresh data dir.
     #[arg(long)]
     no_sample: bool,
@@ -162,6 +166,10 @@ pub async fn run(args: UpArgs, data_dir: PathBuf) -> anyhow::Result<()> {
         args.disk.apply(WorkerConfig {
             idle_timeout: Duration::from_secs(args.idle_timeout),
             deps: args.deps.config(&data_dir),
+            stems: hearth_worker::stems::StemConfig {
+                per_kind: args.stems,
+                ..Default::default()
+            },
             ..WorkerConfig::default()
         }),
         backend,

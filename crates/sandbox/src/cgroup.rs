@@ -311,19 +311,65 @@ impl CgroupHost {
             instance.dirs.push(dir);
         }
         // From here on, dropping `instance` on an error removes the directories.
+        self.write_limits(instance_id, limits)?;
         let dir_of = |group: &Path| group.join(instance_id);
         match &self.layout {
             Layout::V1 {
                 memory,
-                pids,
                 cpu,
                 cpuacct,
                 blkio,
+                ..
+            } => {
+                if let Some(cpu) = cpu {
+                    let function = dir_of(cpu).join(FUNCTION_GROUP);
+                    // Last in the list: removed before its parent.
+                    instance.dirs.push(function.clone());
+                    instance.function_procs = Some(function.join("cgroup.procs"));
+                }
+                instance.meter = Some(UsageMeter::open_v1(
+                    &dir_of(memory),
+                    cpuacct.as_deref().map(dir_of).as_deref(),
+                    blkio.as_deref().map(dir_of).as_deref(),
+                )?);
+            }
+            Layout::V2 { group, .. } => {
+                let dir = dir_of(group);
+                instance.kill_file = Some(dir.join("cgroup.kill"));
+                instance.meter = Some(UsageMeter::open_v2(&dir)?);
+            }
+        }
+        Ok(instance)
+    }
+
+    /// Sets new limits on a running instance's cgroup (a stem becoming a function's
+    /// instance). Lowering memory below what the cgroup already uses fails.
+    pub fn set_limits(
+        &self,
+        cgroup: &InstanceCgroup,
+        limits: &CgroupLimits,
+    ) -> Result<(), SandboxError> {
+        self.write_limits(&cgroup.id, limits)
+    }
+
+    /// Writes `limits` into the cgroup(s) of `instance_id`. On v1 the memory+swap limit
+    /// may never be below the memory limit, so whichever must move first does.
+    fn write_limits(&self, instance_id: &str, limits: &CgroupLimits) -> Result<(), SandboxError> {
+        let dir_of = |group: &Path| group.join(instance_id);
+        match &self.layout {
+            Layout::V1 {
+                memory, pids, cpu, ..
             } => {
                 let memory = dir_of(memory);
                 let bytes = limits.memory_bytes.to_string();
-                write_file(&memory.join("memory.limit_in_bytes"), &bytes)?;
-                write_if_present(&memory.join("memory.memsw.limit_in_bytes"), &bytes)?;
+                let limit = memory.join("memory.limit_in_bytes");
+                if write_file(&limit, &bytes).is_err() {
+                    // Raising: memory+swap first, then memory.
+                    write_if_present(&memory.join("memory.memsw.limit_in_bytes"), &bytes)?;
+                    write_file(&limit, &bytes)?;
+                } else {
+                    write_if_present(&memory.join("memory.memsw.limit_in_bytes"), &bytes)?;
+                }
                 if let Err(e) = write_if_present(&memory.join("memory.swappiness"), "0") {
                     tracing::warn!(error = %e, "cannot turn swapping off");
                 }
@@ -343,8 +389,6 @@ impl CgroupHost {
                             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                             Err(e) => return Err(cgroup_error(&function, e)),
                         }
-                        // Last in the list: removed before its parent.
-                        instance.dirs.push(function.clone());
                         write_file(
                             &function.join("cpu.cfs_period_us"),
                             &limits.cpu.period_us.to_string(),
@@ -354,15 +398,9 @@ impl CgroupHost {
                             &limits.cpu.quota_us.to_string(),
                         )?;
                         allow_burst(&function.join("cpu.cfs_burst_us"), &limits.cpu);
-                        instance.function_procs = Some(function.join("cgroup.procs"));
                     }
                     None => tracing::warn!("no cgroup v1 cpu controller: CPU is not limited"),
                 }
-                instance.meter = Some(UsageMeter::open_v1(
-                    &memory,
-                    cpuacct.as_deref().map(dir_of).as_deref(),
-                    blkio.as_deref().map(dir_of).as_deref(),
-                )?);
             }
             Layout::V2 { group, .. } => {
                 let dir = dir_of(group);
@@ -375,11 +413,9 @@ impl CgroupHost {
                 }
                 write_if_present(&dir.join("cpu.weight"), &limits.cpu.v2_weight().to_string())?;
                 allow_burst(&dir.join("cpu.max.burst"), &limits.cpu);
-                instance.kill_file = Some(dir.join("cgroup.kill"));
-                instance.meter = Some(UsageMeter::open_v2(&dir)?);
             }
         }
-        Ok(instance)
+        Ok(())
     }
 
     /// Removes instance cgroups left in the group by an earlier run (a crash), killing

@@ -4,9 +4,10 @@
 //! native backend ([`native`]: Linux namespaces + cgroups, no daemon), the Docker backend
 //! ([`docker`]: warm hardened containers through the engine API, and their images), and
 //! the cgroup code that sets limits and reads per-invocation usage ([`cgroup`], v1 and
-//! v2).
+//! v2), and generic pre-started sandboxes a cold start specializes ([`stem`]).
 //!
-//! Never: decides which instance serves which call (the worker's pool does), talks
+//! Never: decides which instance serves which call (the worker's pool does, and keeps
+//! the stems), gives a stem that received one function's code to another, talks
 //! HTTP, or bind-mounts a host path other than the runtimes' read-only directories and
 //! the version's own dependency layer (read-only, see [`InstanceSpec::layer`]).
 //!
@@ -21,6 +22,7 @@ pub mod cgroup;
 pub mod docker;
 pub mod native;
 mod session;
+pub mod stem;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -194,6 +196,44 @@ pub trait SandboxBackend: Send + Sync {
             self.name(),
             spec.runtime
         )))
+    }
+
+    /// The kind of pre-started stem ([`stem`]) that can become `spec`'s instance, or
+    /// `None` when it needs a sandbox made for it alone.
+    fn stem_kind(&self, _spec: &InstanceSpec) -> Option<stem::StemKind> {
+        None
+    }
+
+    /// Pre-starts a generic sandbox of `kind`, with no function's code in it.
+    async fn create_stem(
+        &self,
+        kind: &stem::StemKind,
+    ) -> Result<Box<dyn stem::Stem>, SandboxError> {
+        Err(SandboxError::Unavailable(format!(
+            "the {} sandbox has no stems ({kind:?})",
+            self.name()
+        )))
+    }
+
+    /// Makes `stem` (one of this backend's, of `spec`'s kind) `spec`'s instance: the
+    /// function's limits, then its code and runtime; returns once the agent is ready,
+    /// as [`SandboxBackend::create`] does. The stem is consumed either way: on an error
+    /// it is destroyed.
+    async fn specialize(
+        &self,
+        stem: Box<dyn stem::Stem>,
+        spec: InstanceSpec,
+    ) -> Result<Box<dyn Instance>, SandboxError> {
+        let id = stem.id().to_string();
+        stem.destroy().await;
+        Err(SandboxError::Spawn {
+            instance: id,
+            message: format!(
+                "the {} sandbox cannot make stems into {} instances",
+                self.name(),
+                spec.function_name
+            ),
+        })
     }
 }
 

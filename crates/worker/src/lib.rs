@@ -29,6 +29,7 @@ pub mod outcome;
 pub mod pool;
 pub mod reporter;
 pub mod spool;
+pub mod stems;
 pub mod telemetry;
 
 use bytes::Bytes;
@@ -66,6 +67,8 @@ pub struct WorkerConfig {
     pub build: build::BuildConfig,
     /// Where dependencies come from, and their limits.
     pub deps: deps::DepsConfig,
+    /// The pre-started generic sandboxes cold starts take.
+    pub stems: stems::StemConfig,
 }
 
 impl Default for WorkerConfig {
@@ -80,6 +83,7 @@ impl Default for WorkerConfig {
             spool_quota_bytes: spool::DEFAULT_SPOOL_QUOTA_BYTES,
             build: build::BuildConfig::default(),
             deps: deps::DepsConfig::default(),
+            stems: stems::StemConfig::default(),
         }
     }
 }
@@ -187,6 +191,7 @@ pub struct Worker {
     deps: deps::Dependencies,
     spool: Spool,
     reporter: Arc<Reporter>,
+    stems: Arc<stems::Stems>,
     shutting_down: std::sync::atomic::AtomicBool,
 }
 
@@ -205,6 +210,7 @@ impl Worker {
         let worker = Arc::new(Worker {
             builds: build::Builds::new(config.build.clone()),
             deps: deps::Dependencies::new(config.deps.clone()),
+            stems: stems::Stems::new(backend.clone(), config.stems.clone()),
             config,
             backend,
             code,
@@ -408,6 +414,12 @@ impl Worker {
         for pool in pools {
             pool.retire().await;
         }
+        self.stems.shutdown().await;
+    }
+
+    /// Stems (pre-started generic sandboxes) waiting for a cold start.
+    pub fn waiting_stems(&self) -> usize {
+        self.stems.waiting()
     }
 
     fn lock_pools(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Pool>>> {
@@ -463,9 +475,33 @@ impl Worker {
             layer,
         };
         let started = Instant::now();
-        let instance = self.backend.create(spec).await?;
+        let instance = self.create_instance(spec).await?;
         telemetry::cold_start(&target.name, started.elapsed().as_secs_f64());
         Ok(instance)
+    }
+
+    /// A new instance of `spec`: a waiting stem of its kind specialized when there is
+    /// one (a stem that fails for a platform reason is gone, and a fresh sandbox is made
+    /// instead), a sandbox made for it otherwise.
+    async fn create_instance(
+        &self,
+        spec: InstanceSpec,
+    ) -> Result<Box<dyn hearth_sandbox::Instance>, SandboxError> {
+        let Some(kind) = self.backend.stem_kind(&spec) else {
+            return self.backend.create(spec).await;
+        };
+        let Some(stem) = self.stems.take(&kind) else {
+            return self.backend.create(spec).await;
+        };
+        tracing::debug!(function = %spec.function_name, stem = stem.id(), "cold start from a stem");
+        match self.backend.specialize(stem, spec.clone()).await {
+            Ok(instance) => Ok(instance),
+            Err(error @ SandboxError::InitFailed { .. }) => Err(error),
+            Err(error) => {
+                tracing::warn!(function = %spec.function_name, %error, "a stem failed; starting a sandbox of its own");
+                self.backend.create(spec).await
+            }
+        }
     }
 
     /// The code of a version as a tar, fetched and checked once per code hash.

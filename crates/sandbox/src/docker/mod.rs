@@ -26,10 +26,12 @@ mod instance;
 pub mod labels;
 pub mod rootfs;
 mod seccomp;
+mod stem;
 
 pub use bollard::Docker;
 pub use container::Limits;
 pub use instance::DockerInstance;
+pub use stem::DockerStem;
 
 use crate::cgroup::{CgroupConfig, UsageMeter};
 use crate::session::{self, AgentSetup, LogTail};
@@ -286,6 +288,14 @@ impl DockerBackend {
         image: &RuntimeImage,
         container: &str,
     ) -> Result<DockerInstance, SandboxError> {
+        self.upload_code(spec, container).await?;
+        let instance = self.boot(spec, container).await?;
+        self.init(instance, spec, image).await
+    }
+
+    /// Copies `spec`'s code into the container's `/code` (the archive API: written by
+    /// the engine, so the function's user cannot write there).
+    async fn upload_code(&self, spec: &InstanceSpec, container: &str) -> Result<(), SandboxError> {
         let spawn_error = |what: &str, e: bollard::errors::Error| SandboxError::Spawn {
             instance: spec.instance_id.clone(),
             message: format!("{what}: {e}"),
@@ -300,6 +310,19 @@ impl DockerBackend {
                 .await
                 .map_err(|e| spawn_error("copy the code in", e))?;
         }
+        Ok(())
+    }
+
+    /// Attaches to the created container and starts it: the agent waits for `Init`.
+    async fn boot(
+        &self,
+        spec: &InstanceSpec,
+        container: &str,
+    ) -> Result<DockerInstance, SandboxError> {
+        let spawn_error = |what: &str, e: bollard::errors::Error| SandboxError::Spawn {
+            instance: spec.instance_id.clone(),
+            message: format!("{what}: {e}"),
+        };
         let attach = AttachContainerOptions {
             stdin: true,
             stdout: true,
@@ -336,7 +359,7 @@ impl DockerBackend {
                 return Err(e);
             }
         };
-        let mut instance = DockerInstance {
+        let instance = DockerInstance {
             id: spec.instance_id.clone(),
             container: container.to_string(),
             docker: self.docker.clone(),
@@ -346,6 +369,16 @@ impl DockerBackend {
             output_task,
             output_quota_mb: spec.output_quota_mb,
         };
+        Ok(instance)
+    }
+
+    /// Sends `Init` to a booted container's agent and waits for it to be ready.
+    async fn init(
+        &self,
+        mut instance: DockerInstance,
+        spec: &InstanceSpec,
+        image: &RuntimeImage,
+    ) -> Result<DockerInstance, SandboxError> {
         let init = session::init_spec(
             spec,
             AgentSetup {
@@ -417,5 +450,31 @@ impl SandboxBackend for DockerBackend {
 
     async fn create(&self, spec: InstanceSpec) -> Result<Box<dyn Instance>, SandboxError> {
         Ok(Box::new(self.create_docker(spec).await?))
+    }
+
+    fn stem_kind(&self, spec: &InstanceSpec) -> Option<crate::stem::StemKind> {
+        self.docker_stem_kind(spec)
+    }
+
+    async fn create_stem(
+        &self,
+        kind: &crate::stem::StemKind,
+    ) -> Result<Box<dyn crate::stem::Stem>, SandboxError> {
+        Ok(Box::new(self.create_docker_stem(kind).await?))
+    }
+
+    async fn specialize(
+        &self,
+        stem: Box<dyn crate::stem::Stem>,
+        spec: InstanceSpec,
+    ) -> Result<Box<dyn Instance>, SandboxError> {
+        let id = stem.id().to_string();
+        match stem.into_any().downcast::<DockerStem>() {
+            Ok(stem) => Ok(Box::new(self.specialize_docker(*stem, spec).await?)),
+            Err(_) => Err(SandboxError::Spawn {
+                instance: id,
+                message: "not a Docker stem".into(),
+            }),
+        }
     }
 }

@@ -19,6 +19,9 @@
 
 mod interpreter;
 mod spawn;
+mod stem;
+
+pub use stem::NativeStem;
 
 use crate::agent_stream::{AgentStream, ExchangeLimits};
 use crate::cgroup::{CgroupConfig, CgroupHost, CgroupLimits, CpuQuota, InstanceCgroup};
@@ -227,14 +230,33 @@ impl NativeBackend {
     ) -> Result<NativeInstance, SandboxError> {
         let program = self.program(spec.runtime, purpose)?;
         let init = self.init_spec(&spec, program, purpose)?;
-        let limits = CgroupLimits {
+        let cgroup = self
+            .cgroups
+            .create(&spec.instance_id, &self.limits(&spec))?;
+        let instance =
+            NativeInstance::spawn(&self.config.agent_path, spec.instance_id.clone(), cgroup)
+                .await?;
+        self.handshake(instance, &spec, init, purpose).await
+    }
+
+    /// The cgroup limits of `spec`'s instance.
+    fn limits(&self, spec: &InstanceSpec) -> CgroupLimits {
+        CgroupLimits {
             memory_bytes: spec.memory_mb.saturating_mul(MIB),
             pids_max: self.config.pids_max,
             cpu: CpuQuota::cpus(spec.cpus.unwrap_or(self.config.cpus)),
-        };
-        let cgroup = self.cgroups.create(&spec.instance_id, &limits)?;
-        let mut instance =
-            NativeInstance::spawn(&self.config.agent_path, spec.instance_id, cgroup).await?;
+        }
+    }
+
+    /// Hands a spawned agent its `Init` and the code, and waits (at most
+    /// `init_timeout`) for it to be ready; tears it down on any failure.
+    async fn handshake(
+        &self,
+        mut instance: NativeInstance,
+        spec: &InstanceSpec,
+        init: InitSpec,
+        purpose: Purpose,
+    ) -> Result<NativeInstance, SandboxError> {
         instance.output_quota_mb = spec.output_quota_mb;
         instance.builder = matches!(purpose, Purpose::Build);
         let answer = session::handshake(
@@ -355,6 +377,33 @@ impl SandboxBackend for NativeBackend {
 
     async fn create_builder(&self, spec: InstanceSpec) -> Result<Box<dyn Instance>, SandboxError> {
         Ok(Box::new(self.create_native_builder(spec).await?))
+    }
+
+    fn stem_kind(&self, spec: &InstanceSpec) -> Option<crate::stem::StemKind> {
+        self.native_stem_kind(spec)
+    }
+
+    async fn create_stem(
+        &self,
+        kind: &crate::stem::StemKind,
+    ) -> Result<Box<dyn crate::stem::Stem>, SandboxError> {
+        Ok(Box::new(self.create_native_stem(kind).await?))
+    }
+
+    async fn specialize(
+        &self,
+        stem: Box<dyn crate::stem::Stem>,
+        spec: InstanceSpec,
+    ) -> Result<Box<dyn Instance>, SandboxError> {
+        let id = stem.id().to_string();
+        match stem.into_any().downcast::<NativeStem>() {
+            Ok(stem) => Ok(Box::new(self.specialize_native(*stem, spec).await?)),
+            // Dropped: a foreign stem's processes die with it.
+            Err(_) => Err(SandboxError::Spawn {
+                instance: id,
+                message: "not a native stem".into(),
+            }),
+        }
     }
 }
 

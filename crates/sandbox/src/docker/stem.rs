@@ -1,0 +1,187 @@
+//! Docker stems: hardened containers of a runtime's image created, attached and started
+//! before any function needs them, their agent blocked on its first frame and `/code`
+//! empty. A cold start then sets the function's memory and CPU on the running container
+//! (the engine's update API), copies the code in (archive API) and sends `Init`: no
+//! create, attach, start or inspect on the call's path.
+//!
+//! What the engine fixes at creation is in the [`StemKind`]: the image (runtime), the
+//! `/tmp` and `/output` tmpfs sizes. A stem's labels name no function (they cannot
+//! change once the container exists); its instance id does not either.
+
+use super::{container, instance, DockerBackend, DockerInstance};
+use crate::stem::{Stem, StemKind};
+use crate::{InstanceSpec, SandboxError};
+use async_trait::async_trait;
+use bollard::models::ContainerUpdateBody;
+use bollard::query_parameters::CreateContainerOptions;
+use bytes::Bytes;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Numbers the stems of this process apart (their ids name their containers).
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// A waiting Docker stem.
+#[derive(Debug)]
+pub struct DockerStem {
+    kind: StemKind,
+    instance: DockerInstance,
+}
+
+#[async_trait]
+impl Stem for DockerStem {
+    fn id(&self) -> &str {
+        &self.instance.id
+    }
+
+    fn kind(&self) -> &StemKind {
+        &self.kind
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
+    }
+
+    async fn destroy(self: Box<Self>) {
+        self.instance.teardown().await;
+    }
+}
+
+impl DockerBackend {
+    /// A version without a dependency layer whose runtime has an image can start from a
+    /// stem with its `/tmp` and `/output` sizes.
+    pub(super) fn docker_stem_kind(&self, spec: &InstanceSpec) -> Option<StemKind> {
+        if spec.layer.is_some() || !self.images.contains_key(&spec.runtime) {
+            return None;
+        }
+        Some(StemKind {
+            runtime: spec.runtime,
+            output_quota_mb: spec.output_quota_mb,
+            tmp_size_mb: self.config.limits.tmp_size_mb.min(spec.memory_mb).max(1),
+        })
+    }
+
+    /// Creates, attaches and starts a stem container of `kind`.
+    pub async fn create_docker_stem(&self, kind: &StemKind) -> Result<DockerStem, SandboxError> {
+        let image = self.images.get(&kind.runtime).ok_or_else(|| {
+            SandboxError::Unavailable(format!("no Docker image for {} stems", kind.runtime))
+        })?;
+        let id = format!(
+            "stem-{}-{}-{}",
+            kind.runtime,
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        // The definition of a function whose memory is the stem's /tmp: the same
+        // hardening, /tmp and /output as the function it will serve, no code.
+        let generic = InstanceSpec {
+            instance_id: id.clone(),
+            function_name: String::new(),
+            version: 0,
+            runtime: kind.runtime,
+            memory_mb: kind.tmp_size_mb.max(crate::stem::STEM_MEMORY_MB),
+            cpus: None,
+            output_quota_mb: kind.output_quota_mb,
+            env: Default::default(),
+            code_tar: Bytes::new(),
+            layer: None,
+        };
+        let mut body = container::definition(
+            &generic,
+            &image.reference,
+            &self.config.limits,
+            &self.config.owner,
+        );
+        if let Some(tmpfs) = body.host_config.as_mut().and_then(|h| h.tmpfs.as_mut()) {
+            tmpfs.insert(
+                container::TMP_DIR.to_string(),
+                format!("rw,nosuid,nodev,size={}m,mode=1777", kind.tmp_size_mb),
+            );
+        }
+        let options = CreateContainerOptions {
+            name: Some(container::name(&id)),
+            ..CreateContainerOptions::default()
+        };
+        let created = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| SandboxError::Spawn {
+                instance: id.clone(),
+                message: format!("create the stem container: {e}"),
+            })?;
+        match self.boot(&generic, &created.id).await {
+            Ok(instance) => Ok(DockerStem {
+                kind: kind.clone(),
+                instance,
+            }),
+            Err(error) => {
+                if let Err(e) = instance::remove(&self.docker, &created.id).await {
+                    tracing::warn!(container = %created.id, error = %e,
+                        "cannot remove a stem container that failed to start");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Makes `stem` `spec`'s instance (keeping the stem's id): the function's memory
+    /// and CPU, its code, then `Init`. The container is removed on any failure.
+    pub async fn specialize_docker(
+        &self,
+        stem: DockerStem,
+        spec: InstanceSpec,
+    ) -> Result<DockerInstance, SandboxError> {
+        let mut instance = stem.instance;
+        let spec = InstanceSpec {
+            instance_id: instance.id.clone(),
+            ..spec
+        };
+        instance.output_quota_mb = spec.output_quota_mb;
+        let prepared = async {
+            let image = self.images.get(&spec.runtime).ok_or_else(|| {
+                SandboxError::Unavailable(format!("no Docker image for {}", spec.runtime))
+            })?;
+            let wanted = container::definition(
+                &spec,
+                &image.reference,
+                &self.config.limits,
+                &self.config.owner,
+            )
+            .host_config
+            .unwrap_or_default();
+            let update = ContainerUpdateBody {
+                memory: wanted.memory,
+                memory_swap: wanted.memory_swap,
+                cpu_period: wanted.cpu_period,
+                cpu_quota: wanted.cpu_quota,
+                cpu_shares: wanted.cpu_shares,
+                ..ContainerUpdateBody::default()
+            };
+            self.docker
+                .update_container(&instance.container, update)
+                .await
+                .map_err(|e| SandboxError::Spawn {
+                    instance: instance.id.clone(),
+                    message: format!("set the function's limits on the stem: {e}"),
+                })?;
+            self.upload_code(&spec, &instance.container).await?;
+            Ok::<_, SandboxError>(image.clone())
+        }
+        .await;
+        let container = instance.container.clone();
+        let ready = match prepared {
+            Ok(image) => self.init(instance, &spec, &image).await,
+            Err(error) => {
+                instance.teardown().await;
+                return Err(error);
+            }
+        };
+        if ready.is_err() {
+            if let Err(e) = instance::remove(&self.docker, &container).await {
+                tracing::warn!(container = %container, error = %e,
+                    "cannot remove a stem that failed to specialize");
+            }
+        }
+        ready
+    }
+}

@@ -1,0 +1,157 @@
+//! Native stems against the real kernel and agent: a stem becomes exactly one function's
+//! instance, keeps its id and its cgroup, takes the function's limits, and is consumed.
+//!
+//! Needs root and the static agent (`$HEARTH_AGENT`, else the workspace's release
+//! build); nothing is skipped.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use bytes::Bytes;
+use hearth_core::protocol::{InvokeSpec, OutcomeStatus};
+use hearth_core::Runtime;
+use hearth_sandbox::native::{NativeBackend, NativeConfig};
+use hearth_sandbox::stem::Stem;
+use hearth_sandbox::stem::StemKind;
+use hearth_sandbox::{DiscardSink, Instance, InstanceSpec, SandboxBackend, SandboxError};
+use std::path::{Path, PathBuf};
+use tempfile::TempDir;
+
+fn backend() -> (NativeBackend, TempDir) {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "the stem tests need root");
+    let agent = std::env::var_os("HEARTH_AGENT").map_or_else(
+        || {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../target/agent/x86_64-unknown-linux-gnu/release/hearth-agent")
+        },
+        PathBuf::from,
+    );
+    assert!(
+        agent.is_file(),
+        "no agent at {}: scripts/build.sh",
+        agent.display()
+    );
+    let data = tempfile::tempdir().expect("temp dir");
+    let backend = NativeBackend::new(NativeConfig::new(agent, data.path())).expect("backend");
+    (backend, data)
+}
+
+fn python(source: &str) -> Bytes {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(source.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder
+        .append_data(&mut header, "main.py", source.as_bytes())
+        .expect("tar entry");
+    Bytes::from(builder.into_inner().expect("tar"))
+}
+
+fn spec(name: &str, code: Bytes, memory_mb: u64) -> InstanceSpec {
+    InstanceSpec {
+        instance_id: format!("test-{}-{name}", std::process::id()),
+        function_name: name.into(),
+        version: 1,
+        runtime: Runtime::Python,
+        memory_mb,
+        cpus: Some(0.5),
+        output_quota_mb: 0,
+        env: [("WHO".to_string(), name.to_string())].into(),
+        code_tar: code,
+        layer: None,
+    }
+}
+
+const REPORT: &str = "import os\n\
+def handler(event, context):\n    \
+    return {'who': os.environ['WHO'], 'code': sorted(os.listdir('/code')),\n            \
+            'net': os.readlink('/proc/self/ns/net'), 'uid': os.getuid()}\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_stem_becomes_one_functions_instance_with_its_limits() {
+    let (backend, _data) = backend();
+    let kind = backend
+        .stem_kind(&spec("a", python(REPORT), 128))
+        .expect("a python function without a layer has a stem kind");
+    assert_eq!(kind.runtime, Runtime::Python);
+    let mut layered = spec("l", python(REPORT), 128);
+    layered.layer = Some(PathBuf::from("/nonexistent-layer"));
+    assert_eq!(
+        backend.stem_kind(&layered),
+        None,
+        "a layer needs its own root"
+    );
+
+    let stem_a = backend.create_native_stem(&kind).await.expect("stem a");
+    let stem_b = backend.create_stem(&kind).await.expect("stem b");
+    let (id_a, id_b) = (stem_a.id().to_string(), stem_b.id().to_string());
+    assert_ne!(id_a, id_b);
+
+    let mut a = backend
+        .specialize_native(stem_a, spec("a", python(REPORT), 96))
+        .await
+        .expect("a");
+    // The function's memory limit replaced the stem's.
+    let dirs = a.cgroup_dirs();
+    let limit = dirs
+        .iter()
+        .find_map(|dir| {
+            std::fs::read_to_string(dir.join("memory.limit_in_bytes"))
+                .or_else(|_| std::fs::read_to_string(dir.join("memory.max")))
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no memory limit file in {dirs:?}"));
+    assert_eq!(limit.trim(), (96u64 << 20).to_string());
+    let mut b = backend
+        .specialize(stem_b, spec("b", python(REPORT), 128))
+        .await
+        .expect("b");
+    assert_eq!(
+        a.id(),
+        id_a,
+        "the instance keeps its stem's id (and cgroup)"
+    );
+    assert_eq!(b.id(), id_b);
+
+    let mut seen = Vec::new();
+    for who in ["a", "b", "a"] {
+        let instance: &mut dyn Instance = if who == "a" { &mut a } else { b.as_mut() };
+        let invoke = InvokeSpec {
+            request_id: format!("r-{who}"),
+            timeout_ms: 30_000,
+            log_limit_bytes: hearth_core::logs::DEFAULT_LOG_LIMIT_BYTES,
+            attempt: 1,
+        };
+        let run = instance
+            .invoke(invoke, Bytes::from_static(b"{}"), &mut DiscardSink)
+            .await
+            .expect("invoke");
+        assert_eq!(run.outcome.status, OutcomeStatus::Success, "{run:?}");
+        let result: serde_json::Value = serde_json::from_slice(&run.result).unwrap();
+        assert_eq!(result["who"], who, "{result}");
+        assert_eq!(result["code"], serde_json::json!(["main.py"]), "{result}");
+        assert_eq!(result["uid"], 65534, "{result}");
+        seen.push(result["net"].as_str().unwrap().to_string());
+    }
+    assert_ne!(seen[0], seen[1], "two functions, two sandboxes");
+    assert_eq!(seen[0], seen[2], "a stays in the sandbox its stem was");
+    Box::new(a).destroy().await;
+    b.destroy().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_that_fails_to_load_in_a_stem_is_the_users_fault_and_ends_the_stem() {
+    let (backend, _data) = backend();
+    let broken = spec("broken", python("def handler(:\n"), 128);
+    let kind = backend.stem_kind(&broken).unwrap();
+    let stem = backend.create_stem(&kind).await.unwrap();
+    let error = match backend.specialize(stem, broken).await {
+        Ok(_) => panic!("a syntax error loaded"),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(&error, SandboxError::InitFailed { message } if message.contains("SyntaxError")),
+        "{error:?}"
+    );
+    let _: StemKind = kind;
+}

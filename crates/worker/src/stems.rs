@@ -1,0 +1,198 @@
+//! Stem cells: a bounded pool of generic pre-started sandboxes per kind, so that a cold
+//! start only hands one the function's limits and code (see `hearth_sandbox::stem`).
+//!
+//! A kind is learned from the first cold start that could have used it (the backend
+//! names it) and refilled in the background after every stem taken: at most
+//! [`StemConfig::per_kind`] wait per kind, and at most [`StemConfig::memory_budget_mb`]
+//! of memory is held by all of them together. A stem is taken out of the pool before it
+//! is specialized, and a specialized stem is an instance of that one function version
+//! (or destroyed): it never comes back here.
+
+use hearth_sandbox::stem::{Stem, StemKind};
+use hearth_sandbox::SandboxBackend;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// How many stems wait, and how much memory they may hold.
+#[derive(Debug, Clone)]
+pub struct StemConfig {
+    /// Stems waiting per kind (0: no stems).
+    pub per_kind: usize,
+    /// Memory limit all waiting stems may have together, MB (each counts for its
+    /// kind's [`StemKind::memory_mb`]).
+    pub memory_budget_mb: u64,
+}
+
+impl Default for StemConfig {
+    fn default() -> Self {
+        StemConfig {
+            per_kind: 2,
+            memory_budget_mb: 256,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    waiting: HashMap<StemKind, Vec<Box<dyn Stem>>>,
+    /// Stems being made, per kind.
+    making: HashMap<StemKind, usize>,
+    closed: bool,
+}
+
+impl State {
+    /// Memory limit of the stems waiting and being made, MB.
+    fn memory_mb(&self) -> u64 {
+        let waiting = self
+            .waiting
+            .iter()
+            .map(|(kind, stems)| kind.memory_mb() * stems.len() as u64);
+        let making = self
+            .making
+            .iter()
+            .map(|(kind, n)| kind.memory_mb() * *n as u64);
+        waiting.chain(making).sum()
+    }
+}
+
+/// How many more stems of `kind` to make: up to `per_kind` of it, within the budget.
+fn wanted(state: &State, config: &StemConfig, kind: &StemKind) -> usize {
+    let have =
+        state.waiting.get(kind).map_or(0, Vec::len) + state.making.get(kind).copied().unwrap_or(0);
+    let room = config.memory_budget_mb.saturating_sub(state.memory_mb()) / kind.memory_mb();
+    config
+        .per_kind
+        .saturating_sub(have)
+        .min(usize::try_from(room).unwrap_or(usize::MAX))
+}
+
+/// The worker's stems.
+pub struct Stems {
+    backend: Arc<dyn SandboxBackend>,
+    config: StemConfig,
+    state: Mutex<State>,
+}
+
+impl Stems {
+    /// An empty pool making stems with `backend`.
+    pub fn new(backend: Arc<dyn SandboxBackend>, config: StemConfig) -> Arc<Stems> {
+        Arc::new(Stems {
+            backend,
+            config,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    /// Takes a waiting stem of `kind` out of the pool (it is the caller's from now on)
+    /// and starts making its replacement.
+    pub fn take(self: &Arc<Self>, kind: &StemKind) -> Option<Box<dyn Stem>> {
+        let stem = self.lock().waiting.get_mut(kind).and_then(Vec::pop);
+        self.refill(kind);
+        stem
+    }
+
+    /// Starts making stems of `kind` in the background, up to the pool's bounds.
+    pub fn refill(self: &Arc<Self>, kind: &StemKind) {
+        let wanted = {
+            let mut state = self.lock();
+            if state.closed {
+                return;
+            }
+            let wanted = wanted(&state, &self.config, kind);
+            if wanted > 0 {
+                *state.making.entry(kind.clone()).or_default() += wanted;
+            }
+            wanted
+        };
+        if wanted == 0 {
+            return;
+        }
+        let stems = self.clone();
+        let kind = kind.clone();
+        // One after the other: a burst of spawns would compete with the calls being
+        // served for the same cores.
+        tokio::spawn(async move {
+            for _ in 0..wanted {
+                let made = stems.backend.create_stem(&kind).await;
+                let late = {
+                    let mut state = stems.lock();
+                    if let Some(making) = state.making.get_mut(&kind) {
+                        *making = making.saturating_sub(1);
+                    }
+                    match made {
+                        Ok(stem) if state.closed => Some(stem),
+                        Ok(stem) => {
+                            state.waiting.entry(kind.clone()).or_default().push(stem);
+                            None
+                        }
+                        Err(error) => {
+                            tracing::warn!(?kind, %error, "cannot make a stem");
+                            None
+                        }
+                    }
+                };
+                if let Some(stem) = late {
+                    stem.destroy().await;
+                }
+            }
+        });
+    }
+
+    /// Stems waiting now, all kinds together.
+    pub fn waiting(&self) -> usize {
+        self.lock().waiting.values().map(Vec::len).sum()
+    }
+
+    /// Stops making stems and destroys the waiting ones.
+    pub async fn shutdown(&self) {
+        let stems: Vec<Box<dyn Stem>> = {
+            let mut state = self.lock();
+            state.closed = true;
+            state.waiting.drain().flat_map(|(_, v)| v).collect()
+        };
+        for stem in stems {
+            stem.destroy().await;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Plain data: keep serving after a panic elsewhere.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hearth_core::Runtime;
+
+    fn kind(runtime: Runtime, tmp_size_mb: u64) -> StemKind {
+        StemKind {
+            runtime,
+            output_quota_mb: 0,
+            tmp_size_mb,
+        }
+    }
+
+    #[test]
+    fn the_pool_stops_at_its_count_per_kind_and_its_memory_budget() {
+        let config = StemConfig {
+            per_kind: 2,
+            memory_budget_mb: 100,
+        };
+        let mut state = State::default();
+        let python = kind(Runtime::Python, 0);
+        assert_eq!(wanted(&state, &config, &python), 2);
+        state.making.insert(python.clone(), 2);
+        assert_eq!(wanted(&state, &config, &python), 0, "two of a kind at most");
+        // 64 MB already held: one more 32 MB stem fits, a 64 MB one does not.
+        let node = kind(Runtime::Nodejs, 0);
+        assert_eq!(wanted(&state, &config, &node), 1);
+        assert_eq!(wanted(&state, &config, &kind(Runtime::Nodejs, 64)), 0);
+        let off = StemConfig {
+            per_kind: 0,
+            ..config
+        };
+        assert_eq!(wanted(&State::default(), &off, &python), 0);
+    }
+}
