@@ -389,6 +389,9 @@ impl CgroupHost {
                             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                             Err(e) => return Err(cgroup_error(&function, e)),
                         }
+                        // A burst above the new quota would make the kernel refuse it
+                        // (a stem's limits being replaced), so none while they change.
+                        no_burst(&function.join("cpu.cfs_burst_us"));
                         write_file(
                             &function.join("cpu.cfs_period_us"),
                             &limits.cpu.period_us.to_string(),
@@ -407,6 +410,7 @@ impl CgroupHost {
                 write_file(&dir.join("memory.max"), &limits.memory_bytes.to_string())?;
                 write_if_present(&dir.join("memory.swap.max"), "0")?;
                 write_file(&dir.join("pids.max"), &limits.pids_max.to_string())?;
+                no_burst(&dir.join("cpu.max.burst"));
                 let cpu_max = format!("{} {}", limits.cpu.quota_us, limits.cpu.period_us);
                 if !write_if_present(&dir.join("cpu.max"), &cpu_max)? {
                     tracing::warn!("no cgroup v2 cpu controller: CPU is not limited");
@@ -713,6 +717,13 @@ fn write_file(path: &Path, value: &str) -> Result<(), SandboxError> {
         .open(path)
         .and_then(|mut f| f.write_all(value.as_bytes()))
         .map_err(|e| cgroup_error(path, e))
+}
+
+/// Takes a group's CFS burst away (while its quota changes).
+fn no_burst(file: &Path) {
+    if let Err(e) = write_if_present(file, "0") {
+        tracing::debug!(error = %e, "no CFS burst");
+    }
 }
 
 /// Lets a group that left its quota unused in earlier periods spend up to one more
