@@ -158,8 +158,7 @@ pub(crate) async fn enqueue(
     callback_url: Option<String>,
 ) -> Result<String, ApiError> {
     if let Some(url) = &callback_url {
-        check_callback_url(url)
-            .map_err(|message| ApiError::bad_request("invalid_callback_url", message))?;
+        check_callback_url(url)?;
     }
     let job = AsyncJob {
         id: request.id.clone(),
@@ -181,13 +180,14 @@ pub(crate) async fn enqueue(
 }
 
 /// Checks a callback URL: absolute http(s).
-pub(crate) fn check_callback_url(url: &str) -> Result<(), String> {
-    let parsed =
-        reqwest::Url::parse(url).map_err(|e| format!("callback_url {url:?} is not a URL: {e}"))?;
+pub(crate) fn check_callback_url(url: &str) -> Result<(), ApiError> {
+    let invalid = |message: String| ApiError::bad_request("invalid_callback_url", message);
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| invalid(format!("callback_url {url:?} is not a URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
-        return Err(format!(
+        return Err(invalid(format!(
             "callback_url {url:?} must be an absolute http:// or https:// URL"
-        ));
+        )));
     }
     Ok(())
 }

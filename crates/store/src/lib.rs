@@ -29,7 +29,7 @@ pub use metadata::{
     FunctionRecord, FunctionStats, InvocationFilter, MetadataStore, PgMetadataStore,
     SqliteMetadataStore,
 };
-pub use objects::{artifact_key, CodeStore, PART_BYTES};
+pub use objects::{artifact_key, CodeStore, GetPackageError, PART_BYTES};
 pub use open::{open_metadata, MetadataHandles};
 pub use package::{inspect_zip, CodePackage, PackageError, PackageLimits};
 pub use queue::{AsyncJob, AsyncQueue};
