@@ -250,7 +250,10 @@ pub(crate) async fn list(
         ),
     };
     let filter = InvocationFilter {
-        limit: query.limit.unwrap_or(50).clamp(1, 1000),
+        limit: query
+            .limit
+            .unwrap_or(hearth_store::metadata::DEFAULT_LIST_LIMIT)
+            .clamp(1, hearth_store::metadata::MAX_LIST_LIMIT),
         status,
         since: query.since,
     };
