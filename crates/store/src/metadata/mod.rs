@@ -9,6 +9,7 @@
 //! time and JSON encoding of rows) lives here, so they store and answer alike.
 
 mod postgres;
+mod schema;
 mod sqlite;
 
 pub use postgres::PgMetadataStore;
