@@ -16,7 +16,7 @@
 //!
 //! Layout: `metadata/` (trait + records in `mod.rs`, one file per backend),
 //! `queue/` (the durable queue of async invocations, likewise), `objects.rs`
-//! (`CodeStore`), `open.rs` (`open_metadata`), `package.rs` (`inspect_zip`), this file
+//! (`CodeStore`, and `get_package`: fetch, check and re-pack a version's code), `open.rs` (`open_metadata`), `package.rs` (`inspect_zip`), this file
 //! (`StoreError`). Tests that run on every backend: `tests/`.
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
