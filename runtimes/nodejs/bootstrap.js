@@ -1,8 +1,9 @@
 // hearth's Node.js standby: one process per invocation, started before it is needed.
 //
 // Started by hearth-agent as `node bootstrap.js CODE_DIR` with
-//   fd 0  the event pipe: one JSON header line {request_id, deadline_ms[, output_dir]},
-//         then the event bytes (JSON), then EOF; output_dir becomes $OUTPUT_DIR
+//   fd 0  the event pipe: one JSON header line {request_id, deadline_ms, attempt[, output_dir]},
+//         then the event bytes (JSON), then EOF; output_dir becomes $OUTPUT_DIR,
+//         attempt $HEARTH_ATTEMPT
 //   fd 1  stdout pipe, fd 2  stderr pipe (this invocation's own)
 //   fd 3  the result pipe
 // It loads CODE_DIR/index.js, writes the one-byte marker "R" on fd 3 (or, if the code
@@ -140,6 +141,7 @@ async function main() {
   const { header, event } = readInvocation();
   process.env.HEARTH_REQUEST_ID = String(header.request_id || '');
   process.env.HEARTH_DEADLINE_MS = String(header.deadline_ms || 0);
+  process.env.HEARTH_ATTEMPT = String(Number(header.attempt) || 1);
   if (header.output_dir) process.env.OUTPUT_DIR = String(header.output_dir);
   const context = makeContext(header);
 

@@ -14,11 +14,14 @@
 //!
 //! Layout: `main.rs` (startup and the frame loop), `channel.rs` (the protocol stream),
 //! `setup.rs` (root file system), `code.rs` (code tar, runtime files), `privileges.rs`
-//! (caps, uid, seccomp), `runtime.rs` (what runtimes share), `python.rs` (zygote),
-//! `node.rs` (standby), `binary.rs` (compiled programs), `build.rs` (their build),
-//! `standby.rs` (a process fed its event on a pipe, kept ready), `process.rs` (spawn,
-//! pipes, wait), `run.rs` (one invocation's outcome), `output.rs` (the output dir:
-//! archive, quota, emptying), `sweep.rs` (leftover killing).
+//! (caps, uid, seccomp), `instance.rs` (what runtimes share), `runner.rs` (the trait
+//! every runtime implements), `runtime.rs` (which runtime serves: the only file that
+//! knows them all), `python.rs` (zygote), `node.rs` (standby), `binary.rs` (compiled
+//! programs), `build.rs` (their build), `manifest.rs` (the artifact's manifest, written
+//! by the build and read by `binary.rs`), `standby.rs` (a process fed its event on a
+//! pipe, kept ready), `process.rs` (spawn, pipes, wait), `run.rs` (one invocation's
+//! outcome), `output.rs` (the output dir: archive, quota, emptying), `sweep.rs`
+//! (leftover killing).
 //!
 //! Frames of one invocation, in order: `Log`* while the process runs (every piece of
 //! stdout/stderr as read), then `Output`* (the output dir's tar, when it is not empty),
@@ -52,12 +55,15 @@ mod channel;
 mod code;
 mod error;
 mod install;
+mod instance;
+mod manifest;
 mod node;
 mod output;
 mod privileges;
 mod process;
 mod python;
 mod run;
+mod runner;
 mod runtime;
 mod scratch;
 mod setup;
@@ -67,10 +73,12 @@ mod sweep;
 use channel::Channel;
 use error::AgentError;
 use hearth_core::protocol::{
-    AgentFailure, FromAgent, InitSpec, ReadyInfo, RootSetup, ToAgent, PROTOCOL_VERSION,
+    AgentFailure, FailurePhase, FromAgent, InitSpec, ReadyInfo, RootSetup, ToAgent,
+    PROTOCOL_VERSION,
 };
+use instance::Instance;
 use output::OutputDir;
-use runtime::{Instance, Runner};
+use runner::Runner;
 use std::path::Path;
 use std::time::Instant;
 use sweep::{Scope, Sweeper};
@@ -113,12 +121,12 @@ fn agent_main() -> i32 {
         Ok(Some((ToAgent::Shutdown, _)) | None) => return 0,
         Ok(Some((other, _))) => {
             let e = AgentError::Unexpected(format!("{other:?} before init"));
-            return fail(&mut channel, "init", &e);
+            return fail(&mut channel, before_ready(&e), &e);
         }
-        Err(e) => return fail(&mut channel, "init", &e),
+        Err(e) => return fail(&mut channel, before_ready(&e), &e),
     };
     if let Err(e) = preflight(&spec) {
-        return fail(&mut channel, "init", &e);
+        return fail(&mut channel, before_ready(&e), &e);
     }
     if matches!(spec.root, RootSetup::Native { .. }) {
         match become_pid1() {
@@ -128,17 +136,17 @@ fn agent_main() -> i32 {
                 return wait_for_pid1(child);
             }
             Ok(None) => {}
-            Err(e) => return fail(&mut channel, "init", &e),
+            Err(e) => return fail(&mut channel, before_ready(&e), &e),
         }
     }
     let mut instance = match init(&spec, &code) {
         Ok(instance) => instance,
-        Err(e) => return fail(&mut channel, "init", &e),
+        Err(e) => return fail(&mut channel, before_ready(&e), &e),
     };
     drop(code);
-    let mut runner = match Runner::start(spec.runtime, spec.purpose, &mut instance) {
+    let mut runner = match runtime::start(spec.runtime, spec.purpose, &mut instance) {
         Ok(runner) => runner,
-        Err(e) => return fail(&mut channel, "init", &e),
+        Err(e) => return fail(&mut channel, before_ready(&e), &e),
     };
     let ready = FromAgent::Ready(ReadyInfo {
         protocol_version: PROTOCOL_VERSION,
@@ -150,19 +158,28 @@ fn agent_main() -> i32 {
         kill_all(&mut instance);
         return 1;
     }
-    let code = match serve(&mut channel, &mut runner, &mut instance) {
+    let code = match serve(&mut channel, runner.as_mut(), &mut instance) {
         Ok(()) => 0,
-        Err(e) => fail(&mut channel, "runtime", &e),
+        Err(e) => fail(&mut channel, FailurePhase::Runtime, &e),
     };
     kill_all(&mut instance);
     code
 }
 
+/// Whose fault a failure before `Ready` is: the code's only when it failed to load;
+/// anything else (mounts, seccomp, privileges, a missing toolchain) is the platform's.
+fn before_ready(error: &AgentError) -> FailurePhase {
+    match error {
+        AgentError::CodeLoad(_) => FailurePhase::CodeLoad,
+        _ => FailurePhase::Setup,
+    }
+}
+
 /// Reports a failure to the worker (best effort) and returns the exit code.
-fn fail(channel: &mut Channel, phase: &str, error: &AgentError) -> i32 {
+fn fail(channel: &mut Channel, phase: FailurePhase, error: &AgentError) -> i32 {
     diag!("{phase} failed: {error}");
     let failure = FromAgent::Failed(AgentFailure {
-        phase: phase.to_string(),
+        phase,
         message: error.to_string(),
     });
     if let Err(e) = channel.send(&failure, &[]) {
@@ -273,7 +290,7 @@ fn init(spec: &InitSpec, code: &[u8]) -> Result<Instance, AgentError> {
         Some(path) => Some(OutputDir::open(path.clone(), spec.output_size_mb)?),
         None => None,
     };
-    let env = runtime::environment(spec, &layout);
+    let env = instance::environment(spec, &layout);
     let scratch = match scope {
         Scope::Namespace => scratch::ScratchDirs::new(&[&layout.tmp, Path::new(scratch::SHM_DIR)]),
         // A test or a shared namespace: only a tmp dir under a base of our own, never
@@ -298,7 +315,7 @@ fn init(spec: &InitSpec, code: &[u8]) -> Result<Instance, AgentError> {
 /// The frame loop: one invocation at a time until `Shutdown` or the end of the stream.
 fn serve(
     channel: &mut Channel,
-    runner: &mut Runner,
+    runner: &mut dyn Runner,
     inst: &mut Instance,
 ) -> Result<(), AgentError> {
     loop {

@@ -10,9 +10,9 @@
 //! this file says how node starts, takes its event and fails to load.
 
 use crate::error::AgentError;
+use crate::instance::{load_message, unix_ms, Instance};
 use crate::process::ExitInfo;
 use crate::run::{Pipes, MAX_RESULT_BYTES};
-use crate::runtime::{load_message, unix_ms, Instance};
 use crate::standby::{Proc, Standby, StandbyRuntime};
 use hearth_core::invocation::ErrorInfo;
 use hearth_core::protocol::InvokeSpec;
@@ -65,7 +65,7 @@ impl StandbyRuntime for NodeJs {
         ))
     }
 
-    /// A JSON header line (request id, deadline, output dir), then the event.
+    /// A JSON header line (request id, deadline, attempt, output dir), then the event.
     fn frame(
         &self,
         inst: &Instance,
@@ -75,6 +75,7 @@ impl StandbyRuntime for NodeJs {
         let mut header = serde_json::json!({
             "request_id": spec.request_id,
             "deadline_ms": unix_ms().saturating_add(spec.timeout_ms),
+            "attempt": spec.attempt,
         });
         if let Some(dir) = inst.output_dir() {
             header["output_dir"] = dir.into();

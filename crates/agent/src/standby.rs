@@ -11,9 +11,10 @@
 
 use crate::channel::LogSink;
 use crate::error::AgentError;
+use crate::instance::{Instance, LOAD_LIMIT};
 use crate::process::{self, Capture, ChildState, ExitInfo, Outbox, SpawnSpec};
 use crate::run::{self, Ending, Finished, Held, Pipes, Report};
-use crate::runtime::{Instance, LOAD_LIMIT};
+use crate::runner::Runner;
 use hearth_core::protocol::InvokeSpec;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
@@ -302,5 +303,29 @@ impl<R: StandbyRuntime> Standby<R> {
         if let Some(proc) = self.next.as_mut() {
             proc.pipes.pump(&mut proc.held);
         }
+    }
+}
+
+impl<R: StandbyRuntime> Runner for Standby<R> {
+    fn invoke(
+        &mut self,
+        inst: &mut Instance,
+        spec: &InvokeSpec,
+        event: &[u8],
+        log: &mut dyn LogSink,
+    ) -> Result<Finished, AgentError> {
+        Standby::invoke(self, inst, spec, event, log)
+    }
+
+    fn after_result(&mut self, inst: &mut Instance) {
+        Standby::after_result(self, inst);
+    }
+
+    fn idle_fds(&self) -> Vec<RawFd> {
+        Standby::idle_fds(self)
+    }
+
+    fn on_idle(&mut self, _inst: &mut Instance) {
+        Standby::on_idle(self);
     }
 }

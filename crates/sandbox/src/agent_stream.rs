@@ -309,6 +309,7 @@ mod tests {
         let invoke = ToAgent::Invoke(InvokeSpec {
             request_id: "r1".into(),
             timeout_ms: 1000,
+            attempt: 1,
         });
         stream.send(&invoke, b"{\"n\":1}").await.unwrap();
         let mut got = vec![0u8; encode(&invoke, b"{\"n\":1}").unwrap().len()];
@@ -422,6 +423,7 @@ mod tests {
         let spec = InvokeSpec {
             request_id: "r".into(),
             timeout_ms: 1000,
+            attempt: 1,
         };
         let err = stream
             .invoke(spec, b"{}", &mut crate::DiscardSink, &limits)
@@ -479,6 +481,7 @@ mod tests {
         let spec = InvokeSpec {
             request_id: "r".into(),
             timeout_ms: 1000,
+            attempt: 1,
         };
         let err = stream
             .invoke(spec, b"{}", &mut crate::DiscardSink, &limits)

@@ -109,6 +109,7 @@ async fn invoke_with_timeout(
     let spec = InvokeSpec {
         request_id: unique_id("req"),
         timeout_ms,
+        attempt: 1,
     };
     instance
         .invoke(
@@ -440,6 +441,7 @@ async fn a_handler_past_its_timeout_does_not_hang_the_worker() {
     let spec = InvokeSpec {
         request_id: unique_id("req"),
         timeout_ms: 300,
+        attempt: 1,
     };
     // The handler sleeps 30 s; the agent's own timer must end it at 300 ms and answer
     // with a timeout (the worker's fallback for a silent agent, `Unresponsive`, is a
@@ -463,6 +465,7 @@ async fn a_handler_past_its_timeout_does_not_hang_the_worker() {
             InvokeSpec {
                 request_id: unique_id("req"),
                 timeout_ms: 5000,
+                attempt: 1,
             },
             Bytes::from_static(br#"{"s":0}"#),
             &mut DiscardSink,

@@ -255,6 +255,7 @@ impl Builds {
         let invoke = InvokeSpec {
             request_id: format!("build-{id}"),
             timeout_ms: u64::try_from(self.config.timeout.as_millis()).unwrap_or(u64::MAX),
+            attempt: 1,
         };
         let run = instance
             .invoke(invoke, Bytes::new(), &mut DiscardSink)

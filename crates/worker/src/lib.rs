@@ -321,6 +321,7 @@ impl Worker {
         let spec = InvokeSpec {
             request_id: request.id.clone(),
             timeout_ms: target.spec.timeout_ms,
+            attempt: request.attempt,
         };
         let run = instance
             .invoke(spec, request.event.clone(), &mut *spooled)

@@ -233,6 +233,7 @@ impl Agent {
             &ToAgent::Invoke(InvokeSpec {
                 request_id: request_id.into(),
                 timeout_ms,
+                attempt: 1,
             }),
             event.as_bytes(),
         );
