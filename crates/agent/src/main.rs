@@ -13,19 +13,19 @@
 //! stdio, or runs user code in a process that outlives its invocation.
 //!
 //! Layout: `main.rs` (startup and the frame loop), `channel.rs` (the protocol stream),
-//! `setup.rs` (root file system), `code.rs` (code tar, runtime files), `privileges.rs`
-//! (caps, uid, seccomp), `instance.rs` (what runtimes share), `runner.rs` (the trait
+//! `setup.rs` (root file system), `code.rs` (code tar, runtime files), `cpu_group.rs`
+//! (the cgroup with the function's CPU quota), `privileges.rs` (caps, uid, seccomp), `instance.rs` (what runtimes share), `runner.rs` (the trait
 //! every runtime implements), `runtime.rs` (which runtime serves: the only file that
 //! knows them all), `python.rs` (zygote), `node.rs` (standby), `binary.rs` (compiled
 //! programs), `build.rs` (their build), `manifest.rs` (the artifact's manifest, written
 //! by the build and read by `binary.rs`), `standby.rs` (a process fed its event on a
 //! pipe, kept ready), `process.rs` (spawn, pipes, wait), `run.rs` (one invocation's
 //! outcome), `output.rs` (the output dir: archive, quota, emptying), `sweep.rs`
-//! (leftover killing).
+//! (leftover killing), `log_cap.rs` (the cap on one invocation's full log).
 //!
 //! Frames of one invocation, in order: `Log`* while the process runs (every piece of
-//! stdout/stderr as read), then `Output`* (the output dir's tar, when it is not empty),
-//! then `Result`.
+//! stdout/stderr as read, up to the invocation's `log_limit_bytes`, then a marker),
+//! then `Output`* (the output dir's tar, when it is not empty), then `Result`.
 //!
 //! Modes (`InitSpec::root`): `Native` (the worker spawned it as root in fresh mount, pid,
 //! net, ipc and uts namespaces: it forks PID 1, builds a tmpfs root, pivots, drops to the
@@ -53,9 +53,11 @@ mod binary;
 mod build;
 mod channel;
 mod code;
+mod cpu_group;
 mod error;
 mod install;
 mod instance;
+mod log_cap;
 mod manifest;
 mod node;
 mod output;
@@ -115,6 +117,9 @@ fn agent_main() -> i32 {
             return 2;
         }
     };
+    if let Err(e) = cpu_group::adopt() {
+        return fail(&mut channel, FailurePhase::Setup, &e);
+    }
     let started = Instant::now();
     let (spec, code) = match channel.read() {
         Ok(Some((ToAgent::Init(spec), code))) => (spec, code),
@@ -336,7 +341,17 @@ fn serve(
         match channel.read()? {
             None | Some((ToAgent::Shutdown, _)) => return Ok(()),
             Some((ToAgent::Invoke(spec), event)) => {
-                let mut finished = runner.invoke(inst, &spec, &event, channel)?;
+                let mut log = log_cap::LogCap::new(channel, spec.log_limit_bytes);
+                let mut finished = runner.invoke(inst, &spec, &event, &mut log)?;
+                if log.truncated() {
+                    diag!(
+                        "log of {} cut at {} bytes: {} more dropped",
+                        spec.request_id,
+                        spec.log_limit_bytes,
+                        log.dropped()
+                    );
+                    finished.outcome.truncated = true;
+                }
                 if let Some(output) = &inst.output {
                     // Every process of the invocation is gone: nothing writes there now.
                     let collected = output.collect(&mut |piece| channel.send_output(piece));

@@ -60,6 +60,8 @@ pub struct UpArgs {
     objects: Option<String>,
     #[command(flatten)]
     deps: DepsArgs,
+    #[command(flatten)]
+    disk: crate::disk::DiskArgs,
 }
 
 /// Where deploys fetch function dependencies from (on the host, executing nothing).
@@ -157,11 +159,11 @@ pub async fn run(args: UpArgs, data_dir: PathBuf) -> anyhow::Result<()> {
         }
     };
     let worker = Worker::start(
-        WorkerConfig {
+        args.disk.apply(WorkerConfig {
             idle_timeout: Duration::from_secs(args.idle_timeout),
             deps: args.deps.config(&data_dir),
             ..WorkerConfig::default()
-        },
+        }),
         backend,
         code.clone(),
         stores.metadata.clone(),

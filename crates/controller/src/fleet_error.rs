@@ -49,6 +49,9 @@ fn refused(refusal: Refusal, message: String) -> ApiError {
         Refusal::Backlog => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "backlog", message).retry_after(5)
         }
+        Refusal::SpoolFull => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "spool_full", message).retry_after(5)
+        }
         Refusal::BuildFailed => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "build_failed",
@@ -83,6 +86,12 @@ fn worker_error(error: WorkerError) -> ApiError {
         WorkerError::Backlog { .. } => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "backlog",
+            error.to_string(),
+        )
+        .retry_after(5),
+        WorkerError::SpoolFull { .. } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "spool_full",
             error.to_string(),
         )
         .retry_after(5),

@@ -4,8 +4,8 @@
 //! ([`runtime`]), the invocation record returned to clients ([`invocation`]), the
 //! versioned frames spoken between the worker and the in-sandbox agent ([`protocol`]),
 //! the AutoTuner's rules, figures in and advice out ([`tuning`]), the system calls a
-//! sandboxed process may make ([`seccomp`]), and how a tar entry is written
-//! ([`tarball`]).
+//! sandboxed process may make ([`seccomp`]), the cap on an invocation's log ([`logs`]),
+//! and how a tar entry is written ([`tarball`]).
 //!
 //! Never: touches the network, the disk or a process. Every other crate may depend on
 //! this one; this one depends on no other hearth crate, so the static agent stays small.
@@ -15,6 +15,7 @@
 pub mod announce;
 pub mod function;
 pub mod invocation;
+pub mod logs;
 pub mod protocol;
 pub mod runtime;
 pub mod seccomp;

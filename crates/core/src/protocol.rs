@@ -52,6 +52,10 @@ pub const DEPS_PYTHON: &str = "python";
 pub const DEPS_NODE: &str = "node_modules";
 /// The layer's Go module cache (for builds), under [`DEPS_DIR`].
 pub const DEPS_GOMOD: &str = "gomod";
+/// The agent's environment variable naming the fd (opened by the worker) of the
+/// `cgroup.procs` that holds the function's CPU quota; every process the agent starts
+/// writes `0` there before it runs anything. Absent: the quota is the whole sandbox's.
+pub const FUNCTION_CGROUP_FD_ENV: &str = "HEARTH_FUNCTION_CGROUP_FD";
 
 /// Messages from the worker to the agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -165,10 +169,18 @@ pub struct InvokeSpec {
     pub request_id: String,
     /// Wall-clock limit; the process is killed when it passes.
     pub timeout_ms: u64,
+    /// Most bytes of stdout and stderr together sent as `Log` frames; past it the agent
+    /// sends [`crate::logs::truncation_marker`] and drops the rest.
+    #[serde(default = "default_log_limit_bytes")]
+    pub log_limit_bytes: u64,
     /// Which attempt this is: 1 for a sync call and an async one's first run, then 2, 3
     /// for an async retry or redelivery. The function sees it as `HEARTH_ATTEMPT`.
     #[serde(default = "first_attempt")]
     pub attempt: u32,
+}
+
+fn default_log_limit_bytes() -> u64 {
+    crate::logs::DEFAULT_LOG_LIMIT_BYTES
 }
 
 fn first_attempt() -> u32 {
@@ -394,6 +406,7 @@ mod tests {
         let msg = ToAgent::Invoke(InvokeSpec {
             request_id: "r1".into(),
             timeout_ms: 3000,
+            log_limit_bytes: 1 << 20,
             attempt: 2,
         });
         let mut buf = Vec::new();

@@ -70,6 +70,8 @@ pub enum Refusal {
     SystemError,
     /// The reporter is too far behind.
     Backlog,
+    /// The spool is at its quota.
+    SpoolFull,
     /// The user's code does not build.
     BuildFailed,
     /// The worker cannot build this runtime.
@@ -87,6 +89,7 @@ impl Refusal {
             WorkerError::Sandbox(SandboxError::Setup { .. }) => Refusal::SystemError,
             WorkerError::Sandbox(_) => Refusal::SandboxUnavailable,
             WorkerError::Backlog { .. } => Refusal::Backlog,
+            WorkerError::SpoolFull { .. } => Refusal::SpoolFull,
             WorkerError::Code { .. } | WorkerError::Spool(_) => Refusal::Internal,
         }
     }
