@@ -178,8 +178,8 @@ impl OwnPlatform {
         let url = loop {
             match lines.next() {
                 Some(Ok(line)) => {
-                    if let Some(url) = line.strip_prefix("hearth listening on ") {
-                        break url.trim().to_string();
+                    if let Some(url) = hearth_core::announce::listening_url(&line) {
+                        break url.to_string();
                     }
                 }
                 _ => bail!("hearth up exited before listening"),

@@ -96,7 +96,9 @@ fn will_compile(runtime: Option<&str>, zip: &[u8]) -> bool {
     };
     let compiled_entry = archive.file_names().any(|name| {
         let file = name.rsplit('/').next().unwrap_or(name);
-        name.matches('/').count() <= 1 && (file == "main.cpp" || file == "main.go")
+        // At the root, or in the one folder the user zipped (the package's rule).
+        name.matches('/').count() <= 1
+            && hearth_core::Runtime::of_entrypoint(file).is_some_and(|r| r.is_compiled())
     });
     compiled_entry
 }

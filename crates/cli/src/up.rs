@@ -183,7 +183,7 @@ pub async fn run(args: UpArgs, data_dir: PathBuf) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
     let url = format!("http://{}", listener.local_addr()?);
-    println!("hearth listening on {url}");
+    println!("{}", hearth_core::announce::listening_line(&url));
     println!(
         "admin API key: {api_key}  (saved in {})",
         data_dir.join(KEY_FILE).display()

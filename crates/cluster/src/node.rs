@@ -17,7 +17,7 @@ use crate::messages::{self, AsyncTask, Reply, ReplyOutcome, Task, FIELD};
 use crate::{
     ensure_group, now_ms, status, ClusterError, RedisConfig, GROUP, HEARTBEAT_EVERY, LEASE,
 };
-use hearth_store::{inspect_zip, MetadataStore, PackageLimits};
+use hearth_store::MetadataStore;
 use hearth_worker::async_runner::{self, AttemptEnd, MAX_ATTEMPTS};
 use hearth_worker::build::BuildRequest;
 use hearth_worker::fleet::{FleetError, WorkerState};
@@ -290,24 +290,9 @@ impl WorkerNode {
             let (refusal, message) = error.refusal();
             ReplyOutcome::Refused { refusal, message }
         };
-        let zip = match self.worker.code().get_code(&code_sha256).await {
-            Ok(zip) => zip,
-            Err(e) => return refused(FleetError::Unavailable(format!("fetching the code: {e}"))),
-        };
-        let package = tokio::task::spawn_blocking(move || {
-            inspect_zip(&zip, runtime, &PackageLimits::default())
-        })
-        .await;
-        let package = match package {
-            Ok(Ok(package)) => package,
-            Ok(Err(e)) => {
-                return refused(FleetError::Unavailable(format!("unpacking the code: {e}")))
-            }
-            Err(e) => {
-                return refused(FleetError::Unavailable(format!(
-                    "unpacking task failed: {e}"
-                )))
-            }
+        let package = match self.worker.code().get_package(&code_sha256, runtime).await {
+            Ok(package) => package,
+            Err(e) => return refused(FleetError::Unavailable(format!("loading the code: {e}"))),
         };
         let request = BuildRequest {
             function,

@@ -126,7 +126,7 @@ async fn feed(
             Ok(workers) => workers,
             Err(why) => {
                 tracing::warn!(%why, "live feed cannot read the status");
-                json!({"error": {"message": why}})
+                json!({"error": {"message": why.to_string()}})
             }
         }
         .to_string();
@@ -169,6 +169,22 @@ async fn feed(
 #[derive(Clone)]
 pub(crate) struct ApiRouter(pub(crate) Router);
 
+/// Why the live feed could not read the status.
+#[derive(Debug, thiserror::Error)]
+enum StatusReadError {
+    #[error("cannot build the status request: {0}")]
+    Request(axum::http::Error),
+    #[error("cannot read the status body: {0}")]
+    Body(axum::Error),
+    #[error("the status is not JSON: {0}")]
+    Json(serde_json::Error),
+    #[error("GET /v1/status answered {status}: {message}")]
+    Refused {
+        status: axum::http::StatusCode,
+        message: String,
+    },
+}
+
 /// Reads `GET /v1/status` through the API itself.
 struct StatusReader {
     api: Router,
@@ -177,10 +193,10 @@ struct StatusReader {
 
 impl StatusReader {
     /// The status, less what changes on every read.
-    async fn read(&self) -> Result<Value, String> {
+    async fn read(&self) -> Result<Value, StatusReadError> {
         let mut request = Request::get("/v1/status")
             .body(Body::empty())
-            .map_err(|e| e.to_string())?;
+            .map_err(StatusReadError::Request)?;
         if let Some(value) = &self.authorization {
             request
                 .headers_mut()
@@ -193,11 +209,14 @@ impl StatusReader {
         let status = response.status();
         let body = axum::body::to_bytes(response.into_body(), STATUS_BODY_LIMIT)
             .await
-            .map_err(|e| e.to_string())?;
-        let mut value: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+            .map_err(StatusReadError::Body)?;
+        let mut value: Value = serde_json::from_slice(&body).map_err(StatusReadError::Json)?;
         if !status.is_success() {
             let message = value["error"]["message"].as_str().unwrap_or_default();
-            return Err(format!("GET /v1/status answered {status}: {message}"));
+            return Err(StatusReadError::Refused {
+                status,
+                message: message.to_string(),
+            });
         }
         if let Some(object) = value.as_object_mut() {
             object.remove("uptime_ms");

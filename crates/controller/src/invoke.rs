@@ -165,8 +165,7 @@ pub(crate) async fn enqueue(
     callback_url: Option<String>,
 ) -> Result<String, ApiError> {
     if let Some(url) = &callback_url {
-        check_callback_url(url)
-            .map_err(|message| ApiError::bad_request("invalid_callback_url", message))?;
+        check_callback_url(url)?;
     }
     let job = AsyncJob {
         id: request.id.clone(),
@@ -188,13 +187,14 @@ pub(crate) async fn enqueue(
 }
 
 /// Checks a callback URL: absolute http(s).
-pub(crate) fn check_callback_url(url: &str) -> Result<(), String> {
-    let parsed =
-        reqwest::Url::parse(url).map_err(|e| format!("callback_url {url:?} is not a URL: {e}"))?;
+pub(crate) fn check_callback_url(url: &str) -> Result<(), ApiError> {
+    let invalid = |message: String| ApiError::bad_request("invalid_callback_url", message);
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| invalid(format!("callback_url {url:?} is not a URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
-        return Err(format!(
+        return Err(invalid(format!(
             "callback_url {url:?} must be an absolute http:// or https:// URL"
-        ));
+        )));
     }
     Ok(())
 }
@@ -274,7 +274,10 @@ pub(crate) async fn list(
         ),
     };
     let filter = InvocationFilter {
-        limit: query.limit.unwrap_or(50).clamp(1, 1000),
+        limit: query
+            .limit
+            .unwrap_or(hearth_store::metadata::DEFAULT_LIST_LIMIT)
+            .clamp(1, hearth_store::metadata::MAX_LIST_LIMIT),
         status,
         since: query.since,
     };

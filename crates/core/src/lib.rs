@@ -1,22 +1,25 @@
 //! Shared types of hearth, with no I/O of their own.
 //!
-//! Owns: the function spec and its validation rules ([`function`]), the runtimes
+//! Owns: the line `hearth up` announces itself with ([`announce`]), the function spec and its validation rules ([`function`]), the runtimes
 //! ([`runtime`]), the invocation record returned to clients ([`invocation`]), the
 //! versioned frames spoken between the worker and the in-sandbox agent ([`protocol`]),
 //! the AutoTuner's rules, figures in and advice out ([`tuning`]), the system calls a
-//! sandboxed process may make ([`seccomp`]), and the cap on an invocation's log ([`logs`]).
+//! sandboxed process may make ([`seccomp`]), the cap on an invocation's log ([`logs`]),
+//! and how a tar entry is written ([`tarball`]).
 //!
 //! Never: touches the network, the disk or a process. Every other crate may depend on
 //! this one; this one depends on no other hearth crate, so the static agent stays small.
 //! The `openapi` feature (off for the agent) derives the API types' OpenAPI schemas.
 #![deny(missing_docs)]
 
+pub mod announce;
 pub mod function;
 pub mod invocation;
 pub mod logs;
 pub mod protocol;
 pub mod runtime;
 pub mod seccomp;
+pub mod tarball;
 pub mod tuning;
 
 pub use function::{FunctionConfig, FunctionSpec, SpecError};

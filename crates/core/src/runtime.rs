@@ -33,6 +33,13 @@ impl Runtime {
         }
     }
 
+    /// The runtime whose [`Self::entrypoint`] is `file_name`, if any.
+    pub fn of_entrypoint(file_name: &str) -> Option<Runtime> {
+        Runtime::ALL
+            .into_iter()
+            .find(|runtime| runtime.entrypoint() == file_name)
+    }
+
     /// The lowercase name used in the API and on the command line.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -94,5 +101,13 @@ mod tests {
             .filter(|r| r.is_compiled())
             .collect();
         assert_eq!(compiled, vec![Runtime::Cpp, Runtime::Go]);
+    }
+
+    #[test]
+    fn each_entrypoint_names_its_runtime() {
+        for runtime in Runtime::ALL {
+            assert_eq!(Runtime::of_entrypoint(runtime.entrypoint()), Some(runtime));
+        }
+        assert_eq!(Runtime::of_entrypoint("util.h"), None);
     }
 }

@@ -451,16 +451,19 @@ pub enum Strategy {
     Balanced,
 }
 
+/// A strategy name that is none of `cost`, `speed`, `balanced`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown strategy {0:?}: use cost, speed or balanced")]
+pub struct UnknownStrategy(pub String);
+
 impl std::str::FromStr for Strategy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Strategy, String> {
+    type Err = UnknownStrategy;
+    fn from_str(s: &str) -> Result<Strategy, UnknownStrategy> {
         match s {
             "cost" => Ok(Strategy::Cost),
             "speed" => Ok(Strategy::Speed),
             "balanced" => Ok(Strategy::Balanced),
-            other => Err(format!(
-                "unknown strategy {other:?}: use cost, speed or balanced"
-            )),
+            other => Err(UnknownStrategy(other.to_string())),
         }
     }
 }

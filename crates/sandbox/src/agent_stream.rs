@@ -239,9 +239,7 @@ where
                 FromAgent::Result(outcome) if outcome.request_id == request_id => {
                     return match sink_error {
                         None => Ok((outcome, payload)),
-                        Some(e) => Err(SandboxError::Spool(format!(
-                            "cannot keep the logs and outputs of {request_id}: {e}"
-                        ))),
+                        Some(source) => Err(SandboxError::Spool { request_id, source }),
                     };
                 }
                 FromAgent::Result(outcome) => {

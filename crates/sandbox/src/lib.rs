@@ -157,8 +157,13 @@ pub enum SandboxError {
         waited_ms: u64,
     },
     /// The invocation's logs or outputs could not be kept (the spool failed).
-    #[error("{0}")]
-    Spool(String),
+    #[error("cannot keep the logs and outputs of {request_id}: {source}")]
+    Spool {
+        /// The invocation.
+        request_id: String,
+        /// What the sink's write returned.
+        source: std::io::Error,
+    },
     /// A cgroup file could not be read or written.
     #[error("cgroup {path}: {source}")]
     Cgroup {

@@ -17,8 +17,9 @@
 //!
 //! Layout: `metadata/` (trait + records in `mod.rs`, one file per backend),
 //! `queue/` (the durable queue of async invocations, likewise), `objects.rs`
-//! (`CodeStore`), `open.rs` (`open_metadata`), `package.rs` (`inspect_zip`),
-//! `cleanup.rs` (what goes when history or a function goes), this file
+//! (`CodeStore`, and `get_package`: fetch, check and re-pack a version's code), `open.rs`
+//! (`open_metadata`), `package.rs` (`inspect_zip`), `cleanup.rs` (what goes when
+//! history or a function goes), this file
 //! (`StoreError`). Tests that run on every backend: `tests/`.
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -38,7 +39,7 @@ pub use metadata::{
     FunctionRecord, FunctionStats, HistoryScope, InvocationFilter, MetadataStore, PgMetadataStore,
     SqliteMetadataStore,
 };
-pub use objects::{artifact_key, code_key, CodeStore, PART_BYTES};
+pub use objects::{artifact_key, code_key, CodeStore, GetPackageError, PART_BYTES};
 pub use open::{open_metadata, MetadataHandles};
 pub use package::{inspect_zip, CodePackage, PackageError, PackageLimits};
 pub use queue::{AsyncJob, AsyncQueue};

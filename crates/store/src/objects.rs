@@ -10,6 +10,7 @@
 //! made from a package) lives at [`artifact_key`], keyed the same way: the same code is
 //! never built twice.
 
+use crate::package::{inspect_zip, CodePackage, PackageError, PackageLimits};
 use crate::StoreError;
 use bytes::Bytes;
 use hearth_core::protocol::{LogStream, BUILD_VERSION};
@@ -241,6 +242,32 @@ impl CodeStore {
             });
         }
         Ok(bytes)
+    }
+
+    /// The package `sha256` of a `runtime` function, fetched ([`Self::get_code`]) and
+    /// checked and re-packed as a tar ([`inspect_zip`], off the async threads): the one
+    /// way code is loaded to run or to build.
+    pub async fn get_package(
+        &self,
+        sha256: &str,
+        runtime: Runtime,
+    ) -> Result<CodePackage, GetPackageError> {
+        let zip = self.get_code(sha256).await?;
+        let unpacked = tokio::task::spawn_blocking(move || {
+            inspect_zip(&zip, runtime, &PackageLimits::default())
+        })
+        .await;
+        match unpacked {
+            Ok(Ok(package)) => Ok(package),
+            Ok(Err(source)) => Err(GetPackageError::Package {
+                sha256: sha256.to_string(),
+                source,
+            }),
+            Err(source) => Err(GetPackageError::Task {
+                sha256: sha256.to_string(),
+                source,
+            }),
+        }
     }
 
     /// Stores the artifact built from package `sha256` (see [`artifact_key`]); on a
@@ -498,6 +525,32 @@ fn sync_file_and_dir(file: &Path) -> Result<(), StoreError> {
             .map_err(io(dir))?;
     }
     Ok(())
+}
+
+/// Why [`CodeStore::get_package`] has no package to give.
+#[derive(Debug, thiserror::Error)]
+pub enum GetPackageError {
+    /// The zip could not be fetched.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The stored zip does not pass the package checks.
+    #[error("code package {sha256}: {source}")]
+    Package {
+        /// The package's hash.
+        sha256: String,
+        /// What is wrong with it.
+        #[source]
+        source: PackageError,
+    },
+    /// The unpacking task panicked or was cancelled.
+    #[error("unpacking code package {sha256} did not finish: {source}")]
+    Task {
+        /// The package's hash.
+        sha256: String,
+        /// The task's end.
+        #[source]
+        source: tokio::task::JoinError,
+    },
 }
 
 #[cfg(test)]

@@ -256,8 +256,8 @@ impl Hearth {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("hearth listening on ") {
-                    let _ = tx.send(url.trim().to_string());
+                if let Some(url) = hearth_core::announce::listening_url(&line) {
+                    let _ = tx.send(url.to_string());
                 }
             }
         });

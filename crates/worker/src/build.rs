@@ -13,12 +13,12 @@
 //! Owns: [`BuildConfig`], [`Builds`] (the deduplication and the concurrency gate), and
 //! turning a build instance's report into a [`Built`] or a [`BuildError`].
 
-use crate::WorkerError;
+use crate::{CodeError, WorkerError};
 use bytes::Bytes;
 use hearth_core::protocol::{InvokeSpec, OutcomeStatus, BUILD_VERSION};
 use hearth_core::Runtime;
 use hearth_sandbox::{DiscardSink, InstanceRun, InstanceSpec, SandboxBackend, SandboxError};
-use hearth_store::{inspect_zip, CodeStore, PackageLimits, StoreError};
+use hearth_store::{CodeStore, StoreError};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -344,17 +344,17 @@ impl crate::Worker {
         if let Some(tar) = cached {
             return Ok(tar);
         }
-        let code_error = |message: String| WorkerError::Code {
+        let code_error = |source: CodeError| WorkerError::Code {
             function: target.name.clone(),
             version: target.version,
-            message,
+            source,
         };
         let sha = target.code_sha256.as_str();
         let found = self
             .code
             .get_artifact(sha, runtime, BUILD_VERSION)
             .await
-            .map_err(|e| code_error(e.to_string()))?;
+            .map_err(|e| code_error(e.into()))?;
         let artifact = match found {
             Some(artifact) => artifact,
             None => {
@@ -363,17 +363,11 @@ impl crate::Worker {
                     version = target.version,
                     "no artifact for this version (built by another recipe?): building it now"
                 );
-                let zip = self
+                let package = self
                     .code
-                    .get_code(sha)
+                    .get_package(sha, runtime)
                     .await
-                    .map_err(|e| code_error(e.to_string()))?;
-                let package = tokio::task::spawn_blocking(move || {
-                    inspect_zip(&zip, runtime, &PackageLimits::default())
-                })
-                .await
-                .map_err(|e| code_error(format!("unpacking task failed: {e}")))?
-                .map_err(|e| code_error(e.to_string()))?;
+                    .map_err(|e| code_error(e.into()))?;
                 let request = BuildRequest {
                     function: target.name.clone(),
                     runtime,
@@ -387,13 +381,13 @@ impl crate::Worker {
                             message: e.to_string(),
                         }))
                     }
-                    Err(e) => return Err(code_error(e.to_string())),
+                    Err(e) => return Err(code_error(CodeError::Build(e))),
                 }
                 self.code
                     .get_artifact(sha, runtime, BUILD_VERSION)
                     .await
-                    .map_err(|e| code_error(e.to_string()))?
-                    .ok_or_else(|| code_error("the artifact vanished after its build".into()))?
+                    .map_err(|e| code_error(e.into()))?
+                    .ok_or_else(|| code_error(CodeError::ArtifactVanished))?
             }
         };
         self.code_tars

@@ -36,7 +36,7 @@ use bytes::Bytes;
 use hearth_core::protocol::InvokeSpec;
 use hearth_core::{FunctionSpec, Invocation};
 use hearth_sandbox::{InstanceSpec, SandboxBackend, SandboxError};
-use hearth_store::{inspect_zip, CodeStore, MetadataStore, PackageLimits};
+use hearth_store::{CodeStore, MetadataStore};
 use pool::{Checkout, Pool, PoolStatus};
 use reporter::Reporter;
 use spool::{Job, OutputScan, Spool, SpoolWriter};
@@ -130,15 +130,16 @@ pub enum WorkerError {
         /// Callers waiting when this one gave up.
         queued: usize,
     },
-    /// The function's code could not be fetched or unpacked.
-    #[error("code of {function} v{version}: {message}")]
+    /// The function's code could not be fetched, unpacked or built.
+    #[error("code of {function} v{version}: {source}")]
     Code {
         /// Function name.
         function: String,
         /// Version.
         version: u64,
         /// What failed.
-        message: String,
+        #[source]
+        source: CodeError,
     },
     /// The sandbox failed for a platform reason.
     #[error(transparent)]
@@ -165,6 +166,26 @@ pub enum WorkerError {
         /// Its quota, MB.
         quota_mb: u64,
     },
+}
+
+/// Why a version's code could not be made ready for its instances.
+#[derive(Debug, thiserror::Error)]
+pub enum CodeError {
+    /// The package could not be fetched or does not pass the checks.
+    #[error(transparent)]
+    Package(#[from] hearth_store::GetPackageError),
+    /// The object store failed (reading the artifact).
+    #[error(transparent)]
+    Store(#[from] hearth_store::StoreError),
+    /// The missing artifact could not be rebuilt.
+    #[error("rebuilding the artifact: {0}")]
+    Build(#[source] build::BuildError),
+    /// The artifact was not there right after its build stored it.
+    #[error("the artifact vanished after its build")]
+    ArtifactVanished,
+    /// The version's dependency layer could not be made.
+    #[error("dependencies: {0}")]
+    Deps(#[source] deps::DepsError),
 }
 
 /// What a worker reports in `/v1/status`.
@@ -347,9 +368,9 @@ impl Worker {
                 pool.checkin(instance, permit, healthy);
                 invocation
             }
-            Err(SandboxError::Spool(message)) => {
+            Err(SandboxError::Spool { source, .. }) => {
                 pool.checkin(instance, permit, true);
-                return Err(WorkerError::Spool(std::io::Error::other(message)));
+                return Err(WorkerError::Spool(source));
             }
             Err(error) => {
                 tracing::warn!(function = %target.name, %error, "instance failed; destroying it");
@@ -518,23 +539,15 @@ impl Worker {
         if let Some(tar) = cached {
             return Ok(tar);
         }
-        let code_error = |message: String| WorkerError::Code {
-            function: target.name.clone(),
-            version: target.version,
-            message,
-        };
-        let zip = self
+        let package = self
             .code
-            .get_code(&target.code_sha256)
+            .get_package(&target.code_sha256, target.spec.runtime)
             .await
-            .map_err(|e| code_error(e.to_string()))?;
-        let runtime = target.spec.runtime;
-        let package = tokio::task::spawn_blocking(move || {
-            inspect_zip(&zip, runtime, &PackageLimits::default())
-        })
-        .await
-        .map_err(|e| code_error(format!("unpacking task failed: {e}")))?
-        .map_err(|e| code_error(e.to_string()))?;
+            .map_err(|e| WorkerError::Code {
+                function: target.name.clone(),
+                version: target.version,
+                source: e.into(),
+            })?;
         let tar = Bytes::from(package.tar);
         self.code_tars
             .lock()

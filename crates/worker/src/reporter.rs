@@ -168,21 +168,65 @@ impl Reporter {
     }
 }
 
+/// Why one job could not be reported (it stays in the spool and is retried).
+#[derive(Debug, thiserror::Error)]
+enum ReportError {
+    /// The job's record in the spool cannot be read.
+    #[error("job unreadable: {0}")]
+    Job(#[source] std::io::Error),
+    /// A call to a store did not answer in time.
+    #[error("{what}: no answer within {} ms", waited.as_millis())]
+    Timeout {
+        /// The call.
+        what: String,
+        /// How long it was given.
+        waited: Duration,
+    },
+    /// The object key is not valid.
+    #[error("bad object key {key:?}: {source}")]
+    Key {
+        /// The key.
+        key: String,
+        /// Why.
+        source: object_store::path::Error,
+    },
+    /// The spooled file to upload cannot be read.
+    #[error("{op} {key}: {source}")]
+    File {
+        /// What was being done to the file.
+        op: &'static str,
+        /// The object key it goes to.
+        key: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The object store failed an upload.
+    #[error("{op} {key}: {source}")]
+    Upload {
+        /// The step of the upload.
+        op: &'static str,
+        /// The object key.
+        key: String,
+        /// The store's error.
+        source: object_store::Error,
+    },
+    /// The invocation could not be written to history.
+    #[error("history: {0}")]
+    History(#[source] hearth_store::StoreError),
+}
+
 /// Uploads one job's logs and outputs, then records its invocation.
 async fn report(
     job: &ReadyJob,
     objects: &dyn ObjectStore,
     metadata: &dyn MetadataStore,
     call_timeout: Duration,
-) -> Result<(), String> {
+) -> Result<(), ReportError> {
     let store = Store {
         objects,
         call_timeout,
     };
-    let spooled = job
-        .read()
-        .await
-        .map_err(|e| format!("job unreadable: {e}"))?;
+    let spooled = job.read().await.map_err(ReportError::Job)?;
     for stream in [LogStream::Stdout, LogStream::Stderr] {
         let path = job.log_path(stream);
         if let Ok(meta) = tokio::fs::metadata(&path).await {
@@ -206,7 +250,7 @@ async fn report(
         metadata.record_invocation(&spooled.invocation),
     )
     .await?
-    .map_err(|e| format!("history: {e}"))
+    .map_err(ReportError::History)
 }
 
 /// The object store, with the time one call may take.
@@ -221,10 +265,13 @@ async fn within<T>(
     limit: Duration,
     what: &str,
     call: impl std::future::Future<Output = T>,
-) -> Result<T, String> {
+) -> Result<T, ReportError> {
     tokio::time::timeout(limit, call)
         .await
-        .map_err(|_| format!("{what}: no answer within {} ms", limit.as_millis()))
+        .map_err(|_| ReportError::Timeout {
+            what: what.to_string(),
+            waited: limit,
+        })
 }
 
 /// Uploads `len` bytes of `file` from `offset` to `key`, never holding more than a few
@@ -235,47 +282,60 @@ async fn upload_range(
     file: &std::path::Path,
     offset: u64,
     len: u64,
-) -> Result<(), String> {
-    let location = ObjectPath::parse(key).map_err(|e| format!("bad object key {key:?}: {e}"))?;
-    let fail = |what: &str, e: &dyn std::fmt::Display| format!("{what} {key}: {e}");
+) -> Result<(), ReportError> {
+    let location = ObjectPath::parse(key).map_err(|source| ReportError::Key {
+        key: key.to_string(),
+        source,
+    })?;
+    let file_error = |op: &'static str| {
+        move |source| ReportError::File {
+            op,
+            key: key.to_string(),
+            source,
+        }
+    };
+    let upload_error = |op: &'static str| {
+        move |source| ReportError::Upload {
+            op,
+            key: key.to_string(),
+            source,
+        }
+    };
     let mut reader = tokio::fs::File::open(file)
         .await
-        .map_err(|e| fail("open", &e))?;
+        .map_err(file_error("open"))?;
     reader
         .seek(SeekFrom::Start(offset))
         .await
-        .map_err(|e| fail("seek", &e))?;
+        .map_err(file_error("seek"))?;
     let mut reader = reader.take(len);
     if len <= SINGLE_PUT_LIMIT {
         let mut bytes = Vec::with_capacity(len as usize);
         reader
             .read_to_end(&mut bytes)
             .await
-            .map_err(|e| fail("read", &e))?;
+            .map_err(file_error("read"))?;
         let put = store.objects.put(&location, PutPayload::from(bytes));
         within(store.call_timeout, &format!("upload {key}"), put)
             .await?
-            .map_err(|e| fail("upload", &e))?;
+            .map_err(upload_error("upload"))?;
         return Ok(());
     }
     let start = store.objects.put_multipart(&location);
     let upload = within(store.call_timeout, &format!("start upload {key}"), start)
         .await?
-        .map_err(|e| fail("start upload", &e))?;
+        .map_err(upload_error("start upload"))?;
     let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
     let mut buffer = vec![0u8; 1 << 20];
     loop {
-        let n = reader
-            .read(&mut buffer)
-            .await
-            .map_err(|e| fail("read", &e))?;
+        let n = reader.read(&mut buffer).await.map_err(file_error("read"))?;
         if n == 0 {
             break;
         }
         let capacity = writer.wait_for_capacity(PARTS_IN_FLIGHT);
         within(store.call_timeout, &format!("upload {key}"), capacity)
             .await?
-            .map_err(|e| fail("upload", &e))?;
+            .map_err(upload_error("upload"))?;
         writer.write(&buffer[..n]);
     }
     within(
@@ -284,7 +344,7 @@ async fn upload_range(
         writer.finish(),
     )
     .await?
-    .map_err(|e| fail("finish upload", &e))?;
+    .map_err(upload_error("finish upload"))?;
     Ok(())
 }
 

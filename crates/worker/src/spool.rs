@@ -481,7 +481,7 @@ pub fn scan_outputs(tar_path: &Path) -> io::Result<OutputScan> {
         let path = match checked_path(&raw) {
             Ok(path) => path,
             Err(why) => {
-                scan.skipped.push(skip(why));
+                scan.skipped.push(skip(why.to_string()));
                 continue;
             }
         };
@@ -510,22 +510,35 @@ fn kind_name(kind: tar::EntryType) -> &'static str {
     }
 }
 
+/// Why an output's path is not kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum BadOutputPath {
+    #[error("the name is empty or has a NUL or a backslash")]
+    BadName,
+    #[error("the path climbs out with '..'")]
+    Climbs,
+    #[error("the path is absolute")]
+    Absolute,
+    #[error("the path names no file")]
+    NoFile,
+}
+
 /// A relative path of normal components, joined with `/`.
-fn checked_path(raw: &str) -> Result<String, String> {
+fn checked_path(raw: &str) -> Result<String, BadOutputPath> {
     if raw.is_empty() || raw.contains('\0') || raw.contains('\\') {
-        return Err("the name is empty or has a NUL or a backslash".into());
+        return Err(BadOutputPath::BadName);
     }
     let mut parts = Vec::new();
     for component in Path::new(raw).components() {
         match component {
             Component::Normal(part) => parts.push(part.to_string_lossy().into_owned()),
             Component::CurDir => {}
-            Component::ParentDir => return Err("the path climbs out with '..'".into()),
-            Component::RootDir | Component::Prefix(_) => return Err("the path is absolute".into()),
+            Component::ParentDir => return Err(BadOutputPath::Climbs),
+            Component::RootDir | Component::Prefix(_) => return Err(BadOutputPath::Absolute),
         }
     }
     if parts.is_empty() {
-        return Err("the path names no file".into());
+        return Err(BadOutputPath::NoFile);
     }
     Ok(parts.join("/"))
 }

@@ -260,5 +260,6 @@ fn strategies_parse() {
     assert!("cheap"
         .parse::<Strategy>()
         .unwrap_err()
+        .to_string()
         .contains("cost, speed"));
 }

@@ -340,18 +340,7 @@ fn append(
     mode: u32,
     data: &[u8],
 ) -> std::io::Result<()> {
-    let mut header = tar::Header::new_gnu();
-    header.set_entry_type(if path.ends_with('/') {
-        tar::EntryType::Directory
-    } else {
-        tar::EntryType::Regular
-    });
-    header.set_size(data.len() as u64);
-    header.set_mode(mode);
-    header.set_mtime(0);
-    header.set_uid(0);
-    header.set_gid(0);
-    tar.append_data(&mut header, path, data)
+    hearth_core::tarball::append_entry(tar, path, mode, data)
 }
 
 /// Builds image `reference` from a build context (see [`build_context`]); `on_line`

@@ -23,6 +23,8 @@ mod stem;
 
 pub use stem::NativeStem;
 
+pub use interpreter::{ProgramError, Rejection};
+
 use crate::agent_stream::{AgentStream, ExchangeLimits};
 use crate::cgroup::{CgroupConfig, CgroupHost, CgroupLimits, CpuQuota, InstanceCgroup};
 use crate::session::{self, AgentSetup, LogTail, INVOKE_GRACE};
@@ -104,9 +106,9 @@ pub struct NativeBackend {
     mount_point: PathBuf,
     read_only_dirs: Vec<String>,
     /// Per runtime: the interpreter (none for a compiled runtime), or why there is none.
-    interpreters: HashMap<Runtime, Result<Option<PathBuf>, String>>,
+    interpreters: HashMap<Runtime, Result<Option<PathBuf>, ProgramError>>,
     /// Per compiled runtime: the toolchain's driver, or why there is none.
-    toolchains: HashMap<Runtime, Result<PathBuf, String>>,
+    toolchains: HashMap<Runtime, Result<PathBuf, ProgramError>>,
 }
 
 impl NativeBackend {
@@ -179,7 +181,7 @@ impl NativeBackend {
             Some(Ok(None)) => Err(SandboxError::Unavailable(format!(
                 "{runtime} functions have no interpreter: they run their built program"
             ))),
-            Some(Err(why)) => Err(SandboxError::Unavailable(why.clone())),
+            Some(Err(why)) => Err(SandboxError::Unavailable(why.to_string())),
             None => Err(SandboxError::Unavailable(format!(
                 "the native sandbox cannot run {runtime} functions"
             ))),
@@ -190,7 +192,7 @@ impl NativeBackend {
     pub fn toolchain(&self, runtime: Runtime) -> Result<&Path, SandboxError> {
         match self.toolchains.get(&runtime) {
             Some(Ok(path)) => Ok(path),
-            Some(Err(why)) => Err(SandboxError::Unavailable(why.clone())),
+            Some(Err(why)) => Err(SandboxError::Unavailable(why.to_string())),
             None => Err(SandboxError::Unavailable(format!(
                 "{runtime} functions are not compiled: there is nothing to build"
             ))),

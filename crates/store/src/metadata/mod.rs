@@ -3,12 +3,14 @@
 //! [`MetadataStore`] is the interface the controller holds (`Arc<dyn MetadataStore>`);
 //! each backend implements it in its own file:
 //! - `sqlite.rs`: [`SqliteMetadataStore`], the embedded store, one SQLite file in WAL mode;
-//! - `postgres.rs`: [`PgMetadataStore`], for a cluster of processes sharing one database.
+//! - `postgres.rs`: [`PgMetadataStore`], for a cluster of processes sharing one database;
+//! - `schema.rs`: the tables both create, written once with per-dialect column types.
 //!
 //! Nothing in the trait names a backend type. What both backends share (the records,
 //! time and JSON encoding of rows) lives here, so they store and answer alike.
 
 mod postgres;
+mod schema;
 mod sqlite;
 
 pub use postgres::PgMetadataStore;

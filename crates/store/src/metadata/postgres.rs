@@ -26,65 +26,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// Schema migrations; entry `i` takes `hearth_schema.version` from `i` to `i + 1`.
-/// Columns mirror the SQLite schema; ordering by text uses the "C" collation, as
-/// SQLite compares bytes.
-const MIGRATIONS: &[&str] = &[
-    r#"
-CREATE TABLE functions (
-    name           TEXT PRIMARY KEY,
-    created_at     TEXT NOT NULL,
-    latest_version BIGINT NOT NULL
-);
-CREATE TABLE function_versions (
-    name        TEXT NOT NULL REFERENCES functions (name) ON DELETE CASCADE,
-    version     BIGINT NOT NULL,
-    spec        TEXT NOT NULL,
-    code_sha256 TEXT NOT NULL,
-    code_size   BIGINT NOT NULL,
-    created_at  TEXT NOT NULL,
-    PRIMARY KEY (name, version)
-);
-CREATE INDEX function_versions_by_code ON function_versions (code_sha256);
-CREATE TABLE invocations (
-    id          TEXT PRIMARY KEY,
-    function    TEXT NOT NULL,
-    status      TEXT NOT NULL,
-    started_at  TEXT NOT NULL,
-    started_us  BIGINT NOT NULL,
-    duration_ms DOUBLE PRECISION NOT NULL,
-    body        TEXT NOT NULL
-);
-CREATE INDEX invocations_by_function ON invocations (function, started_us);
-CREATE INDEX invocations_by_start ON invocations (started_us);
-CREATE TABLE async_jobs (
-    id              TEXT PRIMARY KEY,
-    function        TEXT NOT NULL,
-    event           BYTEA NOT NULL,
-    callback_url    TEXT,
-    started_at      TEXT NOT NULL,
-    attempts        BIGINT NOT NULL DEFAULT 0,
-    next_attempt_us BIGINT NOT NULL,
-    claimed         BOOLEAN NOT NULL DEFAULT FALSE
-);
-CREATE INDEX async_jobs_due ON async_jobs (claimed, next_attempt_us);
-"#,
-    // API keys (secrets as SHA-256 only) and namespace quotas (`keys/`).
-    r#"
-CREATE TABLE api_keys (
-    id            TEXT PRIMARY KEY,
-    name          TEXT NOT NULL,
-    namespace     TEXT NOT NULL,
-    role          TEXT NOT NULL,
-    secret_sha256 TEXT NOT NULL UNIQUE,
-    limits        TEXT NOT NULL,
-    created_at    TEXT NOT NULL
-);
-CREATE TABLE namespaces (
-    name   TEXT PRIMARY KEY,
-    quotas TEXT NOT NULL
-);
-"#,
-];
+/// Ordering by text uses the "C" collation in the queries, as SQLite compares bytes.
+fn migrations() -> Vec<String> {
+    use super::schema::{migrations, ASYNC_JOBS, FUNCTIONS, KEYS, POSTGRES};
+    migrations(&POSTGRES, &[&[FUNCTIONS, ASYNC_JOBS], &[KEYS]])
+}
 
 /// How long a call waits for a connection before answering "unavailable": short, so
 /// that an outage is a prompt 503 rather than a hang.
@@ -245,7 +191,8 @@ impl PgMetadataStore {
                 0
             }
         };
-        let supported = MIGRATIONS.len() as u32;
+        let migrations = migrations();
+        let supported = migrations.len() as u32;
         if found > supported {
             return Err(StoreError::SchemaTooNew {
                 path: PathBuf::from(&self.target),
@@ -255,7 +202,7 @@ impl PgMetadataStore {
         }
         // One statement at a time (a prepared statement holds one); the migrations
         // have no `;` but between statements.
-        let statements = MIGRATIONS[found as usize..]
+        let statements = migrations[found as usize..]
             .iter()
             .flat_map(|sql| sql.split(';'))
             .map(str::trim)

@@ -15,65 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Schema migrations; entry `i` takes `user_version` from `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
-    r#"
-CREATE TABLE functions (
-    name           TEXT PRIMARY KEY,
-    created_at     TEXT NOT NULL,
-    latest_version INTEGER NOT NULL
-);
-CREATE TABLE function_versions (
-    name        TEXT NOT NULL REFERENCES functions (name) ON DELETE CASCADE,
-    version     INTEGER NOT NULL,
-    spec        TEXT NOT NULL,
-    code_sha256 TEXT NOT NULL,
-    code_size   INTEGER NOT NULL,
-    created_at  TEXT NOT NULL,
-    PRIMARY KEY (name, version)
-);
-CREATE INDEX function_versions_by_code ON function_versions (code_sha256);
-CREATE TABLE invocations (
-    id          TEXT PRIMARY KEY,
-    function    TEXT NOT NULL,
-    status      TEXT NOT NULL,
-    started_at  TEXT NOT NULL,
-    started_us  INTEGER NOT NULL,
-    duration_ms REAL NOT NULL,
-    body        TEXT NOT NULL
-);
-CREATE INDEX invocations_by_function ON invocations (function, started_us);
-CREATE INDEX invocations_by_start ON invocations (started_us);
-"#,
-    r#"
-CREATE TABLE async_jobs (
-    id              TEXT PRIMARY KEY,
-    function        TEXT NOT NULL,
-    event           BLOB NOT NULL,
-    callback_url    TEXT,
-    started_at      TEXT NOT NULL,
-    attempts        INTEGER NOT NULL DEFAULT 0,
-    next_attempt_us INTEGER NOT NULL,
-    claimed         INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX async_jobs_due ON async_jobs (claimed, next_attempt_us);
-"#,
-    // API keys (secrets as SHA-256 only) and namespace quotas (`keys/`).
-    r#"
-CREATE TABLE api_keys (
-    id            TEXT PRIMARY KEY,
-    name          TEXT NOT NULL,
-    namespace     TEXT NOT NULL,
-    role          TEXT NOT NULL,
-    secret_sha256 TEXT NOT NULL UNIQUE,
-    limits        TEXT NOT NULL,
-    created_at    TEXT NOT NULL
-);
-CREATE TABLE namespaces (
-    name   TEXT PRIMARY KEY,
-    quotas TEXT NOT NULL
-);
-"#,
-];
+fn migrations() -> Vec<String> {
+    use super::schema::{migrations, ASYNC_JOBS, FUNCTIONS, KEYS, SQLITE};
+    migrations(&SQLITE, &[&[FUNCTIONS], &[ASYNC_JOBS], &[KEYS]])
+}
 
 /// How long a statement waits for another connection's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -210,7 +155,8 @@ impl SqliteMetadataStore {
 }
 
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
-    let supported = MIGRATIONS.len() as u32;
+    let migrations = migrations();
+    let supported = migrations.len() as u32;
     // The version is read inside the IMMEDIATE transaction that applies the step, so
     // processes opening one file at once take turns and never apply a step twice.
     loop {
@@ -220,7 +166,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
             if found >= supported {
                 return Ok(Some(found));
             }
-            tx.execute_batch(MIGRATIONS[found as usize])?;
+            tx.execute_batch(&migrations[found as usize])?;
             tx.pragma_update(None, "user_version", found + 1)?;
             tx.commit()?;
             Ok(None)

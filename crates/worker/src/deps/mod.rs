@@ -277,7 +277,7 @@ fn summary_key(key: &str) -> ObjectPath {
 pub struct Dependencies {
     config: DepsConfig,
     running: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    python_target: tokio::sync::OnceCell<Result<python::Target, String>>,
+    python_target: tokio::sync::OnceCell<Result<python::Target, python::ProbeError>>,
 }
 
 impl Dependencies {
@@ -306,7 +306,7 @@ impl Dependencies {
                     .await;
                 match target {
                     Ok(t) => Ok(t.describe()),
-                    Err(why) => Err(DepsError::Unavailable(why.clone())),
+                    Err(why) => Err(DepsError::Unavailable(why.to_string())),
                 }
             }
             _ => Ok(String::new()),
@@ -531,7 +531,7 @@ impl crate::Worker {
             .map_err(|e| WorkerError::Code {
                 function: function.to_string(),
                 version,
-                message: format!("dependencies: {e}"),
+                source: crate::CodeError::Deps(e),
             })
     }
 }

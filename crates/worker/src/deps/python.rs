@@ -38,7 +38,7 @@ pub const PASSED_ENV: [&str; 12] = [
 
 /// The requirement lines of `text`, checked: comments and blank lines dropped, each
 /// line a package name with extras, version specifiers and markers, nothing else.
-pub fn requirements(text: &str) -> Result<Vec<String>, String> {
+pub fn requirements(text: &str) -> Result<Vec<String>, DepsError> {
     let mut out = Vec::new();
     let joined = text.replace("\\\n", " ");
     for (n, raw) in joined.lines().enumerate() {
@@ -51,11 +51,11 @@ pub fn requirements(text: &str) -> Result<Vec<String>, String> {
             continue;
         }
         let refuse = |why: &str| {
-            Err(format!(
+            Err(DepsError::Refused(format!(
                 "requirements.txt line {}: {why}: {line:?} (name packages from the index, \
                  like `numpy==1.26.4`)",
                 n + 1
-            ))
+            )))
         };
         if line.starts_with('-') {
             return refuse("pip options are not supported");
@@ -75,6 +75,37 @@ pub fn requirements(text: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// Why the sandbox's Python could not be asked what it is.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The interpreter could not be run.
+    #[error("{program}: {source}")]
+    Run {
+        /// The interpreter.
+        program: String,
+        /// Why it did not run.
+        source: DepsError,
+    },
+    /// It ran and failed.
+    #[error("{program} failed: {output}")]
+    Failed {
+        /// The interpreter.
+        program: String,
+        /// What it printed.
+        output: String,
+    },
+    /// It printed something else than its platform.
+    #[error("{program} gave no platform ({source}): {output}")]
+    Unparsable {
+        /// The interpreter.
+        program: String,
+        /// Why its answer did not parse.
+        source: serde_json::Error,
+        /// What it printed.
+        output: String,
+    },
+}
+
 /// The sandbox's Python: what pip must fetch wheels for.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct Target {
@@ -89,21 +120,26 @@ pub struct Target {
 impl Target {
     /// Asks the sandbox's interpreter (a plain `-c`, no package imported but the
     /// standard library's).
-    pub async fn probe(python: &Path) -> Result<Target, String> {
+    pub async fn probe(python: &Path) -> Result<Target, ProbeError> {
         let script = "import json, platform, sys; print(json.dumps({'version': '%d.%d' % \
                       sys.version_info[:2], 'machine': platform.machine(), 'glibc': \
                       platform.libc_ver()[1]}))";
         let args = ["-I".to_string(), "-c".to_string(), script.to_string()];
         let env = [("PATH".to_string(), FETCH_PATH.to_string())];
-        let program = python.to_string_lossy();
-        let ran = layer::run(&program, &args, &env, Path::new("/"))
-            .await
-            .map_err(|e| e.to_string())?;
+        let program = python.to_string_lossy().into_owned();
+        let ran = match layer::run(&program, &args, &env, Path::new("/")).await {
+            Ok(ran) => ran,
+            Err(source) => return Err(ProbeError::Run { program, source }),
+        };
+        let output = ran.output.trim().to_string();
         if !ran.ok {
-            return Err(format!("{program} failed: {}", ran.output.trim()));
+            return Err(ProbeError::Failed { program, output });
         }
-        serde_json::from_str(ran.output.trim())
-            .map_err(|e| format!("{program} gave no platform ({e}): {}", ran.output.trim()))
+        serde_json::from_str(&output).map_err(|source| ProbeError::Unparsable {
+            program,
+            source,
+            output,
+        })
     }
 
     /// `cp311`.
@@ -295,7 +331,7 @@ pub async fn install(
     let text = manifest
         .file("requirements.txt")
         .ok_or_else(|| DepsError::Refused("requirements.txt is not UTF-8 text".into()))?;
-    let requirements = requirements(text).map_err(DepsError::Refused)?;
+    let requirements = requirements(text)?;
     let wheels = scratch.path().join("wheels");
     let home = scratch.path().join("home");
     for dir in [&wheels, &home] {
@@ -498,7 +534,7 @@ mod tests {
             "/abs/path.whl",
             "git+https://x/y",
         ] {
-            let err = requirements(bad).unwrap_err();
+            let err = requirements(bad).unwrap_err().to_string();
             assert!(err.contains("line 1"), "{bad}: {err}");
         }
     }
