@@ -440,7 +440,7 @@ pub fn spawn(spec: SpawnSpec<'_>) -> Result<i32, AgentError> {
         .stdout(Stdio::from(stdout))
         .stderr(Stdio::from(stderr));
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe calls (dup2, fcntl, setsid) on an fd that stays open in the
+    // async-signal-safe calls (dup2, fcntl, setsid, set*id) on an fd that stays open in the
     // parent until `spawn` returns. std has already placed fds 0-2 (all > 3 or equal to
     // the targets, since the agent keeps 0-2 open on /dev/null).
     unsafe {
@@ -455,7 +455,7 @@ pub fn spawn(spec: SpawnSpec<'_>) -> Result<i32, AgentError> {
             if libc::setsid() == -1 {
                 return Err(io::Error::last_os_error());
             }
-            Ok(())
+            crate::privileges::become_effective_ids()
         });
     }
     let child = cmd

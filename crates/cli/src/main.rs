@@ -11,6 +11,7 @@ mod cluster;
 mod commands;
 mod images;
 mod package;
+mod sandbox_args;
 mod tune;
 mod up;
 

@@ -46,6 +46,15 @@ pub(crate) fn check_event(bytes: Bytes) -> Result<Bytes, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Bytes::from_static(b"{}"));
     }
+    // serde_json skips over the bytes of a string it ignores without checking them:
+    // the UTF-8 check is ours. Its nesting limit (128) stops a deep event here, before
+    // a runtime's own parser would overflow its stack on it.
+    std::str::from_utf8(&bytes).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_event",
+            format!("the event must be JSON in UTF-8: {e}"),
+        )
+    })?;
     serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).map_err(|e| {
         ApiError::bad_request(
             "invalid_event",

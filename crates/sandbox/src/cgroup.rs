@@ -44,6 +44,11 @@ pub struct CgroupConfig {
     /// Place the group under this cgroup (a path inside each hierarchy, e.g.
     /// `/hearth.slice`) instead of the default described in the module doc.
     pub parent: Option<PathBuf>,
+    /// Start instances even where the host cannot limit their swap (no
+    /// `memory.memsw.*`: swap accounting off; no `memory.swap.max`) or their CPU (no cpu
+    /// controller), with a warning. Off by default: such an instance is refused with an
+    /// error naming what is missing.
+    pub allow_missing_limits: bool,
 }
 
 impl Default for CgroupConfig {
@@ -53,6 +58,7 @@ impl Default for CgroupConfig {
             proc_root: PathBuf::from("/proc"),
             group: "hearth".to_string(),
             parent: None,
+            allow_missing_limits: false,
         }
     }
 }
@@ -158,6 +164,7 @@ enum Layout {
 #[derive(Debug, Clone)]
 pub struct CgroupHost {
     layout: Layout,
+    allow_missing_limits: bool,
 }
 
 impl CgroupHost {
@@ -182,6 +189,7 @@ impl CgroupHost {
             if unified.mount_point.join("cgroup.controllers").exists() {
                 let base = parent.unwrap_or_default();
                 return Ok(Self {
+                    allow_missing_limits: config.allow_missing_limits,
                     layout: Layout::V2 {
                         mount: unified.mount_point.clone(),
                         group: unified.mount_point.join(base).join(&config.group),
@@ -209,6 +217,7 @@ impl CgroupHost {
             )));
         };
         Ok(Self {
+            allow_missing_limits: config.allow_missing_limits,
             layout: Layout::V1 {
                 memory,
                 pids,
@@ -312,7 +321,13 @@ impl CgroupHost {
                 let memory = dir_of(memory);
                 let bytes = limits.memory_bytes.to_string();
                 write_file(&memory.join("memory.limit_in_bytes"), &bytes)?;
-                write_if_present(&memory.join("memory.memsw.limit_in_bytes"), &bytes)?;
+                if !write_if_present(&memory.join("memory.memsw.limit_in_bytes"), &bytes)? {
+                    self.missing_limit(
+                        "swap",
+                        "no memory.memsw.limit_in_bytes: swap accounting is off (boot the \
+                         kernel with swapaccount=1)",
+                    )?;
+                }
                 if let Err(e) = write_if_present(&memory.join("memory.swappiness"), "0") {
                     tracing::warn!(error = %e, "cannot turn swapping off");
                 }
@@ -333,7 +348,7 @@ impl CgroupHost {
                             &limits.cpu.v1_shares().to_string(),
                         )?;
                     }
-                    None => tracing::warn!("no cgroup v1 cpu controller: CPU is not limited"),
+                    None => self.missing_limit("CPU", "no cgroup v1 cpu controller")?,
                 }
                 instance.meter = Some(UsageMeter::open_v1(
                     &memory,
@@ -344,11 +359,13 @@ impl CgroupHost {
             Layout::V2 { group, .. } => {
                 let dir = dir_of(group);
                 write_file(&dir.join("memory.max"), &limits.memory_bytes.to_string())?;
-                write_if_present(&dir.join("memory.swap.max"), "0")?;
+                if !write_if_present(&dir.join("memory.swap.max"), "0")? {
+                    self.missing_limit("swap", "no memory.swap.max (kernel without swap control)")?;
+                }
                 write_file(&dir.join("pids.max"), &limits.pids_max.to_string())?;
                 let cpu_max = format!("{} {}", limits.cpu.quota_us, limits.cpu.period_us);
                 if !write_if_present(&dir.join("cpu.max"), &cpu_max)? {
-                    tracing::warn!("no cgroup v2 cpu controller: CPU is not limited");
+                    self.missing_limit("CPU", "no cgroup v2 cpu controller (cpu.max)")?;
                 }
                 write_if_present(&dir.join("cpu.weight"), &limits.cpu.v2_weight().to_string())?;
                 instance.kill_file = Some(dir.join("cgroup.kill"));
@@ -356,6 +373,18 @@ impl CgroupHost {
             }
         }
         Ok(instance)
+    }
+
+    /// A limit this host cannot set: an error, or (when allowed) a warning.
+    fn missing_limit(&self, what: &str, why: &str) -> Result<(), SandboxError> {
+        if self.allow_missing_limits {
+            tracing::warn!("{why}: {what} is not limited (allowed by --allow-missing-limits)");
+            return Ok(());
+        }
+        Err(SandboxError::Unavailable(format!(
+            "this host cannot limit a sandbox's {what}: {why}; fix the host, or pass \
+             --allow-missing-limits to run sandboxes without that limit"
+        )))
     }
 
     /// Removes instance cgroups left in the group by an earlier run (a crash), killing

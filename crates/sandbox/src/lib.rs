@@ -17,7 +17,9 @@
 pub mod agent_stream;
 pub mod cgroup;
 pub mod docker;
+mod lines;
 pub mod native;
+pub mod uids;
 
 use async_trait::async_trait;
 use bytes::Bytes;

@@ -5,7 +5,8 @@
 //! it and into new mount/pid/net/ipc/uts namespaces (`spawn.rs`), and hands it an `Init`
 //! frame with the code tar. The agent, still root, builds a tmpfs root on the shared
 //! empty mount point (each instance in its own private mount namespace), binds the
-//! runtime directories read-only, pivots, drops to uid 65534 without capabilities, and
+//! runtime directories read-only, pivots, drops to the instance's own uids (`uids.rs`)
+//! without capabilities, and
 //! answers `Ready`. Each [`NativeInstance::invoke`] then costs one frame each way plus a
 //! few cgroup file reads.
 //!
@@ -24,6 +25,8 @@ use crate::agent_stream::{AgentStream, ExchangeLimits};
 use crate::cgroup::{
     CgroupConfig, CgroupHost, CgroupLimits, CgroupVersion, CpuQuota, InstanceCgroup,
 };
+use crate::lines::LineSplitter;
+use crate::uids::{UidLease, UidPool, UidRange};
 use crate::{Instance, InstanceRun, InstanceSpec, InvocationSink, SandboxBackend, SandboxError};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -37,7 +40,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
 use tokio::task::JoinHandle;
 
@@ -65,6 +68,10 @@ pub struct NativeConfig {
     pub cgroup: CgroupConfig,
     /// How long a cold start may take, from spawn to `Ready`.
     pub init_timeout: Duration,
+    /// The host uids instances run under: a pair of its own for each ([`crate::uids`]).
+    pub uids: UidRange,
+    /// Where the uid slots are locked, host-wide.
+    pub uid_lock_dir: PathBuf,
 }
 
 impl NativeConfig {
@@ -94,6 +101,8 @@ impl NativeConfig {
             build_tmp_size_mb: Self::DEFAULT_BUILD_TMP_SIZE_MB,
             cgroup: CgroupConfig::default(),
             init_timeout: Duration::from_secs(30),
+            uids: UidRange::DEFAULT,
+            uid_lock_dir: PathBuf::from(UidPool::DEFAULT_LOCK_DIR),
         }
     }
 }
@@ -109,6 +118,8 @@ pub struct NativeBackend {
     interpreters: HashMap<Runtime, Result<Option<PathBuf>, String>>,
     /// Per compiled runtime: the toolchain's driver, or why there is none.
     toolchains: HashMap<Runtime, Result<PathBuf, String>>,
+    /// Each instance's own uids.
+    uids: UidPool,
 }
 
 impl NativeBackend {
@@ -125,6 +136,7 @@ impl NativeBackend {
         let cgroups = CgroupHost::detect(&config.cgroup)?;
         cgroups.prepare()?;
         let mount_point = prepare_mount_point(&config.data_dir)?;
+        let uids = UidPool::new(config.uids, &config.uid_lock_dir)?;
 
         let existing: Vec<PathBuf> = config
             .read_only_dirs
@@ -163,6 +175,7 @@ impl NativeBackend {
             read_only_dirs,
             interpreters,
             toolchains,
+            uids,
         })
     }
 
@@ -236,7 +249,8 @@ impl NativeBackend {
         purpose: Purpose,
     ) -> Result<NativeInstance, SandboxError> {
         let program = self.program(spec.runtime, purpose)?;
-        let init = self.init_spec(&spec, program, purpose)?;
+        let uids = self.uids.lease()?;
+        let init = self.init_spec(&spec, program, purpose, &uids)?;
         let limits = CgroupLimits {
             memory_bytes: spec.memory_mb.saturating_mul(MIB),
             pids_max: self.config.pids_max,
@@ -247,6 +261,7 @@ impl NativeBackend {
             NativeInstance::spawn(&self.config.agent_path, spec.instance_id, cgroup).await?;
         instance.output_quota_mb = spec.output_quota_mb;
         instance.builder = matches!(purpose, Purpose::Build);
+        instance.uids = Some(uids);
         let handshake = async {
             instance
                 .stream
@@ -282,6 +297,7 @@ impl NativeBackend {
         spec: &InstanceSpec,
         program: String,
         purpose: Purpose,
+        uids: &UidLease,
     ) -> Result<InitSpec, SandboxError> {
         let tmp_size_mb = match purpose {
             Purpose::Serve => self.config.tmp_size_mb,
@@ -304,8 +320,9 @@ impl NativeBackend {
             tmp_size_mb: tmp_size_mb.min(spec.memory_mb),
             inline_output_limit: INLINE_OUTPUT_LIMIT,
             output_size_mb: spec.output_quota_mb,
-            uid: SANDBOX_ID,
-            gid: SANDBOX_ID,
+            uid: uids.function,
+            gid: uids.function,
+            agent_id: Some(uids.agent),
             purpose,
         })
     }
@@ -313,8 +330,6 @@ impl NativeBackend {
 
 /// Cap on inline stdout and stderr of one invocation, bytes each.
 pub(crate) const INLINE_OUTPUT_LIMIT: u64 = 1 << 20;
-/// `nobody`: the user and group functions run as.
-pub(crate) const SANDBOX_ID: u32 = 65534;
 /// The agent enforces the real timeout; the worker waits this much longer.
 pub(crate) const INVOKE_GRACE: Duration = Duration::from_millis(2000);
 /// How long `destroy` lets the agent shut down by itself.
@@ -442,21 +457,26 @@ impl LogTail {
 /// Forwards the agent's stderr to `tracing`, line by line, tagged with the instance.
 fn forward_stderr(instance: String, stderr: ChildStderr, tail: LogTail) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut reader = BufReader::new(stderr);
-        let mut line = Vec::new();
+        let mut stderr = stderr;
+        let mut splitter = LineSplitter::default();
+        let mut buf = vec![0u8; 8192];
+        let log = |line: &[u8]| log_agent_line(&instance, line, &tail);
         loop {
-            line.clear();
-            match reader.read_until(b'\n', &mut line).await {
+            match stderr.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let text = String::from_utf8_lossy(&line);
-                    let text = text.trim_end();
-                    tracing::info!(target: "hearth::agent", instance = %instance, "{text}");
-                    tail.push(text.chars().take(1000).collect());
-                }
+                Ok(n) => splitter.feed(&buf[..n], log),
             }
         }
+        splitter.finish(log);
     })
+}
+
+/// One line of the agent's stderr: to `tracing`, and to the tail kept for errors.
+pub(crate) fn log_agent_line(instance: &str, line: &[u8], tail: &LogTail) {
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim_end();
+    tracing::info!(target: "hearth::agent", instance = %instance, "{text}");
+    tail.push(text.chars().take(1000).collect());
 }
 
 /// One running agent, serving one function version.
@@ -473,6 +493,8 @@ pub struct NativeInstance {
     output_quota_mb: u64,
     /// A build sandbox, whose answer may be as large as a program or dependency set.
     builder: bool,
+    /// The instance's uids, given back once everything in it is dead (dropped last).
+    uids: Option<UidLease>,
 }
 
 impl std::fmt::Debug for NativeInstance {
@@ -512,12 +534,19 @@ impl NativeInstance {
             stderr_task: Some(stderr_task),
             output_quota_mb: 0,
             builder: false,
+            uids: None,
         })
     }
 
-    /// The agent's process id (outside the sandbox's pid namespace).
+    /// The agent's process id (outside the sandbox's pid namespace): the outer agent,
+    /// which only waits for the sandbox's PID 1.
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
+    }
+
+    /// The instance's host uids: (the agent's, the function's).
+    pub fn uids(&self) -> Option<(u32, u32)> {
+        self.uids.as_ref().map(|u| (u.agent, u.function))
     }
 
     /// The instance's cgroup directories (empty once destroyed).

@@ -2,7 +2,8 @@
 //! agent, driven through the engine API (bollard, version negotiated: 1.41 here).
 //!
 //! [`DockerBackend::create`] creates the container (`container.rs`: no network, read-only
-//! root, capabilities dropped, user 65534, limits, hearth's labels, no host mount),
+//! root, capabilities dropped but for the two the agent needs to leave root for the
+//! instance's own uids (`uids.rs`), limits, hearth's labels, no host mount),
 //! streams the code tar into its `/code` volume through the archive API, attaches to its
 //! stdin/stdout/stderr, starts it, finds its cgroup from its init pid, and hands the agent
 //! an `Init` frame. Every invocation is then one frame each way over the attach
@@ -32,7 +33,8 @@ pub use container::Limits;
 pub use instance::DockerInstance;
 
 use crate::cgroup::{CgroupConfig, UsageMeter};
-use crate::native::{expect_ready, LogTail, INLINE_OUTPUT_LIMIT, SANDBOX_ID};
+use crate::native::{expect_ready, LogTail, INLINE_OUTPUT_LIMIT};
+use crate::uids::{UidLease, UidPool, UidRange};
 use crate::{Instance, InstanceSpec, SandboxBackend, SandboxError};
 use async_trait::async_trait;
 use bollard::body_full;
@@ -68,6 +70,10 @@ pub struct DockerConfig {
     pub cgroup: CgroupConfig,
     /// How long a cold start may take, from create to `Ready`.
     pub init_timeout: Duration,
+    /// The host uids containers run under: a pair of its own for each ([`crate::uids`]).
+    pub uids: UidRange,
+    /// Where the uid slots are locked, host-wide.
+    pub uid_lock_dir: PathBuf,
 }
 
 /// The engine's socket: `DOCKER_HOST` when it names a unix socket, else the standard one.
@@ -93,6 +99,8 @@ impl DockerConfig {
             },
             cgroup: CgroupConfig::default(),
             init_timeout: Duration::from_secs(30),
+            uids: UidRange::DEFAULT,
+            uid_lock_dir: PathBuf::from(UidPool::DEFAULT_LOCK_DIR),
         }
     }
 }
@@ -111,6 +119,7 @@ pub struct DockerBackend {
     config: DockerConfig,
     images: HashMap<Runtime, RuntimeImage>,
     engine_version: String,
+    uids: UidPool,
 }
 
 fn engine_error(what: &str, e: bollard::errors::Error) -> SandboxError {
@@ -166,6 +175,7 @@ impl DockerBackend {
                 );
             }
         }
+        let uids = UidPool::new(config.uids, &config.uid_lock_dir)?;
         if found.is_empty() {
             return Err(SandboxError::Unavailable(format!(
                 "the Docker engine has no hearth runtime images for agent {} ({}): run \
@@ -185,6 +195,7 @@ impl DockerBackend {
             config,
             images: found,
             engine_version,
+            uids,
         })
     }
 
@@ -249,11 +260,13 @@ impl DockerBackend {
             instance: spec.instance_id.clone(),
             message: format!("{what}: {e}"),
         };
+        let uids = self.uids.lease()?;
         let body = container::definition(
             &spec,
             &image.reference,
             &self.config.limits,
             &self.config.owner,
+            uids.function,
         );
         let options = CreateContainerOptions {
             name: Some(container::name(&spec.instance_id)),
@@ -265,9 +278,18 @@ impl DockerBackend {
             .await
             .map_err(|e| spawn_error("create the container", e))?;
         let container = created.id;
-        let started = self.start(&spec, image, &container).await;
+        if let Err(error) = self.check_warnings(&created.warnings) {
+            if let Err(e) = instance::remove(&self.docker, &container).await {
+                tracing::warn!(container = %container, error = %e, "cannot remove a refused container");
+            }
+            return Err(error);
+        }
+        let started = self.start(&spec, image, &container, &uids).await;
         match started {
-            Ok(instance) => Ok(instance),
+            Ok(mut instance) => {
+                instance.uids = Some(uids);
+                Ok(instance)
+            }
             Err(error) => {
                 if let Err(e) = instance::remove(&self.docker, &container).await {
                     tracing::warn!(container = %container, error = %e,
@@ -278,6 +300,29 @@ impl DockerBackend {
         }
     }
 
+    /// The engine's warnings about a created container: one saying a limit was dropped
+    /// (a kernel without swap accounting, no CPU bandwidth control) refuses it, unless
+    /// `--allow-missing-limits` allows it.
+    fn check_warnings(&self, warnings: &[String]) -> Result<(), SandboxError> {
+        for warning in warnings {
+            let lower = warning.to_lowercase();
+            let about_limits = ["limit", "swap", "cpu", "memory"]
+                .iter()
+                .any(|word| lower.contains(word));
+            if !about_limits {
+                tracing::warn!(warning = %warning, "docker engine warning");
+            } else if self.config.cgroup.allow_missing_limits {
+                tracing::warn!(warning = %warning, "a sandbox limit is missing (allowed by --allow-missing-limits)");
+            } else {
+                return Err(SandboxError::Unavailable(format!(
+                    "the docker engine cannot apply a sandbox's limits: {warning}; fix the \
+                     host, or pass --allow-missing-limits to run sandboxes without them"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Everything after create: code in, attach, start, cgroup, init. On an error the
     /// caller removes the container.
     async fn start(
@@ -285,6 +330,7 @@ impl DockerBackend {
         spec: &InstanceSpec,
         image: &RuntimeImage,
         container: &str,
+        uids: &UidLease,
     ) -> Result<DockerInstance, SandboxError> {
         let spawn_error = |what: &str, e: bollard::errors::Error| SandboxError::Spawn {
             instance: spec.instance_id.clone(),
@@ -345,6 +391,7 @@ impl DockerBackend {
             log_tail,
             output_task,
             output_quota_mb: spec.output_quota_mb,
+            uids: None,
         };
         let init = InitSpec {
             protocol_version: PROTOCOL_VERSION,
@@ -359,8 +406,9 @@ impl DockerBackend {
             inline_output_limit: INLINE_OUTPUT_LIMIT,
             // A tmpfs of this size is mounted at /output (container.rs).
             output_size_mb: spec.output_quota_mb,
-            uid: SANDBOX_ID,
-            gid: SANDBOX_ID,
+            uid: uids.function,
+            gid: uids.function,
+            agent_id: Some(uids.agent),
             purpose: hearth_core::protocol::Purpose::Serve,
         };
         // The code is already in /code: the Init frame carries no payload.
