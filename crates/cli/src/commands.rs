@@ -17,7 +17,7 @@ pub struct Output {
 }
 
 impl Output {
-    fn print(&self, value: &Value, human: impl FnOnce(&Value) -> String) {
+    pub(crate) fn print(&self, value: &Value, human: impl FnOnce(&Value) -> String) {
         if self.json {
             println!(
                 "{}",

@@ -1,5 +1,5 @@
 //! The `hearth` command: runs the platform (`up`) and talks to it over HTTP (`deploy`,
-//! `invoke`, `ls`, `rm`, `status`, `logs`, `tune`).
+//! `invoke`, `ls`, `rm`, `status`, `logs`, `tune`, `keys`).
 //!
 //! Owns: argument parsing, wiring the embedded defaults together for `up`, and turning
 //! API answers into readable lines (or `--json`). Never: implements platform logic
@@ -10,6 +10,7 @@ mod client;
 mod cluster;
 mod commands;
 mod images;
+mod keys;
 mod package;
 mod sandbox_args;
 mod tune;
@@ -77,6 +78,11 @@ enum Command {
     Bench(bench::BenchArgs),
     /// AutoTuner: advice from history, or `--explore` sizes; `--apply` makes the version.
     Tune(tune::TuneArgs),
+    /// API keys: create (with a role, namespace and limits), ls, rm (admin key needed).
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
     /// Build the Docker sandbox's runtime images locally (agent included).
     Images {
         #[command(subcommand)]
@@ -144,5 +150,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status => commands::status(&client, &output).await,
         Command::Logs(args) => commands::logs(&client, &output, args).await,
         Command::Tune(args) => tune::tune(&client, &output, args).await,
+        Command::Keys { command } => keys::run(&client, &output, command).await,
     }
 }

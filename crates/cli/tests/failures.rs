@@ -2,11 +2,14 @@
 //! and the function keeps serving afterwards. Memory readings are per invocation.
 //!
 //! One suite for every runtime: each has a `{prefix}-fail` fixture whose actions (picked
-//! by the event) misbehave the same way (`hearth_testkit::runtimes`).
+//! by the event) misbehave the same way (`hearth_testkit::runtimes`). The events and the
+//! results expected of each runtime are data: `tests/fixtures/cases/fail.json`, which
+//! the agent's own suite (`crates/agent/tests/fail_cases.rs`) runs too.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
+use hearth_testkit::cases::Cases;
 use hearth_testkit::{runtimes, Hearth};
-use serde_json::json;
+use serde_json::{json, Value};
 
 const MB: u64 = 1024 * 1024;
 
@@ -22,87 +25,49 @@ fn assert_recovers(hearth: &Hearth, name: &str) {
     );
 }
 
-/// What a raised error looks like per runtime: its type, and the function a trace names
-/// (C++ exceptions carry no trace; a Go handler returns its error).
-fn raised(runtime: &str) -> (&'static str, Option<&'static str>) {
-    match runtime {
-        "python" => ("ValueError", Some("fail_deeply")),
-        "nodejs" => ("TypeError", Some("failDeeply")),
-        "cpp" => ("std::invalid_argument", None),
-        "go" => ("error", None),
-        other => panic!("no expectation for {other}"),
+/// Runs case `name` of `tests/fixtures/cases/fail.json` on every runtime: deployed with
+/// the case's config, invoked with its event, checked against its expected result, then
+/// a plain call must succeed on the same function.
+fn run_case(name: &str) {
+    let cases = Cases::load("fail");
+    let case = cases.case(name);
+    let hearth = hearth();
+    for (runtime, prefix) in runtimes() {
+        let function = format!("{prefix}-{}", name.replace('_', "-"));
+        let mut config = case.config.clone();
+        config.insert("runtime".into(), json!(runtime));
+        hearth.deploy_fixture(&function, &cases.fixture_for(prefix), Value::Object(config));
+        let inv = hearth.invoke(&function, case.event.clone());
+        case.check(runtime, &inv);
+        assert_recovers(&hearth, &function);
     }
 }
 
 #[test]
 fn a_raising_handler_reports_type_message_and_trace() {
-    let hearth = hearth();
-    for (runtime, prefix) in runtimes() {
-        let name = format!("{prefix}-raise");
-        hearth.deploy_fixture(
-            &name,
-            &format!("{prefix}-fail"),
-            json!({"runtime": runtime}),
-        );
-        let inv = hearth.invoke(&name, json!({"action": "raise", "detail": 42}));
-        assert_eq!(inv["status"], "error", "{inv}");
-        let error = &inv["error"];
-        let (expected_type, frame) = raised(runtime);
-        assert_eq!(error["type"], expected_type, "{inv}");
-        assert_eq!(error["message"], "bad input: 42");
-        if let Some(frame) = frame {
-            let trace = error["trace"].as_str().unwrap();
-            assert!(
-                trace.contains(frame),
-                "trace names the raising function: {trace}"
-            );
-        }
-        assert_recovers(&hearth, &name);
-    }
+    run_case("raises");
 }
 
 #[test]
-fn an_endless_loop_is_killed_by_its_timeout_and_the_function_keeps_serving() {
-    let hearth = hearth();
-    for (runtime, prefix) in runtimes() {
-        let name = format!("{prefix}-loop");
-        hearth.deploy_fixture(
-            &name,
-            &format!("{prefix}-fail"),
-            json!({"runtime": runtime, "timeout_ms": 1000}),
-        );
-        hearth.invoke(&name, json!({"action": "none"}));
-        let inv = hearth.invoke(&name, json!({"action": "loop"}));
-        assert_eq!(inv["status"], "timeout", "{runtime}: {inv}");
-        // The agent's own clock fired (it killed the handler at the function's timeout),
-        // not the worker's fallback for an agent that stopped answering.
-        assert_eq!(inv["error"]["type"], "Timeout", "{runtime}: {inv}");
-        assert_eq!(
-            inv["error"]["message"], "invocation timed out after 1000 ms",
-            "{runtime}: {inv}"
-        );
-        assert_recovers(&hearth, &name);
-    }
+fn an_endless_loop_is_killed_by_the_agents_own_clock_and_the_function_keeps_serving() {
+    // `Timeout` with the function's own limit in the message: the agent killed the
+    // handler at the function's timeout, not the worker's fallback for a silent agent.
+    run_case("loops");
+}
+
+#[test]
+fn a_sleeping_handler_within_its_timeout_succeeds() {
+    run_case("sleeps");
 }
 
 #[test]
 fn allocating_past_the_limit_is_oom_and_the_next_call_succeeds() {
-    let hearth = hearth();
-    for (runtime, prefix) in runtimes() {
-        let name = format!("{prefix}-oom");
-        hearth.deploy_fixture(
-            &name,
-            &format!("{prefix}-fail"),
-            json!({"runtime": runtime, "memory_mb": 128}),
-        );
-        let inv = hearth.invoke(&name, json!({"action": "alloc", "mb": 400}));
-        assert_eq!(inv["status"], "oom", "{inv}");
-        assert!(
-            inv["error"]["message"].as_str().unwrap().contains("128 MB"),
-            "{inv}"
-        );
-        assert_recovers(&hearth, &name);
-    }
+    run_case("allocates_past_its_memory");
+}
+
+#[test]
+fn allocating_within_the_limit_succeeds() {
+    run_case("allocates_within_its_memory");
 }
 
 #[test]

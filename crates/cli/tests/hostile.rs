@@ -1,17 +1,17 @@
 //! Hostile code stays inside its sandbox.
 //!
-//! One suite for every runtime with a `{prefix}-hostile` fixture (Python, C++, Go: each
-//! tries the same things, picked by the event's action; see
-//! `hearth_testkit::runtimes`).
+//! One suite for every runtime: each has a `{prefix}-hostile` fixture (Python, Node.js,
+//! C++, Go) that tries the same things, picked by the event's action; see
+//! `hearth_testkit::runtimes`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use hearth_testkit::{runtimes_except, Hearth, RuntimeCase};
+use hearth_testkit::{runtimes, Hearth, RuntimeCase};
 use serde_json::{json, Value};
 use std::time::Duration;
 
-/// The runtimes with a hostile fixture.
+/// Every runtime has a hostile fixture.
 fn cases() -> Vec<RuntimeCase> {
-    runtimes_except(&["nodejs"])
+    runtimes()
 }
 
 fn hostile(hearth: &Hearth, name: &str, (runtime, prefix): RuntimeCase) {
@@ -33,6 +33,7 @@ fn act(hearth: &Hearth, name: &str, event: Value) -> Value {
 fn expected_code(runtime: &str) -> Value {
     match runtime {
         "python" => json!(["main.py"]),
+        "nodejs" => json!(["index.js"]),
         _ => json!(["function", "function.json"]),
     }
 }
@@ -79,6 +80,12 @@ fn cannot_see_other_code_or_the_host_data_dir() {
             // HOME: an empty dir of the sandbox's own, never the host's /home.
             assert_eq!(looked["home"], json!([]), "{runtime}: {looked}");
         }
+        // The handler's own process runs under the seccomp filter (mode 2), whatever
+        // the runtime, not only the agent or the zygote.
+        assert_eq!(
+            looked["seccomp"], 2,
+            "{runtime}: no seccomp filter: {looked}"
+        );
         // A uid of the instance's own, from the reserved range (issue 10.6).
         let uid = looked["uid"].as_u64().unwrap();
         assert!(in_sandbox_range(uid), "{runtime}: uid {uid}");

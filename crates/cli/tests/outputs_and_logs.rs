@@ -2,6 +2,7 @@
 //! nothing when the object store is down or hearth is killed.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
+use hearth_testkit::gate::Gate;
 use hearth_testkit::{eventually, Hearth};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -38,7 +39,8 @@ fn download_sha(hearth: &Hearth, id: &str, path: &str) -> String {
     let url = format!("/v1/invocations/{id}/outputs/{path}");
     let mut response = None;
     eventually(
-        Duration::from_secs(120),
+        // Past the reporter's call timeout (60 s), after which it retries a hung upload.
+        Duration::from_secs(240),
         &format!("output {path} to be uploaded"),
         || {
             let r = hearth.request(Method::GET, &url).send().unwrap();
@@ -309,6 +311,83 @@ fn an_unreachable_object_store_neither_slows_nor_loses_anything() {
             assert_eq!(&download_sha(&hearth, id, path), sha, "{id}/{path}");
         }
     }
+}
+
+/// A bucket of this test's own on the shared moto S3 (`scripts/services.sh`).
+fn s3_bucket(endpoint: &str, prefix: &str) -> String {
+    let bucket = format!("{prefix}-{}", std::process::id());
+    let created = reqwest::blocking::Client::new()
+        .put(format!("{endpoint}/{bucket}"))
+        .send()
+        .unwrap_or_else(|e| panic!("moto's S3 at {endpoint} is not answering: {e}"));
+    assert!(
+        created.status().is_success(),
+        "bucket: {}",
+        created.status()
+    );
+    bucket
+}
+
+#[test]
+fn a_hanging_object_store_neither_blocks_invocations_nor_needs_a_restart() {
+    let endpoint = std::env::var("HEARTH_TEST_S3_ENDPOINT").unwrap_or_else(|_| {
+        panic!("HEARTH_TEST_S3_ENDPOINT is not set: run eval \"$(scripts/services.sh --env)\"")
+    });
+    let bucket = s3_bucket(&endpoint, "hang");
+    // hearth reaches S3 only through the gate, which can stop answering.
+    let gate = Gate::start(&endpoint);
+    let objects = format!("s3://{bucket}/hearth");
+    let hearth = Hearth::start_with_env(
+        env!("CARGO_BIN_EXE_hearth"),
+        &["--objects", &objects],
+        &[("AWS_ENDPOINT_URL", &gate.url), ("AWS_ALLOW_HTTP", "true")],
+    );
+    deploy(&hearth, "patient", 256);
+    let warm = hearth.invoke("patient", json!({"action": "look"}));
+    assert_eq!(warm["status"], "success", "{warm}");
+
+    // The store hangs: every call to it (the reporter's uploads) waits for ever.
+    gate.hang();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let inv = hearth.invoke("patient", json!({"action": "three"}));
+        assert_eq!(inv["status"], "success", "{inv}");
+        ids.push((
+            inv["id"].as_str().unwrap().to_string(),
+            inv["result"].clone(),
+        ));
+    }
+    eventually(
+        Duration::from_secs(60),
+        "the reporter to be stuck on the hanging store",
+        || gate.hung() > 0,
+    )
+    .unwrap();
+    // With uploads stuck, calls still complete, one after another.
+    for _ in 0..3 {
+        let quick = hearth.invoke("patient", json!({"action": "look"}));
+        assert_eq!(
+            quick["status"], "success",
+            "invocations keep answering while the store hangs: {quick}"
+        );
+    }
+
+    // The store answers again; the connections it hung never will. The same hearth (no
+    // restart) gives up on them and its reporter's retries deliver everything.
+    gate.open();
+    for (id, shas) in &ids {
+        for (path, sha) in shas.as_object().unwrap() {
+            assert_eq!(&download_sha(&hearth, id, path), sha, "{id}/{path}");
+        }
+    }
+    let listing = reqwest::blocking::get(format!("{endpoint}/{bucket}?list-type=2&prefix=hearth/"))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        listing.contains(&ids[2].0),
+        "the last call's files are in S3: {listing}"
+    );
 }
 
 #[test]

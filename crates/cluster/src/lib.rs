@@ -7,6 +7,7 @@
 //! first calls, one for async jobs whose pending entries are their leases), the
 //! per-controller reply streams, and the at-most-once claim of a sync invocation.
 //! [`controller::RedisFleet`] is the controller's side, [`node::WorkerNode`] the worker's.
+//! Also the controllers' shared rate limits and concurrency slots ([`limits`]).
 //!
 //! Never: runs code (the worker crate does), speaks HTTP, or stores metadata and objects
 //! (PostgreSQL and S3 do, through `hearth-store`). Trimming never deletes a pending
@@ -15,6 +16,7 @@
 //! no response timeout (a shared connection's timeout would cut a `BLOCK` short).
 
 pub mod controller;
+pub mod limits;
 pub mod messages;
 pub mod node;
 pub mod status;

@@ -3,9 +3,10 @@
 //! uploads logs and outputs before it writes the invocation's final record, so until
 //! that record is in the metadata store the answer is 404 `pending_upload` (retry).
 
+use crate::tenancy::Caller;
 use crate::{ApiError, AppState};
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, TryStreamExt};
@@ -39,6 +40,16 @@ async fn object_body(state: &AppState, key: &str) -> Result<Option<Body>, ApiErr
         Err(object_store::Error::NotFound { .. }) => Ok(None),
         Err(e) => Err(ApiError::unavailable("reading the object store", e)),
     }
+}
+
+/// Checks that the caller may see the invocation: its record may still be on its way to
+/// history (a cluster's worker reports after answering), so a miss waits for that once.
+async fn visible_settled(state: &AppState, caller: &Caller, id: &str) -> Result<(), ApiError> {
+    if crate::invoke::visible(state, caller, id).await.is_ok() {
+        return Ok(());
+    }
+    state.fleet.settle(SETTLE_LIMIT).await;
+    crate::invoke::visible(state, caller, id).await.map(drop)
 }
 
 /// Checks that the invocation exists and its logs and outputs are uploaded.
@@ -93,9 +104,11 @@ fn text(body: Body) -> Response {
         crate::schemas::CommonErrors))]
 pub(crate) async fn logs(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Query(query): Query<LogsQuery>,
 ) -> Result<Response, ApiError> {
+    visible_settled(&state, &caller, &id).await?;
     uploaded_invocation(&state, &id).await?;
     let streams: &[LogStream] = match query.stream.as_deref() {
         None | Some("") | Some("all") => &[LogStream::Stdout, LogStream::Stderr],
@@ -125,8 +138,10 @@ pub(crate) async fn logs(
         crate::schemas::CommonErrors))]
 pub(crate) async fn output(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((id, path)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
+    visible_settled(&state, &caller, &id).await?;
     match object_body(&state, &output_key(&id, &path)).await? {
         Some(body) => {
             Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())

@@ -14,6 +14,7 @@
 //! cluster controller, where invocations run elsewhere.
 
 use crate::session::SessionLease;
+use crate::tenancy::{split, Caller};
 use crate::{ApiError, AppState};
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -63,11 +64,17 @@ pub(crate) struct EventsQuery {
 pub(crate) async fn stream(
     State(state): State<AppState>,
     Query(query): Query<EventsQuery>,
+    Extension(caller): Extension<Caller>,
     Extension(api): Extension<ApiRouter>,
     lease: Option<Extension<SessionLease>>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    if let Some(name) = &query.function {
+    let function = query
+        .function
+        .as_deref()
+        .map(|name| caller.qualify(name))
+        .transpose()?;
+    if let Some(name) = &function {
         crate::functions::find(&state, name).await?;
     }
     // The status is asked of the API with the caller's own credentials, so the feed
@@ -80,7 +87,7 @@ pub(crate) async fn stream(
     tokio::spawn(feed(
         state,
         status,
-        Activity::new(query.function),
+        Activity::new(function, caller),
         lease.map(|Extension(lease)| lease),
         events,
     ));
@@ -244,15 +251,18 @@ impl Summary {
 /// Recent invocations as one stream has seen them.
 struct Activity {
     function: Option<String>,
+    /// Whose functions the overview shows.
+    caller: Caller,
     seen: HashMap<String, Summary>,
     primed: bool,
     sampled: bool,
 }
 
 impl Activity {
-    fn new(function: Option<String>) -> Activity {
+    fn new(function: Option<String>, caller: Caller) -> Activity {
         Activity {
             function,
+            caller,
             seen: HashMap::new(),
             primed: false,
             sampled: false,
@@ -289,7 +299,11 @@ impl Activity {
                     status: None,
                     since: Some(from.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
                 };
-                let names: Vec<String> = functions.into_iter().map(|f| f.name).collect();
+                let names: Vec<String> = functions
+                    .into_iter()
+                    .map(|f| f.name)
+                    .filter(|name| self.caller.sees(name))
+                    .collect();
                 // A deleted function's history is gone: so is what we saw of it.
                 self.seen.retain(|_, s| names.contains(&s.function));
                 (names, filter)
@@ -341,8 +355,17 @@ impl Activity {
         if self.function.is_none() {
             recent.truncate(OVERVIEW_RECENT);
         }
+        // Names as the API shows them: bare, within the caller's namespace.
+        let recent: Vec<Value> = recent
+            .into_iter()
+            .map(|summary| {
+                let mut value = json!(summary);
+                value["function"] = split(&summary.function).1.into();
+                value
+            })
+            .collect();
         json!({
-            "function": self.function,
+            "function": self.function.as_deref().map(|f| split(f).1),
             "bucket_s": BUCKET_S,
             "buckets": buckets
                 .iter()
@@ -380,7 +403,7 @@ mod tests {
         let now = DateTime::parse_from_rfc3339("2026-11-29T12:00:05Z")
             .unwrap()
             .with_timezone(&Utc);
-        let mut activity = Activity::new(None);
+        let mut activity = Activity::new(None, Caller::admin());
         for (id, ago, status) in [
             ("a", 1, InvocationStatus::Success),
             ("b", 2, InvocationStatus::Error),

@@ -1,9 +1,10 @@
 //! `/v1/functions`: deploy (create or update), get, list, delete.
 
 use crate::schemas::{self, CommonErrors, FunctionName};
+use crate::tenancy::Caller;
 use crate::{ApiError, AppState};
 use axum::extract::multipart::MultipartRejection;
-use axum::extract::{Multipart, Path, State};
+use axum::extract::{Extension, Multipart, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -19,8 +20,10 @@ use serde_json::{json, Value};
 /// The API's function object ([`schemas::FunctionObject`], as JSON).
 pub(crate) fn function_json(record: &FunctionRecord, stats: Option<&FunctionStats>) -> Value {
     let spec = &record.spec;
+    let (namespace, name) = crate::tenancy::split(&record.name);
     let object = schemas::FunctionObject {
-        name: record.name.clone(),
+        name: name.to_string(),
+        namespace: namespace.to_string(),
         version: record.version,
         runtime: spec.runtime,
         memory_mb: spec.memory_mb,
@@ -49,10 +52,17 @@ pub(crate) fn checked_name(name: &str) -> Result<(), ApiError> {
     validate_name(name).map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))
 }
 
+/// Checks a qualified name (`name`, or `namespace.name`: see [`crate::tenancy`]).
+pub(crate) fn checked_qualified(qualified: &str) -> Result<(), ApiError> {
+    let (namespace, name) = crate::tenancy::split(qualified);
+    crate::tenancy::checked_namespace(namespace)?;
+    checked_name(name)
+}
+
 /// The newest version of `name`. Answered from memory when it can be: deploy and delete
 /// update the cache, and in a cluster its records expire quickly.
 pub(crate) async fn find(state: &AppState, name: &str) -> Result<FunctionRecord, ApiError> {
-    checked_name(name)?;
+    checked_qualified(name)?;
     let generation = match state.cached_function(name) {
         Ok(record) => return Ok(record),
         Err(generation) => generation,
@@ -62,20 +72,27 @@ pub(crate) async fn find(state: &AppState, name: &str) -> Result<FunctionRecord,
         .get_function(name)
         .await
         .map_err(|e| ApiError::store("reading function", e))?
-        .ok_or_else(|| ApiError::function_not_found(name))?;
+        .ok_or_else(|| ApiError::function_not_found(crate::tenancy::split(name).1))?;
     state.remember_read(&record, generation);
     Ok(record)
 }
 
 #[utoipa::path(get, path = "/v1/functions", operation_id = "list_functions", tag = "functions",
     responses((status = 200, body = schemas::FunctionList), CommonErrors))]
-pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
     let records = state
         .metadata
         .list_functions()
         .await
         .map_err(|e| ApiError::store("listing functions", e))?;
-    let functions: Vec<Value> = records.iter().map(|r| function_json(r, None)).collect();
+    let functions: Vec<Value> = records
+        .iter()
+        .filter(|r| caller.sees(&r.name))
+        .map(|r| function_json(r, None))
+        .collect();
     Ok(Json(json!({ "functions": functions })))
 }
 
@@ -83,8 +100,10 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, A
     responses((status = 200, description = "the function, with stats", body = schemas::FunctionObject), CommonErrors))]
 pub(crate) async fn get(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let name = caller.qualify(&name)?;
     let record = find(&state, &name).await?;
     let stats = state
         .metadata
@@ -99,22 +118,23 @@ pub(crate) async fn get(
     responses((status = 204, description = "deleted; its warm instances are destroyed"), CommonErrors))]
 pub(crate) async fn delete(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    remove(&state, &name).await?;
+    remove(&state, &caller.qualify(&name)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Deletes every version of `name` and destroys its warm instances.
 pub(crate) async fn remove(state: &AppState, name: &str) -> Result<(), ApiError> {
-    checked_name(name)?;
+    checked_qualified(name)?;
     let existed = state
         .metadata
         .delete_function(name)
         .await
         .map_err(|e| ApiError::store("deleting function", e))?;
     if !existed {
-        return Err(ApiError::function_not_found(name));
+        return Err(ApiError::function_not_found(crate::tenancy::split(name).1));
     }
     state.cache_function(None, name);
     state.fleet.retire(name, None).await;
@@ -207,10 +227,11 @@ fn spec_error(e: SpecError) -> ApiError {
         (status = 422, description = "the build failed (`build_failed`)", body = schemas::ErrorBody), CommonErrors))]
 pub(crate) async fn deploy(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
-    checked_name(&name)?;
+    let name = caller.qualify(&name)?;
     let request = read_deploy(multipart).await?;
     let deployed = deploy_version(&state, &name, &request.config, request.code).await?;
     let status = if deployed.created {
@@ -247,7 +268,7 @@ pub(crate) async fn deploy_version(
     config: &FunctionConfig,
     code: Bytes,
 ) -> Result<Deployed, ApiError> {
-    checked_name(name)?;
+    checked_qualified(name)?;
     let previous = state
         .metadata
         .get_function(name)

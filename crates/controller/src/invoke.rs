@@ -3,9 +3,10 @@
 use crate::fleet_error::fleet_error;
 use crate::functions::find;
 use crate::schemas::{self, CommonErrors, FunctionName, InvocationId};
+use crate::tenancy::{invocation_json, Caller};
 use crate::{ApiError, AppState};
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -148,19 +149,25 @@ pub(crate) struct InvokeQuery {
         (status = 502, description = "the worker running it was lost", body = schemas::ErrorBody), CommonErrors))]
 pub(crate) async fn invoke(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Query(query): Query<InvokeQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let record = find(&state, &name).await?;
+    let record = find(&state, &caller.qualify(&name)?).await?;
     let event = read_event(body).await?;
-    let (target, request) = prepare(record, event);
+    let (target, request) = prepare(record.clone(), event);
+    // Quotas are checked before anything runs; a sync call holds its slots until it
+    // ends, an async one is only refused while the quota is full (its worker runs it).
+    let admitted = crate::quota::admit(&state, &caller, &record, &request.id).await?;
     if wants_async(&headers, &query) {
+        drop(admitted);
         return start_async(state, target, request, query.callback_url).await;
     }
-    let invocation = run(&state, target, request).await?;
-    Ok(Json(invocation).into_response())
+    let invocation = run(&state, target, request).await;
+    drop(admitted);
+    Ok(Json(invocation_json(&invocation?)).into_response())
 }
 
 /// Runs one invocation synchronously and keeps it for immediate reads.
@@ -242,24 +249,39 @@ pub(crate) fn check_callback_url(url: &str) -> Result<(), String> {
     responses((status = 200, body = hearth_core::Invocation), CommonErrors))]
 pub(crate) async fn get(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> Result<Json<Invocation>, ApiError> {
-    if let Some(invocation) = state.history.recent(&id) {
-        return Ok(Json(invocation));
-    }
-    state
-        .metadata
-        .get_invocation(&id)
-        .await
-        .map_err(|e| ApiError::store("reading invocation", e))?
-        .map(Json)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "invocation_not_found",
-                format!("invocation {id:?} does not exist (history is kept 30 days)"),
-            )
-        })
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let invocation = visible(&state, &caller, &id).await?;
+    Ok(Json(invocation_json(&invocation)))
+}
+
+/// The invocation `id` if the caller may see it; else (another namespace's, or none)
+/// the same 404.
+pub(crate) async fn visible(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Invocation, ApiError> {
+    let found = match state.history.recent(id) {
+        Some(invocation) => Some(invocation),
+        None => state
+            .metadata
+            .get_invocation(id)
+            .await
+            .map_err(|e| ApiError::store("reading invocation", e))?,
+    };
+    found
+        .filter(|invocation| caller.sees(&invocation.function))
+        .ok_or_else(|| invocation_not_found(id))
+}
+
+pub(crate) fn invocation_not_found(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "invocation_not_found",
+        format!("invocation {id:?} does not exist (history is kept 30 days)"),
+    )
 }
 
 #[derive(Deserialize)]
@@ -278,9 +300,11 @@ pub(crate) struct ListQuery {
     responses((status = 200, body = schemas::InvocationList), CommonErrors))]
 pub(crate) async fn list(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let name = caller.qualify(&name)?;
     find(&state, &name).await?;
     // Invocations just answered may still be on their way to the store.
     state.fleet.settle(LIST_FLUSH_LIMIT).await;
@@ -305,6 +329,7 @@ pub(crate) async fn list(
         .list_invocations(&name, &filter)
         .await
         .map_err(|e| ApiError::store("listing invocations", e))?;
+    let invocations: Vec<serde_json::Value> = invocations.iter().map(invocation_json).collect();
     Ok(Json(json!({ "invocations": invocations })))
 }
 

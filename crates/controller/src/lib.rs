@@ -2,7 +2,7 @@
 //! and the AutoTuner's endpoints (`tuning`: advice, apply with auto-revert, explore).
 //!
 //! Owns: routing, request parsing and limits, the one [`ApiError`] type every handler
-//! returns, the admin-key check, the `queued` record of an accepted async invocation,
+//! returns, the key checks (admin key, stored keys with roles, rate limits), the `queued` record of an accepted async invocation,
 //! and a cache of the invocations it answered.
 //!
 //! Never: runs code or writes history (it hands invocations to the workers through the
@@ -19,6 +19,9 @@
 //! same deploy and invoke functions ([`lambda`]); retried invocations are answered once
 //! (`idempotency`); `GET /v1/openapi.json` is generated from the handlers' annotations
 //! (`openapi`, `schemas`).
+//!
+//! Tenants: keys with roles and limits (`keys`, checked in `auth`), namespaces that
+//! keep each key to its own functions (`tenancy`), and quotas (`quota`).
 
 mod artifacts;
 mod auth;
@@ -31,23 +34,26 @@ mod functions;
 mod history;
 mod idempotency;
 mod invoke;
+mod keys;
 pub mod lambda;
 mod openapi;
+mod quota;
 mod rejection;
 mod schemas;
 mod session;
 mod stats;
 mod status;
 mod telemetry;
+mod tenancy;
 mod tuning;
 
 pub use error::ApiError;
 pub use telemetry::install_metrics;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
-use hearth_store::{CodeStore, FunctionRecord, MetadataStore};
+use hearth_store::{CodeStore, FunctionRecord, Limiter, LocalLimiter, MetadataStore};
 use hearth_worker::fleet::Fleet;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::future::Future;
@@ -73,6 +79,9 @@ pub struct AppState {
     /// the only writer of its metadata store, briefly when other controllers deploy too.
     function_ttl: Option<std::time::Duration>,
     tuner: Arc<tuning::Tuner>,
+    /// Keys' rate limits and concurrency slots: in process, or shared on Redis.
+    limiter: Arc<dyn Limiter>,
+    quota_cache: Arc<quota::QuotaCache>,
 }
 
 /// Newest versions by name, and a generation that every deploy or delete bumps, so a
@@ -105,6 +114,8 @@ impl AppState {
             replays: Default::default(),
             function_ttl: None,
             tuner: Default::default(),
+            limiter: Arc::new(LocalLimiter::default()),
+            quota_cache: Default::default(),
         };
         history::prune_forever(state.metadata.clone());
         state
@@ -114,6 +125,13 @@ impl AppState {
     /// same metadata store (a cluster of controllers).
     pub fn with_function_ttl(mut self, ttl: std::time::Duration) -> AppState {
         self.function_ttl = Some(ttl);
+        self
+    }
+
+    /// Keeps rate limits and concurrency slots in `limiter` (a cluster's controllers
+    /// share one on Redis) instead of this process's memory.
+    pub fn with_limiter(mut self, limiter: Arc<dyn Limiter>) -> AppState {
+        self.limiter = limiter;
         self
     }
 
@@ -193,6 +211,12 @@ pub fn router(state: AppState) -> Router {
         .route("/functions/{name}/tuning", get(tuning::advice))
         .route("/functions/{name}/tuning/apply", post(tuning::apply))
         .route("/functions/{name}/tuning/explore", post(tuning::explore))
+        .route("/keys", get(keys::list).post(keys::create))
+        .route("/keys/{id}", delete(keys::delete))
+        .route(
+            "/namespaces/{namespace}",
+            get(keys::get_namespace).put(keys::set_namespace),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,

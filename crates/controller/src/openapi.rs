@@ -2,7 +2,7 @@
 //! annotations and the types in [`crate::schemas`] and `hearth_core`, served at
 //! `GET /v1/openapi.json` (no key needed: it describes, it holds nothing).
 
-use crate::{artifacts, events, functions, invoke, stats, status, tuning};
+use crate::{artifacts, events, functions, invoke, keys, stats, status, tuning};
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -22,7 +22,8 @@ use utoipa::{Modify, OpenApi};
         invoke::invoke, invoke::list, invoke::get,
         artifacts::logs, artifacts::output,
         status::status, stats::functions, events::stream,
-        tuning::advice, tuning::apply, tuning::explore, serve,
+        tuning::advice, tuning::apply, tuning::explore,
+        keys::create, keys::list, keys::delete, keys::get_namespace, keys::set_namespace, serve,
     ),
     components(schemas(hearth_core::Invocation, hearth_core::FunctionConfig)),
     modifiers(&BearerKey),
@@ -41,7 +42,7 @@ impl Modify for BearerKey {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some(
-                        "the admin key `hearth up` printed (also in its data dir, admin.key)",
+                        "the admin key `hearth up` printed (also in its data dir, admin.key), or a key POST /v1/keys made",
                     ))
                     .build(),
             ),

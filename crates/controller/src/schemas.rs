@@ -16,6 +16,8 @@ use utoipa::{IntoParams, IntoResponses, ToSchema};
 pub struct FunctionObject {
     /// Name, `^[a-z0-9][a-z0-9-]{0,62}$`.
     pub name: String,
+    /// The namespace it lives in (`default` unless the key that deployed it has another).
+    pub namespace: String,
     /// Newest version (each deploy makes one).
     pub version: u64,
     pub runtime: Runtime,

@@ -7,7 +7,7 @@
 //! figures describe its newest ones.
 
 use crate::{ApiError, AppState};
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::Json;
 use hearth_core::{Invocation, InvocationStatus};
 use hearth_store::{FunctionRecord, InvocationFilter};
@@ -72,6 +72,7 @@ pub(crate) fn percentile(sorted: &[f64], p: usize) -> Option<f64> {
     responses((status = 200, body = crate::schemas::StatsBody), crate::schemas::CommonErrors))]
 pub(crate) async fn functions(
     State(state): State<AppState>,
+    Extension(caller): Extension<crate::tenancy::Caller>,
     Query(query): Query<StatsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let hours = query.hours.unwrap_or(24);
@@ -91,6 +92,7 @@ pub(crate) async fn functions(
     let rows = futures::future::try_join_all(
         records
             .iter()
+            .filter(|record| caller.sees(&record.name))
             .map(|record| function_row(&state, record, &since)),
     )
     .await?;
@@ -113,8 +115,10 @@ async fn function_row(
         .await
         .map_err(|e| ApiError::internal("listing invocations", e))?;
     let figures = Figures::of(invocations.iter());
+    let (namespace, name) = crate::tenancy::split(&record.name);
     Ok(json!({
-        "name": record.name,
+        "name": name,
+        "namespace": namespace,
         "version": record.version,
         "runtime": record.spec.runtime,
         "memory_mb": record.spec.memory_mb,

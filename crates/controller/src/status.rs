@@ -1,7 +1,8 @@
 //! `/v1/status`, `/healthz` and `/metrics`.
 
+use crate::tenancy::{split, Caller, Role, DEFAULT_NAMESPACE};
 use crate::{ApiError, AppState};
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -9,12 +10,24 @@ use serde_json::{json, Value};
 
 #[utoipa::path(get, path = "/v1/status", operation_id = "get_status", tag = "operations",
     responses((status = 200, body = crate::schemas::StatusBody), crate::schemas::CommonErrors))]
-pub(crate) async fn status(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let workers = state
+pub(crate) async fn status(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
+    let mut workers = state
         .fleet
         .workers()
         .await
         .map_err(crate::fleet_error::fleet_error)?;
+    // Workers are shared; their pools are shown to the namespaces that own them.
+    if caller.role != Role::Admin || caller.namespace != DEFAULT_NAMESPACE {
+        for worker in &mut workers {
+            worker.pools.retain(|pool| caller.sees(&pool.function));
+            for pool in &mut worker.pools {
+                pool.function = split(&pool.function).1.to_string();
+            }
+        }
+    }
     let active: usize = workers.iter().map(|w| w.active_invocations).sum();
     let warm: usize = workers
         .iter()

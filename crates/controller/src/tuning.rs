@@ -6,8 +6,9 @@
 //! [`invoke_once`], the one seam to the controller's invoke path.
 
 use crate::functions::{find, function_json};
+use crate::tenancy::Caller;
 use crate::{ApiError, AppState};
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use bytes::Bytes;
@@ -169,8 +170,10 @@ fn advice_json(state: &AppState, record: &FunctionRecord, advice: &Advice) -> Va
     responses((status = 200, description = "the AutoTuner's advice (docs/API.md)", body = Object), crate::schemas::CommonErrors))]
 pub(crate) async fn advice(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let name = caller.qualify(&name)?;
     let record = find(&state, &name).await?;
     let advice = advice_for(&state, &record).await?;
     Ok(Json(advice_json(&state, &record, &advice)))
@@ -203,9 +206,11 @@ struct ApplyRequest {
         crate::schemas::CommonErrors))]
 pub(crate) async fn apply(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    let name = caller.qualify(&name)?;
     let request: ApplyRequest = parse_body(
         &body,
         r#"{"memory_mb": <the current size you saw>, "to_memory_mb": <optional size>}"#,
@@ -406,9 +411,11 @@ struct ExploreRequest {
         crate::schemas::CommonErrors))]
 pub(crate) async fn explore(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    let name = caller.qualify(&name)?;
     let request: ExploreRequest = parse_body(
         &body,
         r#"{"event": <any JSON>, "sizes": [128, 256], "runs": 10, "strategy": "cost"|"speed"|"balanced", "apply": false}"#,

@@ -11,7 +11,9 @@
 //! the version's own dependency layer (read-only, see [`InstanceSpec::layer`]).
 //!
 //! Talk with the agent inside a sandbox goes over its stdio as `hearth_core::protocol`
-//! frames; [`agent_stream`] has the async reading and writing of those frames.
+//! frames; [`agent_stream`] has the async reading and writing of those frames, and
+//! `session.rs` what both backends say to an agent (the `Init` handshake, one metered
+//! invocation, the tail of its stderr).
 #![deny(missing_docs)]
 
 pub mod agent_stream;
@@ -19,6 +21,7 @@ pub mod cgroup;
 pub mod docker;
 mod lines;
 pub mod native;
+mod session;
 pub mod uids;
 
 use async_trait::async_trait;

@@ -3,7 +3,9 @@
 //!
 //! Owns: the [`MetadataStore`] interface with its embedded SQLite implementation and
 //! its PostgreSQL one for a cluster ([`metadata`]), the durable async queue on both
-//! ([`queue`]); content-addressed code packages and other objects (logs, outputs) in a
+//! ([`queue`]), API keys (hashed secrets) and namespace quotas on both ([`keys`]); the
+//! [`Limiter`] interface of rate limits and concurrency slots with its in-process
+//! implementation ([`limits`]; the Redis one is `hearth-cluster`'s); content-addressed code packages and other objects (logs, outputs) in a
 //! local directory or S3, multipart above one part ([`objects`]); opening both from
 //! the URLs a deployment names ([`open`]); validation of uploaded zips and their
 //! re-packing as a tar ([`package`]).
@@ -19,12 +21,16 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod keys;
+pub mod limits;
 pub mod metadata;
 pub mod objects;
 pub mod open;
 pub mod package;
 pub mod queue;
 
+pub use keys::{KeyLimits, KeyRecord, KeyStore, NamespaceQuotas};
+pub use limits::{Admission, Limiter, LocalLimiter, SLOT_RETRY_AFTER};
 pub use metadata::{
     FunctionRecord, FunctionStats, InvocationFilter, MetadataStore, PgMetadataStore,
     SqliteMetadataStore,

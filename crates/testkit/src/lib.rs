@@ -5,7 +5,9 @@
 //! `hearth up` on a free port with its own data dir and talks to it over HTTP.
 //! Never: fakes a part of the platform; every test goes through the real binary.
 
+pub mod cases;
 pub mod cluster;
+pub mod gate;
 pub mod postgres;
 
 use anyhow::{anyhow, bail, Context};
@@ -143,6 +145,7 @@ pub struct Hearth {
     pub key: String,
     http: Client,
     extra_args: Vec<String>,
+    env: Vec<(String, String)>,
     sample: bool,
 }
 
@@ -155,16 +158,27 @@ impl Hearth {
 
     /// Same, with extra `hearth up` arguments.
     pub fn start_with(binary: &str, extra_args: &[&str]) -> Hearth {
-        Self::start_inner(binary, extra_args, false)
+        Self::start_inner(binary, extra_args, &[], false)
+    }
+
+    /// Same, with extra arguments and environment variables of its own (say, an
+    /// `AWS_ENDPOINT_URL` that only this hearth uses).
+    pub fn start_with_env(binary: &str, extra_args: &[&str], env: &[(&str, &str)]) -> Hearth {
+        Self::start_inner(binary, extra_args, env, false)
     }
 
     /// Starts `hearth up` as a newcomer does (`scripts/up.sh`): on a fresh data dir it
     /// deploys the sample function `hello` and invokes it.
     pub fn start_with_sample(binary: &str) -> Hearth {
-        Self::start_inner(binary, &[], true)
+        Self::start_inner(binary, &[], &[], true)
     }
 
-    fn start_inner(binary: &str, extra_args: &[&str], sample: bool) -> Hearth {
+    fn start_inner(
+        binary: &str,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+        sample: bool,
+    ) -> Hearth {
         let agent = agent_path();
         assert!(
             agent.is_file(),
@@ -186,6 +200,10 @@ impl Hearth {
                 .build()
                 .unwrap_or_else(|e| panic!("http client: {e}")),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             sample,
         };
         hearth
@@ -224,6 +242,7 @@ impl Hearth {
             .args(&sandbox)
             .args(&self.extra_args)
             .env("HEARTH_AGENT", agent_path())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env_remove("HEARTH_API_KEY")
             .env(
                 "RUST_LOG",

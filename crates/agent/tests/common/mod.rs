@@ -1,6 +1,8 @@
 //! Drives a real hearth-agent process over its stdio, as the worker does.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod compiled;
+
 use hearth_core::protocol::{
     read_frame, write_frame, FromAgent, InitSpec, InvokeOutcome, InvokeSpec, LogStream, RootSetup,
     ToAgent, PROTOCOL_VERSION,
@@ -345,4 +347,62 @@ pub fn native_command_for(agent: impl AsRef<std::ffi::OsStr>) -> Command {
 pub fn is_root() -> bool {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// The files of fixture `name` (`tests/fixtures/functions/<name>`), as (path, text).
+pub fn fixture_files(name: &str) -> Vec<(String, String)> {
+    let dir = hearth_testkit::fixture(name);
+    let mut files = Vec::new();
+    for entry in fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        files.push((name, fs::read_to_string(&path).unwrap()));
+    }
+    assert!(!files.is_empty(), "fixture {} is empty", dir.display());
+    files
+}
+
+/// The files of fixture `name` as the borrowed pairs [`Agent::existing`] takes.
+fn borrowed(files: &[(String, String)]) -> Vec<(&str, &str)> {
+    files
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect()
+}
+
+/// [`Agent::existing`] on the files of fixture `name`.
+pub fn existing_fixture(init: InitSpec, name: &str) -> (Agent, FromAgent) {
+    Agent::existing(init, &borrowed(&fixture_files(name)))
+}
+
+/// An agent serving fixture `name` on `runtime` (built first for a compiled runtime).
+pub fn serve_fixture(runtime: Runtime, name: &str) -> Agent {
+    if matches!(runtime, Runtime::Cpp | Runtime::Go) {
+        return compiled::serve(runtime, &borrowed(&fixture_files(name)));
+    }
+    let (agent, first) = existing_fixture(spec(runtime, RootSetup::Existing), name);
+    assert!(matches!(first, FromAgent::Ready(_)), "{name}: {first:?}");
+    agent
+}
+
+/// A reply in the API's view of an invocation (`status`, `result`, `error.type`,
+/// `message`, `trace`), which the fixture cases of `hearth_testkit::cases` are written in.
+pub fn api_view(reply: &Reply) -> serde_json::Value {
+    let outcome = &reply.outcome;
+    let mut view = serde_json::json!({
+        "status": outcome.status,
+        "stdout": outcome.stdout,
+        "stderr": outcome.stderr,
+    });
+    if let Some(error) = &outcome.error {
+        view["error"] = serde_json::json!({
+            "type": error.kind,
+            "message": error.message,
+            "trace": error.trace,
+        });
+    }
+    if let Ok(result) = serde_json::from_slice::<serde_json::Value>(&reply.payload) {
+        view["result"] = result;
+    }
+    view
 }

@@ -9,7 +9,7 @@
 use crate::agent_stream::{AgentStream, ExchangeLimits};
 use crate::cgroup::UsageMeter;
 use crate::lines::LineSplitter;
-use crate::native::{log_agent_line, LogTail, INVOKE_GRACE};
+use crate::session::{self, LogTail, INVOKE_GRACE};
 use crate::{Instance, InstanceRun, InvocationSink, SandboxError};
 use async_trait::async_trait;
 use bollard::container::LogOutput;
@@ -123,7 +123,7 @@ pub(super) fn demultiplex(
     let (sender, chunks) = mpsc::channel(STDOUT_CHUNKS_IN_FLIGHT);
     let task = tokio::spawn(async move {
         let mut splitter = LineSplitter::default();
-        let log = |line: &[u8]| log_agent_line(&instance, line, &tail);
+        let log = |line: &[u8]| tail.record(&instance, line);
         while let Some(item) = output.next().await {
             match item {
                 Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
@@ -255,21 +255,21 @@ impl Instance for DockerInstance {
         event: Bytes,
         sink: &mut dyn InvocationSink,
     ) -> Result<InstanceRun, SandboxError> {
-        let before = self.meter.begin()?;
         let limits =
             ExchangeLimits::for_invocation(spec.timeout_ms, INVOKE_GRACE, self.output_quota_mb);
-        let answer = self.stream.invoke(spec, &event, sink, &limits).await;
-        let (outcome, result) = match answer {
-            Ok(answer) => answer,
-            Err(SandboxError::Lost { message, .. }) => return Err(self.lost(message)),
-            Err(e) => return Err(e),
-        };
-        let usage = self.meter.finish(&before)?;
-        Ok(InstanceRun {
-            outcome,
-            result,
-            usage,
-        })
+        let answer = session::invoke(
+            &mut self.stream,
+            &mut self.meter,
+            spec,
+            event,
+            sink,
+            &limits,
+        )
+        .await;
+        match answer {
+            Err(SandboxError::Lost { message, .. }) => Err(self.lost(message)),
+            other => other,
+        }
     }
 
     async fn destroy(self: Box<Self>) {

@@ -33,7 +33,7 @@ pub use container::Limits;
 pub use instance::DockerInstance;
 
 use crate::cgroup::{CgroupConfig, UsageMeter};
-use crate::native::{expect_ready, LogTail, INLINE_OUTPUT_LIMIT};
+use crate::session::{self, AgentSetup, LogTail};
 use crate::uids::{UidLease, UidPool, UidRange};
 use crate::{Instance, InstanceSpec, SandboxBackend, SandboxError};
 use async_trait::async_trait;
@@ -42,7 +42,7 @@ use bollard::query_parameters::{
     AttachContainerOptions, CreateContainerOptions, ListContainersOptions, StartContainerOptions,
     UploadToContainerOptions,
 };
-use hearth_core::protocol::{InitSpec, RootSetup, ToAgent, PROTOCOL_VERSION};
+use hearth_core::protocol::{Purpose, RootSetup};
 use hearth_core::Runtime;
 use images::AgentTag;
 use instance::{demultiplex, StdinWriter};
@@ -393,41 +393,29 @@ impl DockerBackend {
             output_quota_mb: spec.output_quota_mb,
             uids: None,
         };
-        let init = InitSpec {
-            protocol_version: PROTOCOL_VERSION,
-            runtime: spec.runtime,
-            function_name: spec.function_name.clone(),
-            version: spec.version,
-            memory_limit_mb: spec.memory_mb,
-            env: spec.env.clone(),
-            interpreter: image.interpreter.clone(),
-            root: RootSetup::Existing,
-            tmp_size_mb: self.config.limits.tmp_size_mb.min(spec.memory_mb),
-            inline_output_limit: INLINE_OUTPUT_LIMIT,
-            // A tmpfs of this size is mounted at /output (container.rs).
-            output_size_mb: spec.output_quota_mb,
-            uid: uids.function,
-            gid: uids.function,
-            agent_id: Some(uids.agent),
-            purpose: hearth_core::protocol::Purpose::Serve,
-        };
+        let init = session::init_spec(
+            spec,
+            AgentSetup {
+                program: image.interpreter.clone(),
+                root: RootSetup::Existing,
+                tmp_size_mb: self.config.limits.tmp_size_mb,
+                purpose: Purpose::Serve,
+                function_id: uids.function,
+                agent_id: uids.agent,
+            },
+        );
         // The code is already in /code: the Init frame carries no payload.
-        let handshake = async {
-            instance.stream.send(&ToAgent::Init(init), &[]).await?;
-            instance.stream.recv().await
-        };
-        let waited_ms = self.config.init_timeout.as_millis() as u64;
-        let answer = match tokio::time::timeout(self.config.init_timeout, handshake).await {
-            Ok(answer) => answer,
-            Err(_) => Err(SandboxError::Unresponsive {
-                instance: instance.id.clone(),
-                waited_ms,
-            }),
-        };
+        let answer = session::handshake(
+            &mut instance.stream,
+            &instance.id,
+            init,
+            &[],
+            self.config.init_timeout,
+        )
+        .await;
         let ready = match answer {
-            Ok((message, _)) => expect_ready(&instance.id, message),
             Err(SandboxError::Lost { message, .. }) => Err(instance.lost(message)),
-            Err(e) => Err(e),
+            other => other,
         };
         match ready {
             Ok(ready) => {

@@ -14,6 +14,7 @@ mod sqlite;
 pub use postgres::PgMetadataStore;
 pub use sqlite::SqliteMetadataStore;
 
+use crate::keys::KeyStore;
 use crate::StoreError;
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -88,9 +89,9 @@ impl InvocationFilter {
     }
 }
 
-/// Where functions and invocation history are kept.
+/// Where functions and invocation history are kept (and API keys: [`KeyStore`]).
 #[async_trait]
-pub trait MetadataStore: Send + Sync {
+pub trait MetadataStore: KeyStore + Send + Sync {
     /// Makes a new version (1 on create, previous + 1 on update) atomically; returns it
     /// and whether the function was created by this call.
     async fn put_version(

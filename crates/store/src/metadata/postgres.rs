@@ -29,7 +29,8 @@ use std::time::Duration;
 /// Schema migrations; entry `i` takes `hearth_schema.version` from `i` to `i + 1`.
 /// Columns mirror the SQLite schema; ordering by text uses the "C" collation, as
 /// SQLite compares bytes.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE functions (
     name           TEXT PRIMARY KEY,
     created_at     TEXT NOT NULL,
@@ -67,7 +68,24 @@ CREATE TABLE async_jobs (
     claimed         BOOLEAN NOT NULL DEFAULT FALSE
 );
 CREATE INDEX async_jobs_due ON async_jobs (claimed, next_attempt_us);
-"#];
+"#,
+    // API keys (secrets as SHA-256 only) and namespace quotas (`keys/`).
+    r#"
+CREATE TABLE api_keys (
+    id            TEXT PRIMARY KEY,
+    name          TEXT NOT NULL,
+    namespace     TEXT NOT NULL,
+    role          TEXT NOT NULL,
+    secret_sha256 TEXT NOT NULL UNIQUE,
+    limits        TEXT NOT NULL,
+    created_at    TEXT NOT NULL
+);
+CREATE TABLE namespaces (
+    name   TEXT PRIMARY KEY,
+    quotas TEXT NOT NULL
+);
+"#,
+];
 
 /// How long a call waits for a connection before answering "unavailable": short, so
 /// that an outage is a prompt 503 rather than a hang.

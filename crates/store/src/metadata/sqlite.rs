@@ -58,6 +58,22 @@ CREATE TABLE async_jobs (
 );
 CREATE INDEX async_jobs_due ON async_jobs (claimed, next_attempt_us);
 "#,
+    // API keys (secrets as SHA-256 only) and namespace quotas (`keys/`).
+    r#"
+CREATE TABLE api_keys (
+    id            TEXT PRIMARY KEY,
+    name          TEXT NOT NULL,
+    namespace     TEXT NOT NULL,
+    role          TEXT NOT NULL,
+    secret_sha256 TEXT NOT NULL UNIQUE,
+    limits        TEXT NOT NULL,
+    created_at    TEXT NOT NULL
+);
+CREATE TABLE namespaces (
+    name   TEXT PRIMARY KEY,
+    quotas TEXT NOT NULL
+);
+"#,
 ];
 
 /// How long a statement waits for another connection's lock before failing.

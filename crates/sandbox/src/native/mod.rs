@@ -26,19 +26,16 @@ use crate::cgroup::{
     CgroupConfig, CgroupHost, CgroupLimits, CgroupVersion, CpuQuota, InstanceCgroup,
 };
 use crate::lines::LineSplitter;
+use crate::session::{self, AgentSetup, LogTail, INVOKE_GRACE};
 use crate::uids::{UidLease, UidPool, UidRange};
 use crate::{Instance, InstanceRun, InstanceSpec, InvocationSink, SandboxBackend, SandboxError};
 use async_trait::async_trait;
 use bytes::Bytes;
-use hearth_core::protocol::{
-    FromAgent, InitSpec, InvokeSpec, Purpose, ReadyInfo, RootSetup, ToAgent, ARTIFACT_PROGRAM,
-    PROTOCOL_VERSION,
-};
+use hearth_core::protocol::{InitSpec, InvokeSpec, Purpose, RootSetup, ToAgent, ARTIFACT_PROGRAM};
 use hearth_core::Runtime;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
@@ -262,23 +259,15 @@ impl NativeBackend {
         instance.output_quota_mb = spec.output_quota_mb;
         instance.builder = matches!(purpose, Purpose::Build);
         instance.uids = Some(uids);
-        let handshake = async {
-            instance
-                .stream
-                .send(&ToAgent::Init(init), &spec.code_tar)
-                .await?;
-            instance.stream.recv().await
-        };
-        let waited_ms = self.config.init_timeout.as_millis() as u64;
-        let answer = tokio::time::timeout(self.config.init_timeout, handshake)
-            .await
-            .unwrap_or_else(|_| {
-                Err(SandboxError::Unresponsive {
-                    instance: instance.id.clone(),
-                    waited_ms,
-                })
-            });
-        match answer.and_then(|(message, _)| expect_ready(&instance.id, message)) {
+        let answer = session::handshake(
+            &mut instance.stream,
+            &instance.id,
+            init,
+            &spec.code_tar,
+            self.config.init_timeout,
+        )
+        .await;
+        match answer {
             Ok(ready) => {
                 tracing::debug!(
                     instance = %instance.id,
@@ -303,39 +292,28 @@ impl NativeBackend {
             Purpose::Serve => self.config.tmp_size_mb,
             Purpose::Build => self.config.build_tmp_size_mb,
         };
-        Ok(InitSpec {
-            protocol_version: PROTOCOL_VERSION,
-            runtime: spec.runtime,
-            function_name: spec.function_name.clone(),
-            version: spec.version,
-            memory_limit_mb: spec.memory_mb,
-            env: spec.env.clone(),
-            interpreter: program,
-            root: RootSetup::Native {
-                mount_point: path_string(&self.mount_point)?,
-                read_only_dirs: self.read_only_dirs.clone(),
-                root_size_mb: root_size_mb(spec.code_tar.len()),
-                layer_dir: spec.layer.as_deref().map(path_string).transpose()?,
+        let root = RootSetup::Native {
+            mount_point: path_string(&self.mount_point)?,
+            read_only_dirs: self.read_only_dirs.clone(),
+            root_size_mb: root_size_mb(spec.code_tar.len()),
+            layer_dir: spec.layer.as_deref().map(path_string).transpose()?,
+        };
+        Ok(session::init_spec(
+            spec,
+            AgentSetup {
+                program,
+                root,
+                tmp_size_mb,
+                purpose,
+                function_id: uids.function,
+                agent_id: uids.agent,
             },
-            tmp_size_mb: tmp_size_mb.min(spec.memory_mb),
-            inline_output_limit: INLINE_OUTPUT_LIMIT,
-            output_size_mb: spec.output_quota_mb,
-            uid: uids.function,
-            gid: uids.function,
-            agent_id: Some(uids.agent),
-            purpose,
-        })
+        ))
     }
 }
 
-/// Cap on inline stdout and stderr of one invocation, bytes each.
-pub(crate) const INLINE_OUTPUT_LIMIT: u64 = 1 << 20;
-/// The agent enforces the real timeout; the worker waits this much longer.
-pub(crate) const INVOKE_GRACE: Duration = Duration::from_millis(2000);
 /// How long `destroy` lets the agent shut down by itself.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(200);
-/// Lines of the agent's stderr kept for error messages.
-const LOG_TAIL_LINES: usize = 20;
 
 /// The root tmpfs holds the code plus some room: code + 16 MB, at least 32 MB.
 fn root_size_mb(code_bytes: usize) -> u64 {
@@ -405,62 +383,13 @@ impl SandboxBackend for NativeBackend {
     }
 }
 
-/// The agent's answer to `Init`: `Ready` in our protocol version, or an error.
-pub(crate) fn expect_ready(instance: &str, message: FromAgent) -> Result<ReadyInfo, SandboxError> {
-    let spawn_error = |message: String| SandboxError::Spawn {
-        instance: instance.to_string(),
-        message,
-    };
-    match message {
-        FromAgent::Ready(ready) if ready.protocol_version == PROTOCOL_VERSION => Ok(ready),
-        FromAgent::Ready(ready) => Err(spawn_error(format!(
-            "the agent speaks protocol {}, this worker {PROTOCOL_VERSION}",
-            ready.protocol_version
-        ))),
-        // The user's code failed to load.
-        FromAgent::Failed(failure) if failure.phase == "init" => Err(SandboxError::InitFailed {
-            message: failure.message,
-        }),
-        FromAgent::Failed(failure) => Err(spawn_error(format!(
-            "the agent failed ({}): {}",
-            failure.phase, failure.message
-        ))),
-        FromAgent::Result(_) | FromAgent::Log(_) | FromAgent::Output => Err(SandboxError::Lost {
-            instance: instance.to_string(),
-            message: "the agent sent invocation frames before ready".into(),
-        }),
-    }
-}
-
-/// Keeps the last lines the agent wrote on stderr, for error messages.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct LogTail(Arc<Mutex<VecDeque<String>>>);
-
-impl LogTail {
-    pub(crate) fn push(&self, line: String) {
-        if let Ok(mut lines) = self.0.lock() {
-            if lines.len() == LOG_TAIL_LINES {
-                lines.pop_front();
-            }
-            lines.push_back(line);
-        }
-    }
-
-    pub(crate) fn joined(&self) -> String {
-        self.0
-            .lock()
-            .map(|lines| lines.iter().cloned().collect::<Vec<_>>().join(" | "))
-            .unwrap_or_default()
-    }
-}
-
 /// Forwards the agent's stderr to `tracing`, line by line, tagged with the instance.
 fn forward_stderr(instance: String, stderr: ChildStderr, tail: LogTail) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut stderr = stderr;
         let mut splitter = LineSplitter::default();
         let mut buf = vec![0u8; 8192];
-        let log = |line: &[u8]| log_agent_line(&instance, line, &tail);
+        let log = |line: &[u8]| tail.record(&instance, line);
         loop {
             match stderr.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
@@ -469,14 +398,6 @@ fn forward_stderr(instance: String, stderr: ChildStderr, tail: LogTail) -> JoinH
         }
         splitter.finish(log);
     })
-}
-
-/// One line of the agent's stderr: to `tracing`, and to the tail kept for errors.
-pub(crate) fn log_agent_line(instance: &str, line: &[u8], tail: &LogTail) {
-    let text = String::from_utf8_lossy(line);
-    let text = text.trim_end();
-    tracing::info!(target: "hearth::agent", instance = %instance, "{text}");
-    tail.push(text.chars().take(1000).collect());
 }
 
 /// One running agent, serving one function version.
@@ -557,13 +478,6 @@ impl NativeInstance {
             .unwrap_or_default()
     }
 
-    fn cgroup(&mut self) -> Result<&mut InstanceCgroup, SandboxError> {
-        self.cgroup.as_mut().ok_or_else(|| SandboxError::Lost {
-            instance: self.id.clone(),
-            message: "the instance was destroyed".into(),
-        })
-    }
-
     /// Tears the instance down after a failed start and returns the error, with what
     /// the agent last said added to a lost stream's message.
     async fn fail(mut self, error: SandboxError) -> SandboxError {
@@ -627,19 +541,26 @@ impl Instance for NativeInstance {
         event: Bytes,
         sink: &mut dyn InvocationSink,
     ) -> Result<InstanceRun, SandboxError> {
-        let before = self.cgroup()?.meter()?.begin()?;
         let mut limits =
             ExchangeLimits::for_invocation(spec.timeout_ms, INVOKE_GRACE, self.output_quota_mb);
         if self.builder {
             limits = limits.for_build();
         }
-        let (outcome, result) = self.stream.invoke(spec, &event, sink, &limits).await?;
-        let usage = self.cgroup()?.meter()?.finish(&before)?;
-        Ok(InstanceRun {
-            outcome,
-            result,
-            usage,
-        })
+        let Some(cgroup) = self.cgroup.as_mut() else {
+            return Err(SandboxError::Lost {
+                instance: self.id.clone(),
+                message: "the instance was destroyed".into(),
+            });
+        };
+        session::invoke(
+            &mut self.stream,
+            cgroup.meter()?,
+            spec,
+            event,
+            sink,
+            &limits,
+        )
+        .await
     }
 
     async fn destroy(mut self: Box<Self>) {
@@ -657,45 +578,6 @@ mod tests {
         assert_eq!(root_size_mb(10 * MIB as usize), 32);
         assert_eq!(root_size_mb(16 * MIB as usize + 1), 33);
         assert_eq!(root_size_mb(100 * MIB as usize), 116);
-    }
-
-    #[test]
-    fn only_ready_in_our_protocol_starts_an_instance() {
-        use hearth_core::protocol::AgentFailure;
-        let ready = |protocol_version| {
-            FromAgent::Ready(ReadyInfo {
-                protocol_version,
-                agent_version: "t".into(),
-                init_ms: 1.0,
-            })
-        };
-        let failed = |phase: &str| {
-            FromAgent::Failed(AgentFailure {
-                phase: phase.into(),
-                message: "SyntaxError: expected ':'".into(),
-            })
-        };
-        assert!(expect_ready("i", ready(PROTOCOL_VERSION)).is_ok());
-        let err = expect_ready("i", ready(PROTOCOL_VERSION + 1)).unwrap_err();
-        assert!(matches!(err, SandboxError::Spawn { .. }), "{err:?}");
-        let err = expect_ready("i", failed("init")).unwrap_err();
-        assert!(
-            matches!(&err, SandboxError::InitFailed { message } if message.contains("SyntaxError")),
-            "{err:?}"
-        );
-        let err = expect_ready("i", failed("runtime")).unwrap_err();
-        assert!(matches!(err, SandboxError::Spawn { .. }), "{err:?}");
-    }
-
-    #[test]
-    fn log_tail_keeps_the_last_lines() {
-        let tail = LogTail::default();
-        for i in 0..30 {
-            tail.push(format!("line {i}"));
-        }
-        let joined = tail.joined();
-        assert!(joined.starts_with("line 10 |"), "{joined}");
-        assert!(joined.ends_with("line 29"), "{joined}");
     }
 
     #[test]

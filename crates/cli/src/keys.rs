@@ -1,0 +1,135 @@
+//! `hearth keys create|ls|rm`: API keys with a role, a namespace and limits (admin key
+//! needed), over `/v1/keys`.
+
+use crate::client::Client;
+use crate::commands::Output;
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::{json, Map, Value};
+use std::process::ExitCode;
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Make a key; its secret is printed once (use it as the Bearer token).
+    Create(CreateArgs),
+    /// List keys (never their secrets).
+    Ls,
+    /// Revoke a key: its next request, on any controller, is refused.
+    Rm {
+        /// The key's id (`k_…`).
+        id: String,
+    },
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    /// The namespace the key acts in.
+    #[arg(long, default_value = "default")]
+    namespace: String,
+    /// admin (everything), developer (deploy, invoke, read) or invoker (invoke, read).
+    #[arg(long, default_value = "developer")]
+    role: String,
+    /// A label for people.
+    #[arg(long, default_value = "")]
+    name: String,
+    /// Requests per second (token bucket).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Requests at once the bucket allows (default: the rate rounded up).
+    #[arg(long)]
+    burst: Option<u32>,
+    /// Invocations of this key running at once.
+    #[arg(long)]
+    max_concurrency: Option<u32>,
+}
+
+pub async fn run(
+    client: &Client,
+    output: &Output,
+    command: KeysCommand,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        KeysCommand::Create(args) => create(client, output, args).await,
+        KeysCommand::Ls => list(client, output).await,
+        KeysCommand::Rm { id } => {
+            client
+                .send(client.request(Method::DELETE, &format!("/v1/keys/{id}")))
+                .await?;
+            output.print(&json!({"revoked": id}), |_| format!("revoked {id}"));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn create(client: &Client, output: &Output, args: CreateArgs) -> anyhow::Result<ExitCode> {
+    let mut limits = Map::new();
+    if let Some(rate) = args.rate {
+        limits.insert("rate_per_s".into(), json!(rate));
+    }
+    if let Some(burst) = args.burst {
+        limits.insert("burst".into(), json!(burst));
+    }
+    if let Some(max) = args.max_concurrency {
+        limits.insert("max_concurrency".into(), json!(max));
+    }
+    let body = json!({"name": args.name, "namespace": args.namespace, "role": args.role, "limits": limits});
+    let answer = client
+        .send(client.request(Method::POST, "/v1/keys").json(&body))
+        .await?;
+    output.print(&answer, |k| {
+        format!(
+            "key {} ({} in {})\nsecret: {}\n(shown once: keep it now; use it as HEARTH_API_KEY or --api-key)",
+            k["id"].as_str().unwrap_or("?"),
+            k["role"].as_str().unwrap_or("?"),
+            k["namespace"].as_str().unwrap_or("?"),
+            k["secret"].as_str().unwrap_or("?"),
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+fn limits_text(limits: &Value) -> String {
+    let mut parts = Vec::new();
+    if let Some(rate) = limits["rate_per_s"].as_f64() {
+        let burst = limits["burst"]
+            .as_u64()
+            .map(|b| format!(" burst {b}"))
+            .unwrap_or_default();
+        parts.push(format!("{rate}/s{burst}"));
+    }
+    if let Some(max) = limits["max_concurrency"].as_u64() {
+        parts.push(format!("{max} at once"));
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+async fn list(client: &Client, output: &Output) -> anyhow::Result<ExitCode> {
+    let answer = client.send(client.request(Method::GET, "/v1/keys")).await?;
+    output.print(&answer, |a| {
+        let keys = a["keys"].as_array().cloned().unwrap_or_default();
+        if keys.is_empty() {
+            return "no keys yet: hearth keys create --namespace NS --role developer".into();
+        }
+        let mut text = format!(
+            "{:<20} {:<20} {:<10} {:<20} {:<24} CREATED\n",
+            "ID", "NAMESPACE", "ROLE", "NAME", "LIMITS"
+        );
+        for k in keys {
+            text.push_str(&format!(
+                "{:<20} {:<20} {:<10} {:<20} {:<24} {}\n",
+                k["id"].as_str().unwrap_or_default(),
+                k["namespace"].as_str().unwrap_or_default(),
+                k["role"].as_str().unwrap_or_default(),
+                k["name"].as_str().unwrap_or_default(),
+                limits_text(&k["limits"]),
+                k["created_at"].as_str().unwrap_or_default(),
+            ));
+        }
+        text.trim_end().to_string()
+    });
+    Ok(ExitCode::SUCCESS)
+}
