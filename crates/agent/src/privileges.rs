@@ -150,10 +150,8 @@ pub fn leave_root_to_wait(id: u32) -> Result<(), AgentError> {
     drop_to(id, id, None)?;
     set_non_dumpable()?;
     // SAFETY: prctl with integer arguments only.
-    check(
-        unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) },
-        || "prctl PR_SET_NO_NEW_PRIVS".into(),
-    )?;
+    let ret = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    check(ret, || "prctl PR_SET_NO_NEW_PRIVS".into())?;
     // Changing credentials cleared the parent-death signal: arm it again, then make sure
     // the worker did not die in between.
     crate::process::die_with_parent()?;
