@@ -119,8 +119,13 @@ fn a_function_container_is_hardened_and_sees_nothing_of_the_host() {
     assert_eq!(host["NetworkMode"], "none");
     assert_eq!(host["Privileged"], false);
     assert_eq!(host["CapDrop"], json!(["ALL"]));
-    // The two the agent needs to leave root for the instance's uids, gone once it has.
-    assert_eq!(host["CapAdd"], json!(["SETUID", "SETGID"]), "{host}");
+    // The three the agent needs to leave root for the instance's uids (and empty its
+    // bounding set), gone once it has: CapBnd above is empty.
+    assert_eq!(
+        host["CapAdd"],
+        json!(["SETUID", "SETGID", "SETPCAP"]),
+        "{host}"
+    );
     assert!(
         host["SecurityOpt"]
             .as_array()

@@ -19,11 +19,12 @@ pub const TMP_DIR: &str = "/tmp";
 /// The invocation's output dir (`$OUTPUT_DIR`), a tmpfs the size of the output quota,
 /// when the function has one; the agent archives it after each run.
 pub const OUTPUT_DIR: &str = "/output";
-/// The container starts as root, with no capability but the two it needs to leave root
-/// for the instance's own uids before it reads a byte of the user's (`InitSpec::agent_id`).
+/// The container starts as root, with no capability but the three it needs to leave root
+/// for the instance's own uids, and to empty its bounding set, before it reads a byte of
+/// the user's (`InitSpec::agent_id`).
 pub const CONTAINER_USER: &str = "0:0";
-/// Those two.
-const KEPT_CAPABILITIES: [&str; 2] = ["SETUID", "SETGID"];
+/// Those three.
+const KEPT_CAPABILITIES: [&str; 3] = ["SETUID", "SETGID", "SETPCAP"];
 
 /// Variables passed through from the worker to the agent, when set (its log settings).
 const PASSED_ENV: [&str; 2] = ["HEARTH_AGENT_LOG", "RUST_LOG"];
@@ -47,7 +48,7 @@ const CPU_PERIOD_US: i64 = 100_000;
 /// The container for `spec`, running `image`, owned by the hearth whose label is `owner`.
 ///
 /// Hardening: no network, read-only root, the code dir as an anonymous volume, a
-/// `/tmp` tmpfs, all capabilities dropped but SETUID and SETGID (gone once the agent has
+/// `/tmp` tmpfs, all capabilities dropped but SETUID, SETGID and SETPCAP (gone once the agent has
 /// left root for the instance's uids), no-new-privileges, pids, memory
 /// (swap included, so no swap), CPU and open-file limits, no logging to disk, and no bind
 /// or host mount of any kind. The agent is PID 1, talking over the attached stdin and
@@ -215,7 +216,11 @@ mod tests {
         assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
         assert_eq!(
             host.cap_add,
-            Some(vec!["SETUID".to_string(), "SETGID".to_string()])
+            Some(vec![
+                "SETUID".to_string(),
+                "SETGID".to_string(),
+                "SETPCAP".to_string()
+            ])
         );
         let security = host.security_opt.unwrap();
         assert_eq!(security[0], "no-new-privileges:true");

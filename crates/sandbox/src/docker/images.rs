@@ -15,7 +15,7 @@
 use super::container::{AGENT_IN_IMAGE, CODE_DIR};
 
 /// The image's default user, for anyone who runs it by hand: `nobody`. hearth's own
-/// containers start as root with two capabilities and leave it at once (`container.rs`).
+/// containers start as root with three capabilities and leave it at once (`container.rs`).
 const IMAGE_USER: &str = "65534:65534";
 use super::labels;
 use bollard::query_parameters::{BuildImageOptions, CreateImageOptions};
