@@ -9,7 +9,7 @@
 // It supplies main(). The agent starts the program ahead of its invocation (a standby)
 // with fd 0 = the invocation, fd 3 = the result pipe. main() writes 'R' on fd 3 at once,
 // then reads fd 0 to its end: header lines `NAME=VALUE` (the invocation's environment:
-// HEARTH_REQUEST_ID, HEARTH_DEADLINE_MS, OUTPUT_DIR), an empty line, then the event as
+// HEARTH_REQUEST_ID, HEARTH_DEADLINE_MS, HEARTH_ATTEMPT, OUTPUT_DIR), an empty line, then the event as
 // JSON text. It sets those variables, calls the handler, and writes on fd 3 either
 //
 //   'O' + the returned text        (JSON when it parses, else taken as a string), or

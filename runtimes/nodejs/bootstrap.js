@@ -1,10 +1,14 @@
 // hearth's Node.js standby: one process per invocation, started before it is needed.
 //
 // Started by hearth-agent as `node bootstrap.js CODE_DIR` with
-//   fd 0  the event pipe: one JSON header line {request_id, deadline_ms[, output_dir]},
-//         then the event bytes (JSON), then EOF; output_dir becomes $OUTPUT_DIR
+//   fd 0  the event pipe: one JSON header line {request_id, deadline_ms, attempt[, output_dir]},
+//         then the event bytes (JSON), then EOF; output_dir becomes $OUTPUT_DIR,
+//         attempt $HEARTH_ATTEMPT
 //   fd 1  stdout pipe, fd 2  stderr pipe (this invocation's own)
 //   fd 3  the result pipe
+// Once node has started it writes "B" on fd 3 and reads one byte, "G", from fd 0: the
+// agent moves this process into the function's CPU quota in between, so that node's own
+// start runs at full speed and everything from the function's code on is the function's.
 // It loads CODE_DIR/index.js, writes the one-byte marker "R" on fd 3 (or, if the code
 // fails to load, {"init_error": {type, message, trace}} and exits), then blocks on fd 0
 // until the agent hands it an event, calls exports.handler(event, context) once, writes
@@ -127,6 +131,11 @@ async function main() {
   } catch (_) {
     // not on Linux, or no /proc: the OOM killer picks as it likes
   }
+  writeAll(RESULT_FD, 'B');
+  const go = Buffer.alloc(1);
+  if (fs.readSync(0, go, 0, 1, null) !== 1 || go[0] !== 0x47) {
+    process.exit(70); // the agent went away, or broke the protocol
+  }
   let handler;
   try {
     handler = await loadHandler();
@@ -140,6 +149,7 @@ async function main() {
   const { header, event } = readInvocation();
   process.env.HEARTH_REQUEST_ID = String(header.request_id || '');
   process.env.HEARTH_DEADLINE_MS = String(header.deadline_ms || 0);
+  process.env.HEARTH_ATTEMPT = String(Number(header.attempt) || 1);
   if (header.output_dir) process.env.OUTPUT_DIR = String(header.output_dir);
   const context = makeContext(header);
 

@@ -11,10 +11,10 @@ no fork. The spare is made at start and whenever the agent says "prepare" (after
 swept the previous invocation's leftovers), or on demand if there is none.
 
 agent -> zygote   [u32 BE n][n bytes JSON header], where the header is one of
-                  {request_id, deadline_ms, event_len[, output_dir]}, with four fds
+                  {request_id, deadline_ms, attempt, event_len[, output_dir]}, with four fds
                       attached (SCM_RIGHTS): stdout, stderr, result pipe write ends and
                       the event pipe's read end; output_dir becomes the process's
-                      $OUTPUT_DIR. The event itself never passes through the zygote:
+                      $OUTPUT_DIR, attempt its $HEARTH_ATTEMPT. The event itself never passes through the zygote:
                       the agent writes its event_len bytes into the event pipe, which
                       only the invocation's process reads, so no earlier caller's event
                       is in the memory the next spare inherits.
@@ -341,6 +341,7 @@ class Zygote:
         deadline_ms = int(header.get("deadline_ms", 0))
         os.environ["HEARTH_REQUEST_ID"] = request_id
         os.environ["HEARTH_DEADLINE_MS"] = str(deadline_ms)
+        os.environ["HEARTH_ATTEMPT"] = str(int(header.get("attempt", 1)))
         output_dir = header.get("output_dir")
         if output_dir:
             os.environ["OUTPUT_DIR"] = str(output_dir)

@@ -17,12 +17,13 @@
 //!   the result: the whole of it as JSON, else its last line; empty is `null`. A
 //!   non-zero exit code is an `error` with the end of stderr.
 
-use crate::build::{Kind, Manifest};
 use crate::channel::LogSink;
 use crate::error::AgentError;
+use crate::instance::{unix_ms, Instance};
+use crate::manifest::{Kind, Manifest};
 use crate::process::ExitInfo;
 use crate::run::{self, Ending, Finished, Pipes, MAX_RESULT_BYTES};
-use crate::runtime::{unix_ms, Instance};
+use crate::runner::Runner;
 use crate::standby::{Proc, Standby, StandbyRuntime};
 use hearth_core::protocol::{InvokeSpec, ARTIFACT_MANIFEST, ARTIFACT_PROGRAM};
 use serde_json::value::RawValue;
@@ -37,7 +38,7 @@ pub const PAYLOAD_ENV_LIMIT: usize = 100 * 1024;
 /// How much of stderr a failed program's error message quotes.
 const STDERR_TAIL: usize = 2048;
 
-/// The per-invocation environment: request id, deadline, output dir.
+/// The per-invocation environment: request id, deadline, attempt, output dir.
 fn invocation_env(inst: &Instance, spec: &InvokeSpec) -> Vec<(String, String)> {
     let mut env = vec![
         ("HEARTH_REQUEST_ID".to_string(), spec.request_id.clone()),
@@ -45,6 +46,7 @@ fn invocation_env(inst: &Instance, spec: &InvokeSpec) -> Vec<(String, String)> {
             "HEARTH_DEADLINE_MS".to_string(),
             unix_ms().saturating_add(spec.timeout_ms).to_string(),
         ),
+        ("HEARTH_ATTEMPT".to_string(), spec.attempt.to_string()),
     ];
     if let Some(dir) = inst.output_dir() {
         env.push(("OUTPUT_DIR".to_string(), dir));
@@ -254,6 +256,30 @@ impl Binary {
         if let Binary::Handler(standby) = self {
             standby.on_idle();
         }
+    }
+}
+
+impl Runner for Binary {
+    fn invoke(
+        &mut self,
+        inst: &mut Instance,
+        spec: &InvokeSpec,
+        event: &[u8],
+        log: &mut dyn LogSink,
+    ) -> Result<Finished, AgentError> {
+        Binary::invoke(self, inst, spec, event, log)
+    }
+
+    fn after_result(&mut self, inst: &mut Instance) {
+        Binary::after_result(self, inst);
+    }
+
+    fn idle_fds(&self) -> Vec<RawFd> {
+        Binary::idle_fds(self)
+    }
+
+    fn on_idle(&mut self, _inst: &mut Instance) {
+        Binary::on_idle(self);
     }
 }
 

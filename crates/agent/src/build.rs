@@ -19,13 +19,14 @@
 
 use crate::channel::LogSink;
 use crate::error::AgentError;
+use crate::instance::Instance;
+use crate::manifest::{Kind, Manifest};
 use crate::process::{self, ChildState, SpawnSpec};
 use crate::run::{self, Ending, Finished, Pipes, Report};
-use crate::runtime::Instance;
+use crate::runner::Runner;
 use hearth_core::protocol::{InvokeSpec, LogStream, ARTIFACT_MANIFEST, ARTIFACT_PROGRAM};
 use hearth_core::protocol::{OutcomeStatus, BUILD_VERSION, DEPS_GOMOD};
 use hearth_core::Runtime;
-use serde::{Deserialize, Serialize};
 use std::fs;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -45,29 +46,6 @@ const MAX_PROGRAM_BYTES: u64 = 256 << 20;
 const OUTPUT_KEEP: usize = 256 << 10;
 /// Longest compiler message put in the error.
 const MESSAGE_KEEP: usize = 64 << 10;
-
-/// How a compiled function takes its event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    /// Only a handler: the template's `main` reads the event on stdin and reports on
-    /// fd 3; it can be started ahead of its invocation.
-    Handler,
-    /// A full program with its own `main`: the event comes in `PAYLOAD`,
-    /// `PAYLOAD_FILE` and on stdin, the JSON result goes to stdout.
-    Program,
-}
-
-/// The artifact's manifest ([`ARTIFACT_MANIFEST`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Manifest {
-    /// The function's runtime.
-    pub runtime: Runtime,
-    /// How the program takes its event.
-    pub kind: Kind,
-    /// [`BUILD_VERSION`] of the agent that built it.
-    pub build_version: u32,
-}
 
 /// A file's text with comments, string and character literals blanked out (newlines
 /// kept), so that a `main` in a comment or a string is not taken for one. Handles `//`,
@@ -473,6 +451,18 @@ impl LogSink for Quiet {
 pub struct Builder {
     runtime: Runtime,
     built: bool,
+}
+
+impl Runner for Builder {
+    fn invoke(
+        &mut self,
+        inst: &mut Instance,
+        spec: &InvokeSpec,
+        _event: &[u8],
+        _log: &mut dyn LogSink,
+    ) -> Result<Finished, AgentError> {
+        Builder::invoke(self, inst, spec)
+    }
 }
 
 impl Builder {

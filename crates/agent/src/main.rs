@@ -13,16 +13,19 @@
 //! stdio, or runs user code in a process that outlives its invocation.
 //!
 //! Layout: `main.rs` (startup and the frame loop), `channel.rs` (the protocol stream),
-//! `setup.rs` (root file system), `code.rs` (code tar, runtime files), `privileges.rs`
-//! (caps, uid, seccomp), `runtime.rs` (what runtimes share), `python.rs` (zygote),
-//! `node.rs` (standby), `binary.rs` (compiled programs), `build.rs` (their build),
-//! `standby.rs` (a process fed its event on a pipe, kept ready), `process.rs` (spawn,
-//! pipes, wait), `run.rs` (one invocation's outcome), `output.rs` (the output dir:
-//! archive, quota, emptying), `sweep.rs` (leftover killing).
+//! `setup.rs` (root file system), `code.rs` (code tar, runtime files), `cpu_group.rs`
+//! (the cgroup with the function's CPU quota), `privileges.rs` (caps, uid, seccomp), `instance.rs` (what runtimes share), `runner.rs` (the trait
+//! every runtime implements), `runtime.rs` (which runtime serves: the only file that
+//! knows them all), `python.rs` (zygote), `node.rs` (standby), `binary.rs` (compiled
+//! programs), `build.rs` (their build), `manifest.rs` (the artifact's manifest, written
+//! by the build and read by `binary.rs`), `standby.rs` (a process fed its event on a
+//! pipe, kept ready), `process.rs` (spawn, pipes, wait), `run.rs` (one invocation's
+//! outcome), `output.rs` (the output dir: archive, quota, emptying), `sweep.rs`
+//! (leftover killing), `log_cap.rs` (the cap on one invocation's full log).
 //!
 //! Frames of one invocation, in order: `Log`* while the process runs (every piece of
-//! stdout/stderr as read), then `Output`* (the output dir's tar, when it is not empty),
-//! then `Result`.
+//! stdout/stderr as read, up to the invocation's `log_limit_bytes`, then a marker),
+//! then `Output`* (the output dir's tar, when it is not empty), then `Result`.
 //!
 //! Modes (`InitSpec::root`): `Native` (the worker spawned it as root in fresh mount, pid,
 //! net, ipc and uts namespaces: it forks PID 1, builds a tmpfs root, pivots, drops to the
@@ -50,14 +53,19 @@ mod binary;
 mod build;
 mod channel;
 mod code;
+mod cpu_group;
 mod error;
 mod install;
+mod instance;
+mod log_cap;
+mod manifest;
 mod node;
 mod output;
 mod privileges;
 mod process;
 mod python;
 mod run;
+mod runner;
 mod runtime;
 mod scratch;
 mod setup;
@@ -67,10 +75,12 @@ mod sweep;
 use channel::Channel;
 use error::AgentError;
 use hearth_core::protocol::{
-    AgentFailure, FromAgent, InitSpec, ReadyInfo, RootSetup, ToAgent, PROTOCOL_VERSION,
+    AgentFailure, FailurePhase, FromAgent, InitSpec, ReadyInfo, RootSetup, ToAgent,
+    PROTOCOL_VERSION,
 };
+use instance::Instance;
 use output::OutputDir;
-use runtime::{Instance, Runner};
+use runner::Runner;
 use std::path::Path;
 use std::time::Instant;
 use sweep::{Scope, Sweeper};
@@ -100,25 +110,30 @@ fn agent_main() -> i32 {
     }
     // SAFETY: umask only sets a process attribute.
     unsafe { libc::umask(0o022) };
-    let mut channel = match Channel::from_stdio() {
+    // The one inherited fd the agent keeps (moved high), before every other is closed.
+    let adopted = cpu_group::adopt();
+    let mut channel = match Channel::from_stdio(cpu_group::fd()) {
         Ok(channel) => channel,
         Err(e) => {
             diag!("cannot take the protocol stream: {e}");
             return 2;
         }
     };
+    if let Err(e) = adopted {
+        return fail(&mut channel, FailurePhase::Setup, &e);
+    }
     let started = Instant::now();
     let (spec, code) = match channel.read() {
         Ok(Some((ToAgent::Init(spec), code))) => (spec, code),
         Ok(Some((ToAgent::Shutdown, _)) | None) => return 0,
         Ok(Some((other, _))) => {
             let e = AgentError::Unexpected(format!("{other:?} before init"));
-            return fail(&mut channel, "init", &e);
+            return fail(&mut channel, before_ready(&e), &e);
         }
-        Err(e) => return fail(&mut channel, "init", &e),
+        Err(e) => return fail(&mut channel, before_ready(&e), &e),
     };
     if let Err(e) = preflight(&spec) {
-        return fail(&mut channel, "init", &e);
+        return fail(&mut channel, before_ready(&e), &e);
     }
     if matches!(spec.root, RootSetup::Native { .. }) {
         match become_pid1() {
@@ -133,17 +148,17 @@ fn agent_main() -> i32 {
                 return wait_for_pid1(child);
             }
             Ok(None) => {}
-            Err(e) => return fail(&mut channel, "init", &e),
+            Err(e) => return fail(&mut channel, before_ready(&e), &e),
         }
     }
     let mut instance = match init(&spec, &code) {
         Ok(instance) => instance,
-        Err(e) => return fail(&mut channel, "init", &e),
+        Err(e) => return fail(&mut channel, before_ready(&e), &e),
     };
     drop(code);
-    let mut runner = match Runner::start(spec.runtime, spec.purpose, &mut instance) {
+    let mut runner = match runtime::start(spec.runtime, spec.purpose, &mut instance) {
         Ok(runner) => runner,
-        Err(e) => return fail(&mut channel, "init", &e),
+        Err(e) => return fail(&mut channel, before_ready(&e), &e),
     };
     let ready = FromAgent::Ready(ReadyInfo {
         protocol_version: PROTOCOL_VERSION,
@@ -155,19 +170,28 @@ fn agent_main() -> i32 {
         kill_all(&mut instance);
         return 1;
     }
-    let code = match serve(&mut channel, &mut runner, &mut instance) {
+    let code = match serve(&mut channel, runner.as_mut(), &mut instance) {
         Ok(()) => 0,
-        Err(e) => fail(&mut channel, "runtime", &e),
+        Err(e) => fail(&mut channel, FailurePhase::Runtime, &e),
     };
     kill_all(&mut instance);
     code
 }
 
+/// Whose fault a failure before `Ready` is: the code's only when it failed to load;
+/// anything else (mounts, seccomp, privileges, a missing toolchain) is the platform's.
+fn before_ready(error: &AgentError) -> FailurePhase {
+    match error {
+        AgentError::CodeLoad(_) => FailurePhase::CodeLoad,
+        _ => FailurePhase::Setup,
+    }
+}
+
 /// Reports a failure to the worker (best effort) and returns the exit code.
-fn fail(channel: &mut Channel, phase: &str, error: &AgentError) -> i32 {
+fn fail(channel: &mut Channel, phase: FailurePhase, error: &AgentError) -> i32 {
     diag!("{phase} failed: {error}");
     let failure = FromAgent::Failed(AgentFailure {
-        phase: phase.to_string(),
+        phase,
         message: error.to_string(),
     });
     if let Err(e) = channel.send(&failure, &[]) {
@@ -279,7 +303,7 @@ fn init(spec: &InitSpec, code: &[u8]) -> Result<Instance, AgentError> {
         Some(path) => Some(OutputDir::open(path.clone(), spec.output_size_mb)?),
         None => None,
     };
-    let env = runtime::environment(spec, &layout);
+    let env = instance::environment(spec, &layout);
     let scratch = match scope {
         Scope::Namespace => scratch::ScratchDirs::new(&[&layout.tmp, Path::new(scratch::SHM_DIR)]),
         // A test or a shared namespace: only a tmp dir under a base of our own, never
@@ -304,7 +328,7 @@ fn init(spec: &InitSpec, code: &[u8]) -> Result<Instance, AgentError> {
 /// The frame loop: one invocation at a time until `Shutdown` or the end of the stream.
 fn serve(
     channel: &mut Channel,
-    runner: &mut Runner,
+    runner: &mut dyn Runner,
     inst: &mut Instance,
 ) -> Result<(), AgentError> {
     loop {
@@ -325,7 +349,17 @@ fn serve(
         match channel.read()? {
             None | Some((ToAgent::Shutdown, _)) => return Ok(()),
             Some((ToAgent::Invoke(spec), event)) => {
-                let mut finished = runner.invoke(inst, &spec, &event, channel)?;
+                let mut log = log_cap::LogCap::new(channel, spec.log_limit_bytes);
+                let mut finished = runner.invoke(inst, &spec, &event, &mut log)?;
+                if log.truncated() {
+                    diag!(
+                        "log of {} cut at {} bytes: {} more dropped",
+                        spec.request_id,
+                        spec.log_limit_bytes,
+                        log.dropped()
+                    );
+                    finished.outcome.truncated = true;
+                }
                 if let Some(output) = &inst.output {
                     // Every process of the invocation is gone: nothing writes there now.
                     let collected = output.collect(&mut |piece| channel.send_output(piece));

@@ -2,17 +2,19 @@
 //! loaded) before the event arrives.
 //!
 //! The standby (`runtimes/nodejs/bootstrap.js`) has fd 0 = event pipe, fds 1/2 = this
-//! invocation's stdout/stderr pipes, fd 3 = result pipe. It writes the marker `R` on fd 3
-//! once `index.js` is loaded, then blocks reading its event. Warm path: write the event,
+//! invocation's stdout/stderr pipes, fd 3 = result pipe. Once node has started it writes
+//! `B` on fd 3 and waits for `G` on fd 0 (meanwhile the agent moves it into the function's
+//! CPU quota: node's own start is not the function's work). It writes the marker `R` on
+//! fd 3 once `index.js` is loaded, then blocks reading its event. Warm path: write the event,
 //! close the pipe, wait for the result and the exit. The next standby is started right
 //! after the result has gone to the worker. What a standby prints while it loads is held
 //! and logged with the invocation that uses it. That life cycle is [`crate::standby`]'s;
 //! this file says how node starts, takes its event and fails to load.
 
 use crate::error::AgentError;
+use crate::instance::{load_message, unix_ms, Instance};
 use crate::process::ExitInfo;
 use crate::run::{Pipes, MAX_RESULT_BYTES};
-use crate::runtime::{load_message, unix_ms, Instance};
 use crate::standby::{Proc, Standby, StandbyRuntime};
 use hearth_core::invocation::ErrorInfo;
 use hearth_core::protocol::InvokeSpec;
@@ -45,12 +47,17 @@ impl StandbyRuntime for NodeJs {
             inst.layout.code.to_string_lossy().into_owned(),
         ];
         let (interpreter, env) = (inst.interpreter.clone(), inst.env.clone());
-        let limit = inst.output_limit;
-        Proc::spawn(inst, &interpreter, &args, &env, limit, MAX_RESULT_BYTES)
+        let limits = [inst.output_limit, MAX_RESULT_BYTES];
+        // Node's own start (~25 ms of CPU) runs outside the function's quota, unless
+        // NODE_OPTIONS could make it load the function's code (`--require`) first.
+        let outside_quota = !env.iter().any(|(key, _)| key == "NODE_OPTIONS");
+        Proc::spawn_booting(inst, &interpreter, &args, &env, limits, outside_quota)
     }
 
     fn died(&self, pipes: &Pipes, info: ExitInfo) -> AgentError {
-        if let Ok(e) = serde_json::from_slice::<InitError>(pipes.result.data()) {
+        let reported = pipes.result.data();
+        let reported = reported.strip_prefix(b"B").unwrap_or(reported);
+        if let Ok(e) = serde_json::from_slice::<InitError>(reported) {
             return AgentError::CodeLoad(load_message(&e.init_error));
         }
         let how = match (info.exit_code(), info.signal()) {
@@ -65,7 +72,7 @@ impl StandbyRuntime for NodeJs {
         ))
     }
 
-    /// A JSON header line (request id, deadline, output dir), then the event.
+    /// A JSON header line (request id, deadline, attempt, output dir), then the event.
     fn frame(
         &self,
         inst: &Instance,
@@ -75,6 +82,7 @@ impl StandbyRuntime for NodeJs {
         let mut header = serde_json::json!({
             "request_id": spec.request_id,
             "deadline_ms": unix_ms().saturating_add(spec.timeout_ms),
+            "attempt": spec.attempt,
         });
         if let Some(dir) = inst.output_dir() {
             header["output_dir"] = dir.into();

@@ -428,7 +428,19 @@ pub struct SpawnSpec<'a> {
 /// Starts a process in its own session with exactly the fds of `spec` (every other fd of
 /// the agent is close-on-exec) and returns its pid. It is never waited on by std: the
 /// caller reaps it with [`wait4`] to get its rusage.
+/// It joins the function's CPU group ([`crate::cpu_group`]) before it runs anything.
 pub fn spawn(spec: SpawnSpec<'_>) -> Result<i32, AgentError> {
+    spawn_in(spec, true)
+}
+
+/// [`spawn`], but the process stays outside the function's CPU group: only for a
+/// runtime's own start, which the caller moves in ([`crate::cpu_group::move_into`]) before
+/// it loads any of the function's code.
+pub fn spawn_outside_quota(spec: SpawnSpec<'_>) -> Result<i32, AgentError> {
+    spawn_in(spec, false)
+}
+
+fn spawn_in(spec: SpawnSpec<'_>, join_function_group: bool) -> Result<i32, AgentError> {
     let [stdin, stdout, stderr, fd3] = spec.fds;
     let fd3_raw = fd3.as_raw_fd();
     let mut cmd = Command::new(spec.program);
@@ -440,11 +452,14 @@ pub fn spawn(spec: SpawnSpec<'_>) -> Result<i32, AgentError> {
         .stdout(Stdio::from(stdout))
         .stderr(Stdio::from(stderr));
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe calls (dup2, fcntl, setsid, set*id) on an fd that stays open in the
+    // async-signal-safe calls (write, dup2, fcntl, setsid, set*id) on an fd that stays open in the
     // parent until `spawn` returns. std has already placed fds 0-2 (all > 3 or equal to
     // the targets, since the agent keeps 0-2 open on /dev/null).
     unsafe {
         cmd.pre_exec(move || {
+            if join_function_group {
+                crate::cpu_group::join_in_child()?;
+            }
             if fd3_raw == 3 {
                 if libc::fcntl(3, libc::F_SETFD, 0) == -1 {
                     return Err(io::Error::last_os_error());

@@ -9,9 +9,10 @@
 
 use crate::channel::LogSink;
 use crate::error::AgentError;
+use crate::instance::{load_message, unix_ms, Instance, LOAD_LIMIT};
 use crate::process::{self, Capture, ChildState, ExitInfo, Outbox, ReadState, SpawnSpec};
 use crate::run::{self, Ending, Finished, Pipes, Report};
-use crate::runtime::{load_message, unix_ms, Instance, LOAD_LIMIT};
+use crate::runner::Runner;
 use hearth_core::invocation::ErrorInfo;
 use hearth_core::protocol::InvokeSpec;
 use serde::Deserialize;
@@ -162,6 +163,7 @@ fn invocation_message(
     let mut header = serde_json::json!({
         "request_id": spec.request_id,
         "deadline_ms": unix_ms().saturating_add(spec.timeout_ms),
+        "attempt": spec.attempt,
         "event_len": event_len,
     });
     if let Some(dir) = output_dir {
@@ -541,5 +543,29 @@ impl Python {
             zygote.kill(inst);
             self.zygote = None;
         }
+    }
+}
+
+impl Runner for Python {
+    fn invoke(
+        &mut self,
+        inst: &mut Instance,
+        spec: &InvokeSpec,
+        event: &[u8],
+        log: &mut dyn LogSink,
+    ) -> Result<Finished, AgentError> {
+        Python::invoke(self, inst, spec, event, log)
+    }
+
+    fn after_result(&mut self, _inst: &mut Instance) {
+        Python::after_result(self);
+    }
+
+    fn idle_fds(&self) -> Vec<RawFd> {
+        Python::idle_fds(self)
+    }
+
+    fn on_idle(&mut self, inst: &mut Instance) {
+        Python::on_idle(self, inst);
     }
 }

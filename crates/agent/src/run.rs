@@ -2,8 +2,8 @@
 
 use crate::channel::LogSink;
 use crate::error::AgentError;
+use crate::instance::Instance;
 use crate::process::{self, Capture, ExitInfo, MAX_CHUNK};
-use crate::runtime::Instance;
 use crate::sweep::SweepReport;
 use hearth_core::invocation::ErrorInfo;
 use hearth_core::protocol::{InvokeOutcome, LogStream, OutcomeStatus};

@@ -5,21 +5,29 @@
 //! A [`Proc`] has fd 0 = the event pipe, fds 1/2 = this invocation's stdout/stderr pipes,
 //! fd 3 = the result pipe. A standby writes [`READY`] on fd 3 once it can take its event,
 //! then blocks reading fd 0. What it prints while it waits is held and logged with the
-//! invocation that uses it. [`Standby`] keeps at most one such process ready and replaces
-//! it after every result; a [`StandbyRuntime`] says what differs: how the process starts,
+//! invocation that uses it. A booting standby first writes [`BOOTED`] and waits for
+//! [`GO`], so that its runtime can start outside the function's CPU quota and be moved in
+//! before the function's code loads. [`Standby`] keeps at most one such process ready and
+//! replaces it after every result; a [`StandbyRuntime`] says what differs: how the process starts,
 //! how the event is framed, how the result reads.
 
 use crate::channel::LogSink;
 use crate::error::AgentError;
+use crate::instance::{Instance, LOAD_LIMIT};
 use crate::process::{self, Capture, ChildState, ExitInfo, Outbox, SpawnSpec};
 use crate::run::{self, Ending, Finished, Held, Pipes, Report};
-use crate::runtime::{Instance, LOAD_LIMIT};
+use crate::runner::Runner;
 use hearth_core::protocol::InvokeSpec;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 /// The byte a standby writes on the result pipe once it waits for its event.
 const READY: u8 = b'R';
+/// The byte a booting standby writes on the result pipe once its runtime has started,
+/// before any of the function's code: it then waits for [`GO`] on fd 0.
+const BOOTED: u8 = b'B';
+/// The byte the agent sends a booted standby once it is inside the function's CPU quota.
+const GO: u8 = b'G';
 
 /// A started process, its event pipe and its output pipes.
 #[derive(Debug)]
@@ -32,6 +40,11 @@ pub struct Proc {
     /// What it printed before its invocation (a standby).
     held: Held,
     ready: bool,
+    /// A booting standby (see [`Proc::spawn_booting`]) that has not had [`GO`] yet, and
+    /// whether it still runs outside the function's CPU quota.
+    booting: Option<bool>,
+    /// Whether its result pipe starts with [`BOOTED`].
+    boots: bool,
 }
 
 impl Proc {
@@ -45,17 +58,49 @@ impl Proc {
         stdout_limit: usize,
         result_limit: usize,
     ) -> Result<Proc, AgentError> {
+        Self::start(inst, program, args, env, [stdout_limit, result_limit], None)
+    }
+
+    /// [`Proc::spawn`] for a standby that boots: it writes [`BOOTED`] once its runtime has
+    /// started and waits for [`GO`] before it loads the function's code. When
+    /// `outside_quota`, it starts outside the function's CPU quota (a runtime's own start
+    /// is the platform's work: a small share would make it take several times as long)
+    /// and is moved in before it gets [`GO`]; only for a runtime whose start runs no
+    /// code the function chose.
+    pub fn spawn_booting(
+        inst: &mut Instance,
+        program: &str,
+        args: &[String],
+        env: &[(String, String)],
+        limits: [usize; 2],
+        outside_quota: bool,
+    ) -> Result<Proc, AgentError> {
+        Self::start(inst, program, args, env, limits, Some(outside_quota))
+    }
+
+    fn start(
+        inst: &mut Instance,
+        program: &str,
+        args: &[String],
+        env: &[(String, String)],
+        [stdout_limit, result_limit]: [usize; 2],
+        booting: Option<bool>,
+    ) -> Result<Proc, AgentError> {
         let (in_r, in_w) = process::pipe()?;
         let (out_r, out_w) = process::pipe()?;
         let (err_r, err_w) = process::pipe()?;
         let (res_r, res_w) = process::pipe()?;
-        let pid = process::spawn(SpawnSpec {
+        let spec = SpawnSpec {
             program,
             args,
             env,
             cwd: &inst.layout.code,
             fds: [in_r, out_w, err_w, res_w],
-        })?;
+        };
+        let pid = match booting {
+            Some(true) => process::spawn_outside_quota(spec)?,
+            _ => process::spawn(spec)?,
+        };
         inst.reaper.track(pid);
         process::set_nonblocking(in_w.as_raw_fd())?;
         let pipes = Pipes {
@@ -70,7 +115,45 @@ impl Proc {
             pipes,
             held: Held::default(),
             ready: false,
+            booting,
+            boots: booting.is_some(),
         })
+    }
+
+    /// What came on the result pipe after the boot marker.
+    fn reported(&self) -> &[u8] {
+        let data = self.pipes.result.data();
+        match self.boots {
+            true => data.strip_prefix(&[BOOTED]).unwrap_or(data),
+            false => data,
+        }
+    }
+
+    /// Once a booting standby has said [`BOOTED`]: moves it into the function's CPU quota
+    /// (when outside) and sends [`GO`]. Nothing to do before that, or after.
+    fn advance_boot(&mut self) -> Result<(), AgentError> {
+        let Some(outside_quota) = self.booting else {
+            return Ok(());
+        };
+        if self.pipes.result.data().first() != Some(&BOOTED) {
+            return Ok(());
+        }
+        if outside_quota {
+            crate::cpu_group::move_into(self.pid)?;
+        }
+        let Some(input) = &self.input else {
+            return Err(AgentError::Runtime(
+                "the standby's event pipe is closed".into(),
+            ));
+        };
+        let mut go = Outbox::new(vec![GO], 0);
+        // One byte into an empty pipe: it fits.
+        go.pump(input.as_raw_fd());
+        if !go.is_done() {
+            return Err(AgentError::Runtime("cannot start the standby".into()));
+        }
+        self.booting = None;
+        Ok(())
     }
 
     /// Waits up to `limit` for the ready marker; `runtime` says why there was none.
@@ -83,7 +166,8 @@ impl Proc {
         let until = Instant::now() + limit;
         loop {
             self.pipes.pump(&mut self.held);
-            if self.pipes.result.data().first() == Some(&READY) {
+            self.advance_boot()?;
+            if self.reported().first() == Some(&READY) {
                 self.ready = true;
                 return Ok(());
             }
@@ -172,6 +256,9 @@ impl Proc {
     /// What came on the result pipe, without the ready marker.
     fn take_result(&mut self) -> Vec<u8> {
         let mut result = self.pipes.result.take();
+        if self.boots && result.first() == Some(&BOOTED) {
+            result.remove(0);
+        }
         if result.first() == Some(&READY) {
             result.remove(0);
         }
@@ -298,9 +385,38 @@ impl<R: StandbyRuntime> Standby<R> {
     }
 
     /// Reads what the standby wrote while waiting (held for its invocation).
+    /// Moves a booted standby on (a failure kills it: the next call replaces it).
     pub fn on_idle(&mut self) {
         if let Some(proc) = self.next.as_mut() {
             proc.pipes.pump(&mut proc.held);
+            if let Err(e) = proc.advance_boot() {
+                crate::diag!("{} (pid {}): {e}", R::NAME, proc.pid);
+                process::kill(proc.pid, libc::SIGKILL);
+            }
         }
+    }
+}
+
+impl<R: StandbyRuntime> Runner for Standby<R> {
+    fn invoke(
+        &mut self,
+        inst: &mut Instance,
+        spec: &InvokeSpec,
+        event: &[u8],
+        log: &mut dyn LogSink,
+    ) -> Result<Finished, AgentError> {
+        Standby::invoke(self, inst, spec, event, log)
+    }
+
+    fn after_result(&mut self, inst: &mut Instance) {
+        Standby::after_result(self, inst);
+    }
+
+    fn idle_fds(&self) -> Vec<RawFd> {
+        Standby::idle_fds(self)
+    }
+
+    fn on_idle(&mut self, _inst: &mut Instance) {
+        Standby::on_idle(self);
     }
 }

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{existing_fixture, spec, Agent};
-use hearth_core::protocol::{FromAgent, OutcomeStatus, RootSetup};
+use hearth_core::protocol::{FailurePhase, FromAgent, OutcomeStatus, RootSetup};
 use hearth_core::Runtime;
 use serde_json::json;
 
@@ -45,7 +45,7 @@ fn a_require_error_fails_init() {
         agent_with("require('./does-not-exist');\nexports.handler = () => 1;\n");
     match first {
         FromAgent::Failed(f) => {
-            assert_eq!(f.phase, "init");
+            assert_eq!(f.phase, FailurePhase::CodeLoad);
             assert!(f.message.contains("Cannot find module"), "{}", f.message);
         }
         other => panic!("expected failed, got {other:?}"),

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{existing_fixture, spec, Agent};
-use hearth_core::protocol::{FromAgent, OutcomeStatus};
+use hearth_core::protocol::{FailurePhase, FromAgent, OutcomeStatus, PROTOCOL_VERSION};
 use hearth_core::Runtime;
 use serde_json::json;
 
@@ -15,7 +15,7 @@ fn handler_agent(limit: u64) -> Agent {
     init.inline_output_limit = limit;
     let (agent, first) = existing_fixture(init, "py-agent");
     match first {
-        FromAgent::Ready(ready) => assert_eq!(ready.protocol_version, 1),
+        FromAgent::Ready(ready) => assert_eq!(ready.protocol_version, PROTOCOL_VERSION),
         other => panic!("expected ready, got {other:?}"),
     }
     agent
@@ -148,7 +148,7 @@ fn an_import_error_fails_init_with_the_traceback() {
     let (mut agent, first) = Agent::existing(init, &[("main.py", code)]);
     match first {
         FromAgent::Failed(f) => {
-            assert_eq!(f.phase, "init");
+            assert_eq!(f.phase, FailurePhase::CodeLoad);
             assert!(f.message.contains("ModuleNotFoundError"), "{}", f.message);
             assert!(
                 f.message.contains("no_such_module_anywhere"),
@@ -190,4 +190,37 @@ fn large_events_and_results_pass_whole() {
     let v = reply.value();
     assert_eq!(v["len"], 3 << 20);
     assert_eq!(v["back"].as_str().unwrap().len(), 3 << 20);
+}
+
+#[test]
+fn a_syntax_error_is_the_codes_fault_and_a_missing_interpreter_the_platforms() {
+    let init = spec(Runtime::Python, hearth_core::protocol::RootSetup::Existing);
+    let (mut agent, first) =
+        Agent::existing(init, &[("main.py", "def handler(e, c)\n    return 1\n")]);
+    match first {
+        FromAgent::Failed(f) => {
+            assert_eq!(f.phase, FailurePhase::CodeLoad);
+            assert!(f.message.contains("SyntaxError"), "{}", f.message);
+        }
+        other => panic!("expected failed, got {other:?}"),
+    }
+    assert_eq!(agent.wait().code(), Some(1));
+
+    // The same good code with an interpreter the platform failed to provide.
+    let mut init = spec(Runtime::Python, hearth_core::protocol::RootSetup::Existing);
+    init.interpreter = "/nonexistent/hearth-test/python3".into();
+    let code = "def handler(e, c):\n    return 1\n";
+    let (mut agent, first) = Agent::existing(init, &[("main.py", code)]);
+    match first {
+        FromAgent::Failed(f) => {
+            assert_eq!(f.phase, FailurePhase::Setup, "{}", f.message);
+            assert!(
+                f.message.contains("/nonexistent/hearth-test/python3"),
+                "{}",
+                f.message
+            );
+        }
+        other => panic!("expected failed, got {other:?}"),
+    }
+    assert_eq!(agent.wait().code(), Some(1));
 }

@@ -120,6 +120,8 @@ pub struct WorkerArgs {
     id: Option<String>,
     #[command(flatten)]
     sandbox_args: crate::sandbox_args::SandboxArgs,
+    #[command(flatten)]
+    disk: crate::disk::DiskArgs,
 }
 
 fn init_tracing() {
@@ -199,11 +201,11 @@ pub async fn run_worker(args: WorkerArgs, data_dir: PathBuf) -> anyhow::Result<(
         .id
         .unwrap_or_else(|| format!("w-{host}-{}", hex::encode(&digest[..3])));
     let worker = Worker::start(
-        WorkerConfig {
+        args.disk.apply(WorkerConfig {
             id: id.clone(),
             idle_timeout: Duration::from_secs(args.idle_timeout),
             ..WorkerConfig::default()
-        },
+        }),
         backend,
         code,
         metadata.clone(),

@@ -9,6 +9,7 @@ mod bench;
 mod client;
 mod cluster;
 mod commands;
+mod disk;
 mod images;
 mod keys;
 mod package;

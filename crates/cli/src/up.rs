@@ -63,6 +63,8 @@ pub struct UpArgs {
     deps: DepsArgs,
     #[command(flatten)]
     sandbox_args: SandboxArgs,
+    #[command(flatten)]
+    disk: crate::disk::DiskArgs,
 }
 
 /// Where deploys fetch function dependencies from (on the host, executing nothing).
@@ -158,11 +160,11 @@ pub async fn run(args: UpArgs, data_dir: PathBuf) -> anyhow::Result<()> {
         }
     };
     let worker = Worker::start(
-        WorkerConfig {
+        args.disk.apply(WorkerConfig {
             idle_timeout: Duration::from_secs(args.idle_timeout),
             deps: args.deps.config(&data_dir),
             ..WorkerConfig::default()
-        },
+        }),
         backend,
         code.clone(),
         stores.metadata.clone(),

@@ -73,10 +73,12 @@ fn two_controllers_three_workers_serve_any_function_through_either() {
     let sync = cluster.invoke(1, "works", &json!({"tag": "sync"}));
     assert_eq!(sync["status"], "success", "{sync}");
     assert_eq!(sync["result"]["tag"], "sync");
+    assert_eq!(sync["result"]["attempt"], "1", "{sync}");
     let async_id = cluster.invoke_async(1, "works", &json!({"tag": "async"}));
     let done = final_invocation(&cluster, 0, &async_id, Duration::from_secs(60));
     assert_eq!(done["status"], "success", "{done}");
     assert_eq!(done["attempt"], 1, "{done}");
+    assert_eq!(done["result"]["attempt"], "1", "{done}");
 
     // Logs and outputs come from the object store through either controller.
     for (id, tag) in [
@@ -191,8 +193,12 @@ fn async_invocations_finish_elsewhere_when_their_worker_is_killed() {
     for id in &ids {
         let done = final_invocation(&cluster, 0, id, Duration::from_secs(120));
         assert_eq!(done["status"], "success", "{done}");
+        // The function itself saw the attempt the record shows (HEARTH_ATTEMPT).
+        let attempt = done["attempt"].as_u64().unwrap().to_string();
+        assert_eq!(done["result"]["attempt"], attempt.as_str(), "{done}");
         if running_there.contains(id) {
             assert_eq!(done["attempt"], 2, "ran on the killed worker: {done}");
+            assert_eq!(done["result"]["attempt"], "2", "redelivered: {done}");
             assert_ne!(done["worker"], victim.as_str(), "{done}");
             retried += 1;
         }

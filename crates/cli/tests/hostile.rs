@@ -446,3 +446,68 @@ fn resource_limits_and_proc_masks_are_set() {
         assert_ne!(wrote, "ok", "{path} is writable: {seen}");
     }
 }
+
+// The host's disk (issue 10, item 1): a handler that prints in a loop for its whole
+// timeout never writes more than the log cap, to the spool or the object store.
+
+/// Prints 1 KiB lines to stdout and stderr until it is killed at its timeout.
+const LOG_BOMB: &str = r#"
+import sys
+def handler(event, context):
+    line = "x" * 1023 + "\n"
+    while True:
+        sys.stdout.write(line)
+        sys.stderr.write(line)
+"#;
+
+#[test]
+fn a_log_bomb_is_cut_at_the_log_cap_on_disk_and_in_the_object_store() {
+    let cap: u64 = 1 << 20;
+    let hearth = Hearth::start_with(env!("CARGO_BIN_EXE_hearth"), &["--log-limit-mb", "1"]);
+    hearth.deploy_files(
+        "log-bomb",
+        &[("main.py", LOG_BOMB)],
+        json!({"runtime": "python", "timeout_ms": 3000}),
+    );
+    let inv = hearth.invoke("log-bomb", json!({}));
+    assert_eq!(inv["status"], "timeout", "{inv}");
+    assert_eq!(inv["truncated"], true, "{inv}");
+    let id = inv["id"].as_str().unwrap();
+    // Room for the marker the agent adds at the cut.
+    let most = cap + 1024;
+    let logs = hearth
+        .request(reqwest::Method::GET, &format!("/v1/invocations/{id}/logs"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        (logs.len() as u64) <= most + 256,
+        "the full log is {} bytes, past the cap of {cap}",
+        logs.len()
+    );
+    assert!(
+        logs.contains("[hearth: log truncated"),
+        "the cut is not marked: ...{}",
+        &logs[logs.len().saturating_sub(300)..]
+    );
+    let objects = hearth.data_dir().join("objects/logs").join(id);
+    hearth_testkit::eventually(
+        std::time::Duration::from_secs(60),
+        "the logs reach the object store",
+        || objects.join("stdout").is_file() && objects.join("stderr").is_file(),
+    )
+    .unwrap();
+    let stored: u64 = ["stdout", "stderr"]
+        .iter()
+        .map(|s| std::fs::metadata(objects.join(s)).unwrap().len())
+        .sum();
+    assert!(
+        stored <= most,
+        "{stored} bytes of log in the object store, past the cap of {cap}"
+    );
+    assert!(stored >= cap, "the log is kept up to the cap: {stored}");
+    // The instance was healthy and the platform keeps serving.
+    let again = hearth.invoke("log-bomb", json!({}));
+    assert_eq!(again["status"], "timeout", "{again}");
+}

@@ -427,6 +427,101 @@ fn a_namespace_at_its_concurrency_quota_refuses_at_once() {
 }
 
 #[test]
+fn a_namespace_at_its_warm_instance_quota_starts_no_more() {
+    let hearth = hearth();
+    expect_ok(
+        hearth
+            .request(Method::PUT, "/v1/namespaces/w")
+            .json(&json!({"max_warm_instances": 1}))
+            .send()
+            .unwrap(),
+        "set quotas",
+    );
+    let dev = developer(&hearth, "w");
+    for name in ["first", "second"] {
+        expect_ok(
+            dev.deploy(name, "py-echo", json!({"runtime": "python"})),
+            "deploy",
+        );
+    }
+    expect_ok(dev.invoke("first", json!({})), "the first instance starts");
+    // Its idle instance stays warm (10 minutes), so the namespace is at its quota: a
+    // function with no instance of its own is refused, the warm one still answers.
+    let refused = dev.invoke("second", json!({}));
+    assert!(
+        refused.headers().get("retry-after").is_some(),
+        "Retry-After"
+    );
+    let message = expect_error(refused, 429, "quota_exceeded");
+    assert!(message.contains("warm instances"), "{message}");
+    expect_ok(dev.invoke("first", json!({})), "the warm instance serves");
+    // Once it is gone (the function deleted), the other may start one.
+    assert_eq!(
+        dev.send(Method::DELETE, "/v1/functions/first").status(),
+        204
+    );
+    eventually(Duration::from_secs(30), "the quota frees", || {
+        dev.invoke("second", json!({})).status() == 200
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_dashboard_session_of_a_key_sees_its_namespace_until_the_key_is_revoked() {
+    let hearth = hearth();
+    let a = developer(&hearth, "a");
+    expect_ok(
+        a.deploy("mine", "py-echo", json!({"runtime": "python"})),
+        "deploy",
+    );
+    hearth.deploy_fixture("admins", "py-echo", json!({"runtime": "python"}));
+    let signed_in = hearth
+        .anonymous(Method::POST, "/ui/session")
+        .json(&json!({"api_key": a.secret}))
+        .send()
+        .unwrap();
+    let cookie = signed_in
+        .headers()
+        .get("set-cookie")
+        .expect("a session cookie")
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    expect_ok(signed_in, "sign in with a developer key");
+    let with_cookie = |path: &str| {
+        hearth
+            .anonymous(Method::GET, path)
+            .header("cookie", &cookie)
+            .send()
+            .unwrap()
+    };
+    let listed = expect_ok(with_cookie("/v1/functions"), "list with the session");
+    let names: Vec<&str> = listed["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["mine"], "{listed}");
+    let stats = expect_ok(with_cookie("/v1/stats/functions"), "stats");
+    assert_eq!(stats["functions"].as_array().unwrap().len(), 1, "{stats}");
+    expect_error(
+        with_cookie("/v1/functions/admins"),
+        404,
+        "function_not_found",
+    );
+    let revoked = hearth
+        .request(Method::DELETE, &format!("/v1/keys/{}", a.id))
+        .send()
+        .unwrap();
+    assert_eq!(revoked.status(), 204);
+    expect_error(with_cookie("/v1/functions"), 401, "unauthorized");
+}
+
+#[test]
 fn secrets_are_never_stored_in_clear() {
     let hearth = hearth();
     let key = developer(&hearth, "s");

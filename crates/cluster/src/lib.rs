@@ -6,16 +6,19 @@
 //! Streams with consumer groups (a stream per worker for warm affinity, a shared one for
 //! first calls, one for async jobs whose pending entries are their leases), the
 //! per-controller reply streams, and the at-most-once claim of a sync invocation.
-//! [`controller::RedisFleet`] is the controller's side, [`node::WorkerNode`] the worker's.
+//! [`controller::RedisFleet`] is the controller's side, [`node::WorkerNode`] the worker's;
+//! [`janitor`] cleans what dead workers leave in the sync queues (never an async lease).
 //! Also the controllers' shared rate limits and concurrency slots ([`limits`]).
 //!
 //! Never: runs code (the worker crate does), speaks HTTP, or stores metadata and objects
 //! (PostgreSQL and S3 do, through `hearth-store`). Trimming never deletes a pending
 //! entry: queue entries are deleted one by one once acknowledged, reply streams trimmed
-//! below what their reader has read. Blocking reads use connections of their own with
+//! below what their reader has read; only the janitor deletes a pending entry, and only
+//! a sync one whose reader died (never an async lease). Blocking reads use connections of their own with
 //! no response timeout (a shared connection's timeout would cut a `BLOCK` short).
 
 pub mod controller;
+pub mod janitor;
 pub mod limits;
 pub mod messages;
 pub mod node;

@@ -12,6 +12,7 @@
 //!   the invocation ends `failed`. A retry after a failed attempt is a new entry with a
 //!   not-before time; the old one is acknowledged only after the new one is added.
 
+use crate::janitor;
 use crate::messages::{self, AsyncTask, Reply, ReplyOutcome, Task, FIELD};
 use crate::{
     ensure_group, now_ms, status, ClusterError, RedisConfig, GROUP, HEARTBEAT_EVERY, LEASE,
@@ -96,6 +97,10 @@ impl WorkerNode {
         tokio::spawn(consume_forever(node.clone()));
         tokio::spawn(reclaim_forever(node.clone()));
         tokio::spawn(retire_forever(node.clone()));
+        tokio::spawn(janitor::sweep_forever(
+            node.config.redis.clone(),
+            node.conn.clone(),
+        ));
         Ok(node)
     }
 

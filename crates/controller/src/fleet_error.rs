@@ -45,8 +45,12 @@ fn refused(refusal: Refusal, message: String) -> ApiError {
             "sandbox_unavailable",
             message,
         ),
+        Refusal::SystemError => system_error(message),
         Refusal::Backlog => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "backlog", message).retry_after(5)
+        }
+        Refusal::SpoolFull => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "spool_full", message).retry_after(5)
         }
         Refusal::BuildFailed => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -71,6 +75,9 @@ fn worker_error(error: WorkerError) -> ApiError {
             "shutting_down",
             "this hearth is shutting down: retry against another instance or after restart",
         ),
+        WorkerError::Sandbox(_) if matches!(Refusal::of_worker(&error), Refusal::SystemError) => {
+            system_error(error.to_string())
+        }
         WorkerError::Sandbox(e) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "sandbox_unavailable",
@@ -82,7 +89,20 @@ fn worker_error(error: WorkerError) -> ApiError {
             error.to_string(),
         )
         .retry_after(5),
+        WorkerError::SpoolFull { .. } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "spool_full",
+            error.to_string(),
+        )
+        .retry_after(5),
         WorkerError::Code { .. } => ApiError::internal("loading function code", error),
         WorkerError::Spool(_) => ApiError::internal("keeping the invocation's logs", error),
     }
+}
+
+/// A platform fault while starting an instance: a 500 that says plainly the function's
+/// code is not to blame (a failed load is an invocation `error` with `InitError`).
+fn system_error(message: String) -> ApiError {
+    tracing::error!(%message, "a platform fault while starting an instance");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "system_error", message)
 }

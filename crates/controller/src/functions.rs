@@ -1,7 +1,7 @@
 //! `/v1/functions`: deploy (create or update), get, list, delete.
 
 use crate::schemas::{self, CommonErrors, FunctionName};
-use crate::tenancy::Caller;
+use crate::tenancy::{checked_qualified, Caller};
 use crate::{ApiError, AppState};
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Extension, Multipart, Path, State};
@@ -9,7 +9,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
-use hearth_core::function::validate_name;
 use hearth_core::{FunctionConfig, FunctionSpec, SpecError};
 use hearth_store::{inspect_zip, FunctionRecord, FunctionStats, PackageLimits};
 use hearth_worker::build::{BuildError, BuildRequest};
@@ -46,17 +45,6 @@ pub(crate) fn function_json(record: &FunctionRecord, stats: Option<&FunctionStat
         build: None,
     };
     serde_json::to_value(object).unwrap_or(Value::Null)
-}
-
-pub(crate) fn checked_name(name: &str) -> Result<(), ApiError> {
-    validate_name(name).map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))
-}
-
-/// Checks a qualified name (`name`, or `namespace.name`: see [`crate::tenancy`]).
-pub(crate) fn checked_qualified(qualified: &str) -> Result<(), ApiError> {
-    let (namespace, name) = crate::tenancy::split(qualified);
-    crate::tenancy::checked_namespace(namespace)?;
-    checked_name(name)
 }
 
 /// The newest version of `name`. Answered from memory when it can be: deploy and delete
@@ -125,20 +113,30 @@ pub(crate) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Deletes every version of `name` and destroys its warm instances.
+/// Deletes every version of `name` and destroys its warm instances; its invocations'
+/// logs and outputs, and the code and artifacts no other version uses, leave the object
+/// store.
 pub(crate) async fn remove(state: &AppState, name: &str) -> Result<(), ApiError> {
     checked_qualified(name)?;
-    let existed = state
-        .metadata
-        .delete_function(name)
+    let freed = hearth_store::cleanup::delete_function(state.metadata.as_ref(), &state.code, name)
         .await
         .map_err(|e| ApiError::store("deleting function", e))?;
-    if !existed {
+    let Some(freed) = freed else {
         return Err(ApiError::function_not_found(crate::tenancy::split(name).1));
-    }
+    };
+    tracing::info!(function = %name, invocations = freed.invocations, objects = freed.objects, "deleted");
     state.cache_function(None, name);
     state.fleet.retire(name, None).await;
     Ok(())
+}
+
+/// After a deploy that made no version: its package goes again unless a version uses it.
+async fn free_unused_code(state: &AppState, sha256: &str, runtime: hearth_core::Runtime) {
+    let freed =
+        hearth_store::cleanup::free_code(state.metadata.as_ref(), &state.code, sha256, runtime);
+    if let Err(error) = freed.await {
+        tracing::warn!(code = %sha256, %error, "cannot free the code of a failed deploy");
+    }
 }
 
 struct DeployRequest {
@@ -290,7 +288,7 @@ pub(crate) async fn deploy_version(
     // worker on another machine fetch it.
     state
         .code
-        .put_code(&package.sha256, code)
+        .put_code(&package.sha256, code.clone())
         .await
         .map_err(|e| ApiError::store("storing code", e))?;
     // Dependencies install now, then compiled runtimes build, before any version
@@ -299,8 +297,14 @@ pub(crate) async fn deploy_version(
     let installed = state
         .fleet
         .install_dependencies(name, runtime, &code_tar)
-        .await
-        .map_err(|e| deps_error(name, e))?;
+        .await;
+    let installed = match installed {
+        Ok(installed) => installed,
+        Err(e) => {
+            free_unused_code(state, &package.sha256, runtime).await;
+            return Err(deps_error(name, e));
+        }
+    };
     let built = state
         .fleet
         .build(BuildRequest {
@@ -309,13 +313,26 @@ pub(crate) async fn deploy_version(
             code_sha256: package.sha256.clone(),
             code_tar,
         })
-        .await
-        .map_err(|e| build_error(name, e))?;
+        .await;
+    let built = match built {
+        Ok(built) => built,
+        Err(e) => {
+            free_unused_code(state, &package.sha256, runtime).await;
+            return Err(build_error(name, e));
+        }
+    };
     let (record, created) = state
         .metadata
         .put_version(name, &spec, &package.sha256, package.size)
         .await
         .map_err(|e| ApiError::store("storing function", e))?;
+    // A delete elsewhere may have freed this package between storing it and recording
+    // the version; stored again (a HEAD when it is there), the version never lacks it.
+    state
+        .code
+        .put_code(&package.sha256, code)
+        .await
+        .map_err(|e| ApiError::store("storing code", e))?;
     state.cache_function(Some(&record), name);
     state.fleet.retire(name, Some(record.version)).await;
     tracing::info!(function = %name, version = record.version, runtime = %spec.runtime, "deployed");

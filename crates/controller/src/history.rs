@@ -1,11 +1,12 @@
 //! What the controller keeps of invocation history: a small cache of the invocations it
 //! answered (so `GET /v1/invocations/{id}` answers at once while the worker's reporter
-//! is still writing them), and the pruning of history past its retention. The workers
+//! is still writing them), and the pruning of history past its retention (with the
+//! invocations' logs and outputs). The workers
 //! write history; the controller writes only the `queued` record of an async invocation
 //! it accepted, before any worker can see it.
 
 use hearth_core::Invocation;
-use hearth_store::MetadataStore;
+use hearth_store::{CodeStore, MetadataStore};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
@@ -16,18 +17,21 @@ const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 /// Invocations kept in memory for immediate reads.
 const RECENT_CAPACITY: usize = 4096;
 
-/// Deletes history older than the retention period, now and every hour.
-pub(crate) fn prune_forever(store: Arc<dyn MetadataStore>) {
+/// Deletes history older than the retention period, with its logs and outputs in the
+/// object store, now and every hour.
+pub(crate) fn prune_forever(store: Arc<dyn MetadataStore>, code: CodeStore) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(PRUNE_EVERY);
         loop {
             tick.tick().await;
-            match store
-                .prune_invocations(chrono::Utc::now() - RETENTION)
-                .await
-            {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(pruned = n, "pruned invocation history older than 30 days"),
+            let cutoff = chrono::Utc::now() - RETENTION;
+            match hearth_store::cleanup::prune_history(store.as_ref(), &code, cutoff).await {
+                Ok(freed) if freed.invocations == 0 => {}
+                Ok(freed) => tracing::info!(
+                    pruned = freed.invocations,
+                    objects = freed.objects,
+                    "pruned invocation history older than 30 days, with its logs and outputs"
+                ),
                 Err(error) => tracing::warn!(%error, "cannot prune invocation history"),
             }
         }

@@ -117,7 +117,7 @@ impl AppState {
             limiter: Arc::new(LocalLimiter::default()),
             quota_cache: Default::default(),
         };
-        history::prune_forever(state.metadata.clone());
+        history::prune_forever(state.metadata.clone(), state.code.clone());
         state
     }
 

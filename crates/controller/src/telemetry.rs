@@ -35,6 +35,10 @@ pub fn install_metrics() -> Option<PrometheusHandle> {
         }
     };
     hearth_worker::telemetry::describe();
+    metrics::describe_counter!(
+        crate::auth::DENIED_TOTAL,
+        "Requests refused, by reason: unauthorized, forbidden, rate_limited, quota_exceeded"
+    );
     Some(handle)
 }
 

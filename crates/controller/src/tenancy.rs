@@ -10,6 +10,7 @@
 
 use crate::ApiError;
 use axum::http::StatusCode;
+use hearth_core::function::validate_name;
 use serde::{Deserialize, Serialize};
 
 /// The namespace of the admin key and of keys that name none.
@@ -75,7 +76,7 @@ impl Caller {
 
     /// The qualified name of the caller's function `name` (checked).
     pub(crate) fn qualify(&self, name: &str) -> Result<String, ApiError> {
-        crate::functions::checked_name(name)?;
+        checked_name(name)?;
         Ok(qualified(&self.namespace, name))
     }
 
@@ -101,9 +102,21 @@ pub(crate) fn split(qualified_name: &str) -> (&str, &str) {
         .unwrap_or((DEFAULT_NAMESPACE, qualified_name))
 }
 
+/// Checks a bare function name (a 400 `invalid_name` saying the rule).
+pub(crate) fn checked_name(name: &str) -> Result<(), ApiError> {
+    validate_name(name).map_err(|e| ApiError::bad_request("invalid_name", e.to_string()))
+}
+
+/// Checks a qualified name (`name`, or `namespace.name`: see this module).
+pub(crate) fn checked_qualified(qualified: &str) -> Result<(), ApiError> {
+    let (namespace, name) = split(qualified);
+    checked_namespace(namespace)?;
+    checked_name(name)
+}
+
 /// Checks a namespace name (the rule of function names).
 pub(crate) fn checked_namespace(namespace: &str) -> Result<(), ApiError> {
-    hearth_core::function::validate_name(namespace).map_err(|_| {
+    validate_name(namespace).map_err(|_| {
         ApiError::bad_request(
             "invalid_namespace",
             format!("invalid namespace {namespace:?}: use ^[a-z0-9][a-z0-9-]{{0,62}}$"),

@@ -485,8 +485,10 @@ async fn explore_size(
     spec.validate()
         .map_err(|e| ApiError::bad_request("invalid_size", e.to_string()))?;
     let cpus = spec.cpus_on(host_cores());
+    // `_` is in no function or namespace name: the pool is nobody else's, and its
+    // namespace (`tenancy::split`) stays the function's.
     let target = Target {
-        name: format!("{}.tune-{memory_mb}", record.name),
+        name: format!("{}_tune-{memory_mb}", record.name),
         version: record.version,
         spec,
         code_sha256: record.code_sha256.clone(),

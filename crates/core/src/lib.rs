@@ -3,8 +3,8 @@
 //! Owns: the function spec and its validation rules ([`function`]), the runtimes
 //! ([`runtime`]), the invocation record returned to clients ([`invocation`]), the
 //! versioned frames spoken between the worker and the in-sandbox agent ([`protocol`]),
-//! the AutoTuner's rules, figures in and advice out ([`tuning`]), and the system calls a
-//! sandboxed process may make ([`seccomp`]).
+//! the AutoTuner's rules, figures in and advice out ([`tuning`]), the system calls a
+//! sandboxed process may make ([`seccomp`]), and the cap on an invocation's log ([`logs`]).
 //!
 //! Never: touches the network, the disk or a process. Every other crate may depend on
 //! this one; this one depends on no other hearth crate, so the static agent stays small.
@@ -13,6 +13,7 @@
 
 pub mod function;
 pub mod invocation;
+pub mod logs;
 pub mod protocol;
 pub mod runtime;
 pub mod seccomp;

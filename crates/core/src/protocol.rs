@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 
 /// Bumped whenever a frame changes shape; `Init` and `Ready` carry it.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Largest header accepted (inline stdout/stderr are capped at 1 MB each).
 pub const MAX_HEADER_BYTES: u32 = 32 << 20;
 /// Largest payload accepted (a code tar, at most 250 MB uncompressed, plus headers).
@@ -52,6 +52,10 @@ pub const DEPS_PYTHON: &str = "python";
 pub const DEPS_NODE: &str = "node_modules";
 /// The layer's Go module cache (for builds), under [`DEPS_DIR`].
 pub const DEPS_GOMOD: &str = "gomod";
+/// The agent's environment variable naming the fd (opened by the worker) of the
+/// `cgroup.procs` that holds the function's CPU quota; every process the agent starts
+/// writes `0` there before it runs anything. Absent: the quota is the whole sandbox's.
+pub const FUNCTION_CGROUP_FD_ENV: &str = "HEARTH_FUNCTION_CGROUP_FD";
 
 /// Messages from the worker to the agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -172,6 +176,22 @@ pub struct InvokeSpec {
     pub request_id: String,
     /// Wall-clock limit; the process is killed when it passes.
     pub timeout_ms: u64,
+    /// Most bytes of stdout and stderr together sent as `Log` frames; past it the agent
+    /// sends [`crate::logs::truncation_marker`] and drops the rest.
+    #[serde(default = "default_log_limit_bytes")]
+    pub log_limit_bytes: u64,
+    /// Which attempt this is: 1 for a sync call and an async one's first run, then 2, 3
+    /// for an async retry or redelivery. The function sees it as `HEARTH_ATTEMPT`.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+}
+
+fn default_log_limit_bytes() -> u64 {
+    crate::logs::DEFAULT_LOG_LIMIT_BYTES
+}
+
+fn first_attempt() -> u32 {
+    1
 }
 
 /// Sent once init has finished.
@@ -260,10 +280,44 @@ pub struct LogChunk {
 /// Why the agent gave up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentFailure {
-    /// `init` for a failed setup or code load, `runtime` for a broken runtime.
-    pub phase: String,
+    /// Where it gave up, which says whose fault it is.
+    pub phase: FailurePhase,
     /// What went wrong, for the user (e.g. the import error of `main.py`).
     pub message: String,
+}
+
+/// Where the agent gave up: the user's code ([`FailurePhase::CodeLoad`]) or the
+/// platform (the others).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailurePhase {
+    /// The function's code failed to load (an import or syntax error, a crash or an
+    /// endless loop at load time, a compiled program that died before it was ready):
+    /// the user's to fix. `message` is the runtime's own (a traceback).
+    CodeLoad,
+    /// The sandbox could not be set up before the code was loaded (a mount, seccomp,
+    /// dropping privileges, a missing interpreter or toolchain, a bad artifact, a
+    /// protocol mismatch): the platform's fault, never the code's.
+    Setup,
+    /// A runtime process broke after `Ready`.
+    Runtime,
+}
+
+impl FailurePhase {
+    /// The name in frames and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailurePhase::CodeLoad => "code_load",
+            FailurePhase::Setup => "setup",
+            FailurePhase::Runtime => "runtime",
+        }
+    }
+}
+
+impl std::fmt::Display for FailurePhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A frame that cannot be read or written.
@@ -359,6 +413,8 @@ mod tests {
         let msg = ToAgent::Invoke(InvokeSpec {
             request_id: "r1".into(),
             timeout_ms: 3000,
+            log_limit_bytes: 1 << 20,
+            attempt: 2,
         });
         let mut buf = Vec::new();
         write_frame(&mut buf, &msg, b"{\"x\":1}").unwrap();
@@ -369,6 +425,23 @@ mod tests {
         let (got, _) = read_frame::<ToAgent>(&mut r).unwrap().unwrap();
         assert_eq!(got, ToAgent::Shutdown);
         assert!(read_frame::<ToAgent>(&mut r).unwrap().is_none());
+    }
+
+    #[test]
+    fn failure_phases_travel_by_name() {
+        for phase in [
+            FailurePhase::CodeLoad,
+            FailurePhase::Setup,
+            FailurePhase::Runtime,
+        ] {
+            let failed = FromAgent::Failed(AgentFailure {
+                phase,
+                message: "m".into(),
+            });
+            let json = serde_json::to_value(&failed).unwrap();
+            assert_eq!(json["phase"], phase.as_str());
+            assert_eq!(serde_json::from_value::<FromAgent>(json).unwrap(), failed);
+        }
     }
 
     #[test]

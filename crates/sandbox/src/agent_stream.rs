@@ -25,8 +25,8 @@ const MAX_RESULT_PAYLOAD: u64 = 17 << 20;
 /// Largest `Result` payload of a build: a compiled program or an installed dependency
 /// set (250 MB at most by default; the build sandbox's scratch space is 512 MB).
 const MAX_BUILD_RESULT_PAYLOAD: u64 = 512 << 20;
-/// Log bytes one invocation may send: the agent caps its logs far below this; only a
-/// forged stream reaches it.
+/// Log bytes one invocation may send (or its own log cap, when larger): the agent caps
+/// its logs below this; only a forged stream reaches it.
 const MAX_EXCHANGE_LOG_BYTES: u64 = 64 << 20;
 /// The tar stream's overhead over the output quota: a header and padding per entry, for
 /// the agent's most entries (100,000; a long name takes a second header), plus the end.
@@ -195,9 +195,13 @@ where
     ) -> Result<(InvokeOutcome, Vec<u8>), SandboxError> {
         let request_id = spec.request_id.clone();
         let deadline = tokio::time::Instant::now() + limits.deadline;
+        // The agent sends at most the invocation's log cap and its marker.
+        let log_cap = spec
+            .log_limit_bytes
+            .saturating_add(hearth_core::logs::MARKER_ALLOWANCE_BYTES);
         self.send(&ToAgent::Invoke(spec), event).await?;
         let mut sink_error = None;
-        let (mut log_left, mut output_left) = (limits.log_bytes, limits.output_bytes);
+        let (mut log_left, mut output_left) = (limits.log_bytes.max(log_cap), limits.output_bytes);
         loop {
             let wait = limits
                 .silence
@@ -260,11 +264,6 @@ where
         }
     }
 
-    /// The instance id this stream belongs to.
-    pub fn instance(&self) -> &str {
-        &self.instance
-    }
-
     async fn read_body(&mut self, buf: &mut [u8]) -> Result<(), SandboxError> {
         match self.reader.read_exact(buf).await {
             Ok(_) => Ok(()),
@@ -311,6 +310,8 @@ mod tests {
         let invoke = ToAgent::Invoke(InvokeSpec {
             request_id: "r1".into(),
             timeout_ms: 1000,
+            log_limit_bytes: hearth_core::logs::DEFAULT_LOG_LIMIT_BYTES,
+            attempt: 1,
         });
         stream.send(&invoke, b"{\"n\":1}").await.unwrap();
         let mut got = vec![0u8; encode(&invoke, b"{\"n\":1}").unwrap().len()];
@@ -424,6 +425,8 @@ mod tests {
         let spec = InvokeSpec {
             request_id: "r".into(),
             timeout_ms: 1000,
+            log_limit_bytes: 0, // below the limits, which then apply
+            attempt: 1,
         };
         let err = stream
             .invoke(spec, b"{}", &mut crate::DiscardSink, &limits)
@@ -481,6 +484,8 @@ mod tests {
         let spec = InvokeSpec {
             request_id: "r".into(),
             timeout_ms: 1000,
+            log_limit_bytes: hearth_core::logs::DEFAULT_LOG_LIMIT_BYTES,
+            attempt: 1,
         };
         let err = stream
             .invoke(spec, b"{}", &mut crate::DiscardSink, &limits)

@@ -15,6 +15,13 @@
 //! Limits: memory without swap, pids, CPU quota ([`CgroupLimits`]). Usage: read straight
 //! from the files by a [`UsageMeter`] that keeps them open, never through a daemon.
 //!
+//! The CPU quota is the function's, not the agent's: on v1 the instance's own cpu group
+//! is unlimited (weighted by `cpu.shares`) and its child `fn` has the quota; the agent
+//! stays in the instance group and moves every process it starts into `fn`
+//! ([`InstanceCgroup::function_procs_file`]), so a small function's share is never spent
+//! on the agent's reading, reaping and sweeping. On v2 (one hierarchy, where a group with
+//! children may hold no processes) the quota stays on the whole instance.
+//!
 //! Every path comes from the `/sys/fs/cgroup` and `/proc` roots in [`CgroupConfig`], so
 //! the logic is tested against fixture trees.
 
@@ -130,6 +137,9 @@ impl CpuQuota {
         ((100.0 * relative).round() as u64).clamp(1, 10_000)
     }
 }
+
+/// The child of an instance's v1 cpu group that carries the function's quota.
+const FUNCTION_GROUP: &str = "fn";
 
 /// The v1 controllers hearth uses.
 const V1_MEMORY: &str = "memory";
@@ -290,6 +300,7 @@ impl CgroupHost {
             procs_files: Vec::new(),
             kill_file: None,
             meter: None,
+            function_procs: None,
         };
         for group in self.group_dirs() {
             let dir = group.join(instance_id);
@@ -335,18 +346,30 @@ impl CgroupHost {
                 match cpu {
                     Some(cpu) => {
                         let cpu = dir_of(cpu);
-                        write_file(
-                            &cpu.join("cpu.cfs_period_us"),
-                            &limits.cpu.period_us.to_string(),
-                        )?;
-                        write_file(
-                            &cpu.join("cpu.cfs_quota_us"),
-                            &limits.cpu.quota_us.to_string(),
-                        )?;
+                        // The instance (the agent) is weighted but has no quota; its
+                        // child `fn`, where the agent puts the function, has it.
                         write_if_present(
                             &cpu.join("cpu.shares"),
                             &limits.cpu.v1_shares().to_string(),
                         )?;
+                        let function = cpu.join(FUNCTION_GROUP);
+                        match fs::create_dir(&function) {
+                            Ok(()) => {}
+                            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                            Err(e) => return Err(cgroup_error(&function, e)),
+                        }
+                        // Last in the list: removed before its parent.
+                        instance.dirs.push(function.clone());
+                        write_file(
+                            &function.join("cpu.cfs_period_us"),
+                            &limits.cpu.period_us.to_string(),
+                        )?;
+                        write_file(
+                            &function.join("cpu.cfs_quota_us"),
+                            &limits.cpu.quota_us.to_string(),
+                        )?;
+                        allow_burst(&function.join("cpu.cfs_burst_us"), &limits.cpu);
+                        instance.function_procs = Some(function.join("cgroup.procs"));
                     }
                     None => self.missing_limit("CPU", "no cgroup v1 cpu controller")?,
                 }
@@ -368,6 +391,7 @@ impl CgroupHost {
                     self.missing_limit("CPU", "no cgroup v2 cpu controller (cpu.max)")?;
                 }
                 write_if_present(&dir.join("cpu.weight"), &limits.cpu.v2_weight().to_string())?;
+                allow_burst(&dir.join("cpu.max.burst"), &limits.cpu);
                 instance.kill_file = Some(dir.join("cgroup.kill"));
                 instance.meter = Some(UsageMeter::open_v2(&dir)?);
             }
@@ -488,6 +512,7 @@ pub struct InstanceCgroup {
     procs_files: Vec<CString>,
     kill_file: Option<PathBuf>,
     meter: Option<UsageMeter>,
+    function_procs: Option<PathBuf>,
 }
 
 impl InstanceCgroup {
@@ -505,6 +530,13 @@ impl InstanceCgroup {
     /// moves the writing process in) without allocating after `fork`.
     pub fn procs_files(&self) -> &[CString] {
         &self.procs_files
+    }
+
+    /// The `cgroup.procs` of the group with the function's CPU quota, when it is not the
+    /// instance's own (v1): the agent writes `0` there in each process it starts, through
+    /// an fd the worker opened (the kernel checks the opener's credentials).
+    pub fn function_procs_file(&self) -> Option<&Path> {
+        self.function_procs.as_deref()
     }
 
     /// The usage meter, open for the instance's life.
@@ -559,6 +591,7 @@ fn remove_cgroup_dirs(dirs: &[PathBuf], kill_file: Option<&Path>) -> bool {
             tracing::warn!(file = %kill_file.display(), error = %e, "cgroup.kill failed");
         }
     }
+    let dirs = with_child_groups(dirs);
     let procs: Vec<PathBuf> = dirs.iter().map(|d| d.join("cgroup.procs")).collect();
     let mut all_removed = kill_procs(&procs);
     for dir in dirs.iter().rev() {
@@ -568,6 +601,30 @@ fn remove_cgroup_dirs(dirs: &[PathBuf], kill_file: Option<&Path>) -> bool {
         }
     }
     all_removed
+}
+
+/// `dirs` and every cgroup below them (the function's `fn` group, and whatever an
+/// earlier version made), each parent before its children.
+fn with_child_groups(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut all: Vec<PathBuf> = Vec::new();
+    let mut next = 0;
+    for dir in dirs {
+        if !all.contains(dir) {
+            all.push(dir.clone());
+        }
+    }
+    while next < all.len() {
+        if let Ok(entries) = fs::read_dir(&all[next]) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if entry.file_type().is_ok_and(|t| t.is_dir()) && !all.contains(&path) {
+                    all.push(path);
+                }
+            }
+        }
+        next += 1;
+    }
+    all
 }
 
 /// SIGKILLs the pids listed in `procs` until the lists are empty. Returns whether
@@ -649,6 +706,16 @@ fn write_file(path: &Path, value: &str) -> Result<(), SandboxError> {
         .open(path)
         .and_then(|mut f| f.write_all(value.as_bytes()))
         .map_err(|e| cgroup_error(path, e))
+}
+
+/// Lets a group that left its quota unused in earlier periods spend up to one more
+/// quota in a period (CFS burst, Linux 5.14+; the kernel allows at most the quota): a
+/// call after a quiet spell is not throttled, while over any longer stretch the group
+/// still gets its quota on average. Kernels without it only lose the burst.
+fn allow_burst(file: &Path, cpu: &CpuQuota) {
+    if let Err(e) = write_if_present(file, &cpu.quota_us.to_string()) {
+        tracing::debug!(error = %e, "no CFS burst");
+    }
 }
 
 /// Writes a control file if this kernel has it; returns whether it did.

@@ -123,6 +123,17 @@ pub enum SandboxError {
         /// What failed.
         message: String,
     },
+    /// The agent could not set the sandbox up before loading the code (a mount,
+    /// seccomp, a missing toolchain, a bad artifact): the platform's fault.
+    #[error(
+        "the platform could not set up instance {instance} (not the function's code): {message}"
+    )]
+    Setup {
+        /// Instance id.
+        instance: String,
+        /// What failed, as the agent said.
+        message: String,
+    },
     /// The agent refused the code (e.g. `main.py` fails to import).
     #[error("{message}")]
     InitFailed {

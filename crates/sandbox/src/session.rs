@@ -10,7 +10,8 @@ use crate::cgroup::UsageMeter;
 use crate::{InstanceRun, InstanceSpec, InvocationSink, SandboxError};
 use bytes::Bytes;
 use hearth_core::protocol::{
-    FromAgent, InitSpec, InvokeSpec, Purpose, ReadyInfo, RootSetup, ToAgent, PROTOCOL_VERSION,
+    FailurePhase, FromAgent, InitSpec, InvokeSpec, Purpose, ReadyInfo, RootSetup, ToAgent,
+    PROTOCOL_VERSION,
 };
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -103,14 +104,20 @@ pub(crate) fn expect_ready(instance: &str, message: FromAgent) -> Result<ReadyIn
             "the agent speaks protocol {}, this worker {PROTOCOL_VERSION}",
             ready.protocol_version
         ))),
-        // The user's code failed to load.
-        FromAgent::Failed(failure) if failure.phase == "init" => Err(SandboxError::InitFailed {
-            message: failure.message,
+        // Only a failed load is the user's code's fault; the rest is the platform's.
+        FromAgent::Failed(failure) => Err(match failure.phase {
+            FailurePhase::CodeLoad => SandboxError::InitFailed {
+                message: failure.message,
+            },
+            FailurePhase::Setup => SandboxError::Setup {
+                instance: instance.to_string(),
+                message: failure.message,
+            },
+            FailurePhase::Runtime => spawn_error(format!(
+                "the agent failed ({}): {}",
+                failure.phase, failure.message
+            )),
         }),
-        FromAgent::Failed(failure) => Err(spawn_error(format!(
-            "the agent failed ({}): {}",
-            failure.phase, failure.message
-        ))),
         FromAgent::Result(_) | FromAgent::Log(_) | FromAgent::Output => Err(SandboxError::Lost {
             instance: instance.to_string(),
             message: "the agent sent invocation frames before ready".into(),
@@ -187,21 +194,24 @@ mod tests {
                 init_ms: 1.0,
             })
         };
-        let failed = |phase: &str| {
+        let failed = |phase: FailurePhase| {
             FromAgent::Failed(AgentFailure {
-                phase: phase.into(),
+                phase,
                 message: "SyntaxError: expected ':'".into(),
             })
         };
         assert!(expect_ready("i", ready(PROTOCOL_VERSION)).is_ok());
         let err = expect_ready("i", ready(PROTOCOL_VERSION + 1)).unwrap_err();
         assert!(matches!(err, SandboxError::Spawn { .. }), "{err:?}");
-        let err = expect_ready("i", failed("init")).unwrap_err();
+        let err = expect_ready("i", failed(FailurePhase::CodeLoad)).unwrap_err();
         assert!(
             matches!(&err, SandboxError::InitFailed { message } if message.contains("SyntaxError")),
             "{err:?}"
         );
-        let err = expect_ready("i", failed("runtime")).unwrap_err();
+        let err = expect_ready("i", failed(FailurePhase::Setup)).unwrap_err();
+        assert!(matches!(err, SandboxError::Setup { .. }), "{err:?}");
+        assert!(err.to_string().contains("not the function's code"), "{err}");
+        let err = expect_ready("i", failed(FailurePhase::Runtime)).unwrap_err();
         assert!(matches!(err, SandboxError::Spawn { .. }), "{err:?}");
     }
 

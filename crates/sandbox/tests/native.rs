@@ -109,6 +109,8 @@ async fn invoke_with_timeout(
     let spec = InvokeSpec {
         request_id: unique_id("req"),
         timeout_ms,
+        log_limit_bytes: hearth_core::logs::DEFAULT_LOG_LIMIT_BYTES,
+        attempt: 1,
     };
     instance
         .invoke(
@@ -440,6 +442,8 @@ async fn a_handler_past_its_timeout_does_not_hang_the_worker() {
     let spec = InvokeSpec {
         request_id: unique_id("req"),
         timeout_ms: 300,
+        log_limit_bytes: hearth_core::logs::DEFAULT_LOG_LIMIT_BYTES,
+        attempt: 1,
     };
     // The handler sleeps 30 s; the agent's own timer must end it at 300 ms and answer
     // with a timeout (the worker's fallback for a silent agent, `Unresponsive`, is a
@@ -463,6 +467,8 @@ async fn a_handler_past_its_timeout_does_not_hang_the_worker() {
             InvokeSpec {
                 request_id: unique_id("req"),
                 timeout_ms: 5000,
+                log_limit_bytes: hearth_core::logs::DEFAULT_LOG_LIMIT_BYTES,
+                attempt: 1,
             },
             Bytes::from_static(br#"{"s":0}"#),
             &mut DiscardSink,
@@ -633,4 +639,58 @@ async fn the_agents_hold_no_power_and_nothing_of_the_workers() {
         }
     }
     Box::new(instance).destroy().await;
+}
+
+/// The CPU quota is the function's: its processes (the python zygote's forks, here one
+/// that spins; a node standby once it loads the code) are in the group with the quota;
+/// the agent is not (its bookkeeping never spends the function's share). Whether the
+/// kernel throttles a spinning process depends on the host's load: not asserted.
+#[tokio::test]
+async fn the_function_and_not_the_agent_is_under_the_cpu_quota() {
+    let (backend, _data) = backend();
+    let spin = "import time\n\
+        def handler(event, context):\n\
+        \x20   end = time.process_time() + 0.2\n\
+        \x20   while time.process_time() < end:\n\
+        \x20       pass\n\
+        \x20   return open('/proc/self/cgroup').read()\n";
+    let node = "exports.handler = () => require('fs').readFileSync('/proc/self/cgroup', 'utf8');\n";
+    let mut python_spec = spec("quota-py", python(spin), 128);
+    python_spec.cpus = Some(0.25);
+    let mut node_spec = spec("quota-node", package("index.js", node), 128);
+    node_spec.runtime = Runtime::Nodejs;
+    for spec in [python_spec, node_spec] {
+        let mut instance = backend.create_native(spec).await.expect("create");
+        let dirs = instance.cgroup_dirs();
+        let quota_group = dirs
+            .iter()
+            .find(|d| d.ends_with("fn"))
+            .or_else(|| dirs.iter().find(|d| d.join("cpu.max").exists()))
+            .expect("a cgroup with the CPU quota")
+            .clone();
+        let run = invoke(&mut instance, "{}").await;
+        assert_success(&run);
+        let cgroups: String = serde_json::from_slice(&run.result).unwrap();
+        // `N:cpu,cpuacct:/path` on v1, `0::/path` on v2.
+        let function_cpu = cgroups
+            .lines()
+            .find(|line| {
+                let controllers = line.split(':').nth(1).unwrap_or("x");
+                controllers.is_empty() || controllers.split(',').any(|c| c == "cpu")
+            })
+            .expect("the cpu line of /proc/self/cgroup");
+        if quota_group.ends_with("fn") {
+            assert!(function_cpu.ends_with("/fn"), "{function_cpu}");
+            let agent_group = quota_group.parent().unwrap();
+            let quota = std::fs::read_to_string(agent_group.join("cpu.cfs_quota_us")).unwrap();
+            assert_eq!(quota.trim(), "-1", "the agent's group has no quota");
+            let ours = std::fs::read_to_string(quota_group.join("cpu.cfs_quota_us")).unwrap();
+            assert_ne!(ours.trim(), "-1", "the function's group has one");
+            assert!(
+                !cgroup_pids(&[agent_group.to_path_buf()]).is_empty(),
+                "the agent stays in the instance's own group"
+            );
+        }
+        Box::new(instance).destroy().await;
+    }
 }

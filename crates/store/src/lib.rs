@@ -8,7 +8,8 @@
 //! implementation ([`limits`]; the Redis one is `hearth-cluster`'s); content-addressed code packages and other objects (logs, outputs) in a
 //! local directory or S3, multipart above one part ([`objects`]); opening both from
 //! the URLs a deployment names ([`open`]); validation of uploaded zips and their
-//! re-packing as a tar ([`package`]).
+//! re-packing as a tar ([`package`]); freeing the objects that pruned history and
+//! deleted functions leave behind ([`cleanup`]).
 //!
 //! Never: talks HTTP, runs user code, or decides API policy (names, auth, limits other
 //! than a package's). The controller and the worker call in; this crate calls out only
@@ -16,11 +17,13 @@
 //!
 //! Layout: `metadata/` (trait + records in `mod.rs`, one file per backend),
 //! `queue/` (the durable queue of async invocations, likewise), `objects.rs`
-//! (`CodeStore`), `open.rs` (`open_metadata`), `package.rs` (`inspect_zip`), this file
+//! (`CodeStore`), `open.rs` (`open_metadata`), `package.rs` (`inspect_zip`),
+//! `cleanup.rs` (what goes when history or a function goes), this file
 //! (`StoreError`). Tests that run on every backend: `tests/`.
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod cleanup;
 pub mod keys;
 pub mod limits;
 pub mod metadata;
@@ -32,10 +35,10 @@ pub mod queue;
 pub use keys::{KeyLimits, KeyRecord, KeyStore, NamespaceQuotas};
 pub use limits::{Admission, Limiter, LocalLimiter, SLOT_RETRY_AFTER};
 pub use metadata::{
-    FunctionRecord, FunctionStats, InvocationFilter, MetadataStore, PgMetadataStore,
+    FunctionRecord, FunctionStats, HistoryScope, InvocationFilter, MetadataStore, PgMetadataStore,
     SqliteMetadataStore,
 };
-pub use objects::{artifact_key, CodeStore, PART_BYTES};
+pub use objects::{artifact_key, code_key, CodeStore, PART_BYTES};
 pub use open::{open_metadata, MetadataHandles};
 pub use package::{inspect_zip, CodePackage, PackageError, PackageLimits};
 pub use queue::{AsyncJob, AsyncQueue};

@@ -12,6 +12,7 @@
 
 use crate::StoreError;
 use bytes::Bytes;
+use hearth_core::protocol::{LogStream, BUILD_VERSION};
 use hearth_core::Runtime;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
@@ -49,6 +50,25 @@ pub fn code_key(sha256: &str) -> String {
 /// `runtime` by build recipe `build_version`.
 pub fn artifact_key(sha256: &str, runtime: Runtime, build_version: u32) -> String {
     format!("artifacts/{sha256}-{runtime}-v{build_version}.tar")
+}
+
+/// The object-store key of invocation `id`'s full log of `stream`.
+pub fn log_key(id: &str, stream: LogStream) -> String {
+    let name = match stream {
+        LogStream::Stdout => "stdout",
+        LogStream::Stderr => "stderr",
+    };
+    format!("logs/{id}/{name}")
+}
+
+/// The object-store key of invocation `id`'s output file at `path`.
+pub fn output_key(id: &str, path: &str) -> String {
+    format!("outputs/{id}/{path}")
+}
+
+/// The prefixes under which invocation `id`'s objects (logs, outputs) live.
+pub fn invocation_prefixes(id: &str) -> [String; 2] {
+    [format!("logs/{id}"), format!("outputs/{id}")]
 }
 
 fn check_sha256(sha256: &str) -> Result<(), StoreError> {
@@ -152,11 +172,14 @@ impl CodeStore {
             path: dir.to_path_buf(),
             source,
         })?;
-        let fs = LocalFileSystem::new_with_prefix(dir).map_err(|e| StoreError::ObjectStore {
-            key: dir.display().to_string(),
-            op: "open",
-            source: Box::new(e),
-        })?;
+        let fs = LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| StoreError::ObjectStore {
+                key: dir.display().to_string(),
+                op: "open",
+                source: Box::new(e),
+            })?
+            // Deleting an invocation's last log removes its emptied directories too.
+            .with_automatic_cleanup(true);
         let root = std::fs::canonicalize(dir).map_err(|source| StoreError::Io {
             path: dir.to_path_buf(),
             source,
@@ -272,13 +295,46 @@ impl CodeStore {
     }
 
     /// Deletes a package; deleting one that is absent is not an error. Check
-    /// `MetadataStore::code_in_use` first: packages are shared by hash.
+    /// `MetadataStore::code_in_use` first: packages are shared by hash
+    /// ([`crate::cleanup::free_code`] does).
     pub async fn delete_code(&self, sha256: &str) -> Result<(), StoreError> {
         check_sha256(sha256)?;
-        let key = code_key(sha256);
-        match self.store.delete(&ObjectPath::from(key.as_str())).await {
+        self.delete_key(&code_key(sha256)).await
+    }
+
+    /// Deletes every artifact built from package `sha256` for `runtime`, by this
+    /// build recipe or an earlier one; absent ones are not an error.
+    pub async fn delete_artifacts(&self, sha256: &str, runtime: Runtime) -> Result<(), StoreError> {
+        check_sha256(sha256)?;
+        for build_version in 1..=BUILD_VERSION {
+            self.delete_key(&artifact_key(sha256, runtime, build_version))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every object under `prefix` (whole path segments: `logs/01J…` never
+    /// matches `logs/01J…X`); returns how many went.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        use futures::TryStreamExt;
+        let location = object_path(prefix)?;
+        let keys: Vec<ObjectPath> = self
+            .store
+            .list(Some(&location))
+            .map_ok(|meta| meta.location)
+            .try_collect()
+            .await
+            .map_err(|e| self.object_error(prefix, "list", e))?;
+        for key in &keys {
+            self.delete_key(key.as_ref()).await?;
+        }
+        Ok(keys.len() as u64)
+    }
+
+    async fn delete_key(&self, key: &str) -> Result<(), StoreError> {
+        match self.store.delete(&object_path(key)?).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(self.object_error(&key, "delete", e)),
+            Err(e) => Err(self.object_error(key, "delete", e)),
         }
     }
 }
@@ -476,9 +532,8 @@ mod tests {
             store.get_code(&hash).await,
             Err(StoreError::CodeNotFound { .. })
         ));
-        // Nothing left behind but the (empty) code directory.
-        let leftovers: Vec<_> = std::fs::read_dir(root.join("code")).unwrap().collect();
-        assert!(leftovers.is_empty(), "{leftovers:?}");
+        // Nothing left behind, not even the emptied code directory.
+        assert!(!root.join("code").exists());
     }
 
     #[tokio::test]

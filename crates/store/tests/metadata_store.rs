@@ -8,7 +8,7 @@ mod backends;
 use backends::Backend;
 use chrono::{DateTime, Utc};
 use hearth_core::{FunctionConfig, FunctionSpec, Invocation, InvocationStatus, Runtime};
-use hearth_store::{AsyncJob, FunctionStats, InvocationFilter, StoreError};
+use hearth_store::{AsyncJob, FunctionStats, HistoryScope, InvocationFilter, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -132,8 +132,16 @@ async fn versions_are_made_listed_and_deleted(backend: &Backend) {
         .collect();
     assert_eq!(names, [("abc".to_string(), 1), ("hello".to_string(), 2)]);
 
+    assert_eq!(
+        store.list_versions("hello").await.unwrap(),
+        [v1.clone(), v2.clone()],
+        "every version, oldest first"
+    );
+    assert!(store.list_versions("nobody").await.unwrap().is_empty());
+
     assert!(store.code_in_use("aa").await.unwrap());
     assert!(store.delete_function("hello").await.unwrap());
+    assert!(store.list_versions("hello").await.unwrap().is_empty());
     assert!(!store.delete_function("hello").await.unwrap());
     assert_eq!(store.get_function("hello").await.unwrap(), None);
     assert_eq!(store.get_version("hello", 1).await.unwrap(), None);
@@ -422,8 +430,37 @@ async fn prune_drops_old_invocations_only(backend: &Backend) {
     let cutoff = DateTime::parse_from_rfc3339("2026-01-15T00:00:00Z")
         .unwrap()
         .with_timezone(&Utc);
-    assert_eq!(store.prune_invocations(cutoff).await.unwrap(), 2);
-    assert_eq!(store.prune_invocations(cutoff).await.unwrap(), 0);
+    store
+        .record_invocation(&invocation(
+            "other",
+            "g",
+            InvocationStatus::Success,
+            "2026-01-03T00:00:00Z",
+            1.0,
+        ))
+        .await
+        .unwrap();
+    let before = HistoryScope::StartedBefore(cutoff);
+    assert_eq!(
+        store.invocation_ids(before, 2).await.unwrap(),
+        ["old1", "old2"],
+        "oldest first, at most the limit"
+    );
+    assert_eq!(
+        store.invocation_ids(before, 10).await.unwrap(),
+        ["old1", "old2", "other"]
+    );
+    assert_eq!(
+        store
+            .invocation_ids(HistoryScope::Function("f"), 10)
+            .await
+            .unwrap(),
+        ["old1", "old2", "new"]
+    );
+    let old: Vec<String> = store.invocation_ids(before, 10).await.unwrap();
+    assert_eq!(store.delete_invocations(&old).await.unwrap(), 3);
+    assert_eq!(store.delete_invocations(&old).await.unwrap(), 0);
+    assert!(store.invocation_ids(before, 10).await.unwrap().is_empty());
     assert!(store.get_invocation("old1").await.unwrap().is_none());
     assert!(store.get_invocation("new").await.unwrap().is_some());
 }

@@ -144,7 +144,9 @@ impl Builds {
         }
     }
 
-    /// Builds that ran a toolchain since the worker started (cached ones not counted).
+    /// Builds that ran a toolchain since the worker started (cached ones not counted):
+    /// what the tests of the deduplication count.
+    #[cfg(test)]
     pub fn compiled(&self) -> u64 {
         self.compiled.load(Ordering::Relaxed)
     }
@@ -255,6 +257,8 @@ impl Builds {
         let invoke = InvokeSpec {
             request_id: format!("build-{id}"),
             timeout_ms: u64::try_from(self.config.timeout.as_millis()).unwrap_or(u64::MAX),
+            log_limit_bytes: hearth_core::logs::DEFAULT_LOG_LIMIT_BYTES,
+            attempt: 1,
         };
         let run = instance
             .invoke(invoke, Bytes::new(), &mut DiscardSink)
@@ -323,11 +327,6 @@ impl crate::Worker {
         self.builds
             .build(self.backend.as_ref(), &self.code, request, layer)
             .await
-    }
-
-    /// Builds that ran a toolchain on this worker since it started.
-    pub fn builds_compiled(&self) -> u64 {
-        self.builds.compiled()
     }
 
     /// The artifact of a compiled function's version, as the tar its instances get as

@@ -13,6 +13,7 @@ use crate::pool::PoolStatus;
 use crate::{InvokeRequest, Target, WorkerError};
 use async_trait::async_trait;
 use hearth_core::Invocation;
+use hearth_sandbox::SandboxError;
 use hearth_store::AsyncJob;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -65,8 +66,12 @@ pub enum Refusal {
     ShuttingDown,
     /// No sandbox could be started.
     SandboxUnavailable,
+    /// The platform failed while setting a sandbox up (not the function's code).
+    SystemError,
     /// The reporter is too far behind.
     Backlog,
+    /// The spool is at its quota.
+    SpoolFull,
     /// The user's code does not build.
     BuildFailed,
     /// The worker cannot build this runtime.
@@ -81,8 +86,10 @@ impl Refusal {
         match error {
             WorkerError::Overloaded { .. } => Refusal::Overloaded,
             WorkerError::ShuttingDown => Refusal::ShuttingDown,
+            WorkerError::Sandbox(SandboxError::Setup { .. }) => Refusal::SystemError,
             WorkerError::Sandbox(_) => Refusal::SandboxUnavailable,
             WorkerError::Backlog { .. } => Refusal::Backlog,
+            WorkerError::SpoolFull { .. } => Refusal::SpoolFull,
             WorkerError::Code { .. } | WorkerError::Spool(_) => Refusal::Internal,
         }
     }

@@ -8,7 +8,8 @@
 //! [`deps`] installs at deploy and unpacks once per worker), idle keep-alive, and
 //! turning a sandbox's report into the API's [`Invocation`] ([`outcome`]), and
 //! everything after the answer: full logs and output files land in the on-disk
-//! [`spool`] while the invocation runs, and the [`reporter`] uploads them and writes
+//! [`spool`] while the invocation runs (each log capped, the spool under a quota), and
+//! the [`reporter`] uploads them and writes
 //! the history record in the background (fire-and-forget, nothing lost on a restart):
 //! the worker is the one writer of history; the Prometheus metrics of all that
 //! ([`telemetry`]). Also the seam to the controller ([`fleet::Fleet`];
@@ -55,6 +56,12 @@ pub struct WorkerConfig {
     pub queue_timeout: Duration,
     /// Spooled jobs the reporter may owe before new invocations get 503.
     pub max_pending_reports: usize,
+    /// Cap on one invocation's full log (stdout and stderr together), bytes: the agent
+    /// cuts there and the spool again.
+    pub log_limit_bytes: u64,
+    /// Bytes the spool may hold (logs and outputs not yet uploaded) before new
+    /// invocations get 503 `spool_full`.
+    pub spool_quota_bytes: u64,
     /// Limits of the builds of compiled functions.
     pub build: build::BuildConfig,
     /// Where dependencies come from, and their limits.
@@ -69,6 +76,8 @@ impl Default for WorkerConfig {
             queue_limit: 100,
             queue_timeout: Duration::from_secs(30),
             max_pending_reports: 10_000,
+            log_limit_bytes: hearth_core::logs::DEFAULT_LOG_LIMIT_BYTES,
+            spool_quota_bytes: spool::DEFAULT_SPOOL_QUOTA_BYTES,
             build: build::BuildConfig::default(),
             deps: deps::DepsConfig::default(),
         }
@@ -143,6 +152,15 @@ pub enum WorkerError {
     /// The spool on disk failed (full disk?).
     #[error("the worker's spool failed: {0}")]
     Spool(std::io::Error),
+    /// The spool is at its quota: logs and outputs of earlier invocations wait for the
+    /// object store, or this invocation's did not fit.
+    #[error("the worker's spool is full ({used_mb} of {quota_mb} MB of logs and outputs wait to be uploaded; is the object store reachable?), or this invocation's logs and outputs did not fit: retry later, write less, or raise --spool-quota-mb")]
+    SpoolFull {
+        /// MB the spool holds.
+        used_mb: u64,
+        /// Its quota, MB.
+        quota_mb: u64,
+    },
 }
 
 /// What a worker reports in `/v1/status`.
@@ -182,6 +200,7 @@ impl Worker {
         metadata: Arc<dyn MetadataStore>,
         spool: Spool,
     ) -> Arc<Worker> {
+        let spool = spool.with_quota(config.spool_quota_bytes);
         let reporter = Reporter::start(spool.clone(), code.object_store().clone(), metadata);
         let worker = Arc::new(Worker {
             builds: build::Builds::new(config.build.clone()),
@@ -250,14 +269,22 @@ impl Worker {
         if pending >= self.config.max_pending_reports {
             return Err(WorkerError::Backlog { pending });
         }
-        let mut spooled = self.spool.begin(&request.id);
+        if self.spool.is_full() {
+            return Err(self.spool_full());
+        }
+        let mut spooled = self.spool.begin(&request.id, self.config.log_limit_bytes);
         let (mut invocation, outputs) = match self.run(target, &request, &mut spooled).await {
             Ok(invocation) => invocation,
             Err(e) => {
+                let e = match spooled.quota_hit() {
+                    true => self.spool_full(),
+                    false => e,
+                };
                 spooled.discard().await;
                 return Err(e);
             }
         };
+        invocation.truncated |= spooled.log_truncated();
         invocation.outputs = outputs.output_files(&request.id);
         invocation.advice = hearth_core::tuning::invocation_advice(&invocation);
         invocation.skipped_outputs = outputs.skipped.clone();
@@ -300,6 +327,8 @@ impl Worker {
         let spec = InvokeSpec {
             request_id: request.id.clone(),
             timeout_ms: target.spec.timeout_ms,
+            log_limit_bytes: self.config.log_limit_bytes,
+            attempt: request.attempt,
         };
         let run = instance
             .invoke(spec, request.event.clone(), &mut *spooled)
@@ -324,6 +353,13 @@ impl Worker {
         };
         let outputs = spooled.close_and_scan().await.map_err(WorkerError::Spool)?;
         Ok((invocation, outputs))
+    }
+
+    fn spool_full(&self) -> WorkerError {
+        WorkerError::SpoolFull {
+            used_mb: self.spool.used_bytes() >> 20,
+            quota_mb: self.spool.quota_bytes() >> 20,
+        }
     }
 
     /// Waits (at most `limit`) until every finished invocation is reported.

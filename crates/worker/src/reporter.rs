@@ -150,6 +150,7 @@ impl Reporter {
                 }
             };
             metrics::gauge!("hearth_report_queue").set(self.pending() as f64);
+            metrics::gauge!("hearth_spool_bytes").set(self.spool.used_bytes() as f64);
             if self.pending() == 0 {
                 self.drained.notify_waiters();
             }

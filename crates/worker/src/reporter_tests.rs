@@ -47,7 +47,7 @@ fn invocation(id: &str) -> Invocation {
 /// worker does; returns the output's content.
 async fn spool_job(spool: &Spool, id: &str) -> Vec<u8> {
     let content = format!("output of {id}").into_bytes();
-    let mut writer = spool.begin(id);
+    let mut writer = spool.begin(id, hearth_core::logs::DEFAULT_LOG_LIMIT_BYTES);
     writer
         .log(LogStream::Stdout, format!("log of {id}\n").as_bytes())
         .await

@@ -7,6 +7,14 @@
 //! `running/` is emptied (those invocations never answered) and `ready/` is what the
 //! reporter still owes.
 //!
+//! Two limits keep the spool from filling the host's disk. Each invocation's log (stdout
+//! and stderr together) is cut at its cap plus room for the agent's marker, whatever
+//! the agent sends, and marked ([`hearth_core::logs::truncation_marker`]). And the whole
+//! spool (running and ready jobs) has a quota: a write that would pass it fails with
+//! [`io::ErrorKind::StorageFull`] and marks its writer ([`SpoolWriter::quota_hit`]);
+//! [`Spool::is_full`] tells the worker to refuse new invocations until the reporter has
+//! caught up.
+//!
 //! The output tar comes from inside a sandbox and is hostile: it is never unpacked.
 //! [`scan_outputs`] lists its regular files with their offsets (the reporter uploads
 //! those byte ranges) and reports every other entry as skipped: links, devices, FIFOs,
@@ -14,13 +22,15 @@
 
 use async_trait::async_trait;
 use hearth_core::invocation::{OutputFile, SkippedOutput};
+use hearth_core::logs::{truncation_marker, MARKER_ALLOWANCE_BYTES};
 use hearth_core::protocol::LogStream;
 use hearth_core::Invocation;
 use hearth_sandbox::InvocationSink;
+pub use hearth_store::objects::{log_key, output_key};
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::fs::File;
 use tokio::io::AsyncWriteExt;
@@ -29,6 +39,10 @@ const STDOUT: &str = "stdout";
 const STDERR: &str = "stderr";
 const OUTPUTS: &str = "outputs.tar";
 const JOB: &str = "job.json";
+
+/// The spool's quota when the worker is not told otherwise: 20 GB, room for two
+/// invocations that each fill the largest output quota.
+pub const DEFAULT_SPOOL_QUOTA_BYTES: u64 = 20 << 30;
 
 /// One regular file inside a spooled output tar.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,11 +103,15 @@ fn log_name(stream: LogStream) -> &'static str {
 pub struct Spool {
     root: PathBuf,
     ready_count: Arc<AtomicUsize>,
+    /// Bytes on disk: every running and ready job's files.
+    used: Arc<AtomicU64>,
+    quota: u64,
 }
 
 impl Spool {
     /// Opens (creating) the spool at `root`, dropping what crashed invocations left in
-    /// `running/` and counting the jobs still owed in `ready/`.
+    /// `running/` and counting the jobs (and bytes) still owed in `ready/`. Its quota is
+    /// [`DEFAULT_SPOOL_QUOTA_BYTES`] until [`Spool::with_quota`] says otherwise.
     pub fn open(root: &Path) -> io::Result<Spool> {
         let running = root.join("running");
         if running.exists() {
@@ -104,15 +122,40 @@ impl Spool {
         let spool = Spool {
             root: root.to_path_buf(),
             ready_count: Arc::new(AtomicUsize::new(0)),
+            used: Arc::new(AtomicU64::new(0)),
+            quota: DEFAULT_SPOOL_QUOTA_BYTES,
         };
-        let owed = spool.ready_jobs()?.len();
-        spool.ready_count.store(owed, Ordering::Relaxed);
+        let owed = spool.ready_jobs()?;
+        let bytes = owed.iter().map(|job| dir_bytes(&job.dir)).sum();
+        spool.ready_count.store(owed.len(), Ordering::Relaxed);
+        spool.used.store(bytes, Ordering::Relaxed);
         Ok(spool)
+    }
+
+    /// The same spool with a quota of `bytes` (set it before sharing the spool).
+    pub fn with_quota(mut self, bytes: u64) -> Spool {
+        self.quota = bytes;
+        self
     }
 
     /// Jobs spooled and not yet reported.
     pub fn pending(&self) -> usize {
         self.ready_count.load(Ordering::Relaxed)
+    }
+
+    /// Bytes the spool holds now (running and ready jobs).
+    pub fn used_bytes(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// The spool's quota, bytes.
+    pub fn quota_bytes(&self) -> u64 {
+        self.quota
+    }
+
+    /// Whether the spool is at its quota: new invocations must wait for the reporter.
+    pub fn is_full(&self) -> bool {
+        self.used_bytes() >= self.quota
     }
 
     /// The jobs in `ready/`, oldest first (ids are ULIDs, which sort by time).
@@ -142,14 +185,20 @@ impl Spool {
 
     /// Removes a reported job.
     pub async fn remove(&self, job: &ReadyJob) -> io::Result<()> {
+        let dir = job.dir.clone();
+        let bytes = tokio::task::spawn_blocking(move || dir_bytes(&dir))
+            .await
+            .unwrap_or(0);
         tokio::fs::remove_dir_all(&job.dir).await?;
+        release(&self.used, bytes);
         self.ready_count.fetch_sub(1, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Starts spooling invocation `id`. Nothing touches the disk until something
-    /// arrives or the job is committed, so a quiet invocation costs one small write.
-    pub fn begin(&self, id: &str) -> SpoolWriter {
+    /// Starts spooling invocation `id`, whose log is cut at `log_limit_bytes` (plus room
+    /// for the agent's own marker). Nothing touches the disk until something arrives or
+    /// the job is committed, so a quiet invocation costs one small write.
+    pub fn begin(&self, id: &str, log_limit_bytes: u64) -> SpoolWriter {
         SpoolWriter {
             dir: self.root.join("running").join(id),
             dir_made: false,
@@ -158,8 +207,36 @@ impl Spool {
             stderr: None,
             outputs: None,
             ready_count: self.ready_count.clone(),
+            used: self.used.clone(),
+            quota: self.quota,
+            bytes: 0,
+            quota_hit: false,
+            log_limit: log_limit_bytes,
+            log_bytes: 0,
+            log_cut: false,
+            finished: false,
         }
     }
+}
+
+/// Bytes of the files directly in `dir` (a job holds no subdirectories).
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Gives `bytes` back to the spool's count, never below zero.
+fn release(used: &AtomicU64, bytes: u64) {
+    let _ = used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+        Some(now.saturating_sub(bytes))
+    });
 }
 
 /// Receives one invocation's logs and outputs; see the module doc.
@@ -171,6 +248,16 @@ pub struct SpoolWriter {
     stderr: Option<File>,
     outputs: Option<File>,
     ready_count: Arc<AtomicUsize>,
+    used: Arc<AtomicU64>,
+    quota: u64,
+    /// Bytes this writer put in the spool (counted in `used`).
+    bytes: u64,
+    quota_hit: bool,
+    log_limit: u64,
+    log_bytes: u64,
+    log_cut: bool,
+    /// Committed or discarded: nothing left to clean up on drop.
+    finished: bool,
 }
 
 async fn append(slot: &mut Option<File>, path: PathBuf, bytes: &[u8]) -> io::Result<()> {
@@ -186,15 +273,34 @@ async fn append(slot: &mut Option<File>, path: PathBuf, bytes: &[u8]) -> io::Res
 #[async_trait]
 impl InvocationSink for SpoolWriter {
     async fn log(&mut self, stream: LogStream, bytes: &[u8]) -> io::Result<()> {
+        if self.log_cut {
+            return Ok(());
+        }
+        // The agent cuts at the limit and adds its marker; past that the agent is not
+        // keeping to it, and the spool cuts instead.
+        let cap = self.log_limit.saturating_add(MARKER_ALLOWANCE_BYTES);
+        let room = usize::try_from(cap.saturating_sub(self.log_bytes)).unwrap_or(usize::MAX);
+        let keep = &bytes[..bytes.len().min(room)];
+        let marker = (keep.len() < bytes.len()).then(|| truncation_marker(self.log_limit));
+        let marker = marker.as_deref().unwrap_or_default().as_bytes();
+        self.reserve((keep.len() + marker.len()) as u64)?;
         self.make_dir().await?;
         let path = self.dir.join(log_name(stream));
-        match stream {
-            LogStream::Stdout => append(&mut self.stdout, path, bytes).await,
-            LogStream::Stderr => append(&mut self.stderr, path, bytes).await,
+        let file = match stream {
+            LogStream::Stdout => &mut self.stdout,
+            LogStream::Stderr => &mut self.stderr,
+        };
+        append(file, path.clone(), keep).await?;
+        if !marker.is_empty() {
+            append(file, path, marker).await?;
+            self.log_cut = true;
         }
+        self.log_bytes += keep.len() as u64;
+        Ok(())
     }
 
     async fn output(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.reserve(bytes.len() as u64)?;
         self.make_dir().await?;
         append(&mut self.outputs, self.dir.join(OUTPUTS), bytes).await
     }
@@ -207,6 +313,37 @@ impl SpoolWriter {
             self.dir_made = true;
         }
         Ok(())
+    }
+
+    /// Counts `bytes` against the spool's quota, or fails (for good) when they do not fit.
+    fn reserve(&mut self, bytes: u64) -> io::Result<()> {
+        if !self.quota_hit {
+            let before = self.used.fetch_add(bytes, Ordering::Relaxed);
+            if before.saturating_add(bytes) <= self.quota {
+                self.bytes += bytes;
+                return Ok(());
+            }
+            release(&self.used, bytes);
+            self.quota_hit = true;
+        }
+        Err(io::Error::new(
+            io::ErrorKind::StorageFull,
+            format!(
+                "the worker's spool is at its quota of {} MB",
+                self.quota >> 20
+            ),
+        ))
+    }
+
+    /// Whether a write did not fit the spool's quota (the invocation's logs and outputs
+    /// are incomplete: it must not be reported as if they were).
+    pub fn quota_hit(&self) -> bool {
+        self.quota_hit
+    }
+
+    /// Whether the log was cut at its cap.
+    pub fn log_truncated(&self) -> bool {
+        self.log_cut
     }
 
     /// Flushes what arrived and lists the outputs (blocking scan of the tar). No
@@ -235,18 +372,51 @@ impl SpoolWriter {
         let body = serde_json::to_vec(job).map_err(io::Error::other)?;
         self.make_dir().await?;
         tokio::fs::write(self.dir.join(JOB), &body).await?;
+        // The record is small and must be written: counted, never refused.
+        self.used.fetch_add(body.len() as u64, Ordering::Relaxed);
+        self.bytes += body.len() as u64;
         tokio::fs::rename(&self.dir, &self.ready).await?;
+        self.finished = true;
         self.ready_count.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
     /// Drops everything spooled for this invocation.
-    pub async fn discard(self) {
+    pub async fn discard(mut self) {
+        self.finished = true;
+        release(&self.used, self.bytes);
         if !self.dir_made {
             return;
         }
         if let Err(e) = tokio::fs::remove_dir_all(&self.dir).await {
             tracing::warn!(dir = %self.dir.display(), error = %e, "cannot remove a spool dir");
+        }
+    }
+}
+
+impl Drop for SpoolWriter {
+    /// A writer dropped unfinished (its caller went away mid-invocation) gives its bytes
+    /// back and removes its directory, so an abandoned invocation does not hold the
+    /// quota until the next restart.
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        release(&self.used, self.bytes);
+        if !self.dir_made {
+            return;
+        }
+        let dir = self.dir.clone();
+        let remove = move || {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a spool dir");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn_blocking(remove);
+            }
+            Err(_) => remove(),
         }
     }
 }
@@ -272,16 +442,6 @@ impl OutputScan {
             })
             .collect()
     }
-}
-
-/// Object-store key of an output file.
-pub fn output_key(id: &str, path: &str) -> String {
-    format!("outputs/{id}/{path}")
-}
-
-/// Object-store key of a log.
-pub fn log_key(id: &str, stream: LogStream) -> String {
-    format!("logs/{id}/{}", log_name(stream))
 }
 
 /// Lists a hostile tar without unpacking it: regular files with checked relative
@@ -453,10 +613,10 @@ mod tests {
     async fn a_job_is_absent_until_committed_and_running_jobs_die_with_a_crash() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
-        let mut writer = spool.begin("01ABC");
+        let mut writer = spool.begin("01ABC", 1 << 20);
         writer.log(LogStream::Stdout, b"hi").await.unwrap();
         assert!(spool.ready_job("01ABC").is_none());
-        let mut abandoned = spool.begin("01ABD");
+        let mut abandoned = spool.begin("01ABD", 1 << 20);
         abandoned.log(LogStream::Stderr, b"lost").await.unwrap();
         drop(abandoned);
         let scan = writer.close_and_scan().await.unwrap();
@@ -491,5 +651,100 @@ mod tests {
             "a job that never committed is dropped"
         );
         assert!(reopened.ready_job("../x").is_none());
+    }
+
+    fn job(id: &str) -> Job {
+        let invocation = serde_json::from_value(serde_json::json!({
+            "id": id, "function": "f", "version": 1, "status": "success", "result": null,
+            "error": null, "exit_code": 0, "stdout": "", "stderr": "", "truncated": false,
+            "cold_start": false, "worker": "w", "started_at": "2026-11-28T10:00:00Z",
+            "duration_ms": 1.0, "handler_duration_ms": 1.0,
+            "memory": {"limit_mb": 128, "peak_bytes": 0, "max_rss_bytes": 0},
+            "cpu": {"user_ms": 0.0, "system_ms": 0.0}, "io": {"read_bytes": 0, "write_bytes": 0},
+            "outputs": [], "advice": null
+        }))
+        .unwrap();
+        Job {
+            invocation,
+            outputs: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_log_past_its_cap_is_cut_and_marked_whatever_the_agent_sends() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let limit = 4096;
+        let mut writer = spool.begin("01LOG", limit);
+        // A forged stream that ignores the cap: 64 KiB on each stream.
+        for _ in 0..16 {
+            writer.log(LogStream::Stdout, &[b'o'; 4096]).await.unwrap();
+            writer.log(LogStream::Stderr, &[b'e'; 4096]).await.unwrap();
+        }
+        assert!(writer.log_truncated());
+        writer.close_and_scan().await.unwrap();
+        writer.commit(&job("01LOG")).await.unwrap();
+        let job = spool.ready_job("01LOG").unwrap();
+        let stdout = std::fs::read(job.log_path(LogStream::Stdout)).unwrap();
+        let stderr = std::fs::read(job.log_path(LogStream::Stderr)).unwrap();
+        assert_eq!(
+            stdout.len() + stderr.len(),
+            (limit + MARKER_ALLOWANCE_BYTES) as usize + truncation_marker(limit).len()
+        );
+        assert_eq!(stdout.len(), 4096, "the first chunk fit whole");
+        let text = String::from_utf8_lossy(&stderr);
+        assert!(
+            text.ends_with(&truncation_marker(limit)),
+            "the cut is marked where it happened: {}",
+            &text[text.len().saturating_sub(200)..]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_quota_refuses_what_does_not_fit_and_frees_what_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap().with_quota(10_000);
+        let mut first = spool.begin("01A", 1 << 20);
+        first.output(&[0u8; 6000]).await.unwrap();
+        assert!(!spool.is_full());
+        let mut second = spool.begin("01B", 1 << 20);
+        let refused = second.log(LogStream::Stdout, &[b'x'; 6000]).await;
+        assert_eq!(
+            refused.unwrap_err().kind(),
+            io::ErrorKind::StorageFull,
+            "6000 + 6000 bytes do not fit 10000"
+        );
+        assert!(second.quota_hit());
+        assert!(
+            second.log(LogStream::Stdout, b"x").await.is_err(),
+            "a writer that hit the quota stays refused: its logs are incomplete"
+        );
+        second.discard().await;
+        assert_eq!(spool.used_bytes(), 6000);
+
+        first.output(&[0u8; 3900]).await.unwrap();
+        first.close_and_scan().await.unwrap();
+        first.commit(&job("01A")).await.unwrap();
+        assert!(spool.is_full(), "{} of 10000", spool.used_bytes());
+        let reopened = Spool::open(dir.path()).unwrap().with_quota(10_000);
+        assert_eq!(
+            reopened.used_bytes(),
+            spool.used_bytes(),
+            "a restart counts what is still owed"
+        );
+        let owed = spool.ready_job("01A").unwrap();
+        spool.remove(&owed).await.unwrap();
+        assert_eq!(spool.used_bytes(), 0);
+        assert!(!spool.is_full());
+
+        let mut abandoned = spool.begin("01C", 1 << 20);
+        abandoned.log(LogStream::Stderr, b"lost").await.unwrap();
+        assert_eq!(spool.used_bytes(), 4);
+        drop(abandoned);
+        assert_eq!(
+            spool.used_bytes(),
+            0,
+            "an abandoned writer gives its bytes back"
+        );
     }
 }

@@ -234,6 +234,8 @@ impl Agent {
             &ToAgent::Invoke(InvokeSpec {
                 request_id: request_id.into(),
                 timeout_ms,
+                log_limit_bytes: hearth_core::logs::DEFAULT_LOG_LIMIT_BYTES,
+                attempt: 1,
             }),
             event.as_bytes(),
         );

@@ -101,6 +101,11 @@ impl Fixture {
         write(&cpu.join("cgroup.procs"), "");
         write(&cpu.join("cpu.cfs_period_us"), "100000\n");
         write(&cpu.join("cpu.cfs_quota_us"), "-1\n");
+        write(&cpu.join("cpu.shares"), "1024\n");
+        let function = cpu.join("fn");
+        write(&function.join("cgroup.procs"), "");
+        write(&function.join("cpu.cfs_period_us"), "100000\n");
+        write(&function.join("cpu.cfs_quota_us"), "-1\n");
         if with_usage_user {
             write(&cpu.join("cpuacct.usage_user"), "1000\n");
             write(&cpu.join("cpuacct.usage_sys"), "500\n");
@@ -222,9 +227,17 @@ fn v1_instance_gets_its_limits_without_swap() {
     );
     assert_eq!(read(&memory.join("memory.swappiness")), "0");
     assert_eq!(read(&root.join("pids/hearth/i1/pids.max")), "64");
+    // The quota is the function's (the `fn` child); the agent's group is only weighted.
     let cpu = root.join("cpu,cpuacct/hearth/i1");
-    assert_eq!(read(&cpu.join("cpu.cfs_period_us")), "100000");
-    assert_eq!(read(&cpu.join("cpu.cfs_quota_us")), "100000");
+    assert_eq!(read(&cpu.join("cpu.cfs_quota_us")), "-1\n");
+    assert_eq!(read(&cpu.join("cpu.shares")), "4096");
+    assert_eq!(read(&cpu.join("fn/cpu.cfs_period_us")), "100000");
+    assert_eq!(read(&cpu.join("fn/cpu.cfs_quota_us")), "100000");
+    assert_eq!(
+        cgroup.function_procs_file(),
+        Some(cpu.join("fn/cgroup.procs").as_path())
+    );
+    assert_eq!(cgroup.dirs().last(), Some(&cpu.join("fn")), "removed first");
     let procs: Vec<&[u8]> = cgroup.procs_files().iter().map(|c| c.as_bytes()).collect();
     assert_eq!(procs.len(), 4);
     assert!(procs[0].ends_with(b"memory/session/hearth/i1/cgroup.procs"));
@@ -434,7 +447,10 @@ fn destroy_and_sweep_remove_the_instance_directories() {
     // The kernel's control files vanish with the directory; a fixture's must go first.
     for dir in &dirs {
         for entry in fs::read_dir(dir).unwrap() {
-            fs::remove_file(entry.unwrap().path()).unwrap();
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                fs::remove_file(path).unwrap();
+            }
         }
     }
     assert!(cgroup.destroy());
@@ -445,6 +461,8 @@ fn destroy_and_sweep_remove_the_instance_directories() {
         fs::create_dir_all(group.join("old-1")).unwrap();
     }
     fs::create_dir_all(fixture.cgroup().join("pids/hearth/old-2")).unwrap();
+    // An orphan's function group goes before the orphan.
+    fs::create_dir_all(fixture.cgroup().join("cpu,cpuacct/hearth/old-1/fn")).unwrap();
     assert_eq!(host.sweep_orphans(), 2);
     for group in host.group_dirs() {
         assert_eq!(fs::read_dir(&group).unwrap().count(), 0, "{group:?}");

@@ -215,11 +215,6 @@ impl std::fmt::Debug for DockerInstance {
 }
 
 impl DockerInstance {
-    /// The engine's id of the container.
-    pub fn container_id(&self) -> &str {
-        &self.container
-    }
-
     /// An error for a broken instance, with the agent's last log lines.
     pub(super) fn lost(&self, message: String) -> SandboxError {
         let logs = self.log_tail.joined();

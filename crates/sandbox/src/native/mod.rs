@@ -22,9 +22,7 @@ mod interpreter;
 mod spawn;
 
 use crate::agent_stream::{AgentStream, ExchangeLimits};
-use crate::cgroup::{
-    CgroupConfig, CgroupHost, CgroupLimits, CgroupVersion, CpuQuota, InstanceCgroup,
-};
+use crate::cgroup::{CgroupConfig, CgroupHost, CgroupLimits, CpuQuota, InstanceCgroup};
 use crate::lines::LineSplitter;
 use crate::session::{self, AgentSetup, LogTail, INVOKE_GRACE};
 use crate::uids::{UidLease, UidPool, UidRange};
@@ -181,11 +179,6 @@ impl NativeBackend {
     /// must not share a cgroup group. Returns how many were removed.
     pub fn sweep_orphans(&self) -> usize {
         self.cgroups.sweep_orphans()
-    }
-
-    /// The cgroup interface in use.
-    pub fn cgroup_version(&self) -> CgroupVersion {
-        self.cgroups.version()
     }
 
     /// The interpreter `runtime` runs with, or why it cannot run (a compiled runtime
@@ -430,12 +423,13 @@ impl std::fmt::Debug for NativeInstance {
 impl NativeInstance {
     /// Spawns the agent into `cgroup` and new namespaces.
     async fn spawn(agent: &Path, id: String, cgroup: InstanceCgroup) -> Result<Self, SandboxError> {
-        let mut child = spawn::spawn_agent(agent, cgroup.procs_files())
-            .await
-            .map_err(|e| SandboxError::Spawn {
-                instance: id.clone(),
-                message: format!("cannot start the agent {}: {e}", agent.display()),
-            })?;
+        let mut child =
+            spawn::spawn_agent(agent, cgroup.procs_files(), cgroup.function_procs_file())
+                .await
+                .map_err(|e| SandboxError::Spawn {
+                    instance: id.clone(),
+                    message: format!("cannot start the agent {}: {e}", agent.display()),
+                })?;
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {

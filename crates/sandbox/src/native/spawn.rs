@@ -9,8 +9,11 @@
 //! (`spawn_blocking` pools, `block_in_place`), so every agent is forked by one
 //! dedicated thread that lives as long as the process.
 
+use hearth_core::protocol::FUNCTION_CGROUP_FD_ENV;
 use std::ffi::CString;
+use std::fs::OpenOptions;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::mpsc;
@@ -36,8 +39,23 @@ const PASSED_ENV: [&str; 2] = ["HEARTH_AGENT_LOG", "RUST_LOG"];
 /// Spawns the agent with piped stdio, moved into the cgroups behind `procs_files` and
 /// into new mount/pid/net/ipc/uts namespaces, killed if the worker process dies. Must
 /// be called within a tokio runtime (the child is reaped by it).
-pub async fn spawn_agent(agent: &Path, procs_files: &[CString]) -> io::Result<Child> {
+///
+/// `function_procs`: the cgroup the function's processes go to (its CPU quota); opened
+/// here, as root, and inherited by the agent under the fd number it finds in
+/// [`FUNCTION_CGROUP_FD_ENV`], so that it can move its children there after it has
+/// dropped its privileges (the kernel checks the credentials of whoever opened it).
+pub async fn spawn_agent(
+    agent: &Path,
+    procs_files: &[CString],
+    function_procs: Option<&Path>,
+) -> io::Result<Child> {
     let mut command = Command::new(agent);
+    let function_cgroup = match function_procs {
+        // std opens it close-on-exec: only this agent gets it, cleared in its hook.
+        Some(path) => Some(OpenOptions::new().write(true).open(path)?),
+        None => None,
+    };
+
     command
         .env_clear()
         .env("PATH", AGENT_PATH_ENV)
@@ -50,14 +68,26 @@ pub async fn spawn_agent(agent: &Path, procs_files: &[CString]) -> io::Result<Ch
             command.env(name, value);
         }
     }
+    if let Some(file) = &function_cgroup {
+        command.env(FUNCTION_CGROUP_FD_ENV, file.as_raw_fd().to_string());
+    }
     let procs_files = procs_files.to_vec();
     // u32 → pid_t: Linux pids fit in 22 bits.
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: the hook runs in the child between fork and exec. It only makes raw
-    // system calls on memory prepared before the fork (`procs_files`, moved into the
-    // closure) and builds `io::Error`s from OS codes, which does not allocate.
+    // system calls on memory prepared before the fork (`procs_files` and the opened
+    // `function_cgroup`, moved into the closure) and builds `io::Error`s from OS codes, which does not allocate.
     unsafe {
-        command.pre_exec(move || enter_sandbox(&procs_files, parent));
+        command.pre_exec(move || {
+            enter_sandbox(&procs_files, parent)?;
+            if let Some(file) = &function_cgroup {
+                // SAFETY: fcntl on an fd the closure owns; no pointers.
+                if libc::fcntl(file.as_raw_fd(), libc::F_SETFD, 0) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
     }
     let (reply, answer) = oneshot::channel();
     let request = SpawnRequest {

@@ -112,6 +112,9 @@ pub trait MetadataStore: KeyStore + Send + Sync {
         version: u64,
     ) -> Result<Option<FunctionRecord>, StoreError>;
 
+    /// Every version of a function, oldest first (none when there is no such function).
+    async fn list_versions(&self, name: &str) -> Result<Vec<FunctionRecord>, StoreError>;
+
     /// The newest version of every function, by name.
     async fn list_functions(&self) -> Result<Vec<FunctionRecord>, StoreError>;
 
@@ -140,8 +143,25 @@ pub trait MetadataStore: KeyStore + Send + Sync {
     /// Aggregates over a function's finished invocations.
     async fn function_stats(&self, function: &str) -> Result<FunctionStats, StoreError>;
 
-    /// Deletes invocations started before `older_than`; returns how many.
-    async fn prune_invocations(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// Ids of up to `limit` invocations in `scope`, oldest first: what to free before
+    /// their records go ([`crate::cleanup`]).
+    async fn invocation_ids(
+        &self,
+        scope: HistoryScope<'_>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Deletes the invocations with these ids; returns how many there were.
+    async fn delete_invocations(&self, ids: &[String]) -> Result<u64, StoreError>;
+}
+
+/// Which invocations [`MetadataStore::invocation_ids`] picks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryScope<'a> {
+    /// Those started before this time: past the retention.
+    StartedBefore(DateTime<Utc>),
+    /// Every invocation of one function.
+    Function(&'a str),
 }
 
 /// Statuses of invocations that have not ended; an ended one never goes back to them.

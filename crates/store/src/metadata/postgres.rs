@@ -13,12 +13,11 @@
 
 use super::{
     decode_invocation, encode_invocation, encode_spec, now_rfc3339, p95_rank, since_us, to_i64,
-    FunctionRecord, FunctionStats, InvocationFilter, MetadataStore, VersionRow,
+    FunctionRecord, FunctionStats, HistoryScope, InvocationFilter, MetadataStore, VersionRow,
     UNFINISHED_STATUSES, VERSION_COLUMNS,
 };
 use crate::StoreError;
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use hearth_core::{FunctionSpec, Invocation, InvocationStatus};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
@@ -392,6 +391,20 @@ impl MetadataStore for PgMetadataStore {
             .transpose()
     }
 
+    async fn list_versions(&self, name: &str) -> Result<Vec<FunctionRecord>, StoreError> {
+        let err = self.err("list_versions");
+        let rows = sqlx::query(&format!(
+            "SELECT {VERSION_COLUMNS} WHERE v.name = $1 ORDER BY v.version"
+        ))
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(&err)?;
+        rows.iter()
+            .map(|row| version_row(row).map_err(&err)?.decode())
+            .collect()
+    }
+
     async fn list_functions(&self) -> Result<Vec<FunctionRecord>, StoreError> {
         let err = self.err("list_functions");
         let rows = sqlx::query(&format!(
@@ -524,12 +537,36 @@ impl MetadataStore for PgMetadataStore {
         })
     }
 
-    async fn prune_invocations(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        let deleted = sqlx::query("DELETE FROM invocations WHERE started_us < $1")
-            .bind(older_than.timestamp_micros())
+    async fn invocation_ids(
+        &self,
+        scope: HistoryScope<'_>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let query = match scope {
+            HistoryScope::StartedBefore(t) => sqlx::query_scalar(
+                "SELECT id FROM invocations WHERE started_us < $1
+                 ORDER BY started_us, id COLLATE \"C\" LIMIT $2",
+            )
+            .bind(t.timestamp_micros()),
+            HistoryScope::Function(name) => sqlx::query_scalar(
+                "SELECT id FROM invocations WHERE function = $1
+                 ORDER BY started_us, id COLLATE \"C\" LIMIT $2",
+            )
+            .bind(name),
+        };
+        query
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.err("invocation_ids"))
+    }
+
+    async fn delete_invocations(&self, ids: &[String]) -> Result<u64, StoreError> {
+        let deleted = sqlx::query("DELETE FROM invocations WHERE id = ANY($1)")
+            .bind(ids)
             .execute(&self.pool)
             .await
-            .map_err(self.err("prune_invocations"))?
+            .map_err(self.err("delete_invocations"))?
             .rows_affected();
         Ok(deleted)
     }

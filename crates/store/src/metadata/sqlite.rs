@@ -3,12 +3,11 @@
 
 use super::{
     decode_invocation, encode_invocation, encode_spec, now_rfc3339, p95_rank, since_us, to_i64,
-    FunctionRecord, FunctionStats, InvocationFilter, MetadataStore, VersionRow,
+    FunctionRecord, FunctionStats, HistoryScope, InvocationFilter, MetadataStore, VersionRow,
     UNFINISHED_STATUSES, VERSION_COLUMNS,
 };
 use crate::StoreError;
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use hearth_core::{FunctionSpec, Invocation, InvocationStatus};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::path::{Path, PathBuf};
@@ -362,6 +361,23 @@ impl MetadataStore for SqliteMetadataStore {
         .await
     }
 
+    async fn list_versions(&self, name: &str) -> Result<Vec<FunctionRecord>, StoreError> {
+        let name = name.to_string();
+        self.with_conn("list_versions", move |conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {VERSION_COLUMNS} WHERE v.name = ?1 ORDER BY v.version"
+            ))?;
+            let rows = stmt
+                .query_map([&name], version_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows
+                .into_iter()
+                .map(VersionRow::decode)
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
     async fn list_functions(&self) -> Result<Vec<FunctionRecord>, StoreError> {
         self.with_conn("list_functions", move |conn| {
             let mut stmt = conn.prepare(&format!(
@@ -507,12 +523,40 @@ impl MetadataStore for SqliteMetadataStore {
         .await
     }
 
-    async fn prune_invocations(&self, older_than: DateTime<Utc>) -> Result<u64, StoreError> {
-        let cutoff = older_than.timestamp_micros();
-        self.with_conn("prune_invocations", move |conn| {
-            let deleted =
-                conn.execute("DELETE FROM invocations WHERE started_us < ?1", [cutoff])?;
-            Ok(deleted as u64)
+    async fn invocation_ids(
+        &self,
+        scope: HistoryScope<'_>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let (filter, value): (&str, rusqlite::types::Value) = match scope {
+            HistoryScope::StartedBefore(t) => ("started_us < ?1", t.timestamp_micros().into()),
+            HistoryScope::Function(name) => ("function = ?1", name.to_string().into()),
+        };
+        let sql =
+            format!("SELECT id FROM invocations WHERE {filter} ORDER BY started_us, id LIMIT ?2");
+        self.with_conn("invocation_ids", move |conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let ids = stmt
+                .query_map(params![value, limit], |row| row.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn delete_invocations(&self, ids: &[String]) -> Result<u64, StoreError> {
+        let ids = ids.to_vec();
+        self.with_conn("delete_invocations", move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut deleted = 0;
+            {
+                let mut stmt = tx.prepare_cached("DELETE FROM invocations WHERE id = ?1")?;
+                for id in &ids {
+                    deleted += stmt.execute([id])? as u64;
+                }
+            }
+            tx.commit()?;
+            Ok(deleted)
         })
         .await
     }

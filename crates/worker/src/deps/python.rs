@@ -395,6 +395,8 @@ async fn install_in_sandbox(
     let invoke = InvokeSpec {
         request_id: format!("deps-{id}"),
         timeout_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1),
+        log_limit_bytes: hearth_core::logs::DEFAULT_LOG_LIMIT_BYTES,
+        attempt: 1,
     };
     let run = instance
         .invoke(invoke, Bytes::new(), &mut DiscardSink)
