@@ -27,7 +27,7 @@ cargo test --workspace --no-fail-fast -- --test-threads "${HEARTH_TEST_THREADS:-
 echo "test: the end-to-end suites again, on the Docker backend"
 HEARTH_TEST_SANDBOX=docker cargo test --no-fail-fast -p hearth --test lifecycle --test failures \
   --test concurrency --test hostile --test bad_input --test async_invocations \
-  --test outputs_and_logs --test cli_commands --test tuning --test attempts --test blame --test disk -- --test-threads "${HEARTH_TEST_THREADS:-2}"
+  --test outputs_and_logs --test cli_commands --test tuning --test attempts --test blame --test disk --test host_side --test bad_events -- --test-threads "${HEARTH_TEST_THREADS:-2}"
 
 echo "test: the dashboard in a real browser (Playwright + Debian chromium, tests/browser)"
 scripts/browser.sh

@@ -13,8 +13,21 @@ use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 
 /// Lowest fd number the stream is moved to.
 const HIGH_FD: RawFd = 64;
-/// `close_range` flag: mark close-on-exec instead of closing.
-const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+
+/// Without `close_range` (a kernel before 5.9): closes fds 3 up to the open-file limit.
+fn close_inherited_one_by_one(keep: Option<u32>) {
+    // SAFETY: sysconf takes an integer.
+    let max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) };
+    let max = if max > 0 {
+        max.min(1 << 20) as RawFd
+    } else {
+        1024
+    };
+    for fd in (3..max).filter(|fd| keep.map(|k| k as RawFd) != Some(*fd)) {
+        // SAFETY: closing an fd number nothing of ours uses yet; EBADF is expected.
+        unsafe { libc::close(fd) };
+    }
+}
 
 /// Where an invocation's stdout and stderr go as they are read.
 pub trait LogSink {
@@ -34,11 +47,24 @@ pub struct Channel {
 impl Channel {
     /// Takes the protocol stream from stdin/stdout: both are duplicated to high
     /// close-on-exec fds, then fds 0 and 1 are pointed at `/dev/null`. Every other fd
-    /// inherited from the worker is marked close-on-exec. fd 2 stays for diagnostics.
-    pub fn from_stdio() -> Result<Channel, AgentError> {
-        // SAFETY: close_range takes integers only; failure (old kernel) is harmless.
-        unsafe {
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC);
+    /// inherited from the worker but `keep` (the adopted cgroup fd) is closed (not only marked close-on-exec: the agent's
+    /// own forks, and the agent itself, must hold nothing of the host's). fd 2 stays for
+    /// diagnostics.
+    pub fn from_stdio(keep: Option<RawFd>) -> Result<Channel, AgentError> {
+        let keep = keep
+            .and_then(|fd| u32::try_from(fd).ok())
+            .filter(|fd| *fd > 3);
+        let ranges = match keep {
+            Some(fd) => [(3, fd - 1), (fd + 1, u32::MAX)],
+            None => [(3, u32::MAX), (1, 0)],
+        };
+        for (first, last) in ranges.into_iter().filter(|(f, l)| f <= l) {
+            // SAFETY: close_range takes integers only; nothing of ours is open there.
+            let closed = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
+            if closed != 0 {
+                close_inherited_one_by_one(keep);
+                break;
+            }
         }
         let dup = |fd: RawFd| {
             // SAFETY: F_DUPFD_CLOEXEC on an fd number; no pointers.

@@ -85,6 +85,80 @@ fn link_stays_inside(entry: &Path, target: &Path) -> bool {
     true
 }
 
+/// Unpacks `tar_bytes` into `dest` in a child process that has left root for `id` (uid
+/// and gid, no capabilities, no-new-privileges): whatever a hostile tar gets past the
+/// checks of [`extract`], it does with no more power than that uid has over `dest`,
+/// which is made its own first. Called by root, after the pivot, so no host path is
+/// there to reach either. Returns the number of entries.
+pub fn extract_as(tar_bytes: &[u8], dest: &Path, id: u32) -> Result<usize, AgentError> {
+    use std::io::{Read, Write};
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let c = std::ffi::CString::new(dest.as_os_str().as_encoded_bytes())
+        .map_err(|_| AgentError::Config(format!("{} has a NUL byte", dest.display())))?;
+    // SAFETY: `c` is a NUL-terminated path; lchown never follows a link.
+    if unsafe { libc::lchown(c.as_ptr(), id, id) } != 0 {
+        return Err(AgentError::last_os(format!("chown {}", dest.display())));
+    }
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is valid for two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(AgentError::last_os("pipe for the unpacker"));
+    }
+    // SAFETY: pipe2 just returned these two descriptors; each is owned once.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: the agent is single-threaded while it builds the sandbox, so the child may
+    // go on running Rust code (and allocate) until it exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(AgentError::last_os("fork the unpacker"));
+    }
+    if pid == 0 {
+        drop(read_end);
+        let outcome = crate::privileges::drop_to(id, id, None)
+            .and_then(|()| crate::privileges::set_non_dumpable())
+            .and_then(|()| extract(tar_bytes, dest));
+        let mut report = std::fs::File::from(write_end);
+        let code = match outcome {
+            Ok(count) => {
+                let _ = write!(report, "ok {count}");
+                0
+            }
+            Err(AgentError::Package(message)) => {
+                let _ = write!(report, "package {message}");
+                1
+            }
+            Err(e) => {
+                let _ = write!(report, "error {e}");
+                1
+            }
+        };
+        // SAFETY: _exit ends the child without running the parent's destructors.
+        unsafe { libc::_exit(code) };
+    }
+    drop(write_end);
+    let mut said = String::new();
+    let read = std::fs::File::from(read_end).read_to_string(&mut said);
+    let waited = crate::process::wait4(pid, false);
+    let exited_ok = matches!(&waited, Ok(Some((_, info))) if info.exit_code() == Some(0));
+    if read.is_ok() {
+        if let Some(count) = said.strip_prefix("ok ").filter(|_| exited_ok) {
+            if let Ok(count) = count.parse() {
+                return Ok(count);
+            }
+        }
+        if let Some(message) = said.strip_prefix("package ") {
+            return Err(AgentError::Package(message.to_string()));
+        }
+        if let Some(message) = said.strip_prefix("error ") {
+            return Err(AgentError::Config(format!("unpacking the code: {message}")));
+        }
+    }
+    Err(AgentError::Config(format!(
+        "the code unpacker ended ({waited:?}) without a report"
+    )))
+}
+
 /// Unpacks `tar_bytes` into `dest` (which must exist); returns the number of entries.
 pub fn extract(tar_bytes: &[u8], dest: &Path) -> Result<usize, AgentError> {
     let bad = |what: String| AgentError::Package(what);

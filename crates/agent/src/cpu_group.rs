@@ -20,6 +20,11 @@ const HIGH_FD: i32 = 64;
 /// The fd of the group's `cgroup.procs`, or -1.
 static PROCS_FD: AtomicI32 = AtomicI32::new(-1);
 
+/// The adopted fd of the group's `cgroup.procs`, if any.
+pub fn fd() -> Option<i32> {
+    Some(PROCS_FD.load(Ordering::Relaxed)).filter(|fd| *fd >= 0)
+}
+
 /// Takes the fd the worker passed, if any. Call once, at start, single-threaded.
 pub fn adopt() -> Result<(), AgentError> {
     let Some(value) = std::env::var_os(FUNCTION_CGROUP_FD_ENV) else {

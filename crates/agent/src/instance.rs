@@ -158,6 +158,7 @@ mod tests {
             output_size_mb: 0,
             uid: 65534,
             gid: 65534,
+            agent_id: None,
             purpose: hearth_core::protocol::Purpose::Serve,
         };
         let env: BTreeMap<_, _> = environment(&spec, &Layout::under(Path::new("/")))

@@ -110,14 +110,16 @@ fn agent_main() -> i32 {
     }
     // SAFETY: umask only sets a process attribute.
     unsafe { libc::umask(0o022) };
-    let mut channel = match Channel::from_stdio() {
+    // The one inherited fd the agent keeps (moved high), before every other is closed.
+    let adopted = cpu_group::adopt();
+    let mut channel = match Channel::from_stdio(cpu_group::fd()) {
         Ok(channel) => channel,
         Err(e) => {
             diag!("cannot take the protocol stream: {e}");
             return 2;
         }
     };
-    if let Err(e) = cpu_group::adopt() {
+    if let Err(e) = adopted {
         return fail(&mut channel, FailurePhase::Setup, &e);
     }
     let started = Instant::now();
@@ -136,8 +138,13 @@ fn agent_main() -> i32 {
     if matches!(spec.root, RootSetup::Native { .. }) {
         match become_pid1() {
             Ok(Some(child)) => {
-                // The parent only waits: it must not keep the stream or the code alive.
+                // The parent only waits: it must not keep the stream or the code alive,
+                // nor any power.
                 drop((channel, code));
+                if let Err(e) = privileges::leave_root_to_wait(spec.agent_id.unwrap_or(spec.uid)) {
+                    diag!("the waiting agent cannot give up root: {e}");
+                    return 1;
+                }
                 return wait_for_pid1(child);
             }
             Ok(None) => {}
@@ -261,6 +268,7 @@ fn init(spec: &InitSpec, code: &[u8]) -> Result<Instance, AgentError> {
                 output_size_mb: spec.output_size_mb,
                 uid: spec.uid,
                 gid: spec.gid,
+                unpacker_id: spec.agent_id.unwrap_or(spec.uid),
             };
             (setup::native(&root, code)?, Scope::Namespace)
         }
@@ -284,7 +292,7 @@ fn init(spec: &InitSpec, code: &[u8]) -> Result<Instance, AgentError> {
     }
     privileges::set_sandbox_limits()?;
     if privileges::is_root() {
-        privileges::drop_to(spec.uid, spec.gid)?;
+        privileges::drop_to(spec.uid, spec.gid, spec.agent_id)?;
     }
     // Changing credentials cleared the parent-death signal, and may have reset the
     // dumpable flag (to the host's `suid_dumpable`).

@@ -82,8 +82,12 @@ struct CapData {
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
 /// Drops every capability (bounding, ambient, then all sets) and becomes `uid`/`gid`
-/// with no supplementary groups. Must run as root.
-pub fn drop_to(uid: u32, gid: u32) -> Result<(), AgentError> {
+/// with no supplementary groups: effective, real and saved ids all, or, with
+/// `agent_id`, effective only, the real and saved ids being `agent_id` (see
+/// `InitSpec::agent_id`; [`become_effective_ids`] then makes a child wholly the
+/// function's). Must run as root.
+pub fn drop_to(uid: u32, gid: u32, agent_id: Option<u32>) -> Result<(), AgentError> {
+    let (own_uid, own_gid) = agent_id.map_or((uid, gid), |id| (id, id));
     let last_cap: libc::c_ulong = fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -109,12 +113,12 @@ pub fn drop_to(uid: u32, gid: u32) -> Result<(), AgentError> {
         "setgroups []".into()
     })?;
     // SAFETY: plain integers.
-    check(unsafe { libc::setresgid(gid, gid, gid) }, || {
-        format!("setresgid {gid}")
+    check(unsafe { libc::setresgid(own_gid, gid, own_gid) }, || {
+        format!("setresgid {own_gid} {gid} {own_gid}")
     })?;
     // SAFETY: plain integers.
-    check(unsafe { libc::setresuid(uid, uid, uid) }, || {
-        format!("setresuid {uid}")
+    check(unsafe { libc::setresuid(own_uid, uid, own_uid) }, || {
+        format!("setresuid {own_uid} {uid} {own_uid}")
     })?;
     // Leaving root cleared the permitted and effective sets; clear inheritable too.
     let mut header = CapHeader {
@@ -133,6 +137,45 @@ pub fn drop_to(uid: u32, gid: u32) -> Result<(), AgentError> {
             return Err(AgentError::Config(
                 "privileges were not dropped: setresuid(0) still works".into(),
             ));
+        }
+    }
+    Ok(())
+}
+
+/// The outer agent of a native sandbox, which only waits for PID 1 of the sandbox: it
+/// becomes `id` with no capability at all, non-dumpable, and still dies with the worker.
+pub fn leave_root_to_wait(id: u32) -> Result<(), AgentError> {
+    // SAFETY: getppid cannot fail.
+    let parent = unsafe { libc::getppid() };
+    drop_to(id, id, None)?;
+    set_non_dumpable()?;
+    // SAFETY: prctl with integer arguments only.
+    let ret = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    check(ret, || "prctl PR_SET_NO_NEW_PRIVS".into())?;
+    // Changing credentials cleared the parent-death signal: arm it again, then make sure
+    // the worker did not die in between.
+    crate::process::die_with_parent()?;
+    // SAFETY: getppid cannot fail.
+    if unsafe { libc::getppid() } != parent {
+        return Err(AgentError::Config("the worker died".into()));
+    }
+    Ok(())
+}
+
+/// In a freshly forked child of an agent whose real ids are not its effective ones:
+/// makes the effective ids (the function's) its real and saved ones too, so that what it
+/// runs is wholly the function's and holds nothing of the agent's. Needs no privilege (an
+/// id may always be set to one the process already has). Async-signal-safe: for use
+/// between fork and exec.
+pub fn become_effective_ids() -> std::io::Result<()> {
+    // SAFETY: getters and setters of plain integers, async-signal-safe.
+    unsafe {
+        let (uid, gid) = (libc::geteuid(), libc::getegid());
+        if libc::getuid() == uid && libc::getgid() == gid {
+            return Ok(());
+        }
+        if libc::setresgid(gid, gid, gid) != 0 || libc::setresuid(uid, uid, uid) != 0 {
+            return Err(std::io::Error::last_os_error());
         }
     }
     Ok(())

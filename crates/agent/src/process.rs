@@ -452,7 +452,7 @@ fn spawn_in(spec: SpawnSpec<'_>, join_function_group: bool) -> Result<i32, Agent
         .stdout(Stdio::from(stdout))
         .stderr(Stdio::from(stderr));
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe calls (write, dup2, fcntl, setsid) on an fd that stays open in the
+    // async-signal-safe calls (write, dup2, fcntl, setsid, set*id) on an fd that stays open in the
     // parent until `spawn` returns. std has already placed fds 0-2 (all > 3 or equal to
     // the targets, since the agent keeps 0-2 open on /dev/null).
     unsafe {
@@ -470,7 +470,7 @@ fn spawn_in(spec: SpawnSpec<'_>, join_function_group: bool) -> Result<i32, Agent
             if libc::setsid() == -1 {
                 return Err(io::Error::last_os_error());
             }
-            Ok(())
+            crate::privileges::become_effective_ids()
         });
     }
     let child = cmd

@@ -67,6 +67,9 @@ pub struct NativeRoot<'a> {
     pub uid: u32,
     /// See `uid`.
     pub gid: u32,
+    /// Uid and gid that unpack the code (`InitSpec::agent_id`, else the function's):
+    /// the code dir and its files belong to it, never to root.
+    pub unpacker_id: u32,
 }
 
 fn cstr(path: &Path) -> Result<CString, AgentError> {
@@ -461,11 +464,13 @@ pub fn native(root_spec: &NativeRoot<'_>, code_tar: &[u8]) -> Result<Layout, Age
         )?;
     }
     make_etc(&root.join("etc"), root_spec.uid, root_spec.gid)?;
-    code::extract(code_tar, &root.join("code"))?;
     code::write_runtime_files(&root.join("runtime"))?;
-    seal(&root.join("code"))?;
-    seal(&root.join("runtime"))?;
     pivot_into(root)?;
+    // The user's tar only now, with the host out of sight, by a process that left root.
+    let code_dir = Path::new("/code");
+    code::extract_as(code_tar, code_dir, root_spec.unpacker_id)?;
+    seal(code_dir)?;
+    seal(Path::new("/runtime"))?;
     mount(
         Some("proc"),
         Path::new("/proc"),
@@ -535,7 +540,12 @@ fn prepare(base: &Path, output: Option<(u32, u32)>) -> Result<Layout, AgentError
             }
             Err(_) => mkdir(&dir, 0o755)?,
         }
-        if crate::privileges::is_root() {
+        let owned = fs::symlink_metadata(&dir).is_ok_and(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.uid() == uid && m.gid() == gid
+        });
+        // A container's root holds no CAP_CHOWN: its /output tmpfs is made with the owner.
+        if crate::privileges::is_root() && !owned {
             let c = cstr(&dir)?;
             // SAFETY: `c` is a NUL-terminated path; lchown never follows a link.
             let ret = unsafe { libc::lchown(c.as_ptr(), uid, gid) };

@@ -119,6 +119,8 @@ pub struct WorkerArgs {
     #[arg(long)]
     id: Option<String>,
     #[command(flatten)]
+    sandbox_args: crate::sandbox_args::SandboxArgs,
+    #[command(flatten)]
     disk: crate::disk::DiskArgs,
 }
 
@@ -179,9 +181,7 @@ pub async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
 /// Runs a worker until SIGTERM or Ctrl-C.
 pub async fn run_worker(args: WorkerArgs, data_dir: PathBuf) -> anyhow::Result<()> {
     init_tracing();
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
-    let data_dir = data_dir.canonicalize()?;
+    let data_dir = crate::sandbox_args::create_data_dir(&data_dir)?;
     let _lock = lock_data_dir(&data_dir)?;
     let _metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
@@ -190,8 +190,10 @@ pub async fn run_worker(args: WorkerArgs, data_dir: PathBuf) -> anyhow::Result<(
     let code = args.backing.objects().await?;
     let agent = find_agent(args.agent.as_deref())?;
     let backend: Arc<dyn SandboxBackend> = match args.sandbox {
-        SandboxKind::Native => Arc::new(native_backend(agent, &data_dir)?),
-        SandboxKind::Docker => Arc::new(docker_backend(agent, &data_dir).await?),
+        SandboxKind::Native => Arc::new(native_backend(agent, &data_dir, &args.sandbox_args)?),
+        SandboxKind::Docker => {
+            Arc::new(docker_backend(agent, &data_dir, &args.sandbox_args).await?)
+        }
     };
     let host = hostname();
     let digest = sha2::Sha256::digest(data_dir.as_os_str().as_encoded_bytes());

@@ -13,6 +13,7 @@ mod disk;
 mod images;
 mod keys;
 mod package;
+mod sandbox_args;
 mod tune;
 mod up;
 

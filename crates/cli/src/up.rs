@@ -6,6 +6,7 @@
 
 use crate::client::{Client, KEY_FILE};
 use crate::commands;
+use crate::sandbox_args::{create_data_dir, SandboxArgs};
 use anyhow::{bail, Context};
 use clap::Args;
 use hearth_controller::AppState;
@@ -64,6 +65,8 @@ pub struct UpArgs {
     objects: Option<String>,
     #[command(flatten)]
     deps: DepsArgs,
+    #[command(flatten)]
+    sandbox_args: SandboxArgs,
     #[command(flatten)]
     disk: crate::disk::DiskArgs,
 }
@@ -126,9 +129,7 @@ pub async fn run(args: UpArgs, data_dir: PathBuf) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
-    let data_dir = data_dir.canonicalize()?;
+    let data_dir = create_data_dir(&data_dir)?;
     let _lock = lock_data_dir(&data_dir)?;
     let sqlite = data_dir.join("hearth.db");
     let embedded = args.database.is_none();
@@ -151,13 +152,13 @@ pub async fn run(args: UpArgs, data_dir: PathBuf) -> anyhow::Result<()> {
         .objects
         .unwrap_or_else(|| data_dir.join("objects").display().to_string());
     let code = CodeStore::open(&objects).context("opening the object store")?;
-    let api_key = load_or_create_key(&data_dir)?;
+    let (api_key, key_is_new) = load_or_create_key(&data_dir)?;
     let agent = find_agent(args.agent.as_deref())?;
     let mut docker = None;
     let backend: Arc<dyn SandboxBackend> = match args.sandbox {
-        SandboxKind::Native => Arc::new(native_backend(agent, &data_dir)?),
+        SandboxKind::Native => Arc::new(native_backend(agent, &data_dir, &args.sandbox_args)?),
         SandboxKind::Docker => {
-            let backend = Arc::new(docker_backend(agent, &data_dir).await?);
+            let backend = Arc::new(docker_backend(agent, &data_dir, &args.sandbox_args).await?);
             docker = Some(backend.clone());
             backend
         }
@@ -184,10 +185,16 @@ pub async fn run(args: UpArgs, data_dir: PathBuf) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
     let url = format!("http://{}", listener.local_addr()?);
     println!("{}", hearth_core::announce::listening_line(&url));
-    println!(
-        "admin API key: {api_key}  (saved in {})",
-        data_dir.join(KEY_FILE).display()
-    );
+    // The key is shown once, when it is made; after that it is only in the file
+    // (a terminal's scrollback and a service's log are no place for a standing secret).
+    if key_is_new {
+        println!(
+            "admin API key: {api_key}  (saved in {})",
+            data_dir.join(KEY_FILE).display()
+        );
+    } else {
+        println!("admin API key: in {}", data_dir.join(KEY_FILE).display());
+    }
     println!("data dir: {}", data_dir.display());
     if fresh && !args.no_sample {
         let client = Client::new(&url, Some(api_key), &data_dir)?;
@@ -223,8 +230,14 @@ pub async fn run(args: UpArgs, data_dir: PathBuf) -> anyhow::Result<()> {
 
 /// The native sandbox, with a cgroup group of its own per data dir so that instances
 /// a crashed run of this hearth left behind can be swept without touching another's.
-pub(crate) fn native_backend(agent: PathBuf, data_dir: &Path) -> anyhow::Result<NativeBackend> {
+pub(crate) fn native_backend(
+    agent: PathBuf,
+    data_dir: &Path,
+    options: &SandboxArgs,
+) -> anyhow::Result<NativeBackend> {
     let mut config = NativeConfig::new(agent, data_dir);
+    config.uids = options.sandbox_uids;
+    config.cgroup.allow_missing_limits = options.allow_missing_limits;
     let digest = sha2::Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
     config.cgroup.group = format!("hearth-{}", hex::encode(&digest[..6]));
     let backend = NativeBackend::new(config).context("starting the native sandbox")?;
@@ -241,9 +254,12 @@ pub(crate) fn native_backend(agent: PathBuf, data_dir: &Path) -> anyhow::Result<
 pub(crate) async fn docker_backend(
     agent: PathBuf,
     data_dir: &Path,
+    options: &SandboxArgs,
 ) -> anyhow::Result<DockerBackend> {
     let digest = sha2::Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
-    let config = DockerConfig::new(agent, hex::encode(&digest[..6]));
+    let mut config = DockerConfig::new(agent, hex::encode(&digest[..6]));
+    config.uids = options.sandbox_uids;
+    config.cgroup.allow_missing_limits = options.allow_missing_limits;
     let backend = DockerBackend::connect(config)
         .await
         .context("starting the docker sandbox")?;
@@ -283,14 +299,18 @@ pub(crate) fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
     )
 }
 
-/// The admin key: `HEARTH_API_KEY` when set, else the data dir's, else a new one.
-fn load_or_create_key(data_dir: &Path) -> anyhow::Result<String> {
+/// The admin key: `HEARTH_API_KEY` when set, else the data dir's, else a new one; and
+/// whether it was just made (only then is it printed).
+fn load_or_create_key(data_dir: &Path) -> anyhow::Result<(String, bool)> {
     let path = data_dir.join(KEY_FILE);
-    let key = match std::env::var("HEARTH_API_KEY") {
-        Ok(key) if !key.trim().is_empty() => key.trim().to_string(),
+    let (key, made) = match std::env::var("HEARTH_API_KEY") {
+        Ok(key) if !key.trim().is_empty() => (key.trim().to_string(), false),
         _ => match std::fs::read_to_string(&path) {
-            Ok(key) if !key.trim().is_empty() => return Ok(key.trim().to_string()),
-            _ => format!("hk_{}", hex::encode(rand::random::<[u8; 24]>())),
+            Ok(key) if !key.trim().is_empty() => return Ok((key.trim().to_string(), false)),
+            _ => (
+                format!("hk_{}", hex::encode(rand::random::<[u8; 24]>())),
+                true,
+            ),
         },
     };
     let tmp = data_dir.join(format!("{KEY_FILE}.tmp"));
@@ -304,7 +324,7 @@ fn load_or_create_key(data_dir: &Path) -> anyhow::Result<String> {
     writeln!(file, "{key}")?;
     file.sync_all()?;
     std::fs::rename(&tmp, &path)?;
-    Ok(key)
+    Ok((key, made))
 }
 
 /// The agent binary: the flag or env, beside this executable, or the workspace build.

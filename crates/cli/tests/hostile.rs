@@ -7,6 +7,7 @@
 
 use hearth_testkit::{runtimes, Hearth, RuntimeCase};
 use serde_json::{json, Value};
+use std::time::Duration;
 
 /// Every runtime has a hostile fixture.
 fn cases() -> Vec<RuntimeCase> {
@@ -85,8 +86,10 @@ fn cannot_see_other_code_or_the_host_data_dir() {
             looked["seccomp"], 2,
             "{runtime}: no seccomp filter: {looked}"
         );
-        assert_eq!(looked["uid"], 65534, "{runtime}");
-        assert_eq!(looked["gid"], 65534, "{runtime}");
+        // A uid of the instance's own, from the reserved range (issue 10.6).
+        let uid = looked["uid"].as_u64().unwrap();
+        assert!(in_sandbox_range(uid), "{runtime}: uid {uid}");
+        assert_eq!(looked["gid"], looked["uid"], "{runtime}");
         let pids = looked["pids"].as_array().unwrap();
         assert!(
             pids.len() <= 4,
@@ -209,8 +212,13 @@ fn python_hostile(hearth: &Hearth, name: &str) {
     hostile(hearth, name, ("python", "py"));
 }
 
+/// The default `--sandbox-uids` range.
+fn in_sandbox_range(uid: u64) -> bool {
+    (2_000_000..=2_065_535).contains(&uid)
+}
+
 #[test]
-fn the_function_cannot_write_into_the_agent() {
+fn the_function_cannot_write_into_signal_or_trace_the_agent() {
     let hearth = Hearth::start(env!("CARGO_BIN_EXE_hearth"));
     python_hostile(&hearth, "hijacker");
     let tried = act(&hearth, "hijacker", json!({"action": "take_over_agent"}));
@@ -219,6 +227,101 @@ fn the_function_cannot_write_into_the_agent() {
             ["EACCES", "EPERM"].contains(&tried[path].as_str().unwrap_or("")),
             "the agent's {path} is open to the function: {tried}"
         );
+    }
+    // The agent runs under a uid other than the function's (issue 10.2): the kernel
+    // refuses the function a signal to it (and ptrace, which needs the same uid).
+    assert_ne!(tried["agent_uid"], tried["uid"], "{tried}");
+    for name in ["kill_pid1", "stop_pid1"] {
+        assert_eq!(
+            tried[name], "EPERM",
+            "the function may signal the agent: {tried}"
+        );
+    }
+}
+
+#[test]
+fn no_two_instances_share_a_uid_so_one_cannot_starve_another_of_a_per_uid_limit() {
+    let hearth = Hearth::start(env!("CARGO_BIN_EXE_hearth"));
+    python_hostile(&hearth, "hog");
+    python_hostile(&hearth, "bystander");
+    // Warm the bystander first, so that it answers at once later.
+    let before = act(&hearth, "bystander", json!({"action": "count_inotify"}));
+    assert_eq!(before["opened"], 64, "{before}");
+    std::thread::scope(|scope| {
+        let hog = scope.spawn(|| {
+            act(
+                &hearth,
+                "hog",
+                json!({"action": "hog_inotify", "hold_s": 8}),
+            )
+        });
+        // The hog holds every inotify instance its uid may have: wait until the host
+        // sees it do so (its process's fds), then ask the bystander.
+        hearth_testkit::eventually(
+            Duration::from_secs(60),
+            "the hog holds its inotify instances",
+            || !processes_holding_inotify(100).is_empty(),
+        )
+        .unwrap();
+        let during = act(&hearth, "bystander", json!({"action": "count_inotify"}));
+        assert_eq!(
+            during["opened"], 64,
+            "another tenant's function starved this one of inotify instances: {during}"
+        );
+        let hog = hog.join().unwrap();
+        assert!(hog["held"].as_u64().unwrap() >= 100, "{hog}");
+        assert_ne!(during["uid"], json!(null));
+        assert!(
+            in_sandbox_range(during["uid"].as_u64().unwrap()),
+            "{during}"
+        );
+    });
+}
+
+/// Host pids of processes holding at least `at_least` inotify instances.
+fn processes_holding_inotify(at_least: usize) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        let inotify = fds
+            .flatten()
+            .filter(|fd| {
+                std::fs::read_link(fd.path())
+                    .is_ok_and(|target| target.to_string_lossy() == "anon_inode:inotify")
+            })
+            .count();
+        if inotify >= at_least {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[test]
+fn the_code_is_not_unpacked_by_root() {
+    let hearth = Hearth::start(env!("CARGO_BIN_EXE_hearth"));
+    python_hostile(&hearth, "unpacked");
+    let owners = act(&hearth, "unpacked", json!({"action": "code_owner"}));
+    let look = act(&hearth, "unpacked", json!({"action": "look"}));
+    if hearth_testkit::sandbox() == "docker" {
+        // The engine unpacks the code (chrooted into the container) through its
+        // archive API; the agent never does there.
+        return;
+    }
+    for (path, owner) in owners.as_object().unwrap() {
+        let owner = owner.as_u64().unwrap();
+        // The native agent unpacks it after the pivot, in a child that left root for
+        // the agent's own uid (issue 10.9): not root, and not the function either.
+        assert!(
+            in_sandbox_range(owner),
+            "/code/{path} belongs to {owner}: {owners}"
+        );
+        assert_ne!(json!(owner), look["uid"], "/code/{path}: {owners}");
     }
 }
 

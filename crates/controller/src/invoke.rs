@@ -47,6 +47,21 @@ pub(crate) fn check_event(bytes: Bytes) -> Result<Bytes, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Bytes::from_static(b"{}"));
     }
+    // serde_json skips over what it ignores without checking it: the UTF-8 check and
+    // the nesting limit are ours (a runtime's own parser would overflow its stack on a
+    // deep event: Python's at about 1000).
+    std::str::from_utf8(&bytes).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_event",
+            format!("the event must be JSON in UTF-8: {e}"),
+        )
+    })?;
+    if nesting_depth(&bytes) > MAX_EVENT_DEPTH {
+        return Err(ApiError::bad_request(
+            "invalid_event",
+            format!("the event nests arrays and objects more than {MAX_EVENT_DEPTH} deep"),
+        ));
+    }
     serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).map_err(|e| {
         ApiError::bad_request(
             "invalid_event",
@@ -54,6 +69,37 @@ pub(crate) fn check_event(bytes: Bytes) -> Result<Bytes, ApiError> {
         )
     })?;
     Ok(bytes)
+}
+
+/// Deepest nesting of arrays and objects an event may have.
+pub(crate) const MAX_EVENT_DEPTH: usize = 128;
+
+/// How deep `json` nests arrays and objects (brackets inside strings do not count).
+/// One pass, no recursion; the syntax itself is checked by serde_json afterwards.
+fn nesting_depth(json: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in json {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// What the worker needs to run `event` on the version `record`.
@@ -288,4 +334,28 @@ pub(crate) async fn list(
         .map_err(|e| ApiError::store("listing invocations", e))?;
     let invocations: Vec<serde_json::Value> = invocations.iter().map(invocation_json).collect();
     Ok(Json(json!({ "invocations": invocations })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nesting_is_counted_outside_strings_only() {
+        assert_eq!(nesting_depth(b"{}"), 1);
+        assert_eq!(nesting_depth(br#"{"a": [1, {"b": []}]}"#), 4);
+        assert_eq!(nesting_depth(br#"["[[[[", "\"[[["]"#), 1);
+        assert_eq!(nesting_depth(b"42"), 0);
+    }
+
+    #[test]
+    fn deep_and_non_utf8_events_are_invalid() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        for bad in [deep.into_bytes(), b"\"\xff\"".to_vec()] {
+            let err = check_event(Bytes::from(bad)).unwrap_err();
+            assert_eq!(err.code(), "invalid_event");
+        }
+        let fine = format!("{}{}", "[".repeat(128), "]".repeat(128));
+        assert!(check_event(Bytes::from(fine)).is_ok());
+    }
 }

@@ -122,6 +122,13 @@ pub struct InitSpec {
     pub uid: u32,
     /// Group id the function runs as.
     pub gid: u32,
+    /// The uid and gid the agent keeps as its real and saved ids once it leaves root (its
+    /// effective ids are the function's, for files and for signalling the function's
+    /// processes): the kernel checks a signal, `ptrace` or a `/proc/<pid>` access against
+    /// the target's real and saved ids, so the function can reach none of the agent.
+    /// `None`: the agent runs as the function's uid (an agent started unprivileged).
+    #[serde(default)]
+    pub agent_id: Option<u32>,
     /// What the instance is for; only compiled runtimes are ever started to build.
     #[serde(default)]
     pub purpose: Purpose,
@@ -453,6 +460,7 @@ mod tests {
             output_size_mb: 0,
             uid: 65534,
             gid: 65534,
+            agent_id: None,
             purpose: Purpose::Build,
         };
         let mut json = serde_json::to_value(&init).unwrap();

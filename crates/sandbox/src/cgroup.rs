@@ -51,6 +51,11 @@ pub struct CgroupConfig {
     /// Place the group under this cgroup (a path inside each hierarchy, e.g.
     /// `/hearth.slice`) instead of the default described in the module doc.
     pub parent: Option<PathBuf>,
+    /// Start instances even where the host cannot limit their swap (no
+    /// `memory.memsw.*`: swap accounting off; no `memory.swap.max`) or their CPU (no cpu
+    /// controller), with a warning. Off by default: such an instance is refused with an
+    /// error naming what is missing.
+    pub allow_missing_limits: bool,
 }
 
 impl Default for CgroupConfig {
@@ -60,6 +65,7 @@ impl Default for CgroupConfig {
             proc_root: PathBuf::from("/proc"),
             group: "hearth".to_string(),
             parent: None,
+            allow_missing_limits: false,
         }
     }
 }
@@ -168,6 +174,7 @@ enum Layout {
 #[derive(Debug, Clone)]
 pub struct CgroupHost {
     layout: Layout,
+    allow_missing_limits: bool,
 }
 
 impl CgroupHost {
@@ -192,6 +199,7 @@ impl CgroupHost {
             if unified.mount_point.join("cgroup.controllers").exists() {
                 let base = parent.unwrap_or_default();
                 return Ok(Self {
+                    allow_missing_limits: config.allow_missing_limits,
                     layout: Layout::V2 {
                         mount: unified.mount_point.clone(),
                         group: unified.mount_point.join(base).join(&config.group),
@@ -219,6 +227,7 @@ impl CgroupHost {
             )));
         };
         Ok(Self {
+            allow_missing_limits: config.allow_missing_limits,
             layout: Layout::V1 {
                 memory,
                 pids,
@@ -363,12 +372,18 @@ impl CgroupHost {
                 let memory = dir_of(memory);
                 let bytes = limits.memory_bytes.to_string();
                 let limit = memory.join("memory.limit_in_bytes");
-                if write_file(&limit, &bytes).is_err() {
-                    // Raising: memory+swap first, then memory.
-                    write_if_present(&memory.join("memory.memsw.limit_in_bytes"), &bytes)?;
+                let memsw = memory.join("memory.memsw.limit_in_bytes");
+                // Raising: memory+swap first, then memory; lowering: the other way round.
+                let lowered = write_file(&limit, &bytes).is_ok();
+                if !write_if_present(&memsw, &bytes)? {
+                    self.missing_limit(
+                        "swap",
+                        "no memory.memsw.limit_in_bytes: swap accounting is off (boot the \
+                         kernel with swapaccount=1)",
+                    )?;
+                }
+                if !lowered {
                     write_file(&limit, &bytes)?;
-                } else {
-                    write_if_present(&memory.join("memory.memsw.limit_in_bytes"), &bytes)?;
                 }
                 if let Err(e) = write_if_present(&memory.join("memory.swappiness"), "0") {
                     tracing::warn!(error = %e, "cannot turn swapping off");
@@ -402,24 +417,38 @@ impl CgroupHost {
                         )?;
                         allow_burst(&function.join("cpu.cfs_burst_us"), &limits.cpu);
                     }
-                    None => tracing::warn!("no cgroup v1 cpu controller: CPU is not limited"),
+                    None => self.missing_limit("CPU", "no cgroup v1 cpu controller")?,
                 }
             }
             Layout::V2 { group, .. } => {
                 let dir = dir_of(group);
                 write_file(&dir.join("memory.max"), &limits.memory_bytes.to_string())?;
-                write_if_present(&dir.join("memory.swap.max"), "0")?;
+                if !write_if_present(&dir.join("memory.swap.max"), "0")? {
+                    self.missing_limit("swap", "no memory.swap.max (kernel without swap control)")?;
+                }
                 write_file(&dir.join("pids.max"), &limits.pids_max.to_string())?;
                 no_burst(&dir.join("cpu.max.burst"));
                 let cpu_max = format!("{} {}", limits.cpu.quota_us, limits.cpu.period_us);
                 if !write_if_present(&dir.join("cpu.max"), &cpu_max)? {
-                    tracing::warn!("no cgroup v2 cpu controller: CPU is not limited");
+                    self.missing_limit("CPU", "no cgroup v2 cpu controller (cpu.max)")?;
                 }
                 write_if_present(&dir.join("cpu.weight"), &limits.cpu.v2_weight().to_string())?;
                 allow_burst(&dir.join("cpu.max.burst"), &limits.cpu);
             }
         }
         Ok(())
+    }
+
+    /// A limit this host cannot set: an error, or (when allowed) a warning.
+    fn missing_limit(&self, what: &str, why: &str) -> Result<(), SandboxError> {
+        if self.allow_missing_limits {
+            tracing::warn!("{why}: {what} is not limited (allowed by --allow-missing-limits)");
+            return Ok(());
+        }
+        Err(SandboxError::Unavailable(format!(
+            "this host cannot limit a sandbox's {what}: {why}; fix the host, or pass \
+             --allow-missing-limits to run sandboxes without that limit"
+        )))
     }
 
     /// Removes instance cgroups left in the group by an earlier run (a crash), killing

@@ -20,9 +20,11 @@
 pub mod agent_stream;
 pub mod cgroup;
 pub mod docker;
+mod lines;
 pub mod native;
 mod session;
 pub mod stem;
+pub mod uids;
 
 use async_trait::async_trait;
 use bytes::Bytes;

@@ -20,8 +20,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Cap on inline stdout and stderr of one invocation, bytes each.
 pub(crate) const INLINE_OUTPUT_LIMIT: u64 = 1 << 20;
-/// `nobody`: the user and group functions run as.
-pub(crate) const SANDBOX_ID: u32 = 65534;
 /// The agent enforces the real timeout; the worker waits this much longer.
 pub(crate) const INVOKE_GRACE: Duration = Duration::from_millis(2000);
 /// Lines of the agent's stderr kept for error messages.
@@ -40,6 +38,10 @@ pub(crate) struct AgentSetup {
     pub(crate) tmp_size_mb: u64,
     /// Serving or building.
     pub(crate) purpose: Purpose,
+    /// The function's uid and gid: the instance's own (`crate::uids`).
+    pub(crate) function_id: u32,
+    /// The agent's real and saved uid and gid (`InitSpec::agent_id`).
+    pub(crate) agent_id: u32,
 }
 
 /// The `Init` message for `spec` started with `setup`.
@@ -56,8 +58,9 @@ pub(crate) fn init_spec(spec: &InstanceSpec, setup: AgentSetup) -> InitSpec {
         tmp_size_mb: setup.tmp_size_mb.min(spec.memory_mb),
         inline_output_limit: INLINE_OUTPUT_LIMIT,
         output_size_mb: spec.output_quota_mb,
-        uid: SANDBOX_ID,
-        gid: SANDBOX_ID,
+        uid: setup.function_id,
+        gid: setup.function_id,
+        agent_id: Some(setup.agent_id),
         purpose: setup.purpose,
     }
 }
@@ -243,12 +246,15 @@ mod tests {
                 program: "/usr/bin/python3".into(),
                 root: RootSetup::Existing,
                 tmp_size_mb: 64,
+                function_id: 2_000_001,
+                agent_id: 2_000_000,
                 purpose: Purpose::Serve,
             },
         );
         assert_eq!(init.tmp_size_mb, 48);
         assert_eq!(init.output_size_mb, 5);
-        assert_eq!((init.uid, init.gid), (SANDBOX_ID, SANDBOX_ID));
+        assert_eq!((init.uid, init.gid), (2_000_001, 2_000_001));
+        assert_eq!(init.agent_id, Some(2_000_000));
         assert_eq!(init.inline_output_limit, INLINE_OUTPUT_LIMIT);
     }
 }

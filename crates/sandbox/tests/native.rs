@@ -507,9 +507,10 @@ async fn the_handler_sees_only_its_sandbox() {
     assert_success(&run);
     let seen: serde_json::Value = serde_json::from_slice(&run.result).expect("json result");
     eprintln!("inside the sandbox: {seen}");
+    let (_, function_uid) = instance.uids().expect("the instance's uids");
     assert_eq!(
         (seen["uid"].as_u64(), seen["gid"].as_u64()),
-        (Some(65534), Some(65534))
+        (Some(u64::from(function_uid)), Some(u64::from(function_uid)))
     );
     let root: Vec<&str> = seen["root"]
         .as_array()
@@ -550,6 +551,93 @@ async fn a_node_handler_returns_its_event() {
     assert_success(&run);
     let value: serde_json::Value = serde_json::from_slice(&run.result).expect("json result");
     assert_eq!(value, serde_json::json!({"got": {"a": 1}}));
+    Box::new(instance).destroy().await;
+}
+
+/// `Name:\tvalue` lines of `/proc/<pid>/status`.
+fn proc_status(pid: u32) -> BTreeMap<String, String> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// The fds a process holds, with what each points at.
+fn open_fds(pid: u32) -> Vec<(i32, String)> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fd dir")
+        .flatten()
+        .filter_map(|e| {
+            let fd = e.file_name().to_string_lossy().parse().ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            Some((fd, target.to_string_lossy().into_owned()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_agents_hold_no_power_and_nothing_of_the_workers() {
+    let (backend, data) = backend();
+    // A descriptor the worker leaks (open, not close-on-exec) while an agent starts.
+    let secret = data.path().join("worker-secret");
+    std::fs::write(&secret, "s").unwrap();
+    let leaked = std::fs::File::open(&secret).unwrap();
+    let leaked_fd = std::os::fd::AsRawFd::as_raw_fd(&leaked);
+    // SAFETY: clearing FD_CLOEXEC on a descriptor we own.
+    assert_eq!(unsafe { libc::fcntl(leaked_fd, libc::F_SETFD, 0) }, 0);
+    let mut instance = backend
+        .create_native(spec(
+            "powerless",
+            python("def handler(e, c):\n    return 1\n"),
+            64,
+        ))
+        .await
+        .expect("create");
+    drop(leaked);
+    assert_success(&invoke(&mut instance, "{}").await);
+    let outer = instance.pid().expect("the outer agent's pid");
+    let (agent_uid, function_uid) = instance.uids().expect("uids");
+    assert_ne!(agent_uid, function_uid);
+    // The outer agent only waits for the sandbox's PID 1 (issue 10.10): no capability
+    // of any set, not root, non-dumpable.
+    let status = proc_status(outer);
+    for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(
+            status[set], "0000000000000000",
+            "outer agent {set}: {status:?}"
+        );
+    }
+    assert!(
+        status["Uid"].starts_with(&agent_uid.to_string()),
+        "{status:?}"
+    );
+    assert_eq!(status["NoNewPrivs"], "1", "{status:?}");
+    // PID 1 of the sandbox: real and saved uid the agent's, effective the function's
+    // (issue 10.2).
+    let children =
+        std::fs::read_to_string(format!("/proc/{outer}/task/{outer}/children")).expect("children");
+    let inner: u32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    let status = proc_status(inner);
+    let uids: Vec<&str> = status["Uid"].split_whitespace().collect();
+    let (a, f) = (agent_uid.to_string(), function_uid.to_string());
+    assert_eq!(
+        uids,
+        [a.as_str(), f.as_str(), a.as_str(), f.as_str()],
+        "{status:?}"
+    );
+    assert_eq!(status["CapEff"], "0000000000000000", "{status:?}");
+    // Neither agent holds the leaked descriptor: inherited fds are closed, not only
+    // marked close-on-exec (issue 10.10).
+    for pid in [outer, inner] {
+        for (fd, target) in open_fds(pid) {
+            assert!(
+                !target.ends_with("worker-secret"),
+                "agent {pid} holds the worker's fd {fd} -> {target}"
+            );
+        }
+    }
     Box::new(instance).destroy().await;
 }
 

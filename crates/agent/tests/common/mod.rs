@@ -64,6 +64,7 @@ pub fn spec(runtime: Runtime, root: RootSetup) -> InitSpec {
         output_size_mb: 0,
         uid: 65534,
         gid: 65534,
+        agent_id: None,
         purpose: hearth_core::protocol::Purpose::Serve,
     }
 }

@@ -241,12 +241,31 @@ fn v1_instance_gets_its_limits_without_swap() {
     let procs: Vec<&[u8]> = cgroup.procs_files().iter().map(|c| c.as_bytes()).collect();
     assert_eq!(procs.len(), 4);
     assert!(procs[0].ends_with(b"memory/session/hearth/i1/cgroup.procs"));
-    // Without memsw (swap accounting off) the memory limit alone is set.
+}
+
+#[test]
+fn an_instance_never_starts_silently_without_its_swap_or_cpu_limit() {
+    // Without memsw (swap accounting off): refused, with the way out in the message.
     let fixture = Fixture::v1(false, true);
     let host = CgroupHost::detect(&fixture.config()).unwrap();
+    let err = host.create("i1", &limits()).unwrap_err().to_string();
+    assert!(err.contains("swapaccount=1"), "{err}");
+    assert!(err.contains("--allow-missing-limits"), "{err}");
+    // Unless explicitly allowed: then the memory limit alone is set.
+    let host = CgroupHost::detect(&CgroupConfig {
+        allow_missing_limits: true,
+        ..fixture.config()
+    })
+    .unwrap();
     let _cgroup = host.create("i1", &limits()).unwrap();
     let memory = fixture.cgroup().join("memory/session/hearth/i1");
     assert!(!memory.join("memory.memsw.limit_in_bytes").exists());
+    // v2 without cpu.max: the same.
+    let fixture = Fixture::v2(true);
+    std::fs::remove_file(fixture.cgroup().join("hearth/i1/cpu.max")).unwrap();
+    let host = CgroupHost::detect(&fixture.config()).unwrap();
+    let err = host.create("i1", &limits()).unwrap_err().to_string();
+    assert!(err.contains("CPU"), "{err}");
 }
 
 #[test]

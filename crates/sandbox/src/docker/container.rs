@@ -5,7 +5,6 @@
 //! by `crates/cli/tests/docker.rs` against what a real engine reports.
 
 use super::labels;
-use crate::session::SANDBOX_ID;
 use crate::InstanceSpec;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, ResourcesUlimits};
 use std::collections::HashMap;
@@ -20,8 +19,12 @@ pub const TMP_DIR: &str = "/tmp";
 /// The invocation's output dir (`$OUTPUT_DIR`), a tmpfs the size of the output quota,
 /// when the function has one; the agent archives it after each run.
 pub const OUTPUT_DIR: &str = "/output";
-/// `nobody`: the user and group everything in the container runs as.
-pub const SANDBOX_USER: &str = "65534:65534";
+/// The container starts as root, with no capability but the three it needs to leave root
+/// for the instance's own uids, and to empty its bounding set, before it reads a byte of
+/// the user's (`InitSpec::agent_id`).
+pub const CONTAINER_USER: &str = "0:0";
+/// Those three.
+const KEPT_CAPABILITIES: [&str; 3] = ["SETUID", "SETGID", "SETPCAP"];
 
 /// Variables passed through from the worker to the agent, when set (its log settings).
 const PASSED_ENV: [&str; 2] = ["HEARTH_AGENT_LOG", "RUST_LOG"];
@@ -45,7 +48,8 @@ const CPU_PERIOD_US: i64 = 100_000;
 /// The container for `spec`, running `image`, owned by the hearth whose label is `owner`.
 ///
 /// Hardening: no network, read-only root, the code dir as an anonymous volume, a
-/// `/tmp` tmpfs, all capabilities dropped, no-new-privileges, user 65534, pids, memory
+/// `/tmp` tmpfs, all capabilities dropped but SETUID, SETGID and SETPCAP (gone once the agent has
+/// left root for the instance's uids), no-new-privileges, pids, memory
 /// (swap included, so no swap), CPU and open-file limits, no logging to disk, and no bind
 /// or host mount of any kind. The agent is PID 1, talking over the attached stdin and
 /// stdout; stdin closes when the worker detaches (so a dead worker's agent exits), and
@@ -55,6 +59,7 @@ pub fn definition(
     image: &str,
     limits: &Limits,
     owner: &str,
+    function_uid: u32,
 ) -> ContainerCreateBody {
     let memory = i64::try_from(spec.memory_mb.saturating_mul(1 << 20)).unwrap_or(i64::MAX);
     let tmp_mb = limits.tmp_size_mb.min(spec.memory_mb).max(1);
@@ -75,7 +80,7 @@ pub fn definition(
             // Owned by the function's user, as the agent (which runs as that user)
             // keeps the directory's mode and empties it between invocations.
             format!(
-                "rw,nosuid,nodev,noexec,size={}m,mode=0755,uid={SANDBOX_ID},gid={SANDBOX_ID}",
+                "rw,nosuid,nodev,noexec,size={}m,mode=0755,uid={function_uid},gid={function_uid}",
                 spec.output_quota_mb
             ),
         );
@@ -88,7 +93,7 @@ pub fn definition(
     }
     ContainerCreateBody {
         image: Some(image.to_string()),
-        user: Some(SANDBOX_USER.to_string()),
+        user: Some(CONTAINER_USER.to_string()),
         entrypoint: Some(vec![AGENT_IN_IMAGE.to_string()]),
         cmd: Some(Vec::new()),
         env: Some(env),
@@ -107,6 +112,7 @@ pub fn definition(
             network_mode: Some("none".to_string()),
             readonly_rootfs: Some(true),
             cap_drop: Some(vec!["ALL".to_string()]),
+            cap_add: Some(KEPT_CAPABILITIES.iter().map(|c| c.to_string()).collect()),
             security_opt: Some(vec![
                 "no-new-privileges:true".to_string(),
                 super::seccomp::security_opt(),
@@ -199,8 +205,8 @@ mod tests {
 
     #[test]
     fn the_container_is_hardened_and_mounts_nothing_of_the_host() {
-        let body = definition(&spec(128), "hearth/python:t", &LIMITS, "owner1");
-        assert_eq!(body.user.as_deref(), Some("65534:65534"));
+        let body = definition(&spec(128), "hearth/python:t", &LIMITS, "owner1", 2_000_001);
+        assert_eq!(body.user.as_deref(), Some("0:0"));
         assert_eq!(body.volumes, Some(vec!["/code".to_string()]));
         assert_eq!(body.stdin_once, Some(true));
         assert_eq!(body.tty, Some(false));
@@ -208,6 +214,14 @@ mod tests {
         assert_eq!(host.network_mode.as_deref(), Some("none"));
         assert_eq!(host.readonly_rootfs, Some(true));
         assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(
+            host.cap_add,
+            Some(vec![
+                "SETUID".to_string(),
+                "SETGID".to_string(),
+                "SETPCAP".to_string()
+            ])
+        );
         let security = host.security_opt.unwrap();
         assert_eq!(security[0], "no-new-privileges:true");
         assert!(security[1].starts_with("seccomp={"), "{security:?}");
@@ -224,7 +238,7 @@ mod tests {
         assert_eq!(ulimits[1].hard, Some(0));
         let mut small = spec(128);
         small.cpus = Some(0.25);
-        let host = definition(&small, "hearth/python:t", &LIMITS, "owner1")
+        let host = definition(&small, "hearth/python:t", &LIMITS, "owner1", 2_000_001)
             .host_config
             .unwrap();
         assert_eq!(
@@ -242,13 +256,14 @@ mod tests {
 
     #[test]
     fn tmp_is_capped_at_the_functions_memory_and_output_is_the_quota() {
-        let body = definition(&spec(32), "i", &LIMITS, "o");
+        let body = definition(&spec(32), "i", &LIMITS, "o", 2_000_001);
         let tmpfs = body.host_config.unwrap().tmpfs.unwrap();
         assert!(tmpfs["/tmp"].contains("size=32m"), "{tmpfs:?}");
         assert!(tmpfs["/output"].contains("size=16m"), "{tmpfs:?}");
+        assert!(tmpfs["/output"].contains("uid=2000001,"), "{tmpfs:?}");
         let mut no_output = spec(32);
         no_output.output_quota_mb = 0;
-        let body = definition(&no_output, "i", &LIMITS, "o");
+        let body = definition(&no_output, "i", &LIMITS, "o", 2_000_001);
         assert!(!body
             .host_config
             .unwrap()

@@ -12,7 +12,11 @@
 //! Adding a runtime is a list entry: a [`RootfsSpec`] for its packages (or an existing
 //! one) and a [`RuntimeImageSpec`] naming its interpreter.
 
-use super::container::{AGENT_IN_IMAGE, CODE_DIR, SANDBOX_USER};
+use super::container::{AGENT_IN_IMAGE, CODE_DIR};
+
+/// The image's default user, for anyone who runs it by hand: `nobody`. hearth's own
+/// containers start as root with three capabilities and leave it at once (`container.rs`).
+const IMAGE_USER: &str = "65534:65534";
 use super::labels;
 use bollard::query_parameters::{BuildImageOptions, CreateImageOptions};
 use bollard::{body_full, body_try_stream, Docker};
@@ -236,7 +240,7 @@ pub fn dockerfile(base: &str, spec: &RuntimeImageSpec, agent: &AgentTag) -> Stri
          COPY code/ {CODE_DIR}/\n\
          COPY home/ /home/\n\
          LABEL {managed}=\"true\" {runtime_label}=\"{runtime}\" {interpreter_label}=\"{interpreter}\" {agent_label}=\"{tag}\"\n\
-         USER {SANDBOX_USER}\n\
+         USER {IMAGE_USER}\n\
          WORKDIR {CODE_DIR}\n\
          ENTRYPOINT [\"{AGENT_IN_IMAGE}\"]\n",
         managed = labels::MANAGED,

@@ -8,6 +8,7 @@
 
 use crate::agent_stream::{AgentStream, ExchangeLimits};
 use crate::cgroup::UsageMeter;
+use crate::lines::LineSplitter;
 use crate::session::{self, LogTail, INVOKE_GRACE};
 use crate::{Instance, InstanceRun, InvocationSink, SandboxError};
 use async_trait::async_trait;
@@ -121,7 +122,8 @@ pub(super) fn demultiplex(
     // engine's stream, and so the agent, wait instead of piling up in memory.
     let (sender, chunks) = mpsc::channel(STDOUT_CHUNKS_IN_FLIGHT);
     let task = tokio::spawn(async move {
-        let mut line = Vec::new();
+        let mut splitter = LineSplitter::default();
+        let log = |line: &[u8]| tail.record(&instance, line);
         while let Some(item) = output.next().await {
             match item {
                 Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
@@ -129,16 +131,7 @@ pub(super) fn demultiplex(
                         break;
                     }
                 }
-                Ok(LogOutput::StdErr { message }) => {
-                    for byte in message {
-                        if byte == b'\n' {
-                            tail.record(&instance, &line);
-                            line.clear();
-                        } else if line.len() < 4096 {
-                            line.push(byte);
-                        }
-                    }
-                }
+                Ok(LogOutput::StdErr { message }) => splitter.feed(&message, log),
                 Ok(LogOutput::StdIn { .. }) => {}
                 Err(e) => {
                     let _ = sender
@@ -150,9 +143,7 @@ pub(super) fn demultiplex(
                 }
             }
         }
-        if !line.is_empty() {
-            tail.record(&instance, &line);
-        }
+        splitter.finish(log);
     });
     (
         StdoutReader {
@@ -210,6 +201,8 @@ pub struct DockerInstance {
     pub(super) output_task: JoinHandle<()>,
     /// The function's output quota, MB: bounds what an exchange may stream.
     pub(super) output_quota_mb: u64,
+    /// The container's uids, given back when the instance is dropped.
+    pub(super) uids: Option<crate::uids::UidLease>,
 }
 
 impl std::fmt::Debug for DockerInstance {

@@ -2,7 +2,8 @@
 //! agent, driven through the engine API (bollard, version negotiated: 1.41 here).
 //!
 //! [`DockerBackend::create`] creates the container (`container.rs`: no network, read-only
-//! root, capabilities dropped, user 65534, limits, hearth's labels, no host mount),
+//! root, capabilities dropped but for the two the agent needs to leave root for the
+//! instance's own uids (`uids.rs`), limits, hearth's labels, no host mount),
 //! streams the code tar into its `/code` volume through the archive API, attaches to its
 //! stdin/stdout/stderr, starts it, finds its cgroup from its init pid, and hands the agent
 //! an `Init` frame. Every invocation is then one frame each way over the attach
@@ -35,6 +36,7 @@ pub use stem::DockerStem;
 
 use crate::cgroup::{CgroupConfig, UsageMeter};
 use crate::session::{self, AgentSetup, LogTail};
+use crate::uids::{UidLease, UidPool, UidRange};
 use crate::{Instance, InstanceSpec, SandboxBackend, SandboxError};
 use async_trait::async_trait;
 use bollard::body_full;
@@ -70,6 +72,10 @@ pub struct DockerConfig {
     pub cgroup: CgroupConfig,
     /// How long a cold start may take, from create to `Ready`.
     pub init_timeout: Duration,
+    /// The host uids containers run under: a pair of its own for each ([`crate::uids`]).
+    pub uids: UidRange,
+    /// Where the uid slots are locked, host-wide.
+    pub uid_lock_dir: PathBuf,
 }
 
 /// The engine's socket: `DOCKER_HOST` when it names a unix socket, else the standard one.
@@ -95,6 +101,8 @@ impl DockerConfig {
             },
             cgroup: CgroupConfig::default(),
             init_timeout: Duration::from_secs(30),
+            uids: UidRange::DEFAULT,
+            uid_lock_dir: PathBuf::from(UidPool::DEFAULT_LOCK_DIR),
         }
     }
 }
@@ -113,6 +121,7 @@ pub struct DockerBackend {
     config: DockerConfig,
     images: HashMap<Runtime, RuntimeImage>,
     engine_version: String,
+    uids: UidPool,
 }
 
 fn engine_error(what: &str, e: bollard::errors::Error) -> SandboxError {
@@ -168,6 +177,7 @@ impl DockerBackend {
                 );
             }
         }
+        let uids = UidPool::new(config.uids, &config.uid_lock_dir)?;
         if found.is_empty() {
             return Err(SandboxError::Unavailable(format!(
                 "the Docker engine has no hearth runtime images for agent {} ({}): run \
@@ -187,6 +197,7 @@ impl DockerBackend {
             config,
             images: found,
             engine_version,
+            uids,
         })
     }
 
@@ -251,11 +262,13 @@ impl DockerBackend {
             instance: spec.instance_id.clone(),
             message: format!("{what}: {e}"),
         };
+        let uids = self.uids.lease()?;
         let body = container::definition(
             &spec,
             &image.reference,
             &self.config.limits,
             &self.config.owner,
+            uids.function,
         );
         let options = CreateContainerOptions {
             name: Some(container::name(&spec.instance_id)),
@@ -267,7 +280,13 @@ impl DockerBackend {
             .await
             .map_err(|e| spawn_error("create the container", e))?;
         let container = created.id;
-        let started = self.start(&spec, image, &container).await;
+        if let Err(error) = self.check_warnings(&created.warnings) {
+            if let Err(e) = instance::remove(&self.docker, &container).await {
+                tracing::warn!(container = %container, error = %e, "cannot remove a refused container");
+            }
+            return Err(error);
+        }
+        let started = self.start(&spec, image, &container, uids).await;
         match started {
             Ok(instance) => Ok(instance),
             Err(error) => {
@@ -280,6 +299,29 @@ impl DockerBackend {
         }
     }
 
+    /// The engine's warnings about a created container: one saying a limit was dropped
+    /// (a kernel without swap accounting, no CPU bandwidth control) refuses it, unless
+    /// `--allow-missing-limits` allows it.
+    fn check_warnings(&self, warnings: &[String]) -> Result<(), SandboxError> {
+        for warning in warnings {
+            let lower = warning.to_lowercase();
+            let about_limits = ["limit", "swap", "cpu", "memory"]
+                .iter()
+                .any(|word| lower.contains(word));
+            if !about_limits {
+                tracing::warn!(warning = %warning, "docker engine warning");
+            } else if self.config.cgroup.allow_missing_limits {
+                tracing::warn!(warning = %warning, "a sandbox limit is missing (allowed by --allow-missing-limits)");
+            } else {
+                return Err(SandboxError::Unavailable(format!(
+                    "the docker engine cannot apply a sandbox's limits: {warning}; fix the \
+                     host, or pass --allow-missing-limits to run sandboxes without them"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Everything after create: code in, attach, start, cgroup, init. On an error the
     /// caller removes the container.
     async fn start(
@@ -287,9 +329,11 @@ impl DockerBackend {
         spec: &InstanceSpec,
         image: &RuntimeImage,
         container: &str,
+        uids: UidLease,
     ) -> Result<DockerInstance, SandboxError> {
         self.upload_code(spec, container).await?;
-        let instance = self.boot(spec, container).await?;
+        let mut instance = self.boot(spec, container).await?;
+        instance.uids = Some(uids);
         self.init(instance, spec, image).await
     }
 
@@ -368,17 +412,22 @@ impl DockerBackend {
             log_tail,
             output_task,
             output_quota_mb: spec.output_quota_mb,
+            uids: None,
         };
         Ok(instance)
     }
 
-    /// Sends `Init` to a booted container's agent and waits for it to be ready.
+    /// Sends `Init` to a booted container's agent and waits for it to be ready; the
+    /// instance holds the uids its container was made for.
     async fn init(
         &self,
         mut instance: DockerInstance,
         spec: &InstanceSpec,
         image: &RuntimeImage,
     ) -> Result<DockerInstance, SandboxError> {
+        let Some(uids) = instance.uids.as_ref() else {
+            return Err(instance.lost("started without its uids".into()));
+        };
         let init = session::init_spec(
             spec,
             AgentSetup {
@@ -386,6 +435,8 @@ impl DockerBackend {
                 root: RootSetup::Existing,
                 tmp_size_mb: self.config.limits.tmp_size_mb,
                 purpose: Purpose::Serve,
+                function_id: uids.function,
+                agent_id: uids.agent,
             },
         );
         // The code is already in /code: the Init frame carries no payload.

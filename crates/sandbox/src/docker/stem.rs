@@ -85,11 +85,14 @@ impl DockerBackend {
             code_tar: Bytes::new(),
             layer: None,
         };
+        // Leased now: the container's tmpfs mounts are made for the function's uid.
+        let uids = self.uids.lease()?;
         let mut body = container::definition(
             &generic,
             &image.reference,
             &self.config.limits,
             &self.config.owner,
+            uids.function,
         );
         if let Some(tmpfs) = body.host_config.as_mut().and_then(|h| h.tmpfs.as_mut()) {
             tmpfs.insert(
@@ -110,10 +113,13 @@ impl DockerBackend {
                 message: format!("create the stem container: {e}"),
             })?;
         match self.boot(&generic, &created.id).await {
-            Ok(instance) => Ok(DockerStem {
-                kind: kind.clone(),
-                instance,
-            }),
+            Ok(mut instance) => {
+                instance.uids = Some(uids);
+                Ok(DockerStem {
+                    kind: kind.clone(),
+                    instance,
+                })
+            }
             Err(error) => {
                 if let Err(e) = instance::remove(&self.docker, &created.id).await {
                     tracing::warn!(container = %created.id, error = %e,
@@ -141,11 +147,14 @@ impl DockerBackend {
             let image = self.images.get(&spec.runtime).ok_or_else(|| {
                 SandboxError::Unavailable(format!("no Docker image for {}", spec.runtime))
             })?;
+            // Only the limits of this definition are used: the uid is the stem's own.
+            let function_uid = instance.uids.as_ref().map_or(0, |uids| uids.function);
             let wanted = container::definition(
                 &spec,
                 &image.reference,
                 &self.config.limits,
                 &self.config.owner,
+                function_uid,
             )
             .host_config
             .unwrap_or_default();

@@ -5,7 +5,8 @@
 //! it and into new mount/pid/net/ipc/uts namespaces (`spawn.rs`), and hands it an `Init`
 //! frame with the code tar. The agent, still root, builds a tmpfs root on the shared
 //! empty mount point (each instance in its own private mount namespace), binds the
-//! runtime directories read-only, pivots, drops to uid 65534 without capabilities, and
+//! runtime directories read-only, pivots, drops to the instance's own uids (`uids.rs`)
+//! without capabilities, and
 //! answers `Ready`. Each [`NativeInstance::invoke`] then costs one frame each way plus a
 //! few cgroup file reads.
 //!
@@ -27,7 +28,9 @@ pub use interpreter::{ProgramError, Rejection};
 
 use crate::agent_stream::{AgentStream, ExchangeLimits};
 use crate::cgroup::{CgroupConfig, CgroupHost, CgroupLimits, CpuQuota, InstanceCgroup};
+use crate::lines::LineSplitter;
 use crate::session::{self, AgentSetup, LogTail, INVOKE_GRACE};
+use crate::uids::{UidLease, UidPool, UidRange};
 use crate::{Instance, InstanceRun, InstanceSpec, InvocationSink, SandboxBackend, SandboxError};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -37,7 +40,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
 use tokio::task::JoinHandle;
 
@@ -65,6 +68,10 @@ pub struct NativeConfig {
     pub cgroup: CgroupConfig,
     /// How long a cold start may take, from spawn to `Ready`.
     pub init_timeout: Duration,
+    /// The host uids instances run under: a pair of its own for each ([`crate::uids`]).
+    pub uids: UidRange,
+    /// Where the uid slots are locked, host-wide.
+    pub uid_lock_dir: PathBuf,
 }
 
 impl NativeConfig {
@@ -94,6 +101,8 @@ impl NativeConfig {
             build_tmp_size_mb: Self::DEFAULT_BUILD_TMP_SIZE_MB,
             cgroup: CgroupConfig::default(),
             init_timeout: Duration::from_secs(30),
+            uids: UidRange::DEFAULT,
+            uid_lock_dir: PathBuf::from(UidPool::DEFAULT_LOCK_DIR),
         }
     }
 }
@@ -109,6 +118,8 @@ pub struct NativeBackend {
     interpreters: HashMap<Runtime, Result<Option<PathBuf>, ProgramError>>,
     /// Per compiled runtime: the toolchain's driver, or why there is none.
     toolchains: HashMap<Runtime, Result<PathBuf, ProgramError>>,
+    /// Each instance's own uids.
+    uids: UidPool,
 }
 
 impl NativeBackend {
@@ -125,6 +136,7 @@ impl NativeBackend {
         let cgroups = CgroupHost::detect(&config.cgroup)?;
         cgroups.prepare()?;
         let mount_point = prepare_mount_point(&config.data_dir)?;
+        let uids = UidPool::new(config.uids, &config.uid_lock_dir)?;
 
         let existing: Vec<PathBuf> = config
             .read_only_dirs
@@ -163,6 +175,7 @@ impl NativeBackend {
             read_only_dirs,
             interpreters,
             toolchains,
+            uids,
         })
     }
 
@@ -231,14 +244,15 @@ impl NativeBackend {
         purpose: Purpose,
     ) -> Result<NativeInstance, SandboxError> {
         let program = self.program(spec.runtime, purpose)?;
-        let init = self.init_spec(&spec, program, purpose)?;
+        let uids = self.uids.lease()?;
+        let init = self.init_spec(&spec, program, purpose, &uids)?;
         let cgroup = self
             .cgroups
             .create(&spec.instance_id, &self.limits(&spec))?;
         let instance =
             NativeInstance::spawn(&self.config.agent_path, spec.instance_id.clone(), cgroup)
                 .await?;
-        self.handshake(instance, &spec, init, purpose).await
+        self.handshake(instance, &spec, init, uids, purpose).await
     }
 
     /// The cgroup limits of `spec`'s instance.
@@ -251,16 +265,19 @@ impl NativeBackend {
     }
 
     /// Hands a spawned agent its `Init` and the code, and waits (at most
-    /// `init_timeout`) for it to be ready; tears it down on any failure.
+    /// `init_timeout`) for it to be ready; tears it down on any failure. The instance
+    /// keeps `uids` (those named in `init`) until it is gone.
     async fn handshake(
         &self,
         mut instance: NativeInstance,
         spec: &InstanceSpec,
         init: InitSpec,
+        uids: UidLease,
         purpose: Purpose,
     ) -> Result<NativeInstance, SandboxError> {
         instance.output_quota_mb = spec.output_quota_mb;
         instance.builder = matches!(purpose, Purpose::Build);
+        instance.uids = Some(uids);
         let answer = session::handshake(
             &mut instance.stream,
             &instance.id,
@@ -288,6 +305,7 @@ impl NativeBackend {
         spec: &InstanceSpec,
         program: String,
         purpose: Purpose,
+        uids: &UidLease,
     ) -> Result<InitSpec, SandboxError> {
         let tmp_size_mb = match purpose {
             Purpose::Serve => self.config.tmp_size_mb,
@@ -306,6 +324,8 @@ impl NativeBackend {
                 root,
                 tmp_size_mb,
                 purpose,
+                function_id: uids.function,
+                agent_id: uids.agent,
             },
         ))
     }
@@ -412,15 +432,17 @@ impl SandboxBackend for NativeBackend {
 /// Forwards the agent's stderr to `tracing`, line by line, tagged with the instance.
 fn forward_stderr(instance: String, stderr: ChildStderr, tail: LogTail) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut reader = BufReader::new(stderr);
-        let mut line = Vec::new();
+        let mut stderr = stderr;
+        let mut splitter = LineSplitter::default();
+        let mut buf = vec![0u8; 8192];
+        let log = |line: &[u8]| tail.record(&instance, line);
         loop {
-            line.clear();
-            match reader.read_until(b'\n', &mut line).await {
+            match stderr.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
-                Ok(_) => tail.record(&instance, &line),
+                Ok(n) => splitter.feed(&buf[..n], log),
             }
         }
+        splitter.finish(log);
     })
 }
 
@@ -438,6 +460,8 @@ pub struct NativeInstance {
     output_quota_mb: u64,
     /// A build sandbox, whose answer may be as large as a program or dependency set.
     builder: bool,
+    /// The instance's uids, given back once everything in it is dead (dropped last).
+    uids: Option<UidLease>,
 }
 
 impl std::fmt::Debug for NativeInstance {
@@ -478,12 +502,19 @@ impl NativeInstance {
             stderr_task: Some(stderr_task),
             output_quota_mb: 0,
             builder: false,
+            uids: None,
         })
     }
 
-    /// The agent's process id (outside the sandbox's pid namespace).
+    /// The agent's process id (outside the sandbox's pid namespace): the outer agent,
+    /// which only waits for the sandbox's PID 1.
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
+    }
+
+    /// The instance's host uids: (the agent's, the function's).
+    pub fn uids(&self) -> Option<(u32, u32)> {
+        self.uids.as_ref().map(|u| (u.agent, u.function))
     }
 
     /// The instance's cgroup directories (empty once destroyed).

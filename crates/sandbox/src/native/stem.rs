@@ -92,19 +92,28 @@ impl NativeBackend {
             instance_id: instance.id.clone(),
             ..spec
         };
+        // The uids are leased now, not when the stem was made: until `Init` the agent
+        // is root and waits, and a stem that is never used should hold none.
         let prepared = self
             .program(spec.runtime, Purpose::Serve)
-            .and_then(|program| self.init_spec(&spec, program, Purpose::Serve))
-            .and_then(|init| {
+            .and_then(|program| Ok((program, self.uids.lease()?)))
+            .and_then(|(program, uids)| {
+                let init = self.init_spec(&spec, program, Purpose::Serve, &uids)?;
+                Ok((init, uids))
+            })
+            .and_then(|(init, uids)| {
                 let cgroup = instance.cgroup.as_ref().ok_or_else(|| SandboxError::Lost {
                     instance: instance.id.clone(),
                     message: "the stem's cgroup is gone".into(),
                 })?;
                 self.cgroups.set_limits(cgroup, &self.limits(&spec))?;
-                Ok(init)
+                Ok((init, uids))
             });
         match prepared {
-            Ok(init) => self.handshake(instance, &spec, init, Purpose::Serve).await,
+            Ok((init, uids)) => {
+                self.handshake(instance, &spec, init, uids, Purpose::Serve)
+                    .await
+            }
             Err(error) => Err(instance.fail(error).await),
         }
     }
