@@ -130,11 +130,18 @@ async fn each_stem_becomes_one_functions_instance_with_its_limits() {
         let result: serde_json::Value = serde_json::from_slice(&run.result).unwrap();
         assert_eq!(result["who"], who, "{result}");
         assert_eq!(result["code"], serde_json::json!(["main.py"]), "{result}");
-        assert_eq!(result["uid"], 65534, "{result}");
-        seen.push(result["net"].as_str().unwrap().to_string());
+        let uid = result["uid"].as_u64().unwrap();
+        assert_ne!(uid, 0, "{result}");
+        seen.push((result["net"].as_str().unwrap().to_string(), uid));
     }
-    assert_ne!(seen[0], seen[1], "two functions, two sandboxes");
-    assert_eq!(seen[0], seen[2], "a stays in the sandbox its stem was");
+    assert_ne!(seen[0], seen[1], "two functions, two sandboxes, two uids");
+    assert_ne!(seen[0].1, seen[1].1, "each instance its own uid");
+    assert_eq!(
+        seen[0], seen[2],
+        "a stays in the sandbox (and uid) its stem was"
+    );
+    let (_, a_function_uid) = a.uids().expect("a specialized stem holds its uids");
+    assert_eq!(u64::from(a_function_uid), seen[0].1);
     Box::new(a).destroy().await;
     b.destroy().await;
 }
