@@ -226,13 +226,13 @@ fn preflight(spec: &InitSpec) -> Result<(), AgentError> {
 /// Forks so that the child is PID 1 of the pid namespace the worker unshared (it only
 /// applies to children). Returns the child's pid in the parent, `None` in the child.
 fn become_pid1() -> Result<Option<libc::pid_t>, AgentError> {
-    process::die_with_parent()?;
+    privileges::die_with_parent()?;
     // SAFETY: the agent is single-threaded here, so the child may go on running Rust code.
     let pid = unsafe { libc::fork() };
     match pid {
         -1 => Err(AgentError::last_os("fork PID 1")),
         0 => {
-            process::die_with_parent()?;
+            privileges::die_with_parent()?;
             Ok(None)
         }
         child => Ok(Some(child)),
@@ -296,7 +296,7 @@ fn init(spec: &InitSpec, code: &[u8]) -> Result<Instance, AgentError> {
     }
     // Changing credentials cleared the parent-death signal, and may have reset the
     // dumpable flag (to the host's `suid_dumpable`).
-    process::die_with_parent()?;
+    privileges::die_with_parent()?;
     privileges::set_non_dumpable()?;
     privileges::lock_down()?;
     let output = match &layout.output {

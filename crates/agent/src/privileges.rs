@@ -142,6 +142,14 @@ pub fn drop_to(uid: u32, gid: u32, agent_id: Option<u32>) -> Result<(), AgentErr
     Ok(())
 }
 
+/// Asks the kernel to SIGKILL us when our parent dies.
+pub fn die_with_parent() -> Result<(), AgentError> {
+    // SAFETY: prctl with integer arguments only.
+    let ret = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    check(ret, || "prctl PR_SET_PDEATHSIG".into())?;
+    Ok(())
+}
+
 /// The outer agent of a native sandbox, which only waits for PID 1 of the sandbox: it
 /// becomes `id` with no capability at all, non-dumpable, and still dies with the worker.
 pub fn leave_root_to_wait(id: u32) -> Result<(), AgentError> {
@@ -154,7 +162,7 @@ pub fn leave_root_to_wait(id: u32) -> Result<(), AgentError> {
     check(ret, || "prctl PR_SET_NO_NEW_PRIVS".into())?;
     // Changing credentials cleared the parent-death signal: arm it again, then make sure
     // the worker did not die in between.
-    crate::process::die_with_parent()?;
+    die_with_parent()?;
     // SAFETY: getppid cannot fail.
     if unsafe { libc::getppid() } != parent {
         return Err(AgentError::Config("the worker died".into()));

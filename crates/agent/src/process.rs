@@ -70,14 +70,6 @@ pub fn kill(pid: i32, signal: libc::c_int) -> bool {
     unsafe { libc::kill(pid, signal) == 0 }
 }
 
-/// Asks the kernel to SIGKILL us when our parent dies.
-pub fn die_with_parent() -> Result<(), AgentError> {
-    // SAFETY: prctl with integer arguments only.
-    let ret = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    check(ret, || "prctl PR_SET_PDEATHSIG".into())?;
-    Ok(())
-}
-
 /// What one non-blocking read gave.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ReadState {
