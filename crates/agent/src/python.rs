@@ -479,7 +479,7 @@ impl Python {
     }
 
     /// Runs one invocation in the process forked ahead for it.
-    pub fn invoke(
+    pub fn serve(
         &mut self,
         inst: &mut Instance,
         spec: &InvokeSpec,
@@ -614,14 +614,14 @@ impl Python {
 }
 
 impl Runner for Python {
-    fn invoke(
+    fn serve(
         &mut self,
         inst: &mut Instance,
         spec: &InvokeSpec,
         event: &[u8],
         log: &mut dyn LogSink,
     ) -> Result<Finished, AgentError> {
-        Python::invoke(self, inst, spec, event, log)
+        Python::serve(self, inst, spec, event, log)
     }
 
     fn after_result(&mut self, inst: &mut Instance) {
