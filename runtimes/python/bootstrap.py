@@ -5,25 +5,25 @@ on fd 3 (the control socket) and a log pipe on fds 1 and 2. Never runs handler c
 itself: it only imports the user's module (handler and main modes) or compiles the script
 (script mode), then serves invocations one at a time.
 
-The next invocation's process is forked ahead of time (the "spare"), when the agent says
-"prepare" (at start, and after it has swept the previous invocation's leftovers). The
-spare is forked with CLONE_PARENT, so it is the agent's own child: the agent writes the
-event straight into its event pipe, sees it exit on a pidfd and reaps it itself (status
-and rusage from its own wait4). The zygote takes no part in an invocation.
+The next invocation's process is forked ahead of time (the "spare": it has already called
+setsid and raised its OOM score, and waits on a private socket), so an invocation pays
+no fork. The spare is made at start and whenever the agent says "prepare" (after it has
+swept the previous invocation's leftovers), or on demand if there is none.
 
-agent -> zygote   [u32 BE n][n bytes JSON header] {"prepare": true} with four fds attached
-                      (SCM_RIGHTS): the spare's stdout, stderr and result pipe write ends
-                      and its event pipe's read end. The zygote forks the spare with them
-                      and closes its own copies: it never reads the event pipe, so no
-                      caller's event is ever in the memory later spares inherit.
+agent -> zygote   [u32 BE n][n bytes JSON header], where the header is one of
+                  {request_id, deadline_ms, attempt, event_len[, output_dir]}, with four fds
+                      attached (SCM_RIGHTS): stdout, stderr, result pipe write ends and
+                      the event pipe's read end; output_dir becomes the process's
+                      $OUTPUT_DIR, attempt its $HEARTH_ATTEMPT. The event itself never passes through the zygote:
+                      the agent writes its event_len bytes into the event pipe, which
+                      only the invocation's process reads, so no earlier caller's event
+                      is in the memory the next spare inherits.
+                  {"prepare": true}, no fds: fork the next spare now
 zygote -> agent   [u32 BE n][JSON], one of
                   {"ready": true, "mode": "handler" | "main" | "script"}   once, at start
                   {"init_error": {"type", "message", "trace"}}             instead, then exit
-                  {"spare": P}                                 after each "prepare"
-agent -> spare    on its event pipe: [u32 BE n][n bytes JSON header][event_len bytes],
-                  then EOF; the header is {request_id, deadline_ms, attempt, event_len
-                  [, output_dir]}; output_dir becomes the process's $OUTPUT_DIR, attempt
-                  its $HEARTH_ATTEMPT.
+                  {"pid": P}                                   once the spare has the event
+                  {"pid": P, "status", "maxrss_kb", "utime", "stime"}      after wait4
 
 The invocation's process writes {"ok": value} or {"error": {"type", "message", "trace"}}
 to the result pipe and leaves with os._exit; an exit with no result tells the agent it
@@ -164,6 +164,7 @@ class Channel:
             while len(self.buf) < 4 + hlen:
                 self._fill()
             header = json.loads(bytes(self.buf[4 : 4 + hlen]))
+            nfds = 0 if header.get("prepare") else nfds
             total = 4 + hlen
             while len(self.fds) < nfds:
                 self._fill()
@@ -226,26 +227,45 @@ class Zygote:
         self.arity = _arity(fn)
 
     def serve(self):
+        spare = self.prefork()
         while True:
             msg = self.control.recv(4)
             if msg is None:
                 return
             header, fds = msg
-            if not header.get("prepare") or len(fds) != 4:
-                raise ValueError("unexpected message from the agent: %r" % (header,))
-            pid = self.prefork(fds)
+            if header.get("prepare"):
+                if spare is None:
+                    spare = self.prefork()
+                continue
+            if spare is None:
+                spare = self.prefork()
+            pid = self.hand_over(spare, header, fds)
+            spare = None
             for fd in fds:
                 os.close(fd)
-            _send(self.control.sock, {"spare": pid})
+            _send(self.control.sock, {"pid": pid})
+            _, status, ru = os.wait4(pid, 0)
+            _send(
+                self.control.sock,
+                {
+                    "pid": pid,
+                    "status": status,
+                    "maxrss_kb": ru.ru_maxrss,
+                    "utime": ru.ru_utime,
+                    "stime": ru.ru_stime,
+                },
+            )
 
-    def prefork(self, fds):
-        """Forks the next invocation's process (a child of the agent) with `fds`."""
+    def prefork(self):
+        """Forks the next invocation's process ahead of time: (pid, socket to hand it over)."""
+        ours, theirs = socket.socketpair()
         _flush_std()
-        pid = _fork_sibling()
+        pid = os.fork()
         if pid == 0:
             code = 70
             try:
-                code = self.spare(fds)
+                ours.close()
+                code = self.spare(theirs)
             except BaseException:  # a bug here must still end the process, never return
                 try:
                     traceback.print_exc()
@@ -253,11 +273,33 @@ class Zygote:
                 except BaseException:
                     pass
             os._exit(code)
+        theirs.close()
+        return pid, ours
+
+    def hand_over(self, spare, header, fds):
+        """Gives the invocation to the spare process; returns the pid that runs it.
+
+        A spare found dead before the hand-over (the OOM killer, say) is replaced. One that
+        dies during it is not retried: its status becomes the invocation's (a crash), so
+        nothing ever runs the event after the agent has given up on it.
+        """
+        pid, sock = spare
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            sock.close()
+            pid, sock = self.prefork()
+        header = json.dumps(header).encode()
+        data = struct.pack(">I", len(header)) + header
+        try:
+            sent = socket.send_fds(sock, [data], fds)
+            sock.sendall(data[sent:])
+        except OSError:
+            pass  # it died: wait4 reports how
+        finally:
+            sock.close()
         return pid
 
-    def spare(self, fds):
-        """A pre-forked process: gets ready, waits for its event, runs it; returns the
-        exit code. Everything before the read is done ahead of the invocation."""
+    def spare(self, sock):
+        """A pre-forked process: waits for its invocation, runs it; returns the exit code."""
         self.control.close()
         os.setsid()
         _set_dumpable(True)
@@ -267,7 +309,15 @@ class Zygote:
             os.close(fd)
         except OSError:
             pass
+        channel = Channel(sock)
+        msg = channel.recv(4)
+        if msg is None:
+            return 0  # the zygote went away before using us
+        channel.close()
+        header, fds = msg
         out_fd, err_fd, result_fd, event_fd = fds
+        event = _read_exactly(event_fd, int(header.get("event_len", 0)))
+        os.close(event_fd)
         os.dup2(out_fd, 1)
         os.dup2(err_fd, 2)
         os.close(out_fd)
@@ -277,15 +327,6 @@ class Zygote:
                 stream.reconfigure(line_buffering=True)
             except Exception:
                 pass
-        prefix = _read_exactly(event_fd, 4)
-        if len(prefix) < 4:
-            return 0  # the agent went away before using us
-        hlen = struct.unpack(">I", prefix)[0]
-        if hlen > MAX_HEADER:
-            return 70
-        header = json.loads(_read_exactly(event_fd, hlen))
-        event = _read_exactly(event_fd, int(header.get("event_len", 0)))
-        os.close(event_fd)
         result, code = self.run(header, event)
         _flush_std()
         if result is not None:
@@ -403,48 +444,6 @@ def _flush_std():
 
 
 _libc = None
-_fork = None
-
-# clone(2) numbers; the first two arguments (flags, stack) are the same on both.
-_SYS_CLONE = {"x86_64": 56, "aarch64": 220}
-_CLONE_PARENT = 0x00008000
-_SIGCHLD = 17
-
-
-def _fork_sibling():
-    """fork(), except that the child's parent is our parent (CLONE_PARENT): the agent.
-
-    The same steps as os.fork (the interpreter's before/after-fork hooks around the
-    call), with the raw clone system call in the middle; PyDLL keeps the GIL held
-    throughout, as os.fork does. Single-threaded, so glibc's own fork bookkeeping
-    (arena locks) has nothing to protect."""
-    global _fork
-    if _fork is None:
-        import ctypes
-
-        number = _SYS_CLONE.get(os.uname().machine)
-        if number is None:
-            raise OSError("no clone system call number for %s" % os.uname().machine)
-        libc = ctypes.PyDLL(None, use_errno=True)
-        syscall = libc.syscall
-        syscall.restype = ctypes.c_long
-        syscall.argtypes = [ctypes.c_long] * 6
-        api = ctypes.pythonapi
-        for name in ("PyOS_BeforeFork", "PyOS_AfterFork_Parent", "PyOS_AfterFork_Child"):
-            getattr(api, name).restype = None
-            getattr(api, name).argtypes = []
-        _fork = (ctypes, number, syscall, api)
-    ctypes, number, syscall, api = _fork
-    api.PyOS_BeforeFork()
-    pid = syscall(number, _CLONE_PARENT | _SIGCHLD, 0, 0, 0, 0)
-    if pid == 0:
-        api.PyOS_AfterFork_Child()
-        return 0
-    errno = ctypes.get_errno()
-    api.PyOS_AfterFork_Parent()
-    if pid < 0:
-        raise OSError(errno, "clone(CLONE_PARENT): %s" % os.strerror(errno))
-    return pid
 
 
 def _set_dumpable(on):

@@ -1,19 +1,17 @@
 //! Python: a zygote that has loaded the user's code forks one fresh process per invocation.
 //!
 //! The zygote (`runtimes/python/bootstrap.py`) talks over a unix stream socket on its
-//! fd 3. After each sweep the agent says "prepare" with the next process's four pipe ends
-//! attached (SCM_RIGHTS: stdout, stderr, result write ends, the event pipe's read end);
-//! the zygote forks that "spare" with CLONE_PARENT, so it is the agent's own child, and
-//! reports its pid. The invocation then never touches the zygote: the agent writes the
-//! header and the event straight into the spare's event pipe (the zygote never holds an
-//! event, so none is left in the memory later forks inherit), sees the spare exit on a
-//! pidfd and takes its status and rusage from its own `wait4`. Warm path: one `write`.
+//! fd 3; each invocation message carries the child's stdout, stderr and result pipe ends
+//! and the read end of its event pipe as SCM_RIGHTS. The event goes into that pipe, never
+//! through the zygote, so no caller's event is left in the memory later forks inherit. The zygote hands them to a process it forked ahead of time (after the
+//! previous invocation's sweep, when the agent says "prepare"), reports its pid, then its
+//! wait status and rusage after `wait4`. Warm path: two `sendmsg`s, no fork, no exec.
 
 use crate::channel::LogSink;
 use crate::error::AgentError;
 use crate::instance::{load_message, unix_ms, Instance, LOAD_LIMIT};
-use crate::process::{self, Capture, ChildState, Outbox, ReadState, SpawnSpec};
-use crate::run::{self, Ending, Finished, Held, Pipes, Report};
+use crate::process::{self, Capture, ChildState, ExitInfo, Outbox, ReadState, SpawnSpec};
+use crate::run::{self, Ending, Finished, Pipes, Report};
 use crate::runner::Runner;
 use hearth_core::invocation::ErrorInfo;
 use hearth_core::protocol::InvokeSpec;
@@ -22,12 +20,10 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-/// How long a killed process may take to be reapable.
-const KILL_WAIT: Duration = Duration::from_secs(5);
+/// How long to wait for the zygote's report after the agent killed a timed-out child.
+const STATUS_LIMIT: Duration = Duration::from_secs(5);
 /// How much of the zygote's own output is kept for error messages.
 const LOG_KEEP: usize = 16 * 1024;
-/// How long the zygote may take to fork a spare, or to read a "prepare".
-const STATUS_WAIT: Duration = Duration::from_secs(10);
 /// Largest message the zygote may send.
 const MAX_MESSAGE: usize = 1 << 20;
 
@@ -36,7 +32,22 @@ const MAX_MESSAGE: usize = 1 << 20;
 struct Message {
     ready: Option<bool>,
     init_error: Option<ErrorInfo>,
-    spare: Option<i32>,
+    pid: Option<i32>,
+    status: Option<i32>,
+    maxrss_kb: Option<u64>,
+    utime: Option<f64>,
+    stime: Option<f64>,
+}
+
+impl Message {
+    fn exit_info(&self) -> Option<ExitInfo> {
+        Some(ExitInfo {
+            status: self.status?,
+            maxrss_kb: self.maxrss_kb.unwrap_or(0),
+            user_ms: self.utime.unwrap_or(0.0) * 1000.0,
+            system_ms: self.stime.unwrap_or(0.0) * 1000.0,
+        })
+    }
 }
 
 /// Length-prefixed JSON messages arriving on the non-blocking control socket.
@@ -142,18 +153,18 @@ fn send_with_fds(
     }
 }
 
-/// What goes into the spare's event pipe: `[u32 BE header length][header JSON][event]`;
-/// `output_dir` becomes the process's `$OUTPUT_DIR`.
+/// `[u32 BE header length][header JSON]` for the zygote (the event's `event_len` bytes go
+/// on the event pipe); `output_dir` becomes the process's `$OUTPUT_DIR`.
 fn invocation_message(
     spec: &InvokeSpec,
-    event: &[u8],
+    event_len: usize,
     output_dir: Option<String>,
 ) -> Result<Vec<u8>, AgentError> {
     let mut header = serde_json::json!({
         "request_id": spec.request_id,
         "deadline_ms": unix_ms().saturating_add(spec.timeout_ms),
         "attempt": spec.attempt,
-        "event_len": event.len(),
+        "event_len": event_len,
     });
     if let Some(dir) = output_dir {
         header["output_dir"] = dir.into();
@@ -162,67 +173,30 @@ fn invocation_message(
         .map_err(|e| AgentError::Runtime(format!("encode the invocation header: {e}")))?;
     let len = u32::try_from(header.len())
         .map_err(|_| AgentError::Runtime("invocation header too large".into()))?;
-    let mut message = Vec::with_capacity(4 + header.len() + event.len());
+    let mut message = Vec::with_capacity(4 + header.len());
     message.extend_from_slice(&len.to_be_bytes());
     message.extend_from_slice(&header);
-    message.extend_from_slice(event);
     Ok(message)
 }
 
-/// A spare asked of the zygote: our ends of its pipes, until its pid arrives.
+/// The event on its way into the invocation's event pipe; the pipe closes once it is all
+/// written.
 #[derive(Debug)]
-struct Asked {
-    event: OwnedFd,
-    pipes: Pipes,
+struct EventPipe {
+    outbox: Outbox,
+    fd: Option<OwnedFd>,
 }
 
-/// The next invocation's process, forked by the zygote as our child and waiting for its
-/// event.
-#[derive(Debug)]
-struct Spare {
-    pid: i32,
-    pidfd: OwnedFd,
-    event: Option<OwnedFd>,
-    pipes: Pipes,
-    /// What it printed before its invocation (at-fork hooks of the user's module).
-    held: Held,
-}
+impl EventPipe {
+    fn raw_fd(&self) -> Option<RawFd> {
+        self.fd.as_ref().map(AsRawFd::as_raw_fd)
+    }
 
-impl Spare {
-    /// Feeds `message` (then EOF) and watches the process until it exits or the
-    /// deadline, passing its output to `log`.
-    fn watch(
-        &mut self,
-        inst: &mut Instance,
-        message: Vec<u8>,
-        deadline: Instant,
-        log: &mut dyn LogSink,
-    ) -> Ending {
-        let mut outbox = Outbox::new(message, 0);
-        loop {
-            if let Some(fd) = &self.event {
-                outbox.pump(fd.as_raw_fd());
-                if outbox.is_done() {
-                    self.event = None; // EOF: the event is whole
-                }
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ending::TimedOut(None);
-            }
-            let mut fds = vec![process::pollfd(self.pidfd.as_raw_fd(), libc::POLLIN)];
-            if let Some(fd) = &self.event {
-                fds.push(process::pollfd(fd.as_raw_fd(), libc::POLLOUT));
-            }
-            fds.extend(self.pipes.pollfds());
-            if let Err(e) = process::poll(&mut fds, Some(deadline - now)) {
-                return Ending::Lost(e.to_string(), None);
-            }
-            self.pipes.pump(log);
-            if fds[0].revents != 0 {
-                if let ChildState::Exited(info) = inst.reaper.state(self.pid) {
-                    return Ending::Exited(info);
-                }
+    fn pump(&mut self) {
+        if let Some(fd) = &self.fd {
+            self.outbox.pump(fd.as_raw_fd());
+            if self.outbox.is_done() {
+                self.fd = None;
             }
         }
     }
@@ -330,76 +304,81 @@ impl Zygote {
         }
     }
 
-    /// Asks for the next spare: makes its pipes and hands the zygote its ends.
-    fn prepare(&mut self, inst: &Instance) -> Result<Asked, AgentError> {
-        let (out_r, out_w) = process::pipe()?;
-        let (err_r, err_w) = process::pipe()?;
-        let (res_r, res_w) = process::pipe()?;
-        let (event_r, event_w) = process::pipe()?;
-        process::set_nonblocking(event_w.as_raw_fd())?;
-        let pipes = Pipes::new(out_r, err_r, res_r, inst.output_limit)?;
-        let header = br#"{"prepare":true}"#;
-        let mut message = (header.len() as u32).to_be_bytes().to_vec();
-        message.extend_from_slice(header);
-        let ends = [
-            out_w.as_raw_fd(),
-            err_w.as_raw_fd(),
-            res_w.as_raw_fd(),
-            event_r.as_raw_fd(),
-        ];
+    /// Watches one invocation until the zygote reports the child's end, the deadline, or
+    /// the zygote's death, passing its output to `log`. Returns the ending and the
+    /// child's pid when it was reported.
+    fn watch(
+        &mut self,
+        pipes: &mut Pipes,
+        mut outbox: Outbox,
+        mut event: EventPipe,
+        deadline: Instant,
+        log: &mut dyn LogSink,
+    ) -> (Ending, Option<i32>) {
         let sock = self.sock.as_raw_fd();
-        let deadline = Instant::now() + STATUS_WAIT;
-        let sent = send_with_fds(sock, &message, &ends, deadline)
-            .map_err(|e| AgentError::io("ask the python zygote for a process", e))?;
-        // A few bytes into an idle socket: the rest (if any) fits at once.
-        let mut rest = Outbox::new(message, sent);
-        rest.pump(sock);
-        if !rest.is_done() {
-            return Err(AgentError::Runtime(
-                "the python zygote does not read its socket".into(),
-            ));
-        }
-        Ok(Asked {
-            event: event_w,
-            pipes,
-        })
-    }
-
-    /// Reads what the zygote sent: the pid of the spare asked for, if it came.
-    fn take_messages(&mut self) -> Result<Option<i32>, AgentError> {
-        self.inbox.pump(self.sock.as_raw_fd());
-        let mut spare = None;
-        while let Some(message) = self.inbox.next() {
-            spare = message?.spare.or(spare);
-        }
-        Ok(spare)
-    }
-
-    /// Waits until `until` for the spare's pid.
-    fn await_spare(&mut self, until: Instant) -> Result<i32, AgentError> {
+        let mut child = None;
         loop {
-            if let Some(pid) = self.take_messages()? {
-                return Ok(pid);
+            while let Some(message) = self.inbox.next() {
+                match message {
+                    Ok(m) => {
+                        if let Some(info) = m.exit_info() {
+                            return (Ending::Exited(info), child.or(m.pid));
+                        }
+                        child = m.pid.or(child);
+                    }
+                    Err(e) => return (Ending::Lost(e.to_string(), None), child),
+                }
             }
             if self.inbox.eof {
-                return Err(AgentError::Runtime(
-                    "the python zygote died before forking".into(),
-                ));
+                let why = "the python zygote died during the invocation".to_string();
+                return (Ending::Lost(why, None), child);
             }
             let now = Instant::now();
-            if now >= until {
-                return Err(AgentError::Runtime(
-                    "the python zygote did not fork in time".into(),
-                ));
+            if now >= deadline {
+                return (Ending::TimedOut(None), child);
             }
-            let mut fds = vec![process::pollfd(self.sock.as_raw_fd(), libc::POLLIN)];
+            let mut fds = pipes.pollfds();
+            let events = if outbox.is_done() {
+                libc::POLLIN
+            } else {
+                libc::POLLIN | libc::POLLOUT
+            };
+            fds.push(process::pollfd(sock, events));
             fds.extend(
                 self.log
                     .raw_fd()
                     .map(|fd| process::pollfd(fd, libc::POLLIN)),
             );
-            process::poll(&mut fds, Some(until - now))?;
+            fds.extend(event.raw_fd().map(|fd| process::pollfd(fd, libc::POLLOUT)));
+            if let Err(e) = process::poll(&mut fds, Some(deadline - now)) {
+                return (Ending::Lost(e.to_string(), None), child);
+            }
+            pipes.pump(log);
             self.forward_log();
+            if !outbox.is_done() {
+                outbox.pump(sock);
+            }
+            event.pump();
+            self.inbox.pump(sock);
+        }
+    }
+
+    /// After a kill: the zygote's report on the child, if it comes in time.
+    fn await_status(&mut self, until: Instant) -> Option<ExitInfo> {
+        let sock = self.sock.as_raw_fd();
+        loop {
+            while let Some(message) = self.inbox.next() {
+                if let Some(info) = message.ok()?.exit_info() {
+                    return Some(info);
+                }
+            }
+            let now = Instant::now();
+            if self.inbox.eof || now >= until {
+                return None;
+            }
+            let mut fds = [process::pollfd(sock, libc::POLLIN)];
+            process::poll(&mut fds, Some(until - now)).ok()?;
+            self.inbox.pump(sock);
         }
     }
 
@@ -411,74 +390,21 @@ impl Zygote {
     }
 }
 
-/// The Python runtime: one zygote, restarted when it dies, and the next invocation's
-/// process.
+/// The Python runtime: one zygote, restarted when it dies.
 #[derive(Debug)]
 pub struct Python {
     zygote: Option<Zygote>,
-    /// A spare asked for, its pid not yet reported.
-    asked: Option<Asked>,
-    spare: Option<Spare>,
 }
 
 impl Python {
-    /// Starts the zygote and asks for the first spare; a failing import of `main.py` is
-    /// [`AgentError::CodeLoad`].
+    /// Starts the zygote; a failing import of `main.py` is [`AgentError::CodeLoad`].
     pub fn start(inst: &mut Instance) -> Result<Python, AgentError> {
-        let mut python = Python {
+        Ok(Python {
             zygote: Some(Zygote::start(inst)?),
-            asked: None,
-            spare: None,
-        };
-        python.after_result(inst);
-        Ok(python)
+        })
     }
 
-    /// A spare waiting for its event: the one ready, else the one asked for (waiting at
-    /// most until `until` for its pid), else a new one.
-    fn take_spare(&mut self, inst: &mut Instance, until: Instant) -> Result<Spare, AgentError> {
-        if let Some(spare) = self.spare.take() {
-            if inst.reaper.state(spare.pid) == ChildState::Running {
-                return Ok(spare);
-            }
-            crate::diag!("python spare (pid {}) died while waiting", spare.pid);
-            inst.reaper.forget(spare.pid);
-        }
-        let Some(zygote) = self.zygote.as_mut() else {
-            return Err(AgentError::Runtime("no python zygote".into()));
-        };
-        let asked = match self.asked.take() {
-            Some(asked) => asked,
-            None => zygote.prepare(inst)?,
-        };
-        let pid = zygote.await_spare(until)?;
-        self.adopt(inst, asked, pid)?;
-        self.spare
-            .take()
-            .ok_or_else(|| AgentError::Runtime("no python spare".into()))
-    }
-
-    /// Makes the reported `pid` the spare, with the pipes asked for it.
-    fn adopt(&mut self, inst: &mut Instance, asked: Asked, pid: i32) -> Result<(), AgentError> {
-        inst.reaper.track(pid);
-        let pidfd = match process::pidfd_open(pid) {
-            Ok(fd) => fd,
-            Err(e) => {
-                inst.reaper.forget(pid);
-                return Err(e);
-            }
-        };
-        self.spare = Some(Spare {
-            pid,
-            pidfd,
-            event: Some(asked.event),
-            pipes: asked.pipes,
-            held: Held::default(),
-        });
-        Ok(())
-    }
-
-    /// Runs one invocation in the process forked ahead for it.
+    /// Runs one invocation in a process forked from the zygote.
     pub fn serve(
         &mut self,
         inst: &mut Instance,
@@ -486,38 +412,65 @@ impl Python {
         event: &[u8],
         log: &mut dyn LogSink,
     ) -> Result<Finished, AgentError> {
-        let started = Instant::now();
-        let deadline = started + Duration::from_millis(spec.timeout_ms);
         if self.zygote.is_none() && !self.ensure_zygote(inst, false) {
             let why = "the python zygote died and could not be restarted".to_string();
             return Ok(run::not_run(&spec.request_id, why));
         }
-        let mut spare = match self.take_spare(inst, deadline) {
-            Ok(spare) => spare,
+        let Some(zygote) = self.zygote.as_mut() else {
+            return Ok(run::not_run(&spec.request_id, "no python zygote".into()));
+        };
+        let (out_r, out_w) = process::pipe()?;
+        let (err_r, err_w) = process::pipe()?;
+        let (res_r, res_w) = process::pipe()?;
+        let (event_r, event_w) = process::pipe()?;
+        process::set_nonblocking(event_w.as_raw_fd())?;
+        let mut pipes = Pipes::new(out_r, err_r, res_r, inst.output_limit)?;
+        let message = invocation_message(spec, event.len(), inst.output_dir())?;
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(spec.timeout_ms);
+        let ends = [
+            out_w.as_raw_fd(),
+            err_w.as_raw_fd(),
+            res_w.as_raw_fd(),
+            event_r.as_raw_fd(),
+        ];
+        let sent = send_with_fds(zygote.sock.as_raw_fd(), &message, &ends, deadline);
+        drop((out_w, err_w, res_w, event_r));
+        let mut event_pipe = EventPipe {
+            outbox: Outbox::new(event.to_vec(), 0),
+            fd: Some(event_w),
+        };
+        event_pipe.pump();
+        let (ending, child) = match sent {
+            Ok(n) => zygote.watch(
+                &mut pipes,
+                Outbox::new(message, n),
+                event_pipe,
+                deadline,
+                log,
+            ),
             Err(e) => {
-                // Whatever the zygote was doing, start it over for the next call.
-                self.asked = None;
-                self.ensure_zygote(inst, true);
-                let why = format!("no python process could be prepared: {e}");
-                return Ok(run::not_run(&spec.request_id, why));
+                let why = format!("could not hand the event to the python zygote: {e}");
+                (Ending::Lost(why, None), None)
             }
         };
-        spare.held.replay(log);
-        let message = invocation_message(spec, event, inst.output_dir())?;
-        let ending = spare.watch(inst, message, deadline, log);
         let duration = started.elapsed();
-        spare.event = None;
 
-        let keep: Vec<i32> = self.zygote.as_ref().map(|z| z.pid).into_iter().collect();
-        let sweep = inst.sweeper.sweep(&keep, &[spare.pid], &mut inst.reaper);
+        let expected: Vec<i32> = child.into_iter().collect();
+        let sweep = inst
+            .sweeper
+            .sweep(&[zygote.pid], &expected, &mut inst.reaper);
         let ending = match ending {
-            Ending::TimedOut(_) => Ending::TimedOut(inst.reaper.await_exit(spare.pid, KILL_WAIT)),
+            Ending::TimedOut(_) => {
+                Ending::TimedOut(zygote.await_status(Instant::now() + STATUS_LIMIT))
+            }
             other => other,
         };
-        spare.pipes.drain(log);
-        inst.reaper.forget(spare.pid);
-        let runtime_healthy = self.ensure_zygote(inst, false);
-        let result = spare.pipes.result.take();
+        // A zygote that lost the thread (no report after a kill, or it died) starts over.
+        let desynced = matches!(ending, Ending::TimedOut(None) | Ending::Lost(..));
+        pipes.drain(log);
+        let runtime_healthy = self.ensure_zygote(inst, desynced);
+        let result = pipes.result.take();
         let report = Report {
             request_id: &spec.request_id,
             timeout_ms: spec.timeout_ms,
@@ -526,11 +479,11 @@ impl Python {
             sweep,
             runtime_healthy,
         };
-        Ok(run::finish(report, &mut spare.pipes, &result))
+        Ok(run::finish(report, &mut pipes, &result))
     }
 
     /// Makes sure a working zygote is there, restarting it when it died or when `restart`;
-    /// false when it cannot be brought back. A restart drops the spare asked of the old one.
+    /// false when it cannot be brought back.
     fn ensure_zygote(&mut self, inst: &mut Instance, restart: bool) -> bool {
         if let Some(zygote) = self.zygote.as_mut() {
             let alive = !restart
@@ -541,7 +494,6 @@ impl Python {
             }
             zygote.kill(inst);
             self.zygote = None;
-            self.asked = None;
         }
         match Zygote::start(inst) {
             Ok(zygote) => {
@@ -556,59 +508,40 @@ impl Python {
         }
     }
 
-    /// Asks the zygote for the next invocation's process now that the sweep is over (a
-    /// spare forked earlier would have been swept as a leftover). Its pid is read while
-    /// idle, or by the next call.
-    pub fn after_result(&mut self, inst: &mut Instance) {
-        if self.spare.is_some() || self.asked.is_some() {
-            return;
-        }
-        let Some(zygote) = self.zygote.as_mut() else {
-            return;
-        };
-        match zygote.prepare(inst) {
-            Ok(asked) => self.asked = Some(asked),
-            // The next call finds no spare and tries again (restarting the zygote).
-            Err(e) => crate::diag!("could not ask for the next python process: {e}"),
-        }
+    /// Tells the zygote to fork the next invocation's process now that the sweep is over
+    /// (a spare forked earlier would have been swept as a leftover).
+    pub fn after_result(&mut self) {
+        let Some(zygote) = &self.zygote else { return };
+        let header = br#"{"prepare":true}"#;
+        let mut message = (header.len() as u32).to_be_bytes().to_vec();
+        message.extend_from_slice(header);
+        let mut outbox = Outbox::new(message, 0);
+        // A few bytes into an idle socket: they fit. A dead zygote shows at the next call.
+        outbox.pump(zygote.sock.as_raw_fd());
     }
 
-    /// The zygote's socket and log, and the spare's pipes, watched between invocations.
+    /// The zygote's socket and log, watched between invocations.
     pub fn idle_fds(&self) -> Vec<RawFd> {
-        let mut fds = Vec::new();
-        if let Some(zygote) = &self.zygote {
-            fds.push(zygote.sock.as_raw_fd());
-            fds.extend(zygote.log.raw_fd());
-        }
-        if let Some(spare) = &self.spare {
-            fds.extend(spare.pipes.pollfds().iter().map(|p| p.fd));
-        }
+        let Some(zygote) = &self.zygote else {
+            return Vec::new();
+        };
+        let mut fds = vec![zygote.sock.as_raw_fd()];
+        fds.extend(zygote.log.raw_fd());
         fds
     }
 
-    /// Forwards the zygote's log, takes the spare's pid when it comes, holds what the
-    /// spare prints; notices the zygote's death (it is restarted at the next call).
+    /// Forwards the zygote's log; notices its death (it is restarted at the next call).
     pub fn on_idle(&mut self, inst: &mut Instance) {
-        if let Some(spare) = self.spare.as_mut() {
-            spare.pipes.pump(&mut spare.held);
-        }
         let Some(zygote) = self.zygote.as_mut() else {
             return;
         };
         zygote.forward_log();
-        let reported = zygote.take_messages();
-        if zygote.inbox.eof || reported.is_err() {
+        zygote.inbox.pump(zygote.sock.as_raw_fd());
+        while zygote.inbox.next().is_some() {}
+        if zygote.inbox.eof {
             crate::diag!("python zygote (pid {}) died while idle", zygote.pid);
             zygote.kill(inst);
             self.zygote = None;
-            self.asked = None;
-            return;
-        }
-        if let (Ok(Some(pid)), Some(asked)) = (reported, self.asked.take()) {
-            if let Err(e) = self.adopt(inst, asked, pid) {
-                crate::diag!("python spare (pid {pid}): {e}");
-                process::kill(pid, libc::SIGKILL);
-            }
         }
     }
 }
@@ -624,8 +557,8 @@ impl Runner for Python {
         Python::serve(self, inst, spec, event, log)
     }
 
-    fn after_result(&mut self, inst: &mut Instance) {
-        Python::after_result(self, inst);
+    fn after_result(&mut self, _inst: &mut Instance) {
+        Python::after_result(self);
     }
 
     fn idle_fds(&self) -> Vec<RawFd> {
