@@ -38,11 +38,6 @@ pub const MAX_ENV_BYTES: usize = 4 * 1024;
 /// Longest description accepted.
 pub const MAX_DESCRIPTION_CHARS: usize = 256;
 
-/// Environment variable names the platform sets; user env may not use them.
-pub const RESERVED_ENV_NAMES: &[&str] = &["PATH", "HOME", "OUTPUT_DIR", "PAYLOAD", "PAYLOAD_FILE"];
-/// Prefix of the platform's own environment variables.
-pub const RESERVED_ENV_PREFIX: &str = "HEARTH_";
-
 /// A function configuration that breaks a rule; the message says what to change.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SpecError {
@@ -85,8 +80,13 @@ pub enum SpecError {
     #[error("invalid env var name {0:?}: use letters, digits and '_', not starting with a digit")]
     InvalidEnvName(String),
     /// An env var the platform owns.
-    #[error("env var {0:?} is reserved by the platform: choose another name")]
-    ReservedEnvName(String),
+    #[error("env var {name:?} is reserved by the platform ({why}): choose another name")]
+    ReservedEnvName {
+        /// The name the user set.
+        name: String,
+        /// Why the platform keeps it ([`crate::env::reserved_env_reason`]).
+        why: &'static str,
+    },
     /// An env var value with a NUL byte, which no process environment can hold.
     #[error("env var {0:?} contains a NUL byte")]
     EnvValueNul(String),
@@ -377,8 +377,11 @@ fn validate_env(env: &BTreeMap<String, String>) -> Result<(), SpecError> {
         if !valid {
             return Err(SpecError::InvalidEnvName(name.clone()));
         }
-        if name.starts_with(RESERVED_ENV_PREFIX) || RESERVED_ENV_NAMES.contains(&name.as_str()) {
-            return Err(SpecError::ReservedEnvName(name.clone()));
+        if let Some(why) = crate::env::reserved_env_reason(name) {
+            return Err(SpecError::ReservedEnvName {
+                name: name.clone(),
+                why,
+            });
         }
         if value.contains('\0') {
             return Err(SpecError::EnvValueNul(name.clone()));
@@ -516,13 +519,16 @@ mod tests {
         let mut c = config("python");
         c.timeout_ms = Some(0);
         assert!(FunctionSpec::resolve(None, &c).is_err());
-        for reserved in ["HEARTH_FUNCTION_NAME", "PATH", "OUTPUT_DIR"] {
+        for reserved in ["HEARTH_ATTEMPT", "PATH", "OUTPUT_DIR", "LD_PRELOAD"] {
             let mut c = config("python");
             c.env = Some([(reserved.to_string(), "x".to_string())].into());
-            assert_eq!(
-                FunctionSpec::resolve(None, &c),
-                Err(SpecError::ReservedEnvName(reserved.into()))
+            let error = FunctionSpec::resolve(None, &c).map(|_| ()).unwrap_err();
+            assert!(
+                matches!(&error, SpecError::ReservedEnvName { name, .. } if name == reserved),
+                "{error:?}"
             );
+            let message = error.to_string();
+            assert!(message.contains(reserved), "{message}");
         }
         let mut c = config("python");
         c.env = Some([("1X".to_string(), "x".to_string())].into());
