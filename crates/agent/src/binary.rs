@@ -205,9 +205,10 @@ impl Binary {
             Kind::Program => Binary::Program(program),
         })
     }
+}
 
-    /// Runs one invocation in a fresh process.
-    pub fn invoke(
+impl Runner for Binary {
+    fn invoke(
         &mut self,
         inst: &mut Instance,
         spec: &InvokeSpec,
@@ -221,14 +222,14 @@ impl Binary {
     }
 
     /// Starts the next standby (a handler's), once the result has gone out.
-    pub fn after_result(&mut self, inst: &mut Instance) {
+    fn after_result(&mut self, inst: &mut Instance) {
         if let Binary::Handler(standby) = self {
             standby.after_result(inst);
         }
     }
 
     /// The standby's pipes, drained between invocations so it never blocks on a full one.
-    pub fn idle_fds(&self) -> Vec<RawFd> {
+    fn idle_fds(&self) -> Vec<RawFd> {
         match self {
             Binary::Handler(standby) => standby.idle_fds(),
             Binary::Program(_) => Vec::new(),
@@ -236,34 +237,10 @@ impl Binary {
     }
 
     /// Reads what the standby wrote while waiting (held for its invocation).
-    pub fn on_idle(&mut self) {
+    fn on_idle(&mut self, _inst: &mut Instance) {
         if let Binary::Handler(standby) = self {
             standby.on_idle();
         }
-    }
-}
-
-impl Runner for Binary {
-    fn invoke(
-        &mut self,
-        inst: &mut Instance,
-        spec: &InvokeSpec,
-        event: &[u8],
-        log: &mut dyn LogSink,
-    ) -> Result<Finished, AgentError> {
-        Binary::invoke(self, inst, spec, event, log)
-    }
-
-    fn after_result(&mut self, inst: &mut Instance) {
-        Binary::after_result(self, inst);
-    }
-
-    fn idle_fds(&self) -> Vec<RawFd> {
-        Binary::idle_fds(self)
-    }
-
-    fn on_idle(&mut self, _inst: &mut Instance) {
-        Binary::on_idle(self);
     }
 }
 

@@ -417,15 +417,9 @@ impl SandboxBackend for NativeBackend {
         stem: Box<dyn crate::stem::Stem>,
         spec: InstanceSpec,
     ) -> Result<Box<dyn Instance>, SandboxError> {
-        let id = stem.id().to_string();
-        match stem.into_any().downcast::<NativeStem>() {
-            Ok(stem) => Ok(Box::new(self.specialize_native(*stem, spec).await?)),
-            // Dropped: a foreign stem's processes die with it.
-            Err(_) => Err(SandboxError::Spawn {
-                instance: id,
-                message: "not a native stem".into(),
-            }),
-        }
+        // A foreign stem is dropped: its processes die with it.
+        let stem = NativeStem::take(stem, "native")?;
+        Ok(Box::new(self.specialize_native(stem, spec).await?))
     }
 }
 
