@@ -208,7 +208,7 @@ impl Binary {
 }
 
 impl Runner for Binary {
-    fn invoke(
+    fn serve(
         &mut self,
         inst: &mut Instance,
         spec: &InvokeSpec,
@@ -216,8 +216,8 @@ impl Runner for Binary {
         log: &mut dyn LogSink,
     ) -> Result<Finished, AgentError> {
         match self {
-            Binary::Handler(standby) => standby.invoke(inst, spec, event, log),
-            Binary::Program(program) => invoke_program(inst, program, spec, event, log),
+            Binary::Handler(standby) => standby.serve(inst, spec, event, log),
+            Binary::Program(program) => serve_program(inst, program, spec, event, log),
         }
     }
 
@@ -245,7 +245,7 @@ impl Runner for Binary {
 }
 
 /// Runs a full program in a fresh process, its event in its environment and on stdin.
-fn invoke_program(
+fn serve_program(
     inst: &mut Instance,
     program: &str,
     spec: &InvokeSpec,
@@ -285,7 +285,7 @@ fn invoke_program(
             ));
         }
     };
-    let report = proc.invoke(inst, spec, event.to_vec(), started, log);
+    let report = proc.supervise(inst, spec, event.to_vec(), started, log);
     remove_payload(payload_file);
 
     let exit = match &report.ending {
