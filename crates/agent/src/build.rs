@@ -765,50 +765,47 @@ mod tests {
     #[test]
     fn compiler_messages_lose_scratch_paths_and_gain_hints() {
         let scratch = BuildDirs::under(Path::new("/tmp"));
+        let message = |runtime, kind, raw: &str| compiler_message(runtime, kind, &scratch, raw);
         let raw = "/tmp/hearth-build/src/main.cpp:3:5: error: expected ';'";
-        let message = compiler_message(Runtime::Cpp, Kind::Program, &scratch, raw);
-        assert_eq!(message, "main.cpp:3:5: error: expected ';'");
-        let message = compiler_message(
-            Runtime::Cpp,
-            Kind::Handler,
-            &scratch,
-            "hearth_main.cpp:80:57: error: 'handler' was not declared in this scope",
-        );
-        assert!(
-            message.contains("hint: a handler-only C++ function"),
-            "{message}"
-        );
-        let message = compiler_message(
-            Runtime::Cpp,
-            Kind::Handler,
-            &scratch,
-            "In file included from hearth_main.cpp:1:\nmain.cpp:3:11: error: expected ';'",
-        );
-        assert!(!message.contains("hint"), "a plain syntax error: {message}");
-        let message = compiler_message(
-            Runtime::Go,
-            Kind::Handler,
-            &scratch,
-            "./hearth_main.go:87:24: undefined: Handler",
-        );
-        assert!(
-            message.contains("hint: a handler-only Go function"),
-            "{message}"
-        );
-        let message = compiler_message(
-            Runtime::Go,
-            Kind::Program,
-            &scratch,
-            "main.go:4:2: no required module provides package github.com/x/y",
-        );
-        assert!(message.contains("no network"), "{message}");
-        let message = compiler_message(
-            Runtime::Go,
-            Kind::Program,
-            &scratch,
-            "# command-line-arguments\n./main.go:5:1: syntax error\n",
-        );
-        assert_eq!(message, "main.go:5:1: syntax error");
+        let plain = message(Runtime::Cpp, Kind::Program, raw);
+        assert_eq!(plain, "main.cpp:3:5: error: expected ';'");
+        let raw = "# command-line-arguments\n./main.go:5:1: syntax error\n";
+        let plain = message(Runtime::Go, Kind::Program, raw);
+        assert_eq!(plain, "main.go:5:1: syntax error");
+        // The compiler's words, and the hint they must bring (none: no hint at all).
+        let cases = [
+            (
+                Runtime::Cpp,
+                Kind::Handler,
+                "hearth_main.cpp:80:57: error: 'handler' was not declared in this scope",
+                Some("hint: a handler-only C++ function"),
+            ),
+            (
+                Runtime::Cpp,
+                Kind::Handler,
+                "In file included from hearth_main.cpp:1:\nmain.cpp:3:11: error: expected ';'",
+                None,
+            ),
+            (
+                Runtime::Go,
+                Kind::Handler,
+                "./hearth_main.go:87:24: undefined: Handler",
+                Some("hint: a handler-only Go function"),
+            ),
+            (
+                Runtime::Go,
+                Kind::Program,
+                "main.go:4:2: no required module provides package github.com/x/y",
+                Some("no network"),
+            ),
+        ];
+        for (runtime, kind, raw, hint) in cases {
+            let text = message(runtime, kind, raw);
+            match hint {
+                Some(hint) => assert!(text.contains(hint), "{text}"),
+                None => assert!(!text.contains("hint"), "a plain syntax error: {text}"),
+            }
+        }
         let long = "x".repeat(2 * MESSAGE_KEEP);
         let message = compiler_message(Runtime::Go, Kind::Program, &scratch, &long);
         assert!(message.len() < MESSAGE_KEEP + 100);

@@ -10,10 +10,10 @@ pub(crate) trait Columns {
     /// An integer column.
     fn integer(&self, index: usize) -> Result<i64, Self::Error>;
 
-    /// The first `N` columns, all text.
-    fn texts<const N: usize>(&self) -> Result<[String; N], Self::Error> {
+    /// The text columns at `indices`.
+    fn texts<const N: usize>(&self, indices: [usize; N]) -> Result<[String; N], Self::Error> {
         let mut texts: [String; N] = std::array::from_fn(|_| String::new());
-        for (index, text) in texts.iter_mut().enumerate() {
+        for (text, index) in texts.iter_mut().zip(indices) {
             *text = self.text(index)?;
         }
         Ok(texts)

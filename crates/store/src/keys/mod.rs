@@ -109,7 +109,8 @@ pub(crate) struct KeyRow {
 impl KeyRow {
     /// A row of `SELECT {KEY_COLUMNS}`, in that order.
     pub(crate) fn read<R: Columns>(row: &R) -> Result<KeyRow, R::Error> {
-        let [id, name, namespace, role, secret_sha256, limits, created_at] = row.texts()?;
+        let [id, name, namespace, role, secret_sha256, limits, created_at] =
+            row.texts([0, 1, 2, 3, 4, 5, 6])?;
         Ok(KeyRow {
             id,
             name,

@@ -259,14 +259,15 @@ pub(crate) struct VersionRow {
 impl VersionRow {
     /// A row of `SELECT {VERSION_COLUMNS}`, in that order.
     pub(crate) fn read<R: Columns>(row: &R) -> Result<VersionRow, R::Error> {
+        let [name, spec, code_sha256, created_at, updated_at] = row.texts([0, 2, 3, 5, 6])?;
         Ok(VersionRow {
-            name: row.text(0)?,
+            name,
             version: row.integer(1)?,
-            spec: row.text(2)?,
-            code_sha256: row.text(3)?,
+            spec,
+            code_sha256,
             code_size: row.integer(4)?,
-            created_at: row.text(5)?,
-            updated_at: row.text(6)?,
+            created_at,
+            updated_at,
         })
     }
 
