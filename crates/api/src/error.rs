@@ -48,6 +48,9 @@ mod tests {
             ErrorBody::new("function_not_found", "function \"nope\" does not exist")
         );
         let again: serde_json::Value = serde_json::to_value(&body).unwrap();
-        assert_eq!(again, serde_json::from_str::<serde_json::Value>(text).unwrap());
+        assert_eq!(
+            again,
+            serde_json::from_str::<serde_json::Value>(text).unwrap()
+        );
     }
 }

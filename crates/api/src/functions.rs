@@ -152,7 +152,8 @@ mod tests {
 
     #[test]
     fn the_documented_function_object_round_trips() {
-        let function: FunctionObject = assert_round_trips(&documented("body = the function object:"));
+        let function: FunctionObject =
+            assert_round_trips(&documented("body = the function object:"));
         assert_eq!(function.runtime, Runtime::Python);
         assert_eq!(function.env["K"], "V");
     }

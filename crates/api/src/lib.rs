@@ -44,7 +44,10 @@ pub(crate) mod examples {
             .find(marker)
             .unwrap_or_else(|| panic!("docs/API.md has no {marker:?}"));
         let rest = &API_MD[at..];
-        let start = rest.find("```json\n").expect("a json block after the marker") + 8;
+        let start = rest
+            .find("```json\n")
+            .expect("a json block after the marker")
+            + 8;
         let end = rest[start..].find("```").expect("the block's end");
         rest[start..start + end].to_string()
     }
