@@ -1,26 +1,15 @@
 //! What the OpenAPI document ([`crate::openapi`]) says beyond the bodies of
 //! `hearth_api` (re-exported here, so it is derived from what the handlers actually
-//! serialise): the dashboard's stats body, the deploy form, the shared path parameters
-//! and the error answers of the `#[utoipa::path]` annotations.
+//! serialise): the deploy form, the shared path parameters and the error answers of the
+//! `#[utoipa::path]` annotations.
 
 pub use hearth_api::functions::{FunctionList, FunctionObject};
 pub use hearth_api::invocations::{InvocationList, InvocationObject, Queued};
+pub use hearth_api::stats::StatsBody;
 pub use hearth_api::status::StatusBody;
 pub use hearth_api::tuning::{TuningApply, TuningExplore};
 pub use hearth_api::ErrorBody;
-use serde::Serialize;
 use utoipa::{IntoParams, IntoResponses, ToSchema};
-
-/// `GET /v1/stats/functions`: per function, invocations, errors and p50/p95 duration
-/// over the window.
-#[derive(Serialize, ToSchema)]
-pub struct StatsBody {
-    pub window_hours: u32,
-    /// One object per function: name, version, runtime, memory_mb, timeout_ms,
-    /// updated_at, invocations, errors, error_rate, p50_duration_ms, p95_duration_ms, sampled.
-    #[schema(value_type = Vec<Object>)]
-    pub functions: serde_json::Value,
-}
 
 /// The multipart body of a deploy.
 #[derive(ToSchema)]
