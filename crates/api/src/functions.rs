@@ -159,6 +159,23 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_deploy_config_round_trips_and_leaves_out_what_is_not_set() {
+        let config: crate::FunctionConfig = assert_round_trips(
+            r#"{"runtime": "python", "memory_mb": 128, "timeout_ms": 3000, "env": {"K": "V"},
+            "description": "", "handler": "app.lambda_handler"}"#,
+        );
+        assert_eq!(config.memory_mb, Some(128));
+        let update = crate::FunctionConfig {
+            memory_mb: Some(256),
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&update).unwrap(),
+            r#"{"memory_mb":256}"#
+        );
+    }
+
+    #[test]
     fn a_deploy_answer_with_dependencies_and_a_list_round_trip() {
         let deployed = r#"{"name": "deps", "namespace": "default", "version": 1, "runtime": "python",
             "memory_mb": 128, "timeout_ms": 3000, "max_instances": 10, "cpus": 0.5, "env": {},
