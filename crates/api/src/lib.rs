@@ -3,8 +3,9 @@
 //!
 //! Owns: the request and response bodies of every `/v1` route a client calls
 //! (functions [`functions`], invocations [`invocations`], status [`status`], the
-//! AutoTuner [`tuning`], keys and namespaces [`keys`], the dashboard's per-function
-//! figures [`stats`]) and the one error body ([`error`]). The controller builds its answers from these types and serializes
+//! AutoTuner [`tuning`], keys and namespaces [`keys`], the dashboard's sign-in
+//! [`session`] and per-function figures [`stats`]) and the one error body ([`error`]).
+//! The dashboard's live feed (`/v1/events`) is the controller's own. The controller builds its answers from these types and serializes
 //! them; the CLI (and any Rust client) deserializes the answers into them, so both
 //! sides agree by construction. Each module's tests round-trip the examples of
 //! `docs/API.md`.
@@ -21,6 +22,7 @@ pub mod error;
 pub mod functions;
 pub mod invocations;
 pub mod keys;
+pub mod session;
 pub mod stats;
 pub mod status;
 pub mod tuning;
