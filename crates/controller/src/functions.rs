@@ -9,9 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
-use hearth_api::functions::{
-    BuildInfo, Dependencies, DependencyPackage, FunctionList, FunctionObject,
-};
+use hearth_api::functions::{BuildInfo, FunctionList, FunctionObject};
 use hearth_core::{FunctionConfig, FunctionSpec, SpecError};
 use hearth_store::{inspect_zip, FunctionRecord, FunctionStats, PackageLimits};
 use hearth_worker::build::{BuildError, BuildRequest};
@@ -50,26 +48,6 @@ pub(crate) fn function_object(
         build: None,
         dependencies: None,
         tuning: None,
-    }
-}
-
-/// The deploy answer's account of the dependencies a worker installed.
-fn dependencies_object(installed: hearth_worker::deps::Installed) -> Dependencies {
-    Dependencies {
-        cached: installed.cached,
-        manifest: installed.manifest,
-        packages: installed
-            .packages
-            .into_iter()
-            .map(|p| DependencyPackage {
-                name: p.name,
-                version: p.version,
-                size_bytes: p.size_bytes,
-            })
-            .collect(),
-        size_bytes: installed.size_bytes,
-        duration_ms: installed.duration_ms,
-        scripts_not_run: installed.scripts_not_run,
     }
 }
 
@@ -268,7 +246,7 @@ pub(crate) async fn deploy(
             cached: built.cached,
             duration_ms: built.duration_ms,
         }),
-        dependencies: deployed.installed.map(dependencies_object),
+        dependencies: deployed.installed,
         ..function_object(&deployed.record, None)
     };
     Ok((status, Json(body)).into_response())
