@@ -229,16 +229,13 @@ pub async fn run(
     let progress = |what: &str| eprintln!("bench: {what}");
 
     progress("deploying trivial handlers");
-    let mut handlers = vec![
+    // Both sandboxes build C++ and Go (Docker in its builder images).
+    let handlers = [
         ("python", "main.py", PYTHON_HANDLER),
         ("nodejs", "index.js", NODE_HANDLER),
+        ("cpp", "main.cpp", CPP_HANDLER),
+        ("go", "main.go", GO_HANDLER),
     ];
-    // The Docker sandbox cannot build C++ and Go yet.
-    if matches!(args.sandbox, crate::up::SandboxKind::Native) {
-        handlers.push(("cpp", "main.cpp", CPP_HANDLER));
-        handlers.push(("go", "main.go", GO_HANDLER));
-    }
-    let handlers = handlers;
     let mut build_ms = BTreeMap::new();
     for &(runtime, file, code) in &handlers {
         let function = deploy(&client, &format!("bench-{runtime}"), runtime, file, code).await?;
