@@ -18,7 +18,7 @@
 //! Adding a runtime is a list entry: a [`RootfsSpec`] for its packages (or an existing
 //! one) and a [`RuntimeImageSpec`] naming its interpreter.
 
-use super::container::{AGENT_IN_IMAGE, CODE_DIR, TMP_DIR};
+use super::container::{AGENT_IN_IMAGE, CODE_DIR};
 
 /// The image's default user, for anyone who runs it by hand: `nobody`. hearth's own
 /// containers start as root with three capabilities and leave it at once (`container.rs`).
@@ -305,17 +305,13 @@ pub async fn import_rootfs(
     Ok(())
 }
 
-/// The Dockerfile of a runtime image built `FROM base` (`scratch`: the build context's
-/// `tmp/` becomes its `/tmp` mount point, which a root file system has already).
+/// The Dockerfile of a runtime image built `FROM base`. A `scratch` image gets no
+/// `/tmp`: the engine makes the mount point of the container's tmpfs, whose `mode=1777`
+/// holds only then (over an image's dir, the engine copies that dir's mode up, and
+/// `COPY` makes directories 0755).
 pub fn dockerfile(base: &str, spec: &RuntimeImageSpec, agent: &AgentTag) -> String {
-    let tmp = if base == SCRATCH {
-        format!("COPY tmp/ {TMP_DIR}/\n")
-    } else {
-        String::new()
-    };
     format!(
         "FROM {base}\n\
-         {tmp}\
          COPY hearth-agent {AGENT_IN_IMAGE}\n\
          COPY runtime/ /runtime/\n\
          COPY code/ {CODE_DIR}/\n\
@@ -383,9 +379,6 @@ pub fn build_context(
     // HOME: empty, and read-only to the function (nothing planted there survives).
     append(&mut tar, "home/", 0o555, &[]).map_err(|e| tar_error("home/", e))?;
     append(&mut tar, "runtime/", 0o755, &[]).map_err(|e| tar_error("runtime/", e))?;
-    if base == SCRATCH {
-        append(&mut tar, "tmp/", 0o1777, &[]).map_err(|e| tar_error("tmp/", e))?;
-    }
     for (name, file) in entries {
         match file {
             None => append(&mut tar, &name, 0o755, &[]),
@@ -518,11 +511,8 @@ mod tests {
         let serve = runtime_image_spec(Runtime::Go).unwrap();
         assert_eq!(image_ref(serve, &tag), "hearth/go:1.0-abc");
         let text = dockerfile(SCRATCH, serve, &tag);
-        assert!(
-            text.starts_with("FROM scratch\nCOPY tmp/ /tmp/\n"),
-            "{text}"
-        );
-        assert!(!dockerfile("base:1", builder, &tag).contains("tmp/"));
+        assert!(text.starts_with("FROM scratch\n"), "{text}");
+        assert!(!text.contains("/tmp"), "the engine makes /tmp: {text}");
     }
 
     #[test]
