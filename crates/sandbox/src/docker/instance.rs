@@ -246,7 +246,7 @@ impl Instance for DockerInstance {
         &self.id
     }
 
-    async fn invoke(
+    async fn run_event(
         &mut self,
         spec: InvokeSpec,
         event: Bytes,
@@ -257,7 +257,7 @@ impl Instance for DockerInstance {
         if self.builder {
             limits = limits.for_build();
         }
-        let answer = session::invoke(
+        let answer = session::run_event(
             &mut self.stream,
             &mut self.meter,
             spec,
