@@ -15,6 +15,7 @@ on_both_backends!(
     identical_code_is_built_once_and_invocations_never_compile,
     the_cli_says_when_it_builds_and_when_the_code_was_already_built,
     compiled_functions_write_outputs_under_output_dir,
+    hostile_code_at_build_time_is_stopped_and_sees_nothing_of_the_host,
 );
 
 /// The compiled runtimes, with their fixture prefix.
@@ -280,4 +281,51 @@ func Handler(event map[string]interface{}) (interface{}, error) {
         assert_eq!(outputs[0]["path"], "report.txt");
         assert_eq!(outputs[0]["size"], 7 + u64::from(runtime == "cpp"));
     }
+}
+
+/// The compiler reads what the code names: a build sees nothing of the host's files and
+/// one that never ends (reading `/dev/zero`) is stopped by its limits, a 422 like any
+/// failed build, and the platform keeps building and serving.
+fn hostile_code_at_build_time_is_stopped_and_sees_nothing_of_the_host(sandbox: &str) {
+    let hearth = start(sandbox);
+    let secret = hearth.data_dir().join("secret.h");
+    std::fs::write(&secret, "int leaked = 1;\n").unwrap();
+    let handler = "std::string handler(const std::string& e) { return e; }\n";
+    let peek = format!(
+        "#include <string>\n#include \"{}\"\n{handler}",
+        secret.display()
+    );
+    let message = expect_error(
+        hearth.deploy_zip(
+            "peek",
+            zip_files(&[("main.cpp", peek.as_bytes())]),
+            json!({"runtime": "cpp"}),
+        ),
+        422,
+        "build_failed",
+    );
+    assert!(
+        message.contains("No such file or directory"),
+        "{sandbox}: the host's data dir is not visible to a build: {message}"
+    );
+
+    let endless = format!("#include <string>\n#include \"/dev/zero\"\n{handler}");
+    let message = expect_error(
+        hearth.deploy_zip(
+            "endless",
+            zip_files(&[("main.cpp", endless.as_bytes())]),
+            json!({"runtime": "cpp"}),
+        ),
+        422,
+        "build_failed",
+    );
+    assert!(
+        message.contains("out of memory") || message.contains("took longer"),
+        "{sandbox}: stopped by its memory or its deadline: {message}"
+    );
+
+    let deployed = hearth.deploy_fixture("after", "cpp-echo", json!({"runtime": "cpp"}));
+    assert_eq!(deployed["version"], 1, "{deployed}");
+    let inv = hearth.invoke("after", json!({"still": "building"}));
+    assert_eq!(inv["status"], "success", "{sandbox}: {inv}");
 }
