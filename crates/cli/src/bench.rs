@@ -251,15 +251,13 @@ pub async fn run(
     let progress = |what: &str| eprintln!("bench: {what}");
 
     progress("deploying trivial handlers");
+    // Both sandboxes build C++ and Go (Docker in its builder images).
     let mut handlers = vec![
         ("python", "main.py", PYTHON_HANDLER),
         ("nodejs", "index.js", NODE_HANDLER),
+        ("cpp", "main.cpp", CPP_HANDLER),
+        ("go", "main.go", GO_HANDLER),
     ];
-    // The Docker sandbox cannot build C++ and Go yet.
-    if matches!(args.sandbox, crate::up::SandboxKind::Native) {
-        handlers.push(("cpp", "main.cpp", CPP_HANDLER));
-        handlers.push(("go", "main.go", GO_HANDLER));
-    }
     handlers.retain(|(runtime, _, _)| {
         args.runtimes.is_empty() || args.runtimes.iter().any(|r| r == runtime)
     });

@@ -314,7 +314,13 @@ impl Dependencies {
         let Some((manifest, key)) = self.plan(code_tar, runtime).await? else {
             return Ok(None);
         };
-        if !backend.mounts_layers() {
+        // A compiled runtime's layer is for its build only (its program is static).
+        let takes_layer = if runtime.is_compiled() {
+            backend.builds_with_layers()
+        } else {
+            backend.mounts_layers()
+        };
+        if !takes_layer {
             return Err(DepsError::Unavailable(format!(
                 "the {} sandbox does not mount dependency layers ({} names some): vendor \
                  them in the zip, or run hearth with --sandbox native",
