@@ -1,6 +1,7 @@
 //! The client commands: deploy, invoke, ls, rm, status.
 
 use crate::client::Client;
+use crate::table::{self, Column};
 use anyhow::{bail, Context};
 use clap::Args;
 use hearth_api::status::StatusBody;
@@ -323,23 +324,25 @@ pub async fn list(client: &Client, output: &Output) -> anyhow::Result<ExitCode> 
         if a.functions.is_empty() {
             return "no functions yet: hearth deploy DIR --name NAME --runtime python".into();
         }
-        let mut text = format!(
-            "{:<32} {:>7} {:<8} {:>7} {:>9}  UPDATED\n",
-            "NAME", "VERSION", "RUNTIME", "MEMORY", "TIMEOUT"
-        );
-        for f in &a.functions {
-            text.push_str(&format!(
-                "{:<32} {:>7} {:<8} {:>5}MB {:>7}ms  {}\n",
-                f.name,
-                f.version,
-                // Display ignores width and alignment: pad the name as a string.
+        let columns = [
+            Column::left("NAME", 32),
+            Column::right("VERSION", 7),
+            Column::left("RUNTIME", 8),
+            Column::right("MEMORY", 7),
+            Column::right("TIMEOUT", 9),
+            Column::left("UPDATED", 0),
+        ];
+        let rows = a.functions.iter().map(|f| {
+            vec![
+                f.name.clone(),
+                f.version.to_string(),
                 f.runtime.to_string(),
-                f.memory_mb,
-                f.timeout_ms,
-                f.updated_at,
-            ));
-        }
-        text.trim_end().to_string()
+                format!("{}MB", f.memory_mb),
+                format!("{}ms", f.timeout_ms),
+                f.updated_at.clone(),
+            ]
+        });
+        table::render(&columns, rows)
     });
     Ok(ExitCode::SUCCESS)
 }

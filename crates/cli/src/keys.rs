@@ -3,6 +3,7 @@
 
 use crate::client::Client;
 use crate::commands::Output;
+use crate::table::{self, Column};
 use clap::{Args, Subcommand};
 use hearth_api::keys::{CreateKey, KeyList, KeyObject, LimitsBody};
 use reqwest::Method;
@@ -113,22 +114,25 @@ async fn list(client: &Client, output: &Output) -> anyhow::Result<ExitCode> {
         if a.keys.is_empty() {
             return "no keys yet: hearth keys create --namespace NS --role developer".into();
         }
-        let mut text = format!(
-            "{:<20} {:<20} {:<10} {:<20} {:<24} CREATED\n",
-            "ID", "NAMESPACE", "ROLE", "NAME", "LIMITS"
-        );
-        for k in &a.keys {
-            text.push_str(&format!(
-                "{:<20} {:<20} {:<10} {:<20} {:<24} {}\n",
-                k.id,
-                k.namespace,
-                k.role,
-                k.name,
+        let columns = [
+            Column::left("ID", 20),
+            Column::left("NAMESPACE", 20),
+            Column::left("ROLE", 10),
+            Column::left("NAME", 20),
+            Column::left("LIMITS", 24),
+            Column::left("CREATED", 0),
+        ];
+        let rows = a.keys.iter().map(|k| {
+            vec![
+                k.id.clone(),
+                k.namespace.clone(),
+                k.role.to_string(),
+                k.name.clone(),
                 limits_text(&k.limits),
-                k.created_at,
-            ));
-        }
-        text.trim_end().to_string()
+                k.created_at.clone(),
+            ]
+        });
+        table::render(&columns, rows)
     });
     Ok(ExitCode::SUCCESS)
 }

@@ -17,6 +17,7 @@ mod images;
 mod keys;
 mod package;
 mod sandbox_args;
+mod table;
 mod tune;
 mod up;
 

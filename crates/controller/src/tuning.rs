@@ -169,17 +169,30 @@ pub(crate) async fn advice(
     Ok(Json(advice_body(&state, &record, advice)))
 }
 
-/// The caller's function `name` (qualified), its record, and the request in `body`
-/// (`shape` shows what it should look like): what every tuning action starts from.
-async fn function_and_request<T: serde::de::DeserializeOwned>(
+/// A tuning action's request body, with the shape a bad body's error shows.
+trait ActionRequest: serde::de::DeserializeOwned {
+    const SHAPE: &'static str;
+}
+
+impl ActionRequest for TuningApply {
+    const SHAPE: &'static str =
+        r#"{"memory_mb": <the current size you saw>, "to_memory_mb": <optional size>}"#;
+}
+
+impl ActionRequest for TuningExplore {
+    const SHAPE: &'static str = r#"{"event": <any JSON>, "sizes": [128, 256], "runs": 10, "strategy": "cost"|"speed"|"balanced", "apply": false}"#;
+}
+
+/// The caller's function `name` (qualified), its record, and the request in `body`:
+/// what every tuning action starts from.
+async fn function_and_request<T: ActionRequest>(
     state: &AppState,
     caller: &Caller,
     name: &str,
     body: &Bytes,
-    shape: &str,
 ) -> Result<(String, FunctionRecord, T), ApiError> {
     let name = caller.qualify(name)?;
-    let request = parse_body(body, shape)?;
+    let request = parse_body(body, T::SHAPE)?;
     let record = find(state, &name).await?;
     Ok((name, record, request))
 }
@@ -206,9 +219,8 @@ pub(crate) async fn apply(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<FunctionObject>, ApiError> {
-    let shape = r#"{"memory_mb": <the current size you saw>, "to_memory_mb": <optional size>}"#;
-    let (name, record, request): (_, _, TuningApply) =
-        function_and_request(&state, &caller, &name, &body, shape).await?;
+    let (name, record, request) =
+        function_and_request::<TuningApply>(&state, &caller, &name, &body).await?;
     if record.spec.memory_mb != request.memory_mb {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -400,9 +412,8 @@ pub(crate) async fn explore(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<ExploreAnswer>, ApiError> {
-    let shape = r#"{"event": <any JSON>, "sizes": [128, 256], "runs": 10, "strategy": "cost"|"speed"|"balanced", "apply": false}"#;
-    let (name, record, request): (_, _, TuningExplore) =
-        function_and_request(&state, &caller, &name, &body, shape).await?;
+    let (name, record, request) =
+        function_and_request::<TuningExplore>(&state, &caller, &name, &body).await?;
     let sizes = request.sizes.unwrap_or_else(|| DEFAULT_SIZES.to_vec());
     let runs = request.runs.unwrap_or(DEFAULT_RUNS);
     if sizes.is_empty() || sizes.len() > MAX_SIZES || !(1..=MAX_RUNS).contains(&runs) {
