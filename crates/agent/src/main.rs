@@ -77,7 +77,7 @@ mod standby;
 mod sweep;
 
 use channel::Channel;
-use error::AgentError;
+use error::{AgentError, ConfigError};
 use hearth_core::protocol::{
     AgentFailure, FailurePhase, FromAgent, InitSpec, ReadyInfo, RootSetup, ToAgent,
     PROTOCOL_VERSION,
@@ -131,7 +131,7 @@ fn agent_main() -> i32 {
         Ok(Some((ToAgent::Init(spec), code))) => (spec, code),
         Ok(Some((ToAgent::Shutdown, _)) | None) => return 0,
         Ok(Some((other, _))) => {
-            let e = AgentError::Unexpected(format!("{other:?} before init"));
+            let e = AgentError::BeforeInit(Box::new(other));
             return fail(&mut channel, before_ready(&e), &e);
         }
         Err(e) => return fail(&mut channel, before_ready(&e), &e),
@@ -213,16 +213,10 @@ fn preflight(spec: &InitSpec) -> Result<(), AgentError> {
         });
     }
     if !spec.runtime.is_supported() {
-        return Err(AgentError::Config(format!(
-            "runtime {} is not supported by this agent",
-            spec.runtime
-        )));
+        return Err(ConfigError::UnsupportedRuntime(spec.runtime).into());
     }
     if !Path::new(&spec.interpreter).is_absolute() {
-        return Err(AgentError::Config(format!(
-            "interpreter {:?} must be an absolute path",
-            spec.interpreter
-        )));
+        return Err(ConfigError::RelativeInterpreter(spec.interpreter.clone()).into());
     }
     Ok(())
 }
@@ -383,7 +377,7 @@ fn serve(
                 runner.after_result(inst);
             }
             Some((ToAgent::Init(_), _)) => {
-                return Err(AgentError::Unexpected("a second init".into()));
+                return Err(AgentError::SecondInit);
             }
         }
     }

@@ -875,6 +875,14 @@ fn ratio(baseline: Option<f64>, ours: f64) -> String {
     }
 }
 
+/// One row of the table: a latency's percentiles, with `decimals` digits after the point.
+fn print_latency_row(figure: &str, l: &Latency, decimals: usize) {
+    println!(
+        "{figure:<58} {:>10.decimals$} {:>10.decimals$} {:>10.decimals$} {:>10.decimals$}",
+        l.p50, l.p90, l.p99, l.max
+    );
+}
+
 fn print_table(r: &Report) {
     let p50 = |runtime: &str| r.warm.get(runtime).map(|l| l.p50).unwrap_or(f64::NAN);
     let (py_warm, node_warm) = (p50("python"), p50("nodejs"));
@@ -883,34 +891,16 @@ fn print_table(r: &Report) {
         "figure", "p50 ms", "p90 ms", "p99 ms", "max ms"
     );
     for (runtime, l) in &r.warm {
-        println!(
-            "{:<58} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
-            format!("warm invoke through HTTP, {runtime} ({} calls)", l.samples),
-            l.p50,
-            l.p90,
-            l.p99,
-            l.max
-        );
+        let figure = format!("warm invoke through HTTP, {runtime} ({} calls)", l.samples);
+        print_latency_row(&figure, l, 3);
     }
     for (runtime, l) in &r.warm_server_side {
-        println!(
-            "{:<58} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
-            format!("  of which inside hearth (duration_ms), {runtime}"),
-            l.p50,
-            l.p90,
-            l.p99,
-            l.max
-        );
+        let figure = format!("  of which inside hearth (duration_ms), {runtime}");
+        print_latency_row(&figure, l, 3);
     }
     for (runtime, l) in &r.cold_start {
-        println!(
-            "{:<58} {:>10.1} {:>10.1} {:>10.1} {:>10.1}",
-            format!("cold start through HTTP, {runtime} ({} samples)", l.samples),
-            l.p50,
-            l.p90,
-            l.p99,
-            l.max
-        );
+        let figure = format!("cold start through HTTP, {runtime} ({} samples)", l.samples);
+        print_latency_row(&figure, l, 1);
     }
     for (runtime, ms) in &r.build_ms {
         println!(

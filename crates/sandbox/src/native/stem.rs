@@ -9,9 +9,8 @@
 
 use super::{NativeBackend, NativeInstance, MIB};
 use crate::cgroup::{CgroupLimits, CpuQuota};
-use crate::stem::{Stem, StemKind, STEM_MEMORY_MB};
+use crate::stem::{StemKind, WaitingStem, STEM_MEMORY_MB};
 use crate::{InstanceSpec, SandboxError};
-use async_trait::async_trait;
 use hearth_core::protocol::Purpose;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -19,30 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
 /// A waiting native stem.
-#[derive(Debug)]
-pub struct NativeStem {
-    kind: StemKind,
-    instance: NativeInstance,
-}
-
-#[async_trait]
-impl Stem for NativeStem {
-    fn id(&self) -> &str {
-        &self.instance.id
-    }
-
-    fn kind(&self) -> &StemKind {
-        &self.kind
-    }
-
-    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
-        self
-    }
-
-    async fn destroy(mut self: Box<Self>) {
-        self.instance.teardown().await;
-    }
-}
+pub type NativeStem = WaitingStem<NativeInstance>;
 
 impl NativeBackend {
     /// Native stems serve every runtime the host can run, except a version with a
