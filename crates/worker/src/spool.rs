@@ -3,9 +3,12 @@
 //!
 //! Layout under the spool root: `running/<id>/` while the invocation runs (`stdout`,
 //! `stderr`, `outputs.tar`), then, once its invocation record is written as `job.json`,
-//! an atomic rename to `ready/<id>/`: a job is either complete or absent. At startup
-//! `running/` is emptied (those invocations never answered) and `ready/` is what the
-//! reporter still owes.
+//! an atomic rename to `ready/<id>/`: a job is either complete or absent. An invocation
+//! that wrote no logs and no outputs (most warm calls) has no directory at all: its
+//! record is written as `running/<id>.json` and renamed to `ready/<id>.json`, which
+//! keeps the same promise with one file instead of a directory to create, list and
+//! remove. At startup `running/` is emptied (those invocations never answered) and
+//! `ready/` is what the reporter still owes.
 //!
 //! Two limits keep the spool from filling the host's disk. Each invocation's log (stdout
 //! and stderr together) is cut at its cap plus room for the agent's marker, whatever
@@ -39,6 +42,8 @@ const STDOUT: &str = "stdout";
 const STDERR: &str = "stderr";
 const OUTPUTS: &str = "outputs.tar";
 const JOB: &str = "job.json";
+/// Suffix of a lone job record in `running/` and `ready/` (a job without files).
+const RECORD_SUFFIX: &str = ".json";
 
 /// The spool's quota when the worker is not told otherwise: 20 GB, room for two
 /// invocations that each fill the largest output quota.
@@ -67,14 +72,38 @@ pub struct Job {
 /// A job waiting in `ready/`.
 #[derive(Debug, Clone)]
 pub struct ReadyJob {
-    /// Its directory.
-    pub dir: PathBuf,
+    /// Its directory `ready/<id>/`, which exists only when the invocation spooled logs
+    /// or outputs.
+    dir: PathBuf,
+    /// Its record: `ready/<id>/job.json`, or `ready/<id>.json` for a job without files.
+    record: PathBuf,
+    /// Whether the job is a lone record (no directory).
+    record_only: bool,
     /// The invocation id.
     pub id: String,
 }
 
 impl ReadyJob {
-    /// A log file of the job.
+    fn in_dir(ready: &Path, id: &str) -> ReadyJob {
+        let dir = ready.join(id);
+        ReadyJob {
+            record: dir.join(JOB),
+            dir,
+            record_only: false,
+            id: id.to_string(),
+        }
+    }
+
+    fn lone_record(ready: &Path, id: &str) -> ReadyJob {
+        ReadyJob {
+            dir: ready.join(id),
+            record: ready.join(record_name(id)),
+            record_only: true,
+            id: id.to_string(),
+        }
+    }
+
+    /// A log file of the job (absent when the invocation logged nothing on `stream`).
     pub fn log_path(&self, stream: LogStream) -> PathBuf {
         self.dir.join(log_name(stream))
     }
@@ -86,9 +115,32 @@ impl ReadyJob {
 
     /// Reads the job description.
     pub async fn read(&self) -> io::Result<Job> {
-        let bytes = tokio::fs::read(self.dir.join(JOB)).await?;
+        let bytes = tokio::fs::read(&self.record).await?;
         serde_json::from_slice(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
+
+    /// Bytes the job holds on disk (blocking).
+    fn bytes(&self) -> u64 {
+        if self.record_only {
+            std::fs::metadata(&self.record).map_or(0, |m| m.len())
+        } else {
+            dir_bytes(&self.dir)
+        }
+    }
+
+    /// Deletes the job from disk (blocking).
+    fn delete(&self) -> io::Result<()> {
+        if self.record_only {
+            std::fs::remove_file(&self.record)
+        } else {
+            std::fs::remove_dir_all(&self.dir)
+        }
+    }
+}
+
+/// The file name of a lone job record.
+fn record_name(id: &str) -> String {
+    format!("{id}{RECORD_SUFFIX}")
 }
 
 fn log_name(stream: LogStream) -> &'static str {
@@ -126,7 +178,7 @@ impl Spool {
             quota: DEFAULT_SPOOL_QUOTA_BYTES,
         };
         let owed = spool.ready_jobs()?;
-        let bytes = owed.iter().map(|job| dir_bytes(&job.dir)).sum();
+        let bytes = owed.iter().map(ReadyJob::bytes).sum();
         spool.ready_count.store(owed.len(), Ordering::Relaxed);
         spool.used.store(bytes, Ordering::Relaxed);
         Ok(spool)
@@ -160,11 +212,16 @@ impl Spool {
 
     /// The jobs in `ready/`, oldest first (ids are ULIDs, which sort by time).
     pub fn ready_jobs(&self) -> io::Result<Vec<ReadyJob>> {
-        let mut jobs: Vec<ReadyJob> = std::fs::read_dir(self.root.join("ready"))?
+        let ready = self.root.join("ready");
+        let mut jobs: Vec<ReadyJob> = std::fs::read_dir(&ready)?
             .filter_map(Result::ok)
             .filter_map(|e| {
-                let id = e.file_name().to_str()?.to_string();
-                Some(ReadyJob { dir: e.path(), id })
+                let name = e.file_name();
+                let name = name.to_str()?;
+                Some(match name.strip_suffix(RECORD_SUFFIX) {
+                    Some(id) => ReadyJob::lone_record(&ready, id),
+                    None => ReadyJob::in_dir(&ready, name),
+                })
             })
             .collect();
         jobs.sort_by(|a, b| a.id.cmp(&b.id));
@@ -176,20 +233,24 @@ impl Spool {
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return None;
         }
-        let dir = self.root.join("ready").join(id);
-        dir.is_dir().then(|| ReadyJob {
-            dir,
-            id: id.to_string(),
-        })
+        let ready = self.root.join("ready");
+        let job = ReadyJob::in_dir(&ready, id);
+        if job.dir.is_dir() {
+            return Some(job);
+        }
+        let job = ReadyJob::lone_record(&ready, id);
+        job.record.is_file().then_some(job)
     }
 
-    /// Removes a reported job.
+    /// Removes a reported job (measuring and deleting it in one blocking-pool hand-off).
     pub async fn remove(&self, job: &ReadyJob) -> io::Result<()> {
-        let dir = job.dir.clone();
-        let bytes = tokio::task::spawn_blocking(move || dir_bytes(&dir))
-            .await
-            .unwrap_or(0);
-        tokio::fs::remove_dir_all(&job.dir).await?;
+        let doomed = job.clone();
+        let bytes = tokio::task::spawn_blocking(move || {
+            let bytes = doomed.bytes();
+            doomed.delete().map(|()| bytes)
+        })
+        .await
+        .map_err(io::Error::other)??;
         release(&self.used, bytes);
         self.ready_count.fetch_sub(1, Ordering::Relaxed);
         Ok(())
@@ -203,6 +264,8 @@ impl Spool {
             dir: self.root.join("running").join(id),
             dir_made: false,
             ready: self.root.join("ready").join(id),
+            lone_record: self.root.join("running").join(record_name(id)),
+            ready_record: self.root.join("ready").join(record_name(id)),
             stdout: None,
             stderr: None,
             outputs: None,
@@ -244,6 +307,9 @@ pub struct SpoolWriter {
     dir: PathBuf,
     dir_made: bool,
     ready: PathBuf,
+    /// Where the record of a job without files is written, then renamed to `ready_record`.
+    lone_record: PathBuf,
+    ready_record: PathBuf,
     stdout: Option<File>,
     stderr: Option<File>,
     outputs: Option<File>,
@@ -367,22 +433,29 @@ impl SpoolWriter {
             .map_err(io::Error::other)?
     }
 
-    /// Writes the job and moves it to `ready/` in one rename. The three file system
-    /// steps go to the blocking pool together: one hand-off on the invocation's path
-    /// instead of one per step.
+    /// Writes the job and moves it to `ready/` in one rename. The file system steps go
+    /// to the blocking pool together: one hand-off on the invocation's path instead of
+    /// one per step. A job with no files (nothing was spooled, so no directory) is one
+    /// record file, renamed the same way.
     pub async fn commit(mut self, job: &Job) -> io::Result<()> {
         let body = serde_json::to_vec(job).map_err(io::Error::other)?;
         // The record is small and must be written: counted, never refused.
         let len = body.len() as u64;
-        let (dir, ready, make_dir) = (self.dir.clone(), self.ready.clone(), !self.dir_made);
-        // From here on a failure leaves a directory for `Drop` to remove (when it exists).
-        self.dir_made = true;
+        let (from, to, record) = if self.dir_made {
+            (self.dir.clone(), self.ready.clone(), self.dir.join(JOB))
+        } else {
+            // `Drop` removes the directory only; a lone record left by a failed write
+            // is in `running/`, which the next start empties.
+            let record = self.lone_record.clone();
+            (record.clone(), self.ready_record.clone(), record)
+        };
+        let lone = !self.dir_made;
         tokio::task::spawn_blocking(move || {
-            if make_dir {
-                std::fs::create_dir(&dir)?;
+            let written = std::fs::write(&record, &body).and_then(|()| std::fs::rename(&from, &to));
+            if written.is_err() && lone {
+                let _ = std::fs::remove_file(&record);
             }
-            std::fs::write(dir.join(JOB), &body)?;
-            std::fs::rename(&dir, &ready)
+            written
         })
         .await
         .map_err(io::Error::other)??;
@@ -693,6 +766,51 @@ mod tests {
             invocation,
             outputs: vec![],
         }
+    }
+
+    #[tokio::test]
+    async fn a_quiet_job_is_one_record_file_that_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let mut writer = spool.begin("01QUIET", 1 << 20);
+        assert_eq!(
+            writer.close_and_scan().await.unwrap(),
+            OutputScan::default()
+        );
+        writer.commit(&job("01QUIET")).await.unwrap();
+        assert!(dir.path().join("ready/01QUIET.json").is_file());
+        assert!(
+            !dir.path().join("ready/01QUIET").exists(),
+            "no directory for a job without files"
+        );
+        assert!(std::fs::read_dir(dir.path().join("running"))
+            .unwrap()
+            .next()
+            .is_none());
+        let used = spool.used_bytes();
+        assert!(used > 0, "the record counts against the quota");
+
+        // A record written but never renamed is a call that never answered.
+        std::fs::write(dir.path().join("running/01LOST.json"), b"{}").unwrap();
+        let reopened = Spool::open(dir.path()).unwrap();
+        assert!(!dir.path().join("running/01LOST.json").exists());
+        assert_eq!(
+            reopened.pending(),
+            1,
+            "a committed record survives a restart"
+        );
+        assert_eq!(reopened.used_bytes(), used);
+        let owed = reopened.ready_jobs().unwrap();
+        assert_eq!(owed.len(), 1);
+        assert_eq!(owed[0].id, "01QUIET");
+        assert_eq!(owed[0].read().await.unwrap().invocation.id, "01QUIET");
+        assert!(!owed[0].log_path(LogStream::Stdout).exists());
+        assert!(reopened.ready_job("01QUIET").is_some());
+        reopened.remove(&owed[0]).await.unwrap();
+        assert_eq!(reopened.used_bytes(), 0);
+        assert_eq!(reopened.pending(), 0);
+        assert!(!dir.path().join("ready/01QUIET.json").exists());
+        assert!(reopened.ready_job("01QUIET").is_none());
     }
 
     #[tokio::test]

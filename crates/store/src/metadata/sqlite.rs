@@ -366,7 +366,9 @@ impl MetadataStore for SqliteMetadataStore {
             invocation.duration_ms,
         );
         self.with_conn("record_invocation", move |conn| {
-            conn.execute(
+            // Cached: one history row per call, so the statement is parsed once per
+            // connection rather than once per row.
+            conn.prepare_cached(
                 &format!(
                     "INSERT INTO invocations (id, function, status, started_at, started_us, duration_ms, body)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -379,8 +381,8 @@ impl MetadataStore for SqliteMetadataStore {
                      WHERE excluded.status NOT IN {UNFINISHED_STATUSES}
                         OR invocations.status IN {UNFINISHED_STATUSES}"
                 ),
-                params![row.0, row.1, row.2, row.3, started_us, row.4, body],
-            )?;
+            )?
+            .execute(params![row.0, row.1, row.2, row.3, started_us, row.4, body])?;
             Ok(())
         })
         .await
