@@ -352,14 +352,14 @@ fn remove_payload(path: Option<PathBuf>) {
 
 /// A program's stdout is captured whole for its result; the inline copy keeps the cap.
 fn cap_inline_stdout(finished: &mut Finished, limit: usize) {
-    let stdout = &mut finished.outcome.stdout;
+    let stdout = &mut finished.outcome.output.stdout;
     if stdout.len() > limit {
         let mut cut = limit;
         while !stdout.is_char_boundary(cut) {
             cut -= 1;
         }
         stdout.truncate(cut);
-        finished.outcome.truncated = true;
+        finished.outcome.output.truncated = true;
     }
 }
 
@@ -417,9 +417,9 @@ mod tests {
         let tail = stderr_tail(long.as_bytes());
         assert!(tail.len() <= STDERR_TAIL && tail.ends_with('é'));
         let mut finished = run::not_run("r", String::new());
-        finished.outcome.stdout = "aé".repeat(10);
+        finished.outcome.output.stdout = "aé".repeat(10);
         cap_inline_stdout(&mut finished, 2);
-        assert_eq!(finished.outcome.stdout, "a");
-        assert!(finished.outcome.truncated);
+        assert_eq!(finished.outcome.output.stdout, "a");
+        assert!(finished.outcome.output.truncated);
     }
 }

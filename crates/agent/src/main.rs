@@ -356,7 +356,7 @@ fn serve(
                         spec.log_limit_bytes,
                         log.dropped()
                     );
-                    finished.outcome.truncated = true;
+                    finished.outcome.output.truncated = true;
                 }
                 if let Some(output) = &inst.output {
                     // Every process of the invocation is gone: nothing writes there now.

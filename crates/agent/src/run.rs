@@ -5,7 +5,7 @@ use crate::error::AgentError;
 use crate::instance::Instance;
 use crate::process::{self, Capture, ExitInfo, MAX_CHUNK};
 use crate::sweep::SweepReport;
-use hearth_core::invocation::ErrorInfo;
+use hearth_core::invocation::{CapturedOutput, ErrorInfo};
 use hearth_core::protocol::{InvokeOutcome, LogStream, OutcomeStatus};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
@@ -291,9 +291,11 @@ pub fn finish(report: Report<'_>, pipes: &mut Pipes, result: &[u8]) -> Finished 
         error,
         exit_code: exit.and_then(|e| e.exit_code()),
         signal: exit.and_then(|e| e.signal()),
-        truncated,
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        output: CapturedOutput {
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            truncated,
+        },
         handler_duration_ms: report.duration.as_secs_f64() * 1000.0,
         max_rss_bytes: exit.map_or(0, |e| e.maxrss_kb.saturating_mul(1024)),
         user_cpu_ms: exit.map_or(0.0, |e| e.user_ms),
@@ -337,9 +339,7 @@ pub fn not_run(request_id: &str, why: String) -> Finished {
             error: error("RuntimeError", why),
             exit_code: None,
             signal: None,
-            stdout: String::new(),
-            stderr: String::new(),
-            truncated: false,
+            output: Default::default(),
             handler_duration_ms: 0.0,
             max_rss_bytes: 0,
             user_cpu_ms: 0.0,

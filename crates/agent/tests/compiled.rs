@@ -57,8 +57,8 @@ fn a_cpp_handler_runs_in_a_fresh_process_per_invocation() {
         assert_eq!(v["rid"], rid);
         assert_eq!(v["uid"], 65534);
         assert_eq!(v["greeting"], "hello");
-        assert_eq!(reply.outcome.stdout, "hello from the handler\n");
-        assert_eq!(reply.outcome.stderr, "to stderr\n");
+        assert_eq!(reply.outcome.output.stdout, "hello from the handler\n");
+        assert_eq!(reply.outcome.output.stderr, "to stderr\n");
         assert_eq!(
             reply.log(hearth_core::protocol::LogStream::Stdout),
             b"hello from the handler\n"
@@ -137,7 +137,7 @@ fn a_cpp_program_reads_payload_and_prints_its_result() {
         success(&reply),
         json!({"source": "env", "length": len, "stdin_length": len})
     );
-    assert!(reply.outcome.stdout.starts_with("working...\n"));
+    assert!(reply.outcome.output.stdout.starts_with("working...\n"));
 
     let big = json!({"blob": "x".repeat(200 * 1024)});
     let len = big.to_string().len();
@@ -225,7 +225,7 @@ fn a_go_handler_gets_its_event_decoded_and_a_deadline() {
         assert_eq!(v["rid"], rid);
         let remaining = v["remaining"].as_i64().unwrap();
         assert!(remaining > 0 && remaining <= 5000, "{remaining}");
-        assert_eq!(reply.outcome.stdout, "hello from go\n");
+        assert_eq!(reply.outcome.output.stdout, "hello from go\n");
         pids.push(v["pid"].as_i64().unwrap());
     }
     assert_ne!(pids[0], pids[1]);

@@ -115,10 +115,10 @@ fn every_byte_printed_arrives_in_log_frames_and_the_inline_copy_is_capped() {
         "3 MB come in several frames: {}",
         reply.logs.len()
     );
-    assert!(reply.outcome.truncated);
-    assert_eq!(reply.outcome.stdout.len(), 64 * 1024);
-    assert!(expected_out.starts_with(&reply.outcome.stdout));
-    assert!(expected_err.starts_with(&reply.outcome.stderr));
+    assert!(reply.outcome.output.truncated);
+    assert_eq!(reply.outcome.output.stdout.len(), 64 * 1024);
+    assert!(expected_out.starts_with(&reply.outcome.output.stdout));
+    assert!(expected_err.starts_with(&reply.outcome.output.stderr));
     assert!(reply.output_pieces.is_empty());
 
     let reply = agent.invoke("silent", 5000, r#"{"action": "quiet"}"#);
@@ -127,7 +127,7 @@ fn every_byte_printed_arrives_in_log_frames_and_the_inline_copy_is_capped() {
         reply.logs.is_empty(),
         "no Log frame for a silent invocation"
     );
-    assert!(!reply.outcome.truncated);
+    assert!(!reply.outcome.output.truncated);
 }
 
 #[test]

@@ -52,12 +52,12 @@ fn output_past_the_cap_is_cut_and_flagged() {
         "{:#?}",
         reply.outcome.error
     );
-    assert_eq!(reply.outcome.stdout.len(), 1000);
-    assert_eq!(reply.outcome.stderr.len(), 1000);
-    assert!(reply.outcome.truncated);
+    assert_eq!(reply.outcome.output.stdout.len(), 1000);
+    assert_eq!(reply.outcome.output.stderr.len(), 1000);
+    assert!(reply.outcome.output.truncated);
     assert_eq!(reply.value(), json!("shouted"));
     let reply = agent.invoke("quiet", 5000, "{}");
-    assert!(!reply.outcome.truncated);
+    assert!(!reply.outcome.output.truncated);
 }
 
 #[test]
@@ -120,7 +120,7 @@ sdk.return_output({"doubled": ev["n"] * 2, "rid": ctx.request_id, "dict_rid": ct
             reply.value(),
             json!({"doubled": 42 + 2 * i, "rid": "s1", "dict_rid": "s1"})
         );
-        assert!(reply.outcome.stdout.starts_with("script sees"));
+        assert!(reply.outcome.output.stdout.starts_with("script sees"));
     }
 }
 

@@ -292,7 +292,10 @@ pub async fn invoke(
 fn invocation_text(object: &InvocationObject) -> String {
     let inv = &object.invocation;
     let mut text = String::new();
-    for (stream, s) in [("stdout", &inv.stdout), ("stderr", &inv.stderr)] {
+    for (stream, s) in [
+        ("stdout", &inv.output.stdout),
+        ("stderr", &inv.output.stderr),
+    ] {
         if !s.is_empty() {
             text.push_str(&format!("--- {stream}\n{s}"));
             if !s.ends_with('\n') {

@@ -116,6 +116,22 @@ pub struct SkippedOutput {
     pub reason: String,
 }
 
+/// What an invocation's process wrote on stdout and stderr, as captured inline.
+///
+/// Both the API's [`Invocation`] record and the agent protocol's
+/// [`InvokeOutcome`](crate::protocol::InvokeOutcome) embed it flattened, so on the
+/// wire it is three members beside the others: `stdout`, `stderr`, `truncated`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapturedOutput {
+    /// Captured stdout (lossy UTF-8), at most the inline cap (`inline_output_limit`).
+    pub stdout: String,
+    /// Captured stderr (lossy UTF-8), at most the inline cap.
+    pub stderr: String,
+    /// Whether stdout or stderr went past the cap (and was cut at it).
+    pub truncated: bool,
+}
+
 /// The invocation object of the API.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -134,12 +150,9 @@ pub struct Invocation {
     pub error: Option<ErrorInfo>,
     /// Exit code of the invocation's process, when it exited (not when killed).
     pub exit_code: Option<i32>,
-    /// Captured stdout, at most 1 MB.
-    pub stdout: String,
-    /// Captured stderr, at most 1 MB.
-    pub stderr: String,
-    /// Whether stdout or stderr was cut at the inline cap.
-    pub truncated: bool,
+    /// Captured stdout/stderr, at most 1 MB each (members `stdout`, `stderr`, `truncated`).
+    #[serde(flatten)]
+    pub output: CapturedOutput,
     /// Whether this invocation had to start an instance.
     pub cold_start: bool,
     /// Worker that ran it.

@@ -28,5 +28,5 @@ pub mod tarball;
 pub mod tuning;
 
 pub use function::{FunctionConfig, FunctionSpec, SpecError};
-pub use invocation::{Invocation, InvocationStatus};
+pub use invocation::{CapturedOutput, Invocation, InvocationStatus};
 pub use runtime::Runtime;

@@ -21,7 +21,7 @@
 //! visible read-only at [`DEPS_DIR`] in its instances (and a Go build's module cache
 //! at [`DEPS_GOMOD`] under it).
 
-use crate::invocation::ErrorInfo;
+use crate::invocation::{CapturedOutput, ErrorInfo};
 use crate::runtime::Runtime;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -233,12 +233,10 @@ pub struct InvokeOutcome {
     pub exit_code: Option<i32>,
     /// Signal that killed the process, when one did.
     pub signal: Option<i32>,
-    /// Captured stdout (lossy UTF-8), at most `inline_output_limit` bytes.
-    pub stdout: String,
-    /// Captured stderr (lossy UTF-8), at most `inline_output_limit` bytes.
-    pub stderr: String,
-    /// Whether stdout or stderr went past the cap.
-    pub truncated: bool,
+    /// Captured stdout/stderr, at most `inline_output_limit` bytes each (flattened:
+    /// members `stdout`, `stderr`, `truncated`).
+    #[serde(flatten)]
+    pub output: CapturedOutput,
     /// From handing the event over to the process's exit, ms.
     pub handler_duration_ms: f64,
     /// `ru_maxrss` of the process, bytes.
@@ -442,6 +440,39 @@ mod tests {
             assert_eq!(json["phase"], phase.as_str());
             assert_eq!(serde_json::from_value::<FromAgent>(json).unwrap(), failed);
         }
+    }
+
+    #[test]
+    fn captured_output_travels_as_flat_members() {
+        let outcome = InvokeOutcome {
+            request_id: "r".into(),
+            status: OutcomeStatus::Success,
+            error: None,
+            exit_code: Some(0),
+            signal: None,
+            output: CapturedOutput {
+                stdout: "out".into(),
+                stderr: "err".into(),
+                truncated: true,
+            },
+            handler_duration_ms: 1.0,
+            max_rss_bytes: 0,
+            user_cpu_ms: 0.0,
+            system_cpu_ms: 0.0,
+            leftovers_killed: 0,
+            healthy: true,
+            output_bytes: 0,
+            output_quota_exceeded: false,
+        };
+        let json = serde_json::to_value(&outcome).unwrap();
+        assert_eq!(json["stdout"], "out");
+        assert_eq!(json["stderr"], "err");
+        assert_eq!(json["truncated"], true);
+        assert!(json.get("output").is_none(), "no nested member: {json}");
+        assert_eq!(
+            serde_json::from_value::<InvokeOutcome>(json).unwrap(),
+            outcome
+        );
     }
 
     #[test]

@@ -286,7 +286,7 @@ impl Builds {
                 seconds: self.config.timeout.as_secs(),
             }),
             OutcomeStatus::Crashed => {
-                let stderr = outcome.stderr.trim();
+                let stderr = outcome.output.stderr.trim();
                 Err(BuildError::Failed {
                     message: if stderr.is_empty() {
                         format!("the compiler crashed: {error}")
@@ -417,9 +417,7 @@ mod tests {
                 }),
                 exit_code: None,
                 signal: None,
-                stdout: String::new(),
-                stderr: String::new(),
-                truncated: false,
+                output: Default::default(),
                 handler_duration_ms: 1.0,
                 max_rss_bytes: 0,
                 user_cpu_ms: 0.0,

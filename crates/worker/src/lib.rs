@@ -316,7 +316,7 @@ impl Worker {
                 return Err(e);
             }
         };
-        invocation.truncated |= spooled.log_truncated();
+        invocation.output.truncated |= spooled.log_truncated();
         invocation.outputs = outputs.output_files(&request.id);
         invocation.advice = hearth_core::tuning::invocation_advice(&invocation);
         invocation.skipped_outputs = outputs.skipped.clone();

@@ -15,9 +15,7 @@ fn base(target: &Target, request: &ExecuteRequest, worker: &str, cold_start: boo
         result: None,
         error: None,
         exit_code: None,
-        stdout: String::new(),
-        stderr: String::new(),
-        truncated: false,
+        output: Default::default(),
         cold_start,
         worker: worker.to_string(),
         started_at: request.started_at.clone(),
@@ -100,9 +98,7 @@ pub fn from_run(
         serde_json::from_slice(&run.result).ok()
     };
     invocation.exit_code = outcome.exit_code;
-    invocation.stdout = outcome.stdout;
-    invocation.stderr = outcome.stderr;
-    invocation.truncated = outcome.truncated;
+    invocation.output = outcome.output;
     invocation.handler_duration_ms = outcome.handler_duration_ms;
     invocation.memory.peak_bytes = run.usage.peak_bytes;
     invocation.memory.max_rss_bytes = outcome.max_rss_bytes;

@@ -393,8 +393,8 @@ pub fn api_view(reply: &Reply) -> serde_json::Value {
     let outcome = &reply.outcome;
     let mut view = serde_json::json!({
         "status": outcome.status,
-        "stdout": outcome.stdout,
-        "stderr": outcome.stderr,
+        "stdout": outcome.output.stdout,
+        "stderr": outcome.output.stderr,
     });
     if let Some(error) = &outcome.error {
         view["error"] = serde_json::json!({

@@ -122,8 +122,8 @@ fn answer(invocation: &Invocation, tail: bool) -> Response {
 fn log_tail(invocation: &Invocation) -> Vec<u8> {
     let id = &invocation.id;
     let mut log = format!("START RequestId: {id} Version: {}\n", invocation.version);
-    log.push_str(&invocation.stdout);
-    log.push_str(&invocation.stderr);
+    log.push_str(&invocation.output.stdout);
+    log.push_str(&invocation.output.stderr);
     if !log.ends_with('\n') {
         log.push('\n');
     }

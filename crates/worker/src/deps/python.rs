@@ -454,7 +454,7 @@ async fn install_in_sandbox(
         _ => Err(DepsError::Refused(format!(
             "installing the wheels failed:\n{}",
             if message.is_empty() {
-                run.outcome.stderr
+                run.outcome.output.stderr
             } else {
                 message
             }
