@@ -44,7 +44,7 @@ use bollard::query_parameters::{
     AttachContainerOptions, CreateContainerOptions, ListContainersOptions, StartContainerOptions,
     UploadToContainerOptions,
 };
-use hearth_core::protocol::{Purpose, RootSetup};
+use hearth_core::protocol::{InitSpec, Purpose, RootSetup};
 use hearth_core::Runtime;
 use images::AgentTag;
 use instance::{demultiplex, StdinWriter};
@@ -334,7 +334,7 @@ impl DockerBackend {
         self.upload_code(spec, container).await?;
         let mut instance = self.boot(spec, container).await?;
         instance.uids = Some(uids);
-        self.init(instance, spec, image).await
+        self.init(instance, spec, image, false).await
     }
 
     /// Copies `spec`'s code into the container's `/code` (the archive API: written by
@@ -418,12 +418,14 @@ impl DockerBackend {
     }
 
     /// Sends `Init` to a booted container's agent and waits for it to be ready; the
-    /// instance holds the uids its container was made for.
+    /// instance holds the uids its container was made for. With `stem`, the agent
+    /// starts the interpreter with no code and waits for `Specialize`.
     async fn init(
         &self,
         mut instance: DockerInstance,
         spec: &InstanceSpec,
         image: &RuntimeImage,
+        stem: bool,
     ) -> Result<DockerInstance, SandboxError> {
         let Some(uids) = instance.uids.as_ref() else {
             return Err(instance.lost("started without its uids".into()));
@@ -439,6 +441,7 @@ impl DockerBackend {
                 agent_id: uids.agent,
             },
         );
+        let init = InitSpec { stem, ..init };
         // The code is already in /code: the Init frame carries no payload.
         let answer = session::handshake(
             &mut instance.stream,

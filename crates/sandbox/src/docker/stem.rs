@@ -9,6 +9,7 @@
 //! change once the container exists); its instance id does not either.
 
 use super::{container, instance, DockerBackend, DockerInstance};
+use crate::session;
 use crate::stem::{Stem, StemKind};
 use crate::{InstanceSpec, SandboxError};
 use async_trait::async_trait;
@@ -112,14 +113,18 @@ impl DockerBackend {
                 instance: id.clone(),
                 message: format!("create the stem container: {e}"),
             })?;
-        match self.boot(&generic, &created.id).await {
+        let booted = match self.boot(&generic, &created.id).await {
             Ok(mut instance) => {
                 instance.uids = Some(uids);
-                Ok(DockerStem {
-                    kind: kind.clone(),
-                    instance,
-                })
+                self.init(instance, &generic, image, true).await
             }
+            Err(error) => Err(error),
+        };
+        match booted {
+            Ok(instance) => Ok(DockerStem {
+                kind: kind.clone(),
+                instance,
+            }),
             Err(error) => {
                 if let Err(e) = instance::remove(&self.docker, &created.id).await {
                     tracing::warn!(container = %created.id, error = %e,
@@ -179,7 +184,25 @@ impl DockerBackend {
         .await;
         let container = instance.container.clone();
         let ready = match prepared {
-            Ok(image) => self.init(instance, &spec, &image).await,
+            Ok(_) => {
+                // The code is in /code: `Specialize` carries no payload.
+                let answer = session::specialize(
+                    &mut instance.stream,
+                    &instance.id,
+                    &spec,
+                    &[],
+                    self.config.init_timeout,
+                )
+                .await;
+                match answer {
+                    Ok(_) => Ok(instance),
+                    Err(SandboxError::Lost { message, .. }) => Err(instance.lost(message)),
+                    Err(error) => {
+                        instance.output_task.abort();
+                        Err(error)
+                    }
+                }
+            }
             Err(error) => {
                 instance.teardown().await;
                 return Err(error);
