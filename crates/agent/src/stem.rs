@@ -1,6 +1,7 @@
 //! Stems: an agent made before any function needs it (`InitSpec::stem`). It builds the
 //! sandbox and drops privileges as for any instance, starts what of the runtime needs no
-//! code (a Python zygote with the runtime's modules imported), says `Ready`, and waits.
+//! code (a Python zygote with the runtime's modules imported, a Node.js standby that
+//! booted node), says `Ready`, and waits.
 //! `Specialize` then brings the one function it will ever serve: its name, version,
 //! memory and environment, and its code (unpacked here, or already in place in a
 //! container), which the waiting runtime loads.
@@ -12,6 +13,7 @@ use crate::channel::Channel;
 use crate::code;
 use crate::error::AgentError;
 use crate::instance::{self, Instance};
+use crate::node::{self, PrestartedNode};
 use crate::python::{PrestartedZygote, Python};
 use crate::runner::Runner;
 use crate::runtime;
@@ -24,7 +26,9 @@ use std::time::Instant;
 pub enum Waiting {
     /// A zygote with the interpreter up and no code.
     Python(PrestartedZygote),
-    /// Nothing runs before the code is there (Node.js, compiled programs).
+    /// A standby that booted node and waits for the function's environment.
+    Node(PrestartedNode),
+    /// Nothing runs before the code is there (compiled programs).
     Nothing,
 }
 
@@ -38,7 +42,8 @@ pub fn prestart(spec: &InitSpec, inst: &mut Instance) -> Result<Waiting, AgentEr
     }
     Ok(match spec.runtime {
         Runtime::Python => Waiting::Python(Python::prestart(inst)?),
-        Runtime::Nodejs | Runtime::Cpp | Runtime::Go => Waiting::Nothing,
+        Runtime::Nodejs => Waiting::Node(node::prestart(inst)?),
+        Runtime::Cpp | Runtime::Go => Waiting::Nothing,
     })
 }
 
@@ -81,6 +86,7 @@ pub fn await_function(
     inst.env = instance::environment(spec, &inst.layout);
     let runner: Box<dyn Runner> = match waiting {
         Waiting::Python(zygote) => Box::new(Python::specialize(zygote, inst)?),
+        Waiting::Node(standby) => Box::new(node::specialize(standby, inst)?),
         Waiting::Nothing => runtime::start(spec.runtime, spec.purpose, inst)?,
     };
     Ok(Some((started, runner)))

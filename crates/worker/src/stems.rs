@@ -27,7 +27,7 @@ impl Default for StemConfig {
     fn default() -> Self {
         StemConfig {
             per_kind: 2,
-            memory_budget_mb: 256,
+            memory_budget_mb: 512,
         }
     }
 }
