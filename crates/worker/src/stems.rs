@@ -171,6 +171,7 @@ mod tests {
             runtime,
             output_quota_mb: 0,
             tmp_size_mb,
+            cpu_quota_us: 0,
         }
     }
 

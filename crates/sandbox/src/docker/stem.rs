@@ -58,6 +58,7 @@ impl DockerBackend {
             runtime: spec.runtime,
             output_quota_mb: spec.output_quota_mb,
             tmp_size_mb: self.config.limits.tmp_size_mb.min(spec.memory_mb).max(1),
+            cpu_quota_us: 0,
         })
     }
 

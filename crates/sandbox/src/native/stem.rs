@@ -65,6 +65,7 @@ impl NativeBackend {
             runtime: spec.runtime,
             output_quota_mb: spec.output_quota_mb,
             tmp_size_mb: self.config.tmp_size_mb.min(spec.memory_mb).max(1),
+            cpu_quota_us: self.limits(spec).cpu.quota_us,
         })
     }
 
@@ -103,7 +104,10 @@ impl NativeBackend {
         let limits = CgroupLimits {
             memory_bytes: kind.memory_mb() * MIB,
             pids_max: self.config.pids_max,
-            cpu: CpuQuota::cpus(self.config.cpus),
+            cpu: CpuQuota {
+                quota_us: kind.cpu_quota_us,
+                period_us: CpuQuota::PERIOD_US,
+            },
         };
         let cgroup = self.cgroups.create(&id, &limits)?;
         let instance = NativeInstance::spawn(&self.config.agent_path, id, cgroup).await?;
@@ -124,6 +128,7 @@ impl NativeBackend {
         spec: InstanceSpec,
     ) -> Result<NativeInstance, SandboxError> {
         let mut instance = stem.instance;
+        let stem_quota_us = stem.kind.cpu_quota_us;
         let spec = InstanceSpec {
             instance_id: instance.id.clone(),
             ..spec
@@ -136,7 +141,13 @@ impl NativeBackend {
                 instance: instance.id.clone(),
                 message: "the stem's cgroup is gone".into(),
             })
-            .and_then(|cgroup| self.cgroups.set_limits(cgroup, &self.limits(&spec)));
+            .and_then(|cgroup| {
+                let limits = self.limits(&spec);
+                // The stem has the function's CPU quota already: rewriting it would
+                // empty the burst it saved while it waited.
+                let cpu_too = limits.cpu.quota_us != stem_quota_us;
+                self.cgroups.set_limits(cgroup, &limits, cpu_too)
+            });
         if let Err(error) = limited {
             return Err(instance.fail(error).await);
         }
