@@ -223,7 +223,7 @@ impl Binary {
     }
 
     /// Runs one invocation in a fresh process.
-    pub fn invoke(
+    pub fn serve(
         &mut self,
         inst: &mut Instance,
         spec: &InvokeSpec,
@@ -231,8 +231,8 @@ impl Binary {
         log: &mut dyn LogSink,
     ) -> Result<Finished, AgentError> {
         match self {
-            Binary::Handler(standby) => standby.invoke(inst, spec, event, log),
-            Binary::Program(program) => invoke_program(inst, program, spec, event, log),
+            Binary::Handler(standby) => standby.serve(inst, spec, event, log),
+            Binary::Program(program) => serve_program(inst, program, spec, event, log),
         }
     }
 
@@ -260,14 +260,14 @@ impl Binary {
 }
 
 impl Runner for Binary {
-    fn invoke(
+    fn serve(
         &mut self,
         inst: &mut Instance,
         spec: &InvokeSpec,
         event: &[u8],
         log: &mut dyn LogSink,
     ) -> Result<Finished, AgentError> {
-        Binary::invoke(self, inst, spec, event, log)
+        Binary::serve(self, inst, spec, event, log)
     }
 
     fn after_result(&mut self, inst: &mut Instance) {
@@ -284,7 +284,7 @@ impl Runner for Binary {
 }
 
 /// Runs a full program in a fresh process, its event in its environment and on stdin.
-fn invoke_program(
+fn serve_program(
     inst: &mut Instance,
     program: &str,
     spec: &InvokeSpec,
@@ -324,7 +324,7 @@ fn invoke_program(
             ));
         }
     };
-    let report = proc.invoke(inst, spec, event.to_vec(), started, log);
+    let report = proc.supervise(inst, spec, event.to_vec(), started, log);
     remove_payload(payload_file);
 
     let exit = match &report.ending {

@@ -454,14 +454,14 @@ pub struct Builder {
 }
 
 impl Runner for Builder {
-    fn invoke(
+    fn serve(
         &mut self,
         inst: &mut Instance,
         spec: &InvokeSpec,
         _event: &[u8],
         _log: &mut dyn LogSink,
     ) -> Result<Finished, AgentError> {
-        Builder::invoke(self, inst, spec)
+        Builder::serve(self, inst, spec)
     }
 }
 
@@ -486,7 +486,7 @@ impl Builder {
     }
 
     /// Runs the build; the outcome's payload is the artifact on success.
-    pub fn invoke(
+    pub fn serve(
         &mut self,
         inst: &mut Instance,
         spec: &InvokeSpec,

@@ -23,6 +23,10 @@
 //! outcome), `output.rs` (the output dir: archive, quota, emptying), `sweep.rs`
 //! (leftover killing), `log_cap.rs` (the cap on one invocation's full log).
 //!
+//! Verb (one per layer, README "One call, followed down"): `serve` (`Runner::serve`: one
+//! invocation, from its `Invoke` frame, in a fresh process), and below it `supervise`
+//! (`Proc::supervise`: feed the event, watch, kill and reap).
+//!
 //! Frames of one invocation, in order: `Log`* while the process runs (every piece of
 //! stdout/stderr as read, up to the invocation's `log_limit_bytes`, then a marker),
 //! then `Output`* (the output dir's tar, when it is not empty), then `Result`.
@@ -382,7 +386,7 @@ fn serve(
             None | Some((ToAgent::Shutdown, _)) => return Ok(()),
             Some((ToAgent::Invoke(spec), event)) => {
                 let mut log = log_cap::LogCap::new(channel, spec.log_limit_bytes);
-                let mut finished = runner.invoke(inst, &spec, &event, &mut log)?;
+                let mut finished = runner.serve(inst, &spec, &event, &mut log)?;
                 if log.truncated() {
                     diag!(
                         "log of {} cut at {} bytes: {} more dropped",

@@ -414,7 +414,7 @@ impl Python {
     }
 
     /// Runs one invocation in a process forked from the zygote.
-    pub fn invoke(
+    pub fn serve(
         &mut self,
         inst: &mut Instance,
         spec: &InvokeSpec,
@@ -634,14 +634,14 @@ impl Python {
 }
 
 impl Runner for Python {
-    fn invoke(
+    fn serve(
         &mut self,
         inst: &mut Instance,
         spec: &InvokeSpec,
         event: &[u8],
         log: &mut dyn LogSink,
     ) -> Result<Finished, AgentError> {
-        Python::invoke(self, inst, spec, event, log)
+        Python::serve(self, inst, spec, event, log)
     }
 
     fn after_result(&mut self, _inst: &mut Instance) {

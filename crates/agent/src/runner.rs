@@ -13,7 +13,7 @@ use std::os::fd::RawFd;
 pub trait Runner {
     /// Runs one invocation in a fresh process; afterwards none of its processes is
     /// alive. What the process writes on stdout and stderr goes to `log` as it is read.
-    fn invoke(
+    fn serve(
         &mut self,
         inst: &mut Instance,
         spec: &InvokeSpec,

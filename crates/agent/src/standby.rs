@@ -241,7 +241,7 @@ impl Proc {
     /// Runs one invocation: feeds `input`, watches the process until it exits or
     /// `started` + the timeout, then kills what is left of it and reads the pipes to
     /// their end.
-    pub fn invoke<'a>(
+    pub fn supervise<'a>(
         &mut self,
         inst: &mut Instance,
         spec: &'a InvokeSpec,
@@ -369,7 +369,7 @@ impl<R: StandbyRuntime> Standby<R> {
     }
 
     /// Runs one invocation in the standby process.
-    pub fn invoke(
+    pub fn serve(
         &mut self,
         inst: &mut Instance,
         spec: &InvokeSpec,
@@ -388,7 +388,7 @@ impl<R: StandbyRuntime> Standby<R> {
         };
         proc.held.replay(log);
         let input = self.runtime.frame(inst, spec, event)?;
-        let report = proc.invoke(inst, spec, input, Instant::now(), log);
+        let report = proc.supervise(inst, spec, input, Instant::now(), log);
         let result = self.runtime.result(proc.take_result());
         Ok(run::finish(report, &mut proc.pipes, &result))
     }
@@ -425,14 +425,14 @@ impl<R: StandbyRuntime> Standby<R> {
 }
 
 impl<R: StandbyRuntime> Runner for Standby<R> {
-    fn invoke(
+    fn serve(
         &mut self,
         inst: &mut Instance,
         spec: &InvokeSpec,
         event: &[u8],
         log: &mut dyn LogSink,
     ) -> Result<Finished, AgentError> {
-        Standby::invoke(self, inst, spec, event, log)
+        Standby::serve(self, inst, spec, event, log)
     }
 
     fn after_result(&mut self, inst: &mut Instance) {

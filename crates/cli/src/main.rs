@@ -4,6 +4,8 @@
 //! Owns: argument parsing, wiring the embedded defaults together for `up`, and turning
 //! API answers into readable lines (or `--json`). Never: implements platform logic
 //! itself; it composes the library crates and calls the HTTP API like any client.
+//!
+//! Verb (one per layer, README "One call, followed down"): `invoke`, the user's (`hearth invoke`).
 
 mod bench;
 mod client;

@@ -18,7 +18,7 @@ use hearth_core::Invocation;
 use hearth_store::AsyncJob;
 use hearth_worker::build::{BuildRequest, Built};
 use hearth_worker::fleet::{Fleet, FleetError, WorkerState};
-use hearth_worker::{InvokeRequest, Target};
+use hearth_worker::{ExecuteRequest, Target};
 use rand::seq::SliceRandom;
 use redis::aio::ConnectionManager;
 use std::collections::HashMap;
@@ -284,10 +284,10 @@ fn refused(outcome: ReplyOutcome) -> FleetError {
 
 #[async_trait]
 impl Fleet for RedisFleet {
-    async fn invoke(
+    async fn dispatch(
         &self,
         target: Target,
-        request: InvokeRequest,
+        request: ExecuteRequest,
     ) -> Result<Invocation, FleetError> {
         let id = request.id.clone();
         let (_waiting, mut reply) = self.wait_for(&id);

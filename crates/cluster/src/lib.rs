@@ -16,6 +16,9 @@
 //! below what their reader has read; only the janitor deletes a pending entry, and only
 //! a sync one whose reader died (never an async lease). Blocking reads use connections of their own with
 //! no response timeout (a shared connection's timeout would cut a `BLOCK` short).
+//!
+//! Verb (one per layer, README "One call, followed down"): `dispatch` ([`controller::RedisFleet`]
+//! queues the call; [`node::WorkerNode`] takes it and calls `Worker::execute`).
 
 pub mod controller;
 pub mod janitor;

@@ -21,7 +21,7 @@ use hearth_store::MetadataStore;
 use hearth_worker::async_runner::{self, AttemptEnd, MAX_ATTEMPTS};
 use hearth_worker::build::BuildRequest;
 use hearth_worker::fleet::{FleetError, WorkerState};
-use hearth_worker::{InvokeRequest, Target, Worker};
+use hearth_worker::{ExecuteRequest, Target, Worker};
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamReadReply};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -239,7 +239,7 @@ impl WorkerNode {
                     spec,
                     code_sha256,
                 };
-                let request = InvokeRequest {
+                let request = ExecuteRequest {
                     id: id.clone(),
                     event: event.into(),
                     received: Instant::now(),
@@ -252,7 +252,7 @@ impl WorkerNode {
                     .pools
                     .iter()
                     .any(|p| p.function == target.name && p.version == target.version);
-                let outcome = match self.worker.invoke(&target, request).await {
+                let outcome = match self.worker.execute(&target, request).await {
                     Ok(invocation) => ReplyOutcome::Invoked {
                         invocation: Box::new(invocation),
                     },

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use hearth_core::{Invocation, InvocationStatus};
 use hearth_store::{AsyncJob, FunctionRecord, InvocationFilter};
 use hearth_worker::fleet::first_attempt;
-use hearth_worker::{InvokeRequest, Target};
+use hearth_worker::{ExecuteRequest, Target};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -103,7 +103,7 @@ fn nesting_depth(json: &[u8]) -> usize {
 }
 
 /// What the worker needs to run `event` on the version `record`.
-pub(crate) fn prepare(record: FunctionRecord, event: Bytes) -> (Target, InvokeRequest) {
+pub(crate) fn prepare(record: FunctionRecord, event: Bytes) -> (Target, ExecuteRequest) {
     let target = Target {
         name: record.name,
         version: record.version,
@@ -174,11 +174,11 @@ pub(crate) async fn invoke(
 pub(crate) async fn run(
     state: &AppState,
     target: Target,
-    request: InvokeRequest,
+    request: ExecuteRequest,
 ) -> Result<Invocation, ApiError> {
     let invocation = state
         .fleet
-        .invoke(target, request)
+        .dispatch(target, request)
         .await
         .map_err(fleet_error)?;
     // The worker's reporter writes it to history; keep it for immediate reads.
@@ -190,7 +190,7 @@ pub(crate) async fn run(
 async fn start_async(
     state: AppState,
     target: Target,
-    request: InvokeRequest,
+    request: ExecuteRequest,
     callback_url: Option<String>,
 ) -> Result<Response, ApiError> {
     let id = enqueue(&state, &target, &request, callback_url).await?;
@@ -207,7 +207,7 @@ async fn start_async(
 pub(crate) async fn enqueue(
     state: &AppState,
     target: &Target,
-    request: &InvokeRequest,
+    request: &ExecuteRequest,
     callback_url: Option<String>,
 ) -> Result<String, ApiError> {
     if let Some(url) = &callback_url {

@@ -20,6 +20,9 @@
 //! (`idempotency`); `GET /v1/openapi.json` is generated from the handlers' annotations
 //! (`openapi`, `schemas`).
 //!
+//! Verb (one per layer, README "One call, followed down"): `invoke`, the user's, ends here: the
+//! handlers hand the call to [`Fleet::dispatch`](hearth_worker::fleet::Fleet::dispatch).
+//!
 //! Tenants: keys with roles and limits (`keys`, checked in `auth`), namespaces that
 //! keep each key to its own functions (`tenancy`), and quotas (`quota`).
 

@@ -96,7 +96,7 @@ async fn invoke_once(
     );
     let invocation = state
         .fleet
-        .invoke(target.clone(), request)
+        .dispatch(target.clone(), request)
         .await
         .map_err(crate::fleet_error::fleet_error)?;
     state.history.remember(&invocation);

@@ -10,6 +10,9 @@
 //! Never: touches the network, the disk or a process. Every other crate may depend on
 //! this one; this one depends on no other hearth crate, so the static agent stays small.
 //! The `openapi` feature (off for the agent) derives the API types' OpenAPI schemas.
+//!
+//! The protocol's `Invoke` frame and [`protocol::InvokeSpec`] keep the user's verb on the
+//! wire; each layer above and below has its own (README "One call, followed down").
 #![deny(missing_docs)]
 
 pub mod announce;

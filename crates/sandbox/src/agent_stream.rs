@@ -186,7 +186,7 @@ where
     /// by its function: a stream that sends more than the limits allow, or that holds
     /// the exchange open past its deadline, is [`SandboxError::Lost`] (the instance is
     /// destroyed) before anything past the limits is allocated.
-    pub async fn invoke(
+    pub async fn exchange(
         &mut self,
         spec: InvokeSpec,
         event: &[u8],
@@ -427,7 +427,7 @@ mod tests {
             attempt: 1,
         };
         let err = stream
-            .invoke(spec, b"{}", &mut crate::DiscardSink, &limits)
+            .exchange(spec, b"{}", &mut crate::DiscardSink, &limits)
             .await
             .unwrap_err();
         forger.abort();
@@ -486,7 +486,7 @@ mod tests {
             attempt: 1,
         };
         let err = stream
-            .invoke(spec, b"{}", &mut crate::DiscardSink, &limits)
+            .exchange(spec, b"{}", &mut crate::DiscardSink, &limits)
             .await
             .unwrap_err();
         trickler.abort();

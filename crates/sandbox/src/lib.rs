@@ -15,6 +15,10 @@
 //! frames; [`agent_stream`] has the async reading and writing of those frames, and
 //! `session.rs` what both backends say to an agent (the `Init` handshake, one metered
 //! invocation, the tail of its stderr).
+//!
+//! Verb (one per layer, README "One call, followed down"): [`Instance::run_event`] (one metered
+//! event in a warm instance), and below it [`agent_stream::AgentStream::exchange`] (the
+//! frames of that one call with the agent).
 #![deny(missing_docs)]
 
 pub mod agent_stream;
@@ -254,7 +258,7 @@ pub trait Instance: Send + Sync {
     /// outputs to `sink` as they come, waits for the agent's result (at most
     /// `spec.timeout_ms` plus a grace period), reads usage.
     /// After an error the instance must be destroyed.
-    async fn invoke(
+    async fn run_event(
         &mut self,
         spec: InvokeSpec,
         event: Bytes,

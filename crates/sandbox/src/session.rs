@@ -160,7 +160,7 @@ pub(crate) fn expect_ready(instance: &str, message: FromAgent) -> Result<ReadyIn
 
 /// One invocation: resets the cgroup's peak, exchanges the frames within `limits`,
 /// reads what the invocation used.
-pub(crate) async fn invoke<W, R>(
+pub(crate) async fn run_event<W, R>(
     stream: &mut AgentStream<W, R>,
     meter: &mut UsageMeter,
     spec: InvokeSpec,
@@ -173,7 +173,7 @@ where
     R: AsyncRead + Unpin,
 {
     let before = meter.begin()?;
-    let (outcome, result) = stream.invoke(spec, &event, sink, limits).await?;
+    let (outcome, result) = stream.exchange(spec, &event, sink, limits).await?;
     let usage = meter.finish(&before)?;
     Ok(InstanceRun {
         outcome,

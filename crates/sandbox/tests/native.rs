@@ -113,7 +113,7 @@ async fn invoke_with_timeout(
         attempt: 1,
     };
     instance
-        .invoke(
+        .run_event(
             spec,
             Bytes::copy_from_slice(event.as_bytes()),
             &mut DiscardSink,
@@ -449,7 +449,7 @@ async fn a_handler_past_its_timeout_does_not_hang_the_worker() {
     // with a timeout (the worker's fallback for a silent agent, `Unresponsive`, is a
     // failure here: it would mean the agent's timer did not fire).
     let run = instance
-        .invoke(spec, Bytes::from_static(br#"{"s":30}"#), &mut DiscardSink)
+        .run_event(spec, Bytes::from_static(br#"{"s":30}"#), &mut DiscardSink)
         .await
         .unwrap_or_else(|e| panic!("the agent did not answer the timeout itself: {e:?}"));
     assert_eq!(
@@ -463,7 +463,7 @@ async fn a_handler_past_its_timeout_does_not_hang_the_worker() {
     assert_eq!(run.outcome.signal, Some(9), "{:#?}", run.outcome);
     // The instance serves again after the kill.
     let next = instance
-        .invoke(
+        .run_event(
             InvokeSpec {
                 request_id: unique_id("req"),
                 timeout_ms: 5000,

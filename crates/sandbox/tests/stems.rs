@@ -123,7 +123,7 @@ async fn each_stem_becomes_one_functions_instance_with_its_limits() {
             attempt: 1,
         };
         let run = instance
-            .invoke(invoke, Bytes::from_static(b"{}"), &mut DiscardSink)
+            .run_event(invoke, Bytes::from_static(b"{}"), &mut DiscardSink)
             .await
             .expect("invoke");
         assert_eq!(run.outcome.status, OutcomeStatus::Success, "{run:?}");

@@ -4,6 +4,9 @@
 //! workspace root), zipping them, and [`Hearth`], a harness that runs a real
 //! `hearth up` on a free port with its own data dir and talks to it over HTTP.
 //! Never: fakes a part of the platform; every test goes through the real binary.
+//!
+//! Verb (one per layer, README "One call, followed down"): `invoke` ([`Hearth::invoke`]), the
+//! user's, like the CLI.
 
 pub mod cases;
 pub mod cluster;

@@ -8,7 +8,7 @@
 //! of attempts that never reached an instance are written directly. A finished
 //! invocation is POSTed to its callback URL when it has one.
 
-use crate::{outcome, InvokeRequest, Target, Worker};
+use crate::{outcome, ExecuteRequest, Target, Worker};
 use hearth_core::invocation::ErrorInfo;
 use hearth_core::{Invocation, InvocationStatus};
 use hearth_store::{AsyncJob, MetadataStore};
@@ -75,7 +75,7 @@ pub async fn run_attempt(
         spec: record.spec,
         code_sha256: record.code_sha256,
     };
-    let request = InvokeRequest {
+    let request = ExecuteRequest {
         id: job.id.clone(),
         event: job.event.clone().into(),
         received: Instant::now(),
@@ -86,7 +86,7 @@ pub async fn run_attempt(
     running.status = InvocationStatus::Running;
     write(metadata, &running).await;
     let finish = |invocation: &mut Invocation| judge(invocation, attempt);
-    let invocation = match worker.invoke_finishing(&target, request, &finish).await {
+    let invocation = match worker.execute_finishing(&target, request, &finish).await {
         Ok(invocation) => invocation,
         Err(error) => {
             let mut failed = running;

@@ -261,7 +261,7 @@ impl Builds {
             attempt: 1,
         };
         let run = instance
-            .invoke(invoke, Bytes::new(), &mut DiscardSink)
+            .run_event(invoke, Bytes::new(), &mut DiscardSink)
             .await;
         instance.destroy().await;
         self.judge(run?)
@@ -503,7 +503,7 @@ mod tests {
             "fake"
         }
 
-        async fn invoke(
+        async fn run_event(
             &mut self,
             _: InvokeSpec,
             _: Bytes,

@@ -10,7 +10,7 @@
 use crate::build::{BuildError, BuildRequest, Built};
 use crate::deps::{DepsError, Installed, Manifest};
 use crate::pool::PoolStatus;
-use crate::{InvokeRequest, Target, WorkerError};
+use crate::{ExecuteRequest, Target, WorkerError};
 use async_trait::async_trait;
 use hearth_core::Invocation;
 use hearth_sandbox::SandboxError;
@@ -142,10 +142,10 @@ pub struct WorkerState {
 #[async_trait]
 pub trait Fleet: Send + Sync {
     /// Runs a sync invocation on some worker and returns how it ended.
-    async fn invoke(
+    async fn dispatch(
         &self,
         target: Target,
-        request: InvokeRequest,
+        request: ExecuteRequest,
     ) -> Result<Invocation, FleetError>;
 
     /// Hands over an async invocation: a worker runs it at least once, retries it with
@@ -190,8 +190,8 @@ pub trait Fleet: Send + Sync {
 }
 
 /// The request of a first attempt, received now.
-pub fn first_attempt(id: String, event: bytes::Bytes, started_at: String) -> InvokeRequest {
-    InvokeRequest {
+pub fn first_attempt(id: String, event: bytes::Bytes, started_at: String) -> ExecuteRequest {
+    ExecuteRequest {
         id,
         event,
         received: std::time::Instant::now(),

@@ -19,6 +19,11 @@
 //! Never: speaks HTTP (a callback POST is a client call), reads the metadata store
 //! beyond what an async attempt needs (the function's newest version), or knows which
 //! sandbox backend it drives (it holds a `dyn SandboxBackend`).
+//!
+//! Verb (one per layer, README "One call, followed down"): [`Worker::execute`] (one invocation
+//! on a warm instance, taking an [`ExecuteRequest`], giving an [`Invocation`]); the
+//! fleet's [`dispatch`](fleet::Fleet::dispatch) picks the worker and calls it; it calls the
+//! sandbox's [`run_event`](hearth_sandbox::Instance::run_event).
 
 pub mod async_runner;
 pub mod build;
@@ -103,7 +108,7 @@ pub struct Target {
 
 /// One invocation to run.
 #[derive(Debug, Clone)]
-pub struct InvokeRequest {
+pub struct ExecuteRequest {
     /// Invocation id (ULID).
     pub id: String,
     /// The event, JSON text already checked by the caller.
@@ -269,21 +274,21 @@ impl Worker {
     }
 
     /// Runs one invocation to its end.
-    pub async fn invoke(
+    pub async fn execute(
         &self,
         target: &Target,
-        request: InvokeRequest,
+        request: ExecuteRequest,
     ) -> Result<Invocation, WorkerError> {
-        self.invoke_finishing(target, request, &|_| {}).await
+        self.execute_finishing(target, request, &|_| {}).await
     }
 
     /// Runs one invocation to its end; `finish` amends the invocation before it is
     /// spooled for history (the async runner marks an attempt to be retried or given up
     /// there, so that the reporter stays the one writer of history).
-    pub async fn invoke_finishing(
+    pub async fn execute_finishing(
         &self,
         target: &Target,
-        request: InvokeRequest,
+        request: ExecuteRequest,
         finish: &(dyn Fn(&mut Invocation) + Send + Sync),
     ) -> Result<Invocation, WorkerError> {
         if self
@@ -333,7 +338,7 @@ impl Worker {
     async fn run(
         &self,
         target: &Target,
-        request: &InvokeRequest,
+        request: &ExecuteRequest,
         spooled: &mut SpoolWriter,
     ) -> Result<(Invocation, OutputScan), WorkerError> {
         let pool = self.pool_for(target);
@@ -358,7 +363,7 @@ impl Worker {
             attempt: request.attempt,
         };
         let run = instance
-            .invoke(spec, request.event.clone(), &mut *spooled)
+            .run_event(spec, request.event.clone(), &mut *spooled)
             .await;
         let invocation = match run {
             Ok(run) => {

@@ -9,7 +9,7 @@ use crate::async_runner::{self, AttemptEnd};
 use crate::build::{BuildRequest, Built};
 use crate::deps::{DepsError, Installed};
 use crate::fleet::{Fleet, FleetError, WorkerState};
-use crate::{InvokeRequest, Target, Worker};
+use crate::{ExecuteRequest, Target, Worker};
 use async_trait::async_trait;
 use hearth_core::Invocation;
 use hearth_store::{AsyncJob, AsyncQueue, MetadataStore};
@@ -112,12 +112,12 @@ async fn run_job(fleet: &LocalFleet, job: AsyncJob) {
 
 #[async_trait]
 impl Fleet for LocalFleet {
-    async fn invoke(
+    async fn dispatch(
         &self,
         target: Target,
-        request: InvokeRequest,
+        request: ExecuteRequest,
     ) -> Result<Invocation, FleetError> {
-        Ok(self.worker.invoke(&target, request).await?)
+        Ok(self.worker.execute(&target, request).await?)
     }
 
     async fn submit(&self, job: AsyncJob) -> Result<(), FleetError> {

@@ -1,12 +1,12 @@
 //! Turning what a sandbox reports into the API's invocation object.
 
-use crate::{InvokeRequest, Target};
+use crate::{ExecuteRequest, Target};
 use hearth_core::invocation::{CpuUsage, ErrorInfo, IoUsage, MemoryUsage};
 use hearth_core::protocol::OutcomeStatus;
 use hearth_core::{Invocation, InvocationStatus};
 use hearth_sandbox::{InstanceRun, SandboxError};
 
-fn base(target: &Target, request: &InvokeRequest, worker: &str, cold_start: bool) -> Invocation {
+fn base(target: &Target, request: &ExecuteRequest, worker: &str, cold_start: bool) -> Invocation {
     Invocation {
         id: request.id.clone(),
         function: target.name.clone(),
@@ -36,12 +36,12 @@ fn base(target: &Target, request: &InvokeRequest, worker: &str, cold_start: bool
     }
 }
 
-fn elapsed_ms(request: &InvokeRequest) -> f64 {
+fn elapsed_ms(request: &ExecuteRequest) -> f64 {
     request.received.elapsed().as_secs_f64() * 1e3
 }
 
 /// The record of an invocation accepted but not yet run (async).
-pub fn queued(target: &Target, request: &InvokeRequest, worker: &str) -> Invocation {
+pub fn queued(target: &Target, request: &ExecuteRequest, worker: &str) -> Invocation {
     let mut invocation = base(target, request, worker, false);
     invocation.status = InvocationStatus::Queued;
     invocation
@@ -50,7 +50,7 @@ pub fn queued(target: &Target, request: &InvokeRequest, worker: &str) -> Invocat
 /// The invocation for a run the agent reported.
 pub fn from_run(
     target: &Target,
-    request: &InvokeRequest,
+    request: &ExecuteRequest,
     worker: &str,
     cold_start: bool,
     run: InstanceRun,
@@ -123,7 +123,7 @@ pub fn from_run(
 /// user's fault, reported like a handler error.
 pub fn init_failure(
     target: &Target,
-    request: &InvokeRequest,
+    request: &ExecuteRequest,
     worker: &str,
     message: String,
 ) -> Invocation {
@@ -144,7 +144,7 @@ pub fn init_failure(
 /// The invocation when the sandbox failed under it (agent lost or unresponsive).
 pub fn platform_failure(
     target: &Target,
-    request: &InvokeRequest,
+    request: &ExecuteRequest,
     worker: &str,
     cold_start: bool,
     error: &SandboxError,

@@ -244,7 +244,7 @@ impl Instance for DockerInstance {
         &self.id
     }
 
-    async fn invoke(
+    async fn run_event(
         &mut self,
         spec: InvokeSpec,
         event: Bytes,
@@ -252,7 +252,7 @@ impl Instance for DockerInstance {
     ) -> Result<InstanceRun, SandboxError> {
         let limits =
             ExchangeLimits::for_invocation(spec.timeout_ms, INVOKE_GRACE, self.output_quota_mb);
-        let answer = session::invoke(
+        let answer = session::run_event(
             &mut self.stream,
             &mut self.meter,
             spec,

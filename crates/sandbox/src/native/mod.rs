@@ -7,7 +7,7 @@
 //! empty mount point (each instance in its own private mount namespace), binds the
 //! runtime directories read-only, pivots, drops to the instance's own uids (`uids.rs`)
 //! without capabilities, and
-//! answers `Ready`. Each [`NativeInstance::invoke`] then costs one frame each way plus a
+//! answers `Ready`. Each [`NativeInstance::run_event`] then costs one frame each way plus a
 //! few cgroup file reads.
 //!
 //! Needs root (namespaces, cgroups, mounts). Interpreters are resolved once, at
@@ -582,7 +582,7 @@ impl Instance for NativeInstance {
         &self.id
     }
 
-    async fn invoke(
+    async fn run_event(
         &mut self,
         spec: InvokeSpec,
         event: Bytes,
@@ -599,7 +599,7 @@ impl Instance for NativeInstance {
                 message: "the instance was destroyed".into(),
             });
         };
-        session::invoke(
+        session::run_event(
             &mut self.stream,
             cgroup.meter()?,
             spec,

@@ -435,7 +435,7 @@ async fn install_in_sandbox(
         attempt: 1,
     };
     let run = instance
-        .invoke(invoke, Bytes::new(), &mut DiscardSink)
+        .run_event(invoke, Bytes::new(), &mut DiscardSink)
         .await;
     instance.destroy().await;
     let run = run.map_err(|e| DepsError::platform("install sandbox", e))?;
