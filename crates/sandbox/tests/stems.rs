@@ -175,7 +175,7 @@ fn tar_of(file: &str, source: &str) -> Bytes {
     Bytes::from(builder.into_inner().expect("tar"))
 }
 
-async fn invoke_once(instance: &mut dyn Instance) -> serde_json::Value {
+async fn run_once(instance: &mut dyn Instance) -> serde_json::Value {
     let invoke = InvokeSpec {
         request_id: "r".into(),
         timeout_ms: 30_000,
@@ -183,7 +183,7 @@ async fn invoke_once(instance: &mut dyn Instance) -> serde_json::Value {
         attempt: 1,
     };
     let run = instance
-        .invoke(invoke, Bytes::from_static(b"{}"), &mut DiscardSink)
+        .run_event(invoke, Bytes::from_static(b"{}"), &mut DiscardSink)
         .await
         .expect("invoke");
     assert_eq!(run.outcome.status, OutcomeStatus::Success, "{run:?}");
@@ -234,7 +234,7 @@ async fn a_stems_waiting_interpreter_loads_the_code_with_the_functions_environme
             .specialize(stem, function)
             .await
             .expect("specialize");
-        let result = invoke_once(instance.as_mut()).await;
+        let result = run_once(instance.as_mut()).await;
         assert_eq!(result["who"], name.as_str(), "{result}");
         assert_eq!(result["name"], name.as_str(), "{result}");
         assert_eq!(
