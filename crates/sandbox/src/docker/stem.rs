@@ -1,8 +1,9 @@
 //! Docker stems: hardened containers of a runtime's image created, attached and started
-//! before any function needs them, their agent blocked on its first frame and `/code`
-//! empty. A cold start then sets the function's memory and CPU on the running container
-//! (the engine's update API), copies the code in (archive API) and sends `Init`: no
-//! create, attach, start or inspect on the call's path.
+//! before any function needs them, their agent past `Init` (privileges dropped, the
+//! runtime's interpreter started with no code) and `/code` empty. A cold start then
+//! sets the function's memory and CPU on the running container (the engine's update
+//! API) while it copies the code in (archive API), and sends `Specialize`: no create,
+//! attach, start or inspect on the call's path.
 //!
 //! What the engine fixes at creation is in the [`StemKind`]: the image (runtime), the
 //! `/tmp` and `/output` tmpfs sizes. A stem's labels name no function (they cannot
@@ -172,14 +173,20 @@ impl DockerBackend {
                 cpu_shares: wanted.cpu_shares,
                 ..ContainerUpdateBody::default()
             };
-            self.docker
-                .update_container(&instance.container, update)
-                .await
-                .map_err(|e| SandboxError::Spawn {
-                    instance: instance.id.clone(),
-                    message: format!("set the function's limits on the stem: {e}"),
-                })?;
-            self.upload_code(&spec, &instance.container).await?;
+            // Two independent engine calls, both done before the code loads: at once.
+            let limited = async {
+                self.docker
+                    .update_container(&instance.container, update)
+                    .await
+                    .map_err(|e| SandboxError::Spawn {
+                        instance: instance.id.clone(),
+                        message: format!("set the function's limits on the stem: {e}"),
+                    })
+            };
+            let (limited, uploaded) =
+                tokio::join!(limited, self.upload_code(&spec, &instance.container));
+            limited?;
+            uploaded?;
             Ok::<_, SandboxError>(image.clone())
         }
         .await;
