@@ -18,7 +18,7 @@
 //!   non-zero exit code is an `error` with the end of stderr.
 
 use crate::channel::LogSink;
-use crate::error::AgentError;
+use crate::error::{AgentError, CodeLoadError, PackageError};
 use crate::instance::{unix_ms, Instance};
 use crate::manifest::{Kind, Manifest};
 use crate::process::ExitInfo;
@@ -90,7 +90,7 @@ fn ok_json(text: &[u8]) -> Vec<u8> {
 
 /// A full program's stdout as its result JSON: the whole of it, else its last non-empty
 /// line, as JSON; empty stdout is `null`. `Err` says why it is not JSON.
-fn program_result(stdout: &[u8]) -> Result<Vec<u8>, String> {
+fn program_result(stdout: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
     let text = String::from_utf8_lossy(stdout);
     let text = text.trim();
     if text.is_empty() {
@@ -103,7 +103,7 @@ fn program_result(stdout: &[u8]) -> Result<Vec<u8>, String> {
             let last = text.lines().map(str::trim).rfind(|l| !l.is_empty());
             match last.map(serde_json::from_str::<&RawValue>) {
                 Some(Ok(raw)) => raw.get().to_string(),
-                _ => return Err(e.to_string()),
+                _ => return Err(e),
             }
         }
     };
@@ -145,22 +145,10 @@ impl StandbyRuntime for Handler {
         Proc::spawn(inst, &self.program, &[], &env, limit, MAX_RESULT_BYTES + 2)
     }
 
-    fn died(&self, pipes: &Pipes, info: ExitInfo) -> AgentError {
-        let how = match (info.exit_code(), info.signal()) {
-            (Some(code), _) => format!("exited with code {code}"),
-            (_, Some(signal)) => {
-                format!(
-                    "was killed by signal {signal} ({})",
-                    run::signal_name(signal)
-                )
-            }
-            _ => "ended".to_string(),
-        };
+    fn died(&self, pipes: &Pipes, exit: ExitInfo) -> AgentError {
         let stderr = String::from_utf8_lossy(pipes.stderr.data());
-        AgentError::CodeLoad(format!(
-            "the function's program {how} before it was ready: {}",
-            stderr.trim_end()
-        ))
+        let stderr = stderr.trim_end().to_string();
+        CodeLoadError::ProgramDied { exit, stderr }.into()
     }
 
     /// Header lines `NAME=VALUE`, an empty line, then the event.
@@ -205,15 +193,11 @@ impl Binary {
         let manifest: Manifest = fs::read(&manifest_path)
             .map_err(|e| AgentError::at("read", &manifest_path, e))
             .and_then(|bytes| {
-                serde_json::from_slice(&bytes).map_err(|e| {
-                    AgentError::Package(format!("{ARTIFACT_MANIFEST} is not a manifest: {e}"))
-                })
+                serde_json::from_slice(&bytes).map_err(|e| PackageError::NotAManifest(e).into())
             })?;
         let program: PathBuf = inst.layout.code.join(ARTIFACT_PROGRAM);
         if !program.is_file() {
-            return Err(AgentError::Package(format!(
-                "the artifact has no {ARTIFACT_PROGRAM}"
-            )));
+            return Err(PackageError::NoProgram.into());
         }
         let program = program.to_string_lossy().into_owned();
         Ok(match manifest.kind {
@@ -221,9 +205,10 @@ impl Binary {
             Kind::Program => Binary::Program(program),
         })
     }
+}
 
-    /// Runs one invocation in a fresh process.
-    pub fn serve(
+impl Runner for Binary {
+    fn serve(
         &mut self,
         inst: &mut Instance,
         spec: &InvokeSpec,
@@ -237,14 +222,14 @@ impl Binary {
     }
 
     /// Starts the next standby (a handler's), once the result has gone out.
-    pub fn after_result(&mut self, inst: &mut Instance) {
+    fn after_result(&mut self, inst: &mut Instance) {
         if let Binary::Handler(standby) = self {
             standby.after_result(inst);
         }
     }
 
     /// The standby's pipes, drained between invocations so it never blocks on a full one.
-    pub fn idle_fds(&self) -> Vec<RawFd> {
+    fn idle_fds(&self) -> Vec<RawFd> {
         match self {
             Binary::Handler(standby) => standby.idle_fds(),
             Binary::Program(_) => Vec::new(),
@@ -252,34 +237,10 @@ impl Binary {
     }
 
     /// Reads what the standby wrote while waiting (held for its invocation).
-    pub fn on_idle(&mut self) {
+    fn on_idle(&mut self, _inst: &mut Instance) {
         if let Binary::Handler(standby) = self {
             standby.on_idle();
         }
-    }
-}
-
-impl Runner for Binary {
-    fn serve(
-        &mut self,
-        inst: &mut Instance,
-        spec: &InvokeSpec,
-        event: &[u8],
-        log: &mut dyn LogSink,
-    ) -> Result<Finished, AgentError> {
-        Binary::serve(self, inst, spec, event, log)
-    }
-
-    fn after_result(&mut self, inst: &mut Instance) {
-        Binary::after_result(self, inst);
-    }
-
-    fn idle_fds(&self) -> Vec<RawFd> {
-        Binary::idle_fds(self)
-    }
-
-    fn on_idle(&mut self, _inst: &mut Instance) {
-        Binary::on_idle(self);
     }
 }
 
@@ -446,7 +407,7 @@ mod tests {
         );
         assert_eq!(ok("  \n"), serde_json::json!({"ok": null}));
         assert_eq!(ok("\"text\""), serde_json::json!({"ok": "text"}));
-        let err = program_result(b"hello world").unwrap_err();
+        let err = program_result(b"hello world").unwrap_err().to_string();
         assert!(err.contains("expected"), "{err}");
     }
 

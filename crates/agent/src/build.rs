@@ -18,12 +18,14 @@
 //! fetched at deploy (read-only at `/deps/gomod`) are there.
 
 use crate::channel::LogSink;
-use crate::error::AgentError;
+use crate::error::{AgentError, ConfigError, RuntimeError};
 use crate::instance::Instance;
 use crate::manifest::{Kind, Manifest};
 use crate::process::{self, ChildState, SpawnSpec};
 use crate::run::{self, Ending, Finished, Pipes, Report};
 use crate::runner::Runner;
+use hearth_core::env::SANDBOX_PATH;
+use hearth_core::paths::BuildDirs;
 use hearth_core::protocol::{InvokeSpec, LogStream, ARTIFACT_MANIFEST, ARTIFACT_PROGRAM};
 use hearth_core::protocol::{OutcomeStatus, BUILD_VERSION, DEPS_GOMOD};
 use hearth_core::Runtime;
@@ -234,36 +236,11 @@ struct Recipe {
     env: Vec<(String, String)>,
 }
 
-/// Where a build works: `src` (the copy of the code, the toolchain's cwd), `program`
-/// (what it must produce), `home` (HOME, TMPDIR, caches).
-#[derive(Debug, Clone)]
-struct Scratch {
-    root: PathBuf,
-    src: PathBuf,
-    program: PathBuf,
-    home: PathBuf,
-}
-
-impl Scratch {
-    fn under(tmp: &Path) -> Scratch {
-        let root = tmp.join("hearth-build");
-        Scratch {
-            src: root.join("src"),
-            program: root.join("out").join(ARTIFACT_PROGRAM),
-            home: root.join("home"),
-            root,
-        }
-    }
-}
-
-fn recipe(runtime: Runtime, scratch: &Scratch, sources: &[PathBuf], has_go_mod: bool) -> Recipe {
+fn recipe(runtime: Runtime, scratch: &BuildDirs, sources: &[PathBuf], has_go_mod: bool) -> Recipe {
     let program = scratch.program.to_string_lossy().into_owned();
     let home = scratch.home.to_string_lossy().into_owned();
     let mut env = vec![
-        (
-            "PATH".to_string(),
-            "/usr/local/bin:/usr/bin:/bin".to_string(),
-        ),
+        ("PATH".to_string(), SANDBOX_PATH.to_string()),
         ("HOME".to_string(), home.clone()),
         ("TMPDIR".to_string(), home.clone()),
         // ASCII messages: gcc's quotes stay plain in the JSON error.
@@ -320,19 +297,16 @@ fn recipe(runtime: Runtime, scratch: &Scratch, sources: &[PathBuf], has_go_mod: 
 }
 
 /// The recipe of a python "build": pip installs the wheels the worker fetched.
-fn install_recipe(inst: &Instance, scratch: &Scratch) -> Recipe {
+fn install_recipe(inst: &Instance, scratch: &BuildDirs) -> Recipe {
     let home = scratch.home.to_string_lossy().into_owned();
     let mut env = vec![
-        (
-            "PATH".to_string(),
-            "/usr/local/bin:/usr/bin:/bin".to_string(),
-        ),
+        ("PATH".to_string(), SANDBOX_PATH.to_string()),
         ("HOME".to_string(), home.clone()),
         ("TMPDIR".to_string(), home),
         ("LC_ALL".to_string(), "C.UTF-8".to_string()),
     ];
     env.extend(crate::install::env());
-    let target = crate::install::target(&scratch.root.join("out"));
+    let target = crate::install::target(&scratch.out);
     Recipe {
         args: crate::install::args(&inst.layout.code, &target),
         env,
@@ -354,7 +328,7 @@ fn use_module_cache(recipe: &mut Recipe, module_cache: &Path) {
 
 /// Makes the compiler's output readable in an API error: scratch paths dropped, cut to
 /// [`MESSAGE_KEEP`], with a hint for the common mistakes.
-fn compiler_message(runtime: Runtime, kind: Kind, scratch: &Scratch, output: &str) -> String {
+fn compiler_message(runtime: Runtime, kind: Kind, scratch: &BuildDirs, output: &str) -> String {
     let src = format!("{}/", scratch.src.display());
     let mut text: String = output
         .replace(&src, "")
@@ -419,8 +393,10 @@ fn compiler_message(runtime: Runtime, kind: Kind, scratch: &Scratch, output: &st
 
 /// The artifact: an uncompressed tar of the program (0755) and its manifest.
 fn artifact(program: &[u8], manifest: &Manifest) -> Result<Vec<u8>, AgentError> {
-    let manifest = serde_json::to_vec(manifest)
-        .map_err(|e| AgentError::Runtime(format!("encode the manifest: {e}")))?;
+    let manifest = serde_json::to_vec(manifest).map_err(|source| RuntimeError::Encode {
+        what: "the manifest",
+        source,
+    })?;
     let mut builder = tar::Builder::new(Vec::new());
     for (name, mode, data) in [
         (ARTIFACT_PROGRAM, 0o755, program),
@@ -432,11 +408,11 @@ fn artifact(program: &[u8], manifest: &Manifest) -> Result<Vec<u8>, AgentError> 
         header.set_entry_type(tar::EntryType::Regular);
         builder
             .append_data(&mut header, name, data)
-            .map_err(|e| AgentError::Runtime(format!("pack the artifact: {e}")))?;
+            .map_err(|e| AgentError::io("pack the artifact", e))?;
     }
     builder
         .into_inner()
-        .map_err(|e| AgentError::Runtime(format!("pack the artifact: {e}")))
+        .map_err(|e| AgentError::io("pack the artifact", e))
 }
 
 /// Drops what the compiler prints: it goes into the outcome, not the log.
@@ -469,15 +445,14 @@ impl Builder {
     /// Checks the toolchain is there; the build itself waits for the invocation.
     pub fn start(runtime: Runtime, inst: &Instance) -> Result<Builder, AgentError> {
         if !runtime.is_compiled() && runtime != Runtime::Python {
-            return Err(AgentError::Config(format!(
-                "runtime {runtime} is not compiled and installs nothing: nothing to build"
-            )));
+            return Err(ConfigError::NothingToBuild(runtime).into());
         }
         if !Path::new(&inst.interpreter).is_file() {
-            return Err(AgentError::Config(format!(
-                "the {runtime} toolchain {} is missing",
-                inst.interpreter
-            )));
+            return Err(ConfigError::MissingToolchain {
+                runtime,
+                path: inst.interpreter.clone(),
+            }
+            .into());
         }
         Ok(Builder {
             runtime,
@@ -499,7 +474,7 @@ impl Builder {
         }
         let started = Instant::now();
         let deadline = started + Duration::from_millis(spec.timeout_ms);
-        let scratch = Scratch::under(&inst.layout.tmp);
+        let scratch = BuildDirs::under(&inst.layout.tmp);
         let prepared = self.prepare(inst, &scratch);
         let finished = match prepared {
             Ok((kind, recipe)) => self.compile(inst, spec, &scratch, kind, &recipe, deadline),
@@ -512,17 +487,17 @@ impl Builder {
     }
 
     /// Copies the source, adds the template when needed; the recipe to run.
-    fn prepare(&self, inst: &Instance, scratch: &Scratch) -> Result<(Kind, Recipe), Refusal> {
+    fn prepare(&self, inst: &Instance, scratch: &BuildDirs) -> Result<(Kind, Recipe), Refusal> {
         let runtime = self.runtime;
         let io = |e: AgentError| Refusal(format!("cannot prepare the build: {e}"));
         if runtime == Runtime::Python {
-            for dir in [&scratch.home, &scratch.src, &scratch.root.join("out")] {
+            for dir in [&scratch.home, &scratch.src, &scratch.out] {
                 fs::create_dir_all(dir).map_err(|e| io(AgentError::at("mkdir", dir, e)))?;
             }
             return Ok((Kind::Program, install_recipe(inst, scratch)));
         }
         copy_tree(&inst.layout.code, &scratch.src).map_err(io)?;
-        for dir in [&scratch.home, &scratch.root.join("out")] {
+        for dir in [&scratch.home, &scratch.out] {
             fs::create_dir_all(dir).map_err(|e| io(AgentError::at("mkdir", dir, e)))?;
         }
         let mut sources = source_files(runtime, &scratch.src).map_err(io)?;
@@ -574,7 +549,7 @@ impl Builder {
         &self,
         inst: &mut Instance,
         spec: &InvokeSpec,
-        scratch: &Scratch,
+        scratch: &BuildDirs,
         kind: Kind,
         recipe: &Recipe,
         deadline: Instant,
@@ -619,7 +594,7 @@ impl Builder {
                     payload = tar;
                     serde_json::json!({ "ok": null })
                 }
-                Err(why) => failure(&why),
+                Err(why) => failure(&why.to_string()),
             }
         } else if matches!(&ending, Ending::Exited(info) if info.exit_code().is_some()) {
             let mut output = String::from_utf8_lossy(pipes.stderr.data()).into_owned();
@@ -657,29 +632,45 @@ impl Builder {
     }
 
     /// Reads the program the toolchain left and packs it with its manifest.
-    fn pack(&self, scratch: &Scratch, kind: Kind) -> Result<Vec<u8>, String> {
+    fn pack(&self, scratch: &BuildDirs, kind: Kind) -> Result<Vec<u8>, PackError> {
         if self.runtime == Runtime::Python {
-            return crate::install::pack(&crate::install::target(&scratch.root.join("out")));
+            return crate::install::pack(&crate::install::target(&scratch.out))
+                .map_err(PackError::InstalledPackages);
         }
         let size = fs::metadata(&scratch.program)
-            .map_err(|e| format!("the compiler succeeded but left no program: {e}"))?
+            .map_err(PackError::NoProgram)?
             .len();
         if size > MAX_PROGRAM_BYTES {
-            return Err(format!(
-                "the program is {} MB: the limit is {} MB",
-                size >> 20,
-                MAX_PROGRAM_BYTES >> 20
-            ));
+            return Err(PackError::TooLarge(size));
         }
-        let program =
-            fs::read(&scratch.program).map_err(|e| format!("cannot read the program: {e}"))?;
+        let program = fs::read(&scratch.program).map_err(PackError::Unreadable)?;
         let manifest = Manifest {
             runtime: self.runtime,
             kind,
             build_version: BUILD_VERSION,
         };
-        artifact(&program, &manifest).map_err(|e| e.to_string())
+        Ok(artifact(&program, &manifest)?)
     }
+}
+
+/// Why a build that succeeded left no artifact: the build's error says so.
+#[derive(Debug, thiserror::Error)]
+enum PackError {
+    /// The toolchain exited 0 without writing the program.
+    #[error("the compiler succeeded but left no program: {0}")]
+    NoProgram(#[source] std::io::Error),
+    /// The program is over [`MAX_PROGRAM_BYTES`].
+    #[error("the program is {} MB: the limit is {} MB", .0 >> 20, MAX_PROGRAM_BYTES >> 20)]
+    TooLarge(u64),
+    /// The program is there but cannot be read.
+    #[error("cannot read the program: {0}")]
+    Unreadable(#[source] std::io::Error),
+    /// pip's tree cannot be packed.
+    #[error("cannot pack the installed packages: {0}")]
+    InstalledPackages(#[source] AgentError),
+    /// The artifact cannot be packed.
+    #[error(transparent)]
+    Artifact(#[from] AgentError),
 }
 
 /// Why a build did not start (the user's package cannot be built as it is).
@@ -746,7 +737,7 @@ mod tests {
 
     #[test]
     fn recipes_compile_the_right_files_statically_with_no_user_environment() {
-        let scratch = Scratch::under(Path::new("/tmp"));
+        let scratch = BuildDirs::under(Path::new("/tmp"));
         let files = [
             PathBuf::from("hearth_main.cpp"),
             PathBuf::from("lib/util.cc"),
@@ -773,51 +764,48 @@ mod tests {
 
     #[test]
     fn compiler_messages_lose_scratch_paths_and_gain_hints() {
-        let scratch = Scratch::under(Path::new("/tmp"));
+        let scratch = BuildDirs::under(Path::new("/tmp"));
+        let message = |runtime, kind, raw: &str| compiler_message(runtime, kind, &scratch, raw);
         let raw = "/tmp/hearth-build/src/main.cpp:3:5: error: expected ';'";
-        let message = compiler_message(Runtime::Cpp, Kind::Program, &scratch, raw);
-        assert_eq!(message, "main.cpp:3:5: error: expected ';'");
-        let message = compiler_message(
-            Runtime::Cpp,
-            Kind::Handler,
-            &scratch,
-            "hearth_main.cpp:80:57: error: 'handler' was not declared in this scope",
-        );
-        assert!(
-            message.contains("hint: a handler-only C++ function"),
-            "{message}"
-        );
-        let message = compiler_message(
-            Runtime::Cpp,
-            Kind::Handler,
-            &scratch,
-            "In file included from hearth_main.cpp:1:\nmain.cpp:3:11: error: expected ';'",
-        );
-        assert!(!message.contains("hint"), "a plain syntax error: {message}");
-        let message = compiler_message(
-            Runtime::Go,
-            Kind::Handler,
-            &scratch,
-            "./hearth_main.go:87:24: undefined: Handler",
-        );
-        assert!(
-            message.contains("hint: a handler-only Go function"),
-            "{message}"
-        );
-        let message = compiler_message(
-            Runtime::Go,
-            Kind::Program,
-            &scratch,
-            "main.go:4:2: no required module provides package github.com/x/y",
-        );
-        assert!(message.contains("no network"), "{message}");
-        let message = compiler_message(
-            Runtime::Go,
-            Kind::Program,
-            &scratch,
-            "# command-line-arguments\n./main.go:5:1: syntax error\n",
-        );
-        assert_eq!(message, "main.go:5:1: syntax error");
+        let plain = message(Runtime::Cpp, Kind::Program, raw);
+        assert_eq!(plain, "main.cpp:3:5: error: expected ';'");
+        let raw = "# command-line-arguments\n./main.go:5:1: syntax error\n";
+        let plain = message(Runtime::Go, Kind::Program, raw);
+        assert_eq!(plain, "main.go:5:1: syntax error");
+        // The compiler's words, and the hint they must bring (none: no hint at all).
+        let cases = [
+            (
+                Runtime::Cpp,
+                Kind::Handler,
+                "hearth_main.cpp:80:57: error: 'handler' was not declared in this scope",
+                Some("hint: a handler-only C++ function"),
+            ),
+            (
+                Runtime::Cpp,
+                Kind::Handler,
+                "In file included from hearth_main.cpp:1:\nmain.cpp:3:11: error: expected ';'",
+                None,
+            ),
+            (
+                Runtime::Go,
+                Kind::Handler,
+                "./hearth_main.go:87:24: undefined: Handler",
+                Some("hint: a handler-only Go function"),
+            ),
+            (
+                Runtime::Go,
+                Kind::Program,
+                "main.go:4:2: no required module provides package github.com/x/y",
+                Some("no network"),
+            ),
+        ];
+        for (runtime, kind, raw, hint) in cases {
+            let text = message(runtime, kind, raw);
+            match hint {
+                Some(hint) => assert!(text.contains(hint), "{text}"),
+                None => assert!(!text.contains("hint"), "a plain syntax error: {text}"),
+            }
+        }
         let long = "x".repeat(2 * MESSAGE_KEEP);
         let message = compiler_message(Runtime::Go, Kind::Program, &scratch, &long);
         assert!(message.len() < MESSAGE_KEEP + 100);

@@ -5,9 +5,8 @@
 //! fifos and absolute or `..` paths are refused. Files end up world-readable (and
 //! executable when any execute bit was set), directories 0755, never setuid.
 
-use crate::error::AgentError;
+use crate::error::{AgentError, ConfigError, PackageError};
 use std::fs;
-use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 use tar::EntryType;
@@ -92,7 +91,7 @@ fn link_stays_inside(entry: &Path, target: &Path) -> bool {
 /// there to reach either. Returns the number of entries.
 pub fn extract_as(tar_bytes: &[u8], dest: &Path, id: u32) -> Result<usize, AgentError> {
     let c = std::ffi::CString::new(dest.as_os_str().as_encoded_bytes())
-        .map_err(|_| AgentError::Config(format!("{} has a NUL byte", dest.display())))?;
+        .map_err(|_| ConfigError::NulInPath(dest.to_path_buf()))?;
     // SAFETY: `c` is a NUL-terminated path; lchown never follows a link.
     if unsafe { libc::lchown(c.as_ptr(), id, id) } != 0 {
         return Err(AgentError::last_os(format!("chown {}", dest.display())));
@@ -153,8 +152,8 @@ fn unpack_in_child(
                 let _ = write!(report, "ok {count}");
                 0
             }
-            Err(AgentError::Package(message)) => {
-                let _ = write!(report, "package {message}");
+            Err(AgentError::Package(refusal)) => {
+                let _ = write!(report, "package {refusal}");
                 1
             }
             Err(e) => {
@@ -176,22 +175,25 @@ fn unpack_in_child(
                 return Ok(count);
             }
         }
-        if let Some(message) = said.strip_prefix("package ") {
-            return Err(AgentError::Package(message.to_string()));
-        }
-        if let Some(message) = said.strip_prefix("error ") {
-            return Err(AgentError::Config(format!("unpacking the code: {message}")));
+        for (prefix, bad_package) in [("package ", true), ("error ", false)] {
+            if let Some(report) = said.strip_prefix(prefix) {
+                let report = report.to_string();
+                return Err(AgentError::Unpacker {
+                    bad_package,
+                    report,
+                });
+            }
         }
     }
-    Err(AgentError::Config(format!(
-        "the code unpacker ended ({waited:?}) without a report"
-    )))
+    Err(AgentError::Unpacker {
+        bad_package: false,
+        report: format!("the unpacker ended ({waited:?}) without a report"),
+    })
 }
 
 /// Unpacks `tar_bytes` into `dest` (which must exist); returns the number of entries.
 pub fn extract(tar_bytes: &[u8], dest: &Path) -> Result<usize, AgentError> {
-    let bad = |what: String| AgentError::Package(what);
-    let io_err = |e: io::Error| AgentError::Package(format!("reading the code tar: {e}"));
+    let io_err = PackageError::Read;
     let mut archive = tar::Archive::new(tar_bytes);
     archive.set_preserve_permissions(false);
     archive.set_unpack_xattrs(false);
@@ -204,10 +206,7 @@ pub fn extract(tar_bytes: &[u8], dest: &Path) -> Result<usize, AgentError> {
             continue;
         }
         let Some(rel) = safe_relative(&raw_path) else {
-            return Err(bad(format!(
-                "entry {} is absolute or climbs out with ..",
-                raw_path.display()
-            )));
+            return Err(PackageError::OutsidePath(raw_path).into());
         };
         if rel.as_os_str().is_empty() {
             continue;
@@ -217,36 +216,32 @@ pub fn extract(tar_bytes: &[u8], dest: &Path) -> Result<usize, AgentError> {
             EntryType::Symlink => {
                 let target = entry.link_name().map_err(io_err)?.unwrap_or_default();
                 if !link_stays_inside(&rel, &target) {
-                    return Err(bad(format!(
-                        "symlink {} -> {} points outside the code",
-                        rel.display(),
-                        target.display()
-                    )));
+                    return Err(link_outside("symlink", rel, target.into_owned()));
                 }
             }
             EntryType::Link => {
                 let target = entry.link_name().map_err(io_err)?.unwrap_or_default();
                 if safe_relative(&target).is_none_or(|t| t.as_os_str().is_empty()) {
-                    return Err(bad(format!(
-                        "hard link {} -> {} points outside the code",
-                        rel.display(),
-                        target.display()
-                    )));
+                    return Err(link_outside("hard link", rel, target.into_owned()));
                 }
             }
             other => {
-                return Err(bad(format!(
-                    "entry {} has a type hearth does not accept ({other:?})",
-                    rel.display()
-                )));
+                return Err(PackageError::EntryType {
+                    entry: rel,
+                    kind: other,
+                }
+                .into());
             }
         }
         let executable = entry.header().mode().is_ok_and(|m| m & 0o111 != 0);
         if !entry
             .unpack_in(dest)
-            .map_err(|e| AgentError::Package(format!("unpacking {}: {e}", rel.display())))?
+            .map_err(|source| PackageError::Unpack {
+                entry: rel.clone(),
+                source,
+            })?
         {
-            return Err(bad(format!("entry {} escapes the code dir", rel.display())));
+            return Err(PackageError::Escapes(rel).into());
         }
         let path = dest.join(&rel);
         match kind {
@@ -259,6 +254,15 @@ pub fn extract(tar_bytes: &[u8], dest: &Path) -> Result<usize, AgentError> {
         count += 1;
     }
     Ok(count)
+}
+
+fn link_outside(kind: &'static str, entry: PathBuf, target: PathBuf) -> AgentError {
+    PackageError::LinkOutside {
+        kind,
+        entry,
+        target,
+    }
+    .into()
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //! no runtime process ever holds it. Without the variable (Docker, tests) there is no
 //! such group: the quota is the whole sandbox's.
 
-use crate::error::{check, AgentError};
+use crate::error::{check, AgentError, ConfigError};
 use hearth_core::protocol::FUNCTION_CGROUP_FD_ENV;
 use std::io;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -35,7 +35,9 @@ pub fn adopt() -> Result<(), AgentError> {
         .to_str()
         .and_then(|v| v.parse().ok())
         .filter(|fd| *fd > 2)
-        .ok_or_else(|| AgentError::Config(format!("{FUNCTION_CGROUP_FD_ENV}={value:?}")))?;
+        .ok_or_else(|| ConfigError::CgroupFd {
+            value: value.clone(),
+        })?;
     // SAFETY: F_DUPFD_CLOEXEC on an fd number; no pointers. A closed fd fails with EBADF.
     let moved = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, HIGH_FD) };
     let moved = check(moved, || format!("take the function's cgroup fd {fd}"))?;

@@ -9,6 +9,7 @@
 //! Only wheels are there, so installing runs no package code (pip unpacks them and
 //! compiles their bytecode); this happens in the sandbox all the same.
 
+use crate::error::AgentError;
 use hearth_core::protocol::DEPS_PYTHON;
 use std::path::Path;
 
@@ -63,16 +64,16 @@ pub fn env() -> Vec<(String, String)> {
 }
 
 /// The layer: an uncompressed tar of `target` under `python/`, links kept as links.
-pub fn pack(target: &Path) -> Result<Vec<u8>, String> {
+pub fn pack(target: &Path) -> Result<Vec<u8>, AgentError> {
     if !target.is_dir() {
-        std::fs::create_dir_all(target).map_err(|e| format!("cannot make {target:?}: {e}"))?;
+        std::fs::create_dir_all(target).map_err(|e| AgentError::at("mkdir", target, e))?;
     }
     let mut builder = tar::Builder::new(Vec::new());
     builder.follow_symlinks(false);
     builder
         .append_dir_all(DEPS_PYTHON, target)
         .and_then(|_| builder.into_inner())
-        .map_err(|e| format!("cannot pack the installed packages: {e}"))
+        .map_err(|e| AgentError::at("tar", target, e))
 }
 
 /// pip's complaint for the API: its `ERROR:` lines, else its last lines.

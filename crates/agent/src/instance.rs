@@ -7,6 +7,7 @@ use crate::process::Reaper;
 use crate::scratch::ScratchDirs;
 use crate::setup::Layout;
 use crate::sweep::Sweeper;
+use hearth_core::env::{reserved_env_reason, SANDBOX_PATH};
 use hearth_core::invocation::ErrorInfo;
 use hearth_core::protocol::{InitSpec, DEPS_NODE, DEPS_PYTHON};
 use std::collections::BTreeMap;
@@ -45,25 +46,12 @@ impl Instance {
     }
 }
 
-/// Variables only the platform sets (the last four per invocation, by the runtime).
-const RESERVED: [&str; 9] = [
-    "PYTHONNOUSERSITE",
-    "HEARTH_FUNCTION_NAME",
-    "HEARTH_FUNCTION_VERSION",
-    "HEARTH_MEMORY_LIMIT_MB",
-    "HEARTH_RUNTIME",
-    "HEARTH_REQUEST_ID",
-    "HEARTH_DEADLINE_MS",
-    "HEARTH_ATTEMPT",
-    "OUTPUT_DIR",
-];
-
 /// The environment of user processes: defaults, then the user's, then the platform's.
 pub fn environment(spec: &InitSpec, layout: &Layout) -> Vec<(String, String)> {
     let tmp = layout.tmp.to_string_lossy().into_owned();
     let home = layout.home.to_string_lossy().into_owned();
     let mut env: BTreeMap<String, String> = [
-        ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        ("PATH", SANDBOX_PATH),
         ("HOME", home.as_str()),
         ("TMPDIR", tmp.as_str()),
         ("LANG", "C.UTF-8"),
@@ -76,8 +64,9 @@ pub fn environment(spec: &InitSpec, layout: &Layout) -> Vec<(String, String)> {
         let usable = !key.is_empty() && !key.contains(['=', '\0']) && !value.contains('\0');
         if !usable {
             crate::diag!("ignoring malformed environment variable {key:?}");
-        } else if RESERVED.contains(&key.as_str()) {
-            crate::diag!("ignoring environment variable {key}: the platform sets it");
+        } else if let Some(why) = reserved_env_reason(key) {
+            // The controller refuses these; one that gets here anyway never reaches a process.
+            crate::diag!("ignoring environment variable {key}: reserved ({why})");
         } else {
             env.insert(key.clone(), value.clone());
         }
@@ -133,7 +122,7 @@ mod tests {
     use std::path::Path;
 
     #[test]
-    fn platform_variables_win_and_bad_names_are_dropped() {
+    fn reserved_and_malformed_names_never_pass_through() {
         let spec = InitSpec {
             protocol_version: PROTOCOL_VERSION,
             runtime: Runtime::Python,
@@ -145,6 +134,8 @@ mod tests {
                 ("OUTPUT_DIR", "/elsewhere"),
                 ("HEARTH_REGION", "mine"),
                 ("PATH", "/custom"),
+                ("HEARTH_ATTEMPT", "7"),
+                ("LD_PRELOAD", "/tmp/evil.so"),
                 ("A=B", "x"),
                 ("GREETING", "hi"),
             ]
@@ -167,11 +158,18 @@ mod tests {
             .collect();
         assert_eq!(env["HEARTH_FUNCTION_NAME"], "f");
         assert_eq!(env["HEARTH_FUNCTION_VERSION"], "3");
-        assert_eq!(env["PATH"], "/custom");
+        assert_eq!(env["PATH"], SANDBOX_PATH);
         assert_eq!(env["GREETING"], "hi");
         assert_eq!(env["HOME"], "/home");
         assert_eq!(env["PYTHONNOUSERSITE"], "1");
-        assert_eq!(env["HEARTH_REGION"], "mine");
+        for (name, value) in &spec.env {
+            if let Some(why) = reserved_env_reason(name) {
+                assert_ne!(env.get(name), Some(value), "{name} ({why}) passed through");
+            }
+        }
+        assert!(!env.contains_key("HEARTH_REGION"));
+        assert!(!env.contains_key("HEARTH_ATTEMPT"), "set per invocation");
+        assert!(!env.contains_key("LD_PRELOAD"));
         assert!(!env.contains_key("A=B"));
         assert!(
             !env.contains_key("OUTPUT_DIR"),

@@ -78,7 +78,7 @@ mod stem;
 mod sweep;
 
 use channel::Channel;
-use error::AgentError;
+use error::{AgentError, ConfigError};
 use hearth_core::protocol::{
     AgentFailure, FailurePhase, FromAgent, InitSpec, ReadyInfo, RootSetup, ToAgent,
     PROTOCOL_VERSION,
@@ -132,7 +132,7 @@ fn agent_main() -> i32 {
         Ok(Some((ToAgent::Init(spec), code))) => (spec, code),
         Ok(Some((ToAgent::Shutdown, _)) | None) => return 0,
         Ok(Some((other, _))) => {
-            let e = AgentError::Unexpected(format!("{other:?} before init"));
+            let e = AgentError::BeforeInit(Box::new(other));
             return fail(&mut channel, before_ready(&e), &e);
         }
         Err(e) => return fail(&mut channel, before_ready(&e), &e),
@@ -244,16 +244,10 @@ fn preflight(spec: &InitSpec) -> Result<(), AgentError> {
         });
     }
     if !spec.runtime.is_supported() {
-        return Err(AgentError::Config(format!(
-            "runtime {} is not supported by this agent",
-            spec.runtime
-        )));
+        return Err(ConfigError::UnsupportedRuntime(spec.runtime).into());
     }
     if !Path::new(&spec.interpreter).is_absolute() {
-        return Err(AgentError::Config(format!(
-            "interpreter {:?} must be an absolute path",
-            spec.interpreter
-        )));
+        return Err(ConfigError::RelativeInterpreter(spec.interpreter.clone()).into());
     }
     Ok(())
 }
@@ -415,7 +409,7 @@ fn serve(
                 runner.after_result(inst);
             }
             Some((ToAgent::Init(_) | ToAgent::Specialize(_), _)) => {
-                return Err(AgentError::Unexpected("a second init".into()));
+                return Err(AgentError::SecondInit);
             }
         }
     }

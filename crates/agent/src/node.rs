@@ -11,8 +11,8 @@
 //! and logged with the invocation that uses it. That life cycle is [`crate::standby`]'s;
 //! this file says how node starts, takes its event and fails to load.
 
-use crate::error::AgentError;
-use crate::instance::{load_message, unix_ms, Instance};
+use crate::error::{AgentError, CodeLoadError, RuntimeError};
+use crate::instance::{unix_ms, Instance};
 use crate::process::ExitInfo;
 use crate::run::{Pipes, MAX_RESULT_BYTES};
 use crate::standby::{Proc, Standby, StandbyRuntime};
@@ -113,22 +113,20 @@ impl StandbyRuntime for NodeJs {
         spawn_node(inst, false)
     }
 
-    fn died(&self, pipes: &Pipes, info: ExitInfo) -> AgentError {
+    fn died(&self, pipes: &Pipes, exit: ExitInfo) -> AgentError {
         let reported = pipes.result.data();
         let reported = reported.strip_prefix(b"B").unwrap_or(reported);
         if let Ok(e) = serde_json::from_slice::<InitError>(reported) {
-            return AgentError::CodeLoad(load_message(&e.init_error));
+            return CodeLoadError::Reported(e.init_error).into();
         }
-        let how = match (info.exit_code(), info.signal()) {
-            (Some(code), _) => format!("exited with code {code}"),
-            (_, Some(signal)) => format!("was killed by signal {signal}"),
-            _ => "ended".to_string(),
-        };
         let stderr = String::from_utf8_lossy(pipes.stderr.data());
-        AgentError::Runtime(format!(
-            "node {how} before loading the code: {}",
-            stderr.trim_end()
-        ))
+        let stderr = stderr.trim_end().to_string();
+        RuntimeError::Died {
+            runtime: "node",
+            exit,
+            stderr,
+        }
+        .into()
     }
 
     /// A JSON header line (request id, deadline, attempt, output dir), then the event.
@@ -146,8 +144,10 @@ impl StandbyRuntime for NodeJs {
         if let Some(dir) = inst.output_dir() {
             header["output_dir"] = dir.into();
         }
-        let mut input = serde_json::to_vec(&header)
-            .map_err(|e| AgentError::Runtime(format!("encode the invocation header: {e}")))?;
+        let mut input = serde_json::to_vec(&header).map_err(|source| RuntimeError::Encode {
+            what: "the invocation header",
+            source,
+        })?;
         input.push(b'\n');
         input.extend_from_slice(event);
         Ok(input)

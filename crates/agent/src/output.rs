@@ -15,7 +15,7 @@
 //! the quota (Existing mode has no tmpfs to size; a sparse file fits a tmpfs and
 //! would still stream gigabytes of zeros).
 
-use crate::error::AgentError;
+use crate::error::{AgentError, ConfigError};
 use crate::process::MAX_CHUNK;
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};
@@ -64,7 +64,7 @@ impl OutputDir {
     /// agent runs as now) with a quota of `quota_mb` MB, and empties it.
     pub fn open(path: PathBuf, quota_mb: u64) -> Result<OutputDir, AgentError> {
         let path_c = CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| AgentError::Config(format!("{} holds a NUL byte", path.display())))?;
+            .map_err(|_| ConfigError::NulInPath(path.clone()))?;
         let mut out = OutputDir {
             path,
             path_c,
@@ -78,11 +78,12 @@ impl OutputDir {
         // SAFETY: geteuid cannot fail.
         let me = unsafe { libc::geteuid() };
         if st.st_uid != me {
-            return Err(AgentError::Config(format!(
-                "output dir {} belongs to uid {}, not to uid {me} the function runs as",
-                out.path.display(),
-                st.st_uid
-            )));
+            return Err(ConfigError::OutputDirOwner {
+                path: out.path.clone(),
+                owner: st.st_uid,
+                me,
+            }
+            .into());
         }
         if let Some(parent) = out.path.parent() {
             let parent_dev = std::fs::metadata(parent)

@@ -1,7 +1,7 @@
 //! Giving up power: capabilities, uid/gid, no-new-privileges, the seccomp filter, and the
 //! process attributes the agent sets on itself (OOM score, subreaper).
 
-use crate::error::{check, AgentError};
+use crate::error::{check, AgentError, ConfigError};
 use hearth_core::seccomp::{self as seccomp_policy, ArgCheck};
 use seccompiler::{
     sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
@@ -134,9 +134,7 @@ pub fn drop_to(uid: u32, gid: u32, agent_id: Option<u32>) -> Result<(), AgentErr
     if uid != 0 {
         // SAFETY: plain integers; this must fail now.
         if unsafe { libc::setresuid(0, 0, 0) } == 0 {
-            return Err(AgentError::Config(
-                "privileges were not dropped: setresuid(0) still works".into(),
-            ));
+            return Err(ConfigError::PrivilegesKept.into());
         }
     }
     Ok(())
@@ -165,7 +163,7 @@ pub fn leave_root_to_wait(id: u32) -> Result<(), AgentError> {
     die_with_parent()?;
     // SAFETY: getppid cannot fail.
     if unsafe { libc::getppid() } != parent {
-        return Err(AgentError::Config("the worker died".into()));
+        return Err(ConfigError::WorkerDied.into());
     }
     Ok(())
 }
@@ -191,7 +189,7 @@ pub fn become_effective_ids() -> std::io::Result<()> {
 
 /// The allow-list of `hearth_core::seccomp`: every other call fails with EPERM.
 fn allow_list_filter() -> Result<BpfProgram, AgentError> {
-    let seccomp = |e: seccompiler::BackendError| AgentError::Seccomp(e.to_string());
+    let seccomp = |e: seccompiler::BackendError| AgentError::Seccomp(e.into());
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = seccomp_policy::ALLOWED
         .iter()
         .map(|(_, nr)| (*nr, Vec::new()))
@@ -263,7 +261,7 @@ pub fn lock_down() -> Result<(), AgentError> {
     let ret = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
     check(ret, || "prctl PR_SET_NO_NEW_PRIVS".into())?;
     for program in [allow_list_filter()?, enosys_filter()] {
-        seccompiler::apply_filter(&program).map_err(|e| AgentError::Seccomp(e.to_string()))?;
+        seccompiler::apply_filter(&program)?;
     }
     Ok(())
 }

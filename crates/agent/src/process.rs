@@ -1,7 +1,7 @@
 //! Processes and pipes: spawning runtime processes, pumping their pipes without blocking,
 //! waiting for them with `wait4` (for the rusage), reaping whatever else dies.
 
-use crate::error::{check, AgentError};
+use crate::error::{check, AgentError, RuntimeError};
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -59,7 +59,7 @@ pub fn pidfd_open(pid: i32) -> Result<OwnedFd, AgentError> {
     if fd < 0 {
         return Err(AgentError::last_os(format!("pidfd_open {pid}")));
     }
-    let fd = RawFd::try_from(fd).map_err(|_| AgentError::Runtime("pidfd out of range".into()))?;
+    let fd = RawFd::try_from(fd).map_err(|_| RuntimeError::OutOfRange("pidfd"))?;
     // SAFETY: the kernel just returned this fd; we own it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -469,7 +469,7 @@ fn spawn_in(spec: SpawnSpec<'_>, join_function_group: bool) -> Result<i32, Agent
         .spawn()
         .map_err(|e| AgentError::io(format!("spawn {}", spec.program), e))?;
     drop(fd3);
-    i32::try_from(child.id()).map_err(|_| AgentError::Runtime("pid out of range".into()))
+    i32::try_from(child.id()).map_err(|_| RuntimeError::OutOfRange("pid").into())
 }
 
 #[cfg(test)]

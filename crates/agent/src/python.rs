@@ -8,8 +8,8 @@
 //! wait status and rusage after `wait4`. Warm path: two `sendmsg`s, no fork, no exec.
 
 use crate::channel::LogSink;
-use crate::error::AgentError;
-use crate::instance::{load_message, unix_ms, Instance, LOAD_LIMIT};
+use crate::error::{AgentError, CodeLoadError, RuntimeError};
+use crate::instance::{unix_ms, Instance, LOAD_LIMIT};
 use crate::process::{self, Capture, ChildState, ExitInfo, Outbox, ReadState, SpawnSpec};
 use crate::run::{self, Ending, Finished, Pipes, Report};
 use crate::runner::Runner;
@@ -77,14 +77,11 @@ impl Inbox {
         let len = u32::from_be_bytes(prefix) as usize;
         if len > MAX_MESSAGE {
             self.eof = true;
-            return Some(Err(AgentError::Runtime(
-                "oversized message from the python zygote".into(),
-            )));
+            return Some(Err(RuntimeError::ZygoteOversized.into()));
         }
         let body = self.buf.get(4..4 + len)?;
-        let message = serde_json::from_slice(body).map_err(|e| {
-            AgentError::Runtime(format!("unreadable message from the python zygote: {e}"))
-        });
+        let message = serde_json::from_slice(body)
+            .map_err(|e| AgentError::from(RuntimeError::ZygoteGarbage(e)));
         self.buf.drain(..4 + len);
         Some(message)
     }
@@ -169,10 +166,12 @@ fn invocation_message(
     if let Some(dir) = output_dir {
         header["output_dir"] = dir.into();
     }
-    let header = serde_json::to_vec(&header)
-        .map_err(|e| AgentError::Runtime(format!("encode the invocation header: {e}")))?;
+    let header = serde_json::to_vec(&header).map_err(|source| RuntimeError::Encode {
+        what: "the invocation header",
+        source,
+    })?;
     let len = u32::try_from(header.len())
-        .map_err(|_| AgentError::Runtime("invocation header too large".into()))?;
+        .map_err(|_| RuntimeError::OutOfRange("invocation header size"))?;
     let mut message = Vec::with_capacity(4 + header.len());
     message.extend_from_slice(&len.to_be_bytes());
     message.extend_from_slice(&header);
@@ -269,7 +268,7 @@ impl Zygote {
             while let Some(message) = self.inbox.next() {
                 let message = message?;
                 if let Some(error) = message.init_error {
-                    return Err(AgentError::CodeLoad(load_message(&error)));
+                    return Err(CodeLoadError::Reported(error).into());
                 }
                 if message.ready == Some(true) {
                     self.forward_log();
@@ -281,16 +280,15 @@ impl Zygote {
                 let log = String::from_utf8_lossy(self.log.data())
                     .trim_end()
                     .to_string();
-                return Err(AgentError::Runtime(format!(
-                    "the python zygote exited while starting: {log}"
-                )));
+                return Err(RuntimeError::ZygoteExited { log }.into());
             }
             let now = Instant::now();
             if now >= until {
-                return Err(AgentError::CodeLoad(format!(
-                    "loading main.py took longer than {} s",
-                    LOAD_LIMIT.as_secs()
-                )));
+                return Err(CodeLoadError::TooSlow {
+                    what: "loading main.py took longer than",
+                    limit: LOAD_LIMIT,
+                }
+                .into());
             }
             let mut fds = vec![process::pollfd(self.sock.as_raw_fd(), libc::POLLIN)];
             fds.extend(
@@ -601,10 +599,13 @@ impl Python {
             .iter()
             .map(|(key, value)| (key.clone(), value.clone().into()))
             .collect();
-        let header = serde_json::to_vec(&serde_json::json!({ "load": true, "env": env }))
-            .map_err(|e| AgentError::Runtime(format!("encode the load message: {e}")))?;
-        let len = u32::try_from(header.len())
-            .map_err(|_| AgentError::Runtime("environment too large".into()))?;
+        let header = serde_json::to_vec(&serde_json::json!({ "load": true, "env": env })).map_err(
+            |source| RuntimeError::Encode {
+                what: "the load message",
+                source,
+            },
+        )?;
+        let len = u32::try_from(header.len()).map_err(|_| RuntimeError::EnvironmentTooLarge)?;
         let mut message = len.to_be_bytes().to_vec();
         message.extend_from_slice(&header);
         let mut outbox = Outbox::new(message, 0);

@@ -5,6 +5,7 @@
 //! Everything the function writes there belongs to its uid, which the agent runs as, so
 //! the agent can remove it all; the removal never follows a symlink (see `output.rs`).
 
+use crate::error::AgentError;
 use crate::output;
 use std::ffi::CString;
 use std::io;
@@ -38,7 +39,7 @@ impl ScratchDirs {
 
     /// Removes everything in every dir; an error means a dir could not be emptied (the
     /// instance must not serve again).
-    pub fn wipe(&self) -> Result<(), String> {
+    pub fn wipe(&self) -> Result<(), AgentError> {
         for (path, path_c) in &self.dirs {
             let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
             // SAFETY: `path_c` is a NUL-terminated string that outlives the call.
@@ -48,16 +49,16 @@ impl ScratchDirs {
                 if e.kind() == io::ErrorKind::NotFound {
                     continue;
                 }
-                return Err(format!("open {}: {e}", path.display()));
+                return Err(AgentError::at("open", path, e));
             }
             // SAFETY: open just returned this fd; it is ours alone.
             let dir = unsafe { OwnedFd::from_raw_fd(fd) };
             match output::is_empty(&dir) {
                 Ok(true) => continue,
                 Ok(false) => {}
-                Err(e) => return Err(format!("read {}: {e}", path.display())),
+                Err(e) => return Err(AgentError::at("read", path, e)),
             }
-            output::clear(&dir, 0).map_err(|e| format!("empty {}: {e}", path.display()))?;
+            output::clear(&dir, 0).map_err(|e| AgentError::at("empty", path, e))?;
         }
         Ok(())
     }

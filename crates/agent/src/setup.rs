@@ -3,7 +3,8 @@
 //! an existing root (a container, or tests).
 
 use crate::code;
-use crate::error::{check, AgentError};
+use crate::error::{check, AgentError, ConfigError};
+use hearth_core::paths::CODE_DIR;
 use hearth_core::protocol::DEPS_DIR;
 use std::ffi::CString;
 use std::fs;
@@ -34,7 +35,7 @@ impl Layout {
     /// `code`, `runtime` and `tmp` under `base`, no output dir.
     pub fn under(base: &Path) -> Self {
         Layout {
-            code: base.join("code"),
+            code: base.join(CODE_DIR.trim_start_matches('/')),
             runtime: base.join("runtime"),
             tmp: base.join("tmp"),
             home: base.join("home"),
@@ -78,7 +79,7 @@ pub struct NativeRoot<'a> {
 
 fn cstr(path: &Path) -> Result<CString, AgentError> {
     CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| AgentError::Config(format!("path {} holds a NUL byte", path.display())))
+        .map_err(|_| ConfigError::NulInPath(path.to_path_buf()).into())
 }
 
 fn mount(
@@ -248,13 +249,11 @@ fn expose_read_only(root: &Path, dir: &str) -> Result<(), AgentError> {
             .components()
             .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
     if !plain {
-        return Err(AgentError::Config(format!(
-            "read-only dir {dir:?} must be an absolute path without .."
-        )));
+        return Err(ConfigError::ReadOnlyDirPath(dir.to_string()).into());
     }
     let inside = root.join(host.strip_prefix("/").unwrap_or(host));
     if inside == root {
-        return Err(AgentError::Config("read-only dir / is not allowed".into()));
+        return Err(ConfigError::ReadOnlyRoot.into());
     }
     let meta = match fs::symlink_metadata(host) {
         Ok(meta) => meta,
@@ -294,9 +293,7 @@ fn bind_layer(root: &Path, layer: &str) -> Result<(), AgentError> {
             .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
     let is_dir = fs::symlink_metadata(host).is_ok_and(|m| m.is_dir());
     if !plain || !is_dir {
-        return Err(AgentError::Config(format!(
-            "dependency layer {layer:?} must be an existing directory, by an absolute path"
-        )));
+        return Err(ConfigError::LayerPath(layer.to_string()).into());
     }
     let inside = root.join(DEPS_DIR.trim_start_matches('/'));
     mkdir(&inside, 0o755)?;
@@ -409,10 +406,7 @@ fn pivot_into(root: &Path) -> Result<(), AgentError> {
 pub fn native(root_spec: &NativeRoot<'_>, code_tar: &[u8]) -> Result<Layout, AgentError> {
     let root = Path::new(root_spec.mount_point);
     if !root.is_absolute() {
-        return Err(AgentError::Config(format!(
-            "mount point {:?} must be absolute",
-            root_spec.mount_point
-        )));
+        return Err(ConfigError::RelativeMountPoint(root_spec.mount_point.to_string()).into());
     }
     mount(
         None,
@@ -483,7 +477,7 @@ pub fn native(root_spec: &NativeRoot<'_>, code_tar: &[u8]) -> Result<Layout, Age
     make_etc(&root.join("etc"), root_spec.uid, root_spec.gid)?;
     code::write_runtime_files(&root.join("runtime"))?;
     pivot_into(root)?;
-    let code_dir = Path::new("/code");
+    let code_dir = Path::new(CODE_DIR);
     if !root_spec.stem {
         // The user's tar only now, with the host out of sight, by a process that left root.
         code::extract_as(code_tar, code_dir, root_spec.unpacker_id)?;
@@ -551,12 +545,7 @@ fn prepare(base: &Path, output: Option<(u32, u32)>) -> Result<Layout, AgentError
         let dir = base.join(OUTPUT_DIR_NAME);
         match fs::symlink_metadata(&dir) {
             Ok(meta) if meta.is_dir() => {}
-            Ok(_) => {
-                return Err(AgentError::Config(format!(
-                    "{} exists and is not a directory",
-                    dir.display()
-                )))
-            }
+            Ok(_) => return Err(ConfigError::NotADirectory(dir).into()),
             Err(_) => mkdir(&dir, 0o755)?,
         }
         let owned = fs::symlink_metadata(&dir).is_ok_and(|m| {

@@ -12,7 +12,7 @@
 //! how the event is framed, how the result reads.
 
 use crate::channel::LogSink;
-use crate::error::AgentError;
+use crate::error::{AgentError, CodeLoadError, RuntimeError};
 use crate::instance::{Instance, LOAD_LIMIT};
 use crate::process::{self, Capture, ChildState, ExitInfo, Outbox, SpawnSpec};
 use crate::run::{self, Ending, Finished, Held, Pipes, Report};
@@ -142,15 +142,13 @@ impl Proc {
             crate::cpu_group::move_into(self.pid)?;
         }
         let Some(input) = &self.input else {
-            return Err(AgentError::Runtime(
-                "the standby's event pipe is closed".into(),
-            ));
+            return Err(RuntimeError::StandbyPipeClosed.into());
         };
         let mut go = Outbox::new(vec![GO], 0);
         // One byte into an empty pipe: it fits.
         go.pump(input.as_raw_fd());
         if !go.is_done() {
-            return Err(AgentError::Runtime("cannot start the standby".into()));
+            return Err(RuntimeError::StandbyNotStarted.into());
         }
         self.booting = None;
         Ok(())
@@ -188,11 +186,11 @@ impl Proc {
             }
             let now = Instant::now();
             if now >= until {
-                return Err(AgentError::CodeLoad(format!(
-                    "{} {} ms",
-                    R::TOO_SLOW,
-                    limit.as_millis()
-                )));
+                return Err(CodeLoadError::TooSlow {
+                    what: R::TOO_SLOW,
+                    limit,
+                }
+                .into());
             }
             let mut fds = self.pipes.pollfds();
             fds.push(process::pollfd(self.pidfd.as_raw_fd(), libc::POLLIN));

@@ -11,7 +11,7 @@
 
 use crate::channel::Channel;
 use crate::code;
-use crate::error::AgentError;
+use crate::error::{AgentError, ConfigError};
 use crate::instance::{self, Instance};
 use crate::node::{self, PrestartedNode};
 use crate::python::{PrestartedZygote, Python};
@@ -38,7 +38,7 @@ pub type Specialized = (Instant, Box<dyn Runner>);
 /// Starts what the runtime can start without code.
 pub fn prestart(spec: &InitSpec, inst: &mut Instance) -> Result<Waiting, AgentError> {
     if spec.purpose != Purpose::Serve {
-        return Err(AgentError::Config("a stem only ever serves".into()));
+        return Err(ConfigError::StemBuilds.into());
     }
     Ok(match spec.runtime {
         Runtime::Python => Waiting::Python(Python::prestart(inst)?),
@@ -60,7 +60,7 @@ pub fn await_function(
         None | Some((ToAgent::Shutdown, _)) => return Ok(None),
         Some((ToAgent::Specialize(function), code)) => (function, code),
         Some((other, _)) => {
-            return Err(AgentError::Unexpected(format!("{other:?} in a stem")));
+            return Err(AgentError::InStem(Box::new(other)));
         }
     };
     let started = Instant::now();

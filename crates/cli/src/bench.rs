@@ -55,6 +55,26 @@ pub struct BenchArgs {
     /// starts make their sandbox on the call's path).
     #[arg(long, default_value_t = 2)]
     stems: usize,
+    /// Only these runtimes (repeatable; default: every runtime the sandbox runs). For
+    /// short A/B runs: the goals of the runtimes left out show as not measured.
+    #[arg(long = "runtime")]
+    runtimes: Vec<String>,
+    /// Parts of the run to leave out (repeatable), for short A/B runs.
+    #[arg(long, value_enum)]
+    skip: Vec<Part>,
+}
+
+/// The parts of a bench run that `--skip` can leave out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// The sustained-throughput run.
+    Throughput,
+    /// The cold starts.
+    Cold,
+    /// The fresh-interpreter and Docker baselines.
+    Baselines,
+    /// The worker's RSS under a large output.
+    Output,
 }
 
 impl BenchArgs {
@@ -238,7 +258,11 @@ pub async fn run(
         handlers.push(("cpp", "main.cpp", CPP_HANDLER));
         handlers.push(("go", "main.go", GO_HANDLER));
     }
+    handlers.retain(|(runtime, _, _)| {
+        args.runtimes.is_empty() || args.runtimes.iter().any(|r| r == runtime)
+    });
     let handlers = handlers;
+    let skips = |part: Part| args.skip.contains(&part);
     let mut build_ms = BTreeMap::new();
     for &(runtime, file, code) in &handlers {
         let function = deploy(&client, &format!("bench-{runtime}"), runtime, file, code).await?;
@@ -275,16 +299,14 @@ pub async fn run(
         "throughput, {} clients for {} s (python)",
         args.clients, args.duration
     ));
-    let throughput = throughput(
-        &client,
-        "bench-python",
-        args.clients,
-        Duration::from_secs(args.duration),
-    )
-    .await;
+    let length = match skips(Part::Throughput) {
+        true => Duration::ZERO,
+        false => Duration::from_secs(args.duration),
+    };
+    let throughput = throughput(&client, "bench-python", args.clients, length).await;
 
     let mut cold = BTreeMap::new();
-    for &(runtime, file, code) in &handlers {
+    for &(runtime, file, code) in handlers.iter().filter(|_| !skips(Part::Cold)) {
         progress(&format!(
             "cold start, {runtime}, {} samples",
             args.cold_samples
@@ -313,35 +335,39 @@ pub async fn run(
 
     progress("baselines");
     let samples = if args.smoke { 3 } else { 20 };
-    let baselines = vec![
-        fresh_process_baseline(
-            "python3 -c (fresh interpreter per call)",
-            "/usr/bin/python3",
-            &[
-                "-c",
-                &format!("{PYTHON_HANDLER}import json\nprint(json.dumps(handler({{}}, None)))"),
-            ],
-            samples,
-        ),
-        fresh_process_baseline(
-            "node -e (fresh interpreter per call)",
-            "node",
-            &[
-                "-e",
-                &format!("{NODE_HANDLER}console.log(JSON.stringify(exports.handler({{}})))"),
-            ],
-            samples,
-        ),
-    ]
-    .into_iter()
-    .chain(docker_baselines(samples))
-    .collect::<Vec<_>>();
+    let baselines = match skips(Part::Baselines) {
+        true => Vec::new(),
+        false => vec![
+            fresh_process_baseline(
+                "python3 -c (fresh interpreter per call)",
+                "/usr/bin/python3",
+                &[
+                    "-c",
+                    &format!("{PYTHON_HANDLER}import json\nprint(json.dumps(handler({{}}, None)))"),
+                ],
+                samples,
+            ),
+            fresh_process_baseline(
+                "node -e (fresh interpreter per call)",
+                "node",
+                &[
+                    "-e",
+                    &format!("{NODE_HANDLER}console.log(JSON.stringify(exports.handler({{}})))"),
+                ],
+                samples,
+            ),
+        ]
+        .into_iter()
+        .chain(docker_baselines(samples))
+        .collect::<Vec<_>>(),
+    };
 
     let output_mb = if args.smoke { 32 } else { 2048 };
     progress(&format!(
         "worker RSS while a function writes a {output_mb} MB output"
     ));
     let (output_rss_growth_mb, output_rss_note) = match &own {
+        _ if skips(Part::Output) => (None, Some("skipped (--skip output)".into())),
         None => (
             None,
             Some("needs the bench's own hearth (not --url): its RSS is read from /proc".into()),
@@ -849,6 +875,14 @@ fn ratio(baseline: Option<f64>, ours: f64) -> String {
     }
 }
 
+/// One row of the table: a latency's percentiles, with `decimals` digits after the point.
+fn print_latency_row(figure: &str, l: &Latency, decimals: usize) {
+    println!(
+        "{figure:<58} {:>10.decimals$} {:>10.decimals$} {:>10.decimals$} {:>10.decimals$}",
+        l.p50, l.p90, l.p99, l.max
+    );
+}
+
 fn print_table(r: &Report) {
     let p50 = |runtime: &str| r.warm.get(runtime).map(|l| l.p50).unwrap_or(f64::NAN);
     let (py_warm, node_warm) = (p50("python"), p50("nodejs"));
@@ -857,34 +891,16 @@ fn print_table(r: &Report) {
         "figure", "p50 ms", "p90 ms", "p99 ms", "max ms"
     );
     for (runtime, l) in &r.warm {
-        println!(
-            "{:<58} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
-            format!("warm invoke through HTTP, {runtime} ({} calls)", l.samples),
-            l.p50,
-            l.p90,
-            l.p99,
-            l.max
-        );
+        let figure = format!("warm invoke through HTTP, {runtime} ({} calls)", l.samples);
+        print_latency_row(&figure, l, 3);
     }
     for (runtime, l) in &r.warm_server_side {
-        println!(
-            "{:<58} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
-            format!("  of which inside hearth (duration_ms), {runtime}"),
-            l.p50,
-            l.p90,
-            l.p99,
-            l.max
-        );
+        let figure = format!("  of which inside hearth (duration_ms), {runtime}");
+        print_latency_row(&figure, l, 3);
     }
     for (runtime, l) in &r.cold_start {
-        println!(
-            "{:<58} {:>10.1} {:>10.1} {:>10.1} {:>10.1}",
-            format!("cold start through HTTP, {runtime} ({} samples)", l.samples),
-            l.p50,
-            l.p90,
-            l.p99,
-            l.max
-        );
+        let figure = format!("cold start through HTTP, {runtime} ({} samples)", l.samples);
+        print_latency_row(&figure, l, 1);
     }
     for (runtime, ms) in &r.build_ms {
         println!(

@@ -179,6 +179,21 @@ pub(crate) async fn advice(
     Ok(Json(advice_json(&state, &record, &advice)))
 }
 
+/// The caller's function `name` (qualified), its record, and the request in `body`
+/// (`shape` shows what it should look like): what every tuning action starts from.
+async fn function_and_request<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    body: &Bytes,
+    shape: &str,
+) -> Result<(String, FunctionRecord, T), ApiError> {
+    let name = caller.qualify(name)?;
+    let request = parse_body(body, shape)?;
+    let record = find(state, &name).await?;
+    Ok((name, record, request))
+}
+
 fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes, shape: &str) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(
@@ -210,12 +225,9 @@ pub(crate) async fn apply(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let name = caller.qualify(&name)?;
-    let request: ApplyRequest = parse_body(
-        &body,
-        r#"{"memory_mb": <the current size you saw>, "to_memory_mb": <optional size>}"#,
-    )?;
-    let record = find(&state, &name).await?;
+    let shape = r#"{"memory_mb": <the current size you saw>, "to_memory_mb": <optional size>}"#;
+    let (name, record, request): (_, _, ApplyRequest) =
+        function_and_request(&state, &caller, &name, &body, shape).await?;
     if record.spec.memory_mb != request.memory_mb {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -415,12 +427,9 @@ pub(crate) async fn explore(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let name = caller.qualify(&name)?;
-    let request: ExploreRequest = parse_body(
-        &body,
-        r#"{"event": <any JSON>, "sizes": [128, 256], "runs": 10, "strategy": "cost"|"speed"|"balanced", "apply": false}"#,
-    )?;
-    let record = find(&state, &name).await?;
+    let shape = r#"{"event": <any JSON>, "sizes": [128, 256], "runs": 10, "strategy": "cost"|"speed"|"balanced", "apply": false}"#;
+    let (name, record, request): (_, _, ExploreRequest) =
+        function_and_request(&state, &caller, &name, &body, shape).await?;
     let sizes = request.sizes.unwrap_or_else(|| DEFAULT_SIZES.to_vec());
     let runs = request.runs.unwrap_or(DEFAULT_RUNS);
     if sizes.is_empty() || sizes.len() > MAX_SIZES || !(1..=MAX_RUNS).contains(&runs) {

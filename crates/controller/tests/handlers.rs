@@ -76,13 +76,18 @@ impl Api {
     }
 
     async fn deploy(&self, name: &str, main_py: &str) -> (StatusCode, Value) {
+        self.deploy_with(name, main_py, json!({"runtime": "python"}))
+            .await
+    }
+
+    async fn deploy_with(&self, name: &str, main_py: &str, config: Value) -> (StatusCode, Value) {
         let zip = hearth_testkit::zip_files(&[("main.py", main_py.as_bytes())]);
         let form = reqwest::multipart::Form::new()
             .part(
                 "code",
                 reqwest::multipart::Part::bytes(zip).file_name("code.zip"),
             )
-            .text("config", json!({"runtime": "python"}).to_string());
+            .text("config", config.to_string());
         let response = self
             .http
             .put(format!("{}/v1/functions/{name}", self.url))
@@ -279,4 +284,23 @@ async fn bad_requests_get_clear_errors() {
         (status, &body["error"]["code"]),
         (StatusCode::BAD_REQUEST, &json!("invalid_query"))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_env_names_are_refused_saying_which_and_why() {
+    let api = Api::start().await;
+    for name in ["PATH", "HEARTH_ATTEMPT", "LD_PRELOAD"] {
+        let config = json!({"runtime": "python", "env": {name: "/tmp/x", "GREETING": "hi"}});
+        let (status, body) = api.deploy_with("reserved", ECHO, config).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{name}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_config", "{body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        let why = hearth_core::env::reserved_env_reason(name).unwrap();
+        assert!(
+            message.contains(name) && message.contains(why),
+            "{name}: {message}"
+        );
+    }
+    let (status, _) = api.get("/v1/functions/reserved").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was created");
 }

@@ -5,24 +5,45 @@ use crate::runtime::{Runtime, UnknownRuntime};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Memory a function gets when its config does not say.
-pub const DEFAULT_MEMORY_MB: u64 = 128;
-/// Smallest memory limit accepted.
-pub const MIN_MEMORY_MB: u64 = 64;
-/// Largest memory limit accepted (Lambda's ceiling).
-pub const MAX_MEMORY_MB: u64 = 10_240;
-/// Timeout a function gets when its config does not say.
-pub const DEFAULT_TIMEOUT_MS: u64 = 3_000;
-/// Longest timeout accepted (15 minutes, as Lambda).
-pub const MAX_TIMEOUT_MS: u64 = 900_000;
-/// Concurrent instances per function when its config does not say.
-pub const DEFAULT_MAX_INSTANCES: u32 = 10;
-/// Most concurrent instances one function may ask for.
-pub const MAX_MAX_INSTANCES: u32 = 100;
-/// Output quota (size of `$OUTPUT_DIR`) when the config does not say, MB.
-pub const DEFAULT_OUTPUT_QUOTA_MB: u64 = 1024;
-/// Largest output quota accepted, MB.
-pub const MAX_OUTPUT_QUOTA_MB: u64 = 10_240;
+/// A numeric setting of a function: what it gets when its config does not say, and
+/// the range accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting<T> {
+    /// The value of a config that does not say.
+    pub default: T,
+    /// Smallest accepted.
+    pub min: T,
+    /// Largest accepted.
+    pub max: T,
+}
+
+impl<T: Copy> Setting<T> {
+    /// A setting of `default`, accepting `min..=max`.
+    pub const fn new(default: T, min: T, max: T) -> Self {
+        Setting { default, min, max }
+    }
+}
+
+impl<T: PartialOrd + Copy> Setting<T> {
+    /// Whether `value` is in range.
+    pub fn accepts(&self, value: T) -> bool {
+        (self.min..=self.max).contains(&value)
+    }
+
+    /// The config's value, else the previous version's, else the default.
+    fn pick(&self, config: Option<T>, previous: Option<T>) -> T {
+        config.or(previous).unwrap_or(self.default)
+    }
+}
+
+/// `memory_mb`, up to Lambda's ceiling.
+pub const MEMORY_MB: Setting<u64> = Setting::new(128, 64, 10_240);
+/// `timeout_ms`, up to 15 minutes (as Lambda).
+pub const TIMEOUT_MS: Setting<u64> = Setting::new(3_000, 1, 900_000);
+/// `max_instances`: concurrent instances of one function.
+pub const MAX_INSTANCES: Setting<u32> = Setting::new(10, 1, 100);
+/// `output_quota_mb`: the size of `$OUTPUT_DIR`.
+pub const OUTPUT_QUOTA_MB: Setting<u64> = Setting::new(1024, 1, 10_240);
 /// Memory that buys one whole CPU when CPU follows memory (Lambda's figure).
 pub const MB_PER_CPU: u64 = 1769;
 /// Least CPU an instance gets when CPU follows memory: below it a small function's
@@ -37,11 +58,6 @@ pub const MAX_EXPLICIT_CPUS: f64 = 64.0;
 pub const MAX_ENV_BYTES: usize = 4 * 1024;
 /// Longest description accepted.
 pub const MAX_DESCRIPTION_CHARS: usize = 256;
-
-/// Environment variable names the platform sets; user env may not use them.
-pub const RESERVED_ENV_NAMES: &[&str] = &["PATH", "HOME", "OUTPUT_DIR", "PAYLOAD", "PAYLOAD_FILE"];
-/// Prefix of the platform's own environment variables.
-pub const RESERVED_ENV_PREFIX: &str = "HEARTH_";
 
 /// A function configuration that breaks a rule; the message says what to change.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -67,16 +83,16 @@ pub enum SpecError {
         to: Runtime,
     },
     /// Memory outside the accepted range.
-    #[error("memory_mb {0} is out of range: use {MIN_MEMORY_MB}..={MAX_MEMORY_MB}")]
+    #[error("memory_mb {0} is out of range: use {min}..={max}", min = MEMORY_MB.min, max = MEMORY_MB.max)]
     MemoryOutOfRange(u64),
     /// Timeout outside the accepted range.
-    #[error("timeout_ms {0} is out of range: use 1..={MAX_TIMEOUT_MS}")]
+    #[error("timeout_ms {0} is out of range: use {min}..={max}", min = TIMEOUT_MS.min, max = TIMEOUT_MS.max)]
     TimeoutOutOfRange(u64),
     /// Instance maximum outside the accepted range.
-    #[error("max_instances {0} is out of range: use 1..={MAX_MAX_INSTANCES}")]
+    #[error("max_instances {0} is out of range: use {min}..={max}", min = MAX_INSTANCES.min, max = MAX_INSTANCES.max)]
     MaxInstancesOutOfRange(u32),
     /// Output quota outside the accepted range.
-    #[error("output_quota_mb {0} is out of range: use 1..={MAX_OUTPUT_QUOTA_MB}")]
+    #[error("output_quota_mb {0} is out of range: use {min}..={max}", min = OUTPUT_QUOTA_MB.min, max = OUTPUT_QUOTA_MB.max)]
     OutputQuotaOutOfRange(u64),
     /// An explicit CPU share outside the accepted range.
     #[error("cpus {} is out of range: use {MIN_EXPLICIT_CPUS}..={MAX_EXPLICIT_CPUS}, or leave it out so CPU follows memory_mb (one CPU per {MB_PER_CPU} MB)", .0.as_f64())]
@@ -85,8 +101,13 @@ pub enum SpecError {
     #[error("invalid env var name {0:?}: use letters, digits and '_', not starting with a digit")]
     InvalidEnvName(String),
     /// An env var the platform owns.
-    #[error("env var {0:?} is reserved by the platform: choose another name")]
-    ReservedEnvName(String),
+    #[error("env var {name:?} is reserved by the platform ({why}): choose another name")]
+    ReservedEnvName {
+        /// The name the user set.
+        name: String,
+        /// Why the platform keeps it ([`crate::env::reserved_env_reason`]).
+        why: &'static str,
+    },
     /// An env var value with a NUL byte, which no process environment can hold.
     #[error("env var {0:?} contains a NUL byte")]
     EnvValueNul(String),
@@ -231,7 +252,7 @@ pub fn cpus_for_memory(memory_mb: u64, host_cores: usize) -> f64 {
 }
 
 fn default_output_quota_mb() -> u64 {
-    DEFAULT_OUTPUT_QUOTA_MB
+    OUTPUT_QUOTA_MB.default
 }
 
 impl FunctionSpec {
@@ -259,14 +280,8 @@ impl FunctionSpec {
         };
         let spec = FunctionSpec {
             runtime,
-            memory_mb: config
-                .memory_mb
-                .or(previous.map(|p| p.memory_mb))
-                .unwrap_or(DEFAULT_MEMORY_MB),
-            timeout_ms: config
-                .timeout_ms
-                .or(previous.map(|p| p.timeout_ms))
-                .unwrap_or(DEFAULT_TIMEOUT_MS),
+            memory_mb: MEMORY_MB.pick(config.memory_mb, previous.map(|p| p.memory_mb)),
+            timeout_ms: TIMEOUT_MS.pick(config.timeout_ms, previous.map(|p| p.timeout_ms)),
             env: config
                 .env
                 .clone()
@@ -277,14 +292,10 @@ impl FunctionSpec {
                 .clone()
                 .or_else(|| previous.map(|p| p.description.clone()))
                 .unwrap_or_default(),
-            max_instances: config
-                .max_instances
-                .or(previous.map(|p| p.max_instances))
-                .unwrap_or(DEFAULT_MAX_INSTANCES),
-            output_quota_mb: config
-                .output_quota_mb
-                .or(previous.map(|p| p.output_quota_mb))
-                .unwrap_or(DEFAULT_OUTPUT_QUOTA_MB),
+            max_instances: MAX_INSTANCES
+                .pick(config.max_instances, previous.map(|p| p.max_instances)),
+            output_quota_mb: OUTPUT_QUOTA_MB
+                .pick(config.output_quota_mb, previous.map(|p| p.output_quota_mb)),
             handler: match &config.handler {
                 Some(h) if h.is_empty() => None,
                 Some(h) => Some(h.clone()),
@@ -310,16 +321,16 @@ impl FunctionSpec {
         if !self.runtime.is_supported() {
             return Err(SpecError::UnsupportedRuntime(self.runtime));
         }
-        if !(MIN_MEMORY_MB..=MAX_MEMORY_MB).contains(&self.memory_mb) {
+        if !MEMORY_MB.accepts(self.memory_mb) {
             return Err(SpecError::MemoryOutOfRange(self.memory_mb));
         }
-        if !(1..=MAX_TIMEOUT_MS).contains(&self.timeout_ms) {
+        if !TIMEOUT_MS.accepts(self.timeout_ms) {
             return Err(SpecError::TimeoutOutOfRange(self.timeout_ms));
         }
-        if !(1..=MAX_MAX_INSTANCES).contains(&self.max_instances) {
+        if !MAX_INSTANCES.accepts(self.max_instances) {
             return Err(SpecError::MaxInstancesOutOfRange(self.max_instances));
         }
-        if !(1..=MAX_OUTPUT_QUOTA_MB).contains(&self.output_quota_mb) {
+        if !OUTPUT_QUOTA_MB.accepts(self.output_quota_mb) {
             return Err(SpecError::OutputQuotaOutOfRange(self.output_quota_mb));
         }
         if let Some(cpus) = self.cpus {
@@ -377,8 +388,11 @@ fn validate_env(env: &BTreeMap<String, String>) -> Result<(), SpecError> {
         if !valid {
             return Err(SpecError::InvalidEnvName(name.clone()));
         }
-        if name.starts_with(RESERVED_ENV_PREFIX) || RESERVED_ENV_NAMES.contains(&name.as_str()) {
-            return Err(SpecError::ReservedEnvName(name.clone()));
+        if let Some(why) = crate::env::reserved_env_reason(name) {
+            return Err(SpecError::ReservedEnvName {
+                name: name.clone(),
+                why,
+            });
         }
         if value.contains('\0') {
             return Err(SpecError::EnvValueNul(name.clone()));
@@ -444,9 +458,9 @@ mod tests {
             Err(SpecError::MissingRuntime)
         );
         let spec = FunctionSpec::resolve(None, &config("python")).unwrap();
-        assert_eq!(spec.memory_mb, DEFAULT_MEMORY_MB);
-        assert_eq!(spec.timeout_ms, DEFAULT_TIMEOUT_MS);
-        assert_eq!(spec.max_instances, DEFAULT_MAX_INSTANCES);
+        assert_eq!(spec.memory_mb, MEMORY_MB.default);
+        assert_eq!(spec.timeout_ms, TIMEOUT_MS.default);
+        assert_eq!(spec.max_instances, MAX_INSTANCES.default);
     }
 
     #[test]
@@ -516,13 +530,16 @@ mod tests {
         let mut c = config("python");
         c.timeout_ms = Some(0);
         assert!(FunctionSpec::resolve(None, &c).is_err());
-        for reserved in ["HEARTH_FUNCTION_NAME", "PATH", "OUTPUT_DIR"] {
+        for reserved in ["HEARTH_ATTEMPT", "PATH", "OUTPUT_DIR", "LD_PRELOAD"] {
             let mut c = config("python");
             c.env = Some([(reserved.to_string(), "x".to_string())].into());
-            assert_eq!(
-                FunctionSpec::resolve(None, &c),
-                Err(SpecError::ReservedEnvName(reserved.into()))
+            let error = FunctionSpec::resolve(None, &c).map(|_| ()).unwrap_err();
+            assert!(
+                matches!(&error, SpecError::ReservedEnvName { name, .. } if name == reserved),
+                "{error:?}"
             );
+            let message = error.to_string();
+            assert!(message.contains(reserved), "{message}");
         }
         let mut c = config("python");
         c.env = Some([("1X".to_string(), "x".to_string())].into());

@@ -1,10 +1,10 @@
 //! Shared types of hearth, with no I/O of their own.
 //!
-//! Owns: the line `hearth up` announces itself with ([`announce`]), the function spec and its validation rules ([`function`]), the runtimes
+//! Owns: the line `hearth up` announces itself with ([`announce`]), the function spec and its validation rules ([`function`]), the environment variables the platform owns ([`env`]), the runtimes
 //! ([`runtime`]), the invocation record returned to clients ([`invocation`]), the
 //! versioned frames spoken between the worker and the in-sandbox agent ([`protocol`]),
 //! the AutoTuner's rules, figures in and advice out ([`tuning`]), the system calls a
-//! sandboxed process may make ([`seccomp`]), the cap on an invocation's log ([`logs`]),
+//! sandboxed process may make ([`seccomp`]), the cap on an invocation's log ([`logs`]), where things are inside a sandbox ([`paths`]),
 //! and how a tar entry is written ([`tarball`]).
 //!
 //! Never: touches the network, the disk or a process. Every other crate may depend on
@@ -16,9 +16,11 @@
 #![deny(missing_docs)]
 
 pub mod announce;
+pub mod env;
 pub mod function;
 pub mod invocation;
 pub mod logs;
+pub mod paths;
 pub mod protocol;
 pub mod runtime;
 pub mod seccomp;

@@ -5,7 +5,7 @@
 //! exploration ([`summarize_runs`], [`pick`]) judges runs at several sizes, as Lambda
 //! Power Tuning does. The README's "Tuning" section states the same rules for users.
 
-use crate::function::{MAX_MEMORY_MB, MIN_MEMORY_MB};
+use crate::function::MEMORY_MB;
 use crate::{Invocation, InvocationStatus};
 use serde::{Deserialize, Serialize};
 
@@ -19,7 +19,7 @@ pub const HIGH_CONFIDENCE_INVOCATIONS: usize = 100;
 pub const WINDOW_DAYS: u64 = 14;
 /// Head-room kept above the p99 peak.
 pub const MARGIN: f64 = 0.15;
-/// Never recommend less than this, MB (and never less than [`MIN_MEMORY_MB`]).
+/// Never recommend less than this, MB (and never less than [`MEMORY_MB`]`.min`).
 pub const FLOOR_MB: u64 = 32;
 /// Shrink only when the target is at most this share of the current size, so that
 /// advice does not flap around a size that is nearly right.
@@ -309,7 +309,7 @@ pub fn round_up_mb(mb: f64) -> u64 {
     };
     mb.div_ceil(step)
         .saturating_mul(step)
-        .clamp(FLOOR_MB.max(MIN_MEMORY_MB), MAX_MEMORY_MB)
+        .clamp(FLOOR_MB.max(MEMORY_MB.min), MEMORY_MB.max)
 }
 
 /// The size an OOM kill at `current_mb` calls for.
@@ -391,7 +391,7 @@ pub fn advise(input: &TuningInput<'_>) -> Advice {
     };
     if let Some(floor) = failed_floor {
         if recommended < floor && recommended < current {
-            recommended = current.max(floor).min(MAX_MEMORY_MB);
+            recommended = current.max(floor).min(MEMORY_MB.max);
             reason = format!(
                 "{reason}; but {} MB was tried and reverted, so keep {recommended} MB",
                 input.failed_mb.unwrap_or_default()

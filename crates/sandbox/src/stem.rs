@@ -55,3 +55,47 @@ pub trait Stem: Send + Sync {
     /// Kills it. Never fails: problems are logged.
     async fn destroy(self: Box<Self>);
 }
+
+/// A stem as a backend keeps it: its kind and the instance of its own type it becomes
+/// once specialized (`DockerStem`, `NativeStem`).
+#[derive(Debug)]
+pub struct WaitingStem<I> {
+    /// What it was made for.
+    pub(crate) kind: StemKind,
+    /// The sandbox, its agent blocked on its first frame.
+    pub(crate) instance: I,
+}
+
+impl<I: crate::Instance + 'static> WaitingStem<I> {
+    /// Takes back a backend's own stem; another backend's (`backend` names this one) is
+    /// an error, and dropped.
+    pub(crate) fn take(stem: Box<dyn Stem>, backend: &str) -> Result<Self, crate::SandboxError> {
+        let id = stem.id().to_string();
+        stem.into_any()
+            .downcast::<Self>()
+            .map(|stem| *stem)
+            .map_err(|_| crate::SandboxError::Spawn {
+                instance: id,
+                message: format!("not a {backend} stem"),
+            })
+    }
+}
+
+#[async_trait]
+impl<I: crate::Instance + 'static> Stem for WaitingStem<I> {
+    fn id(&self) -> &str {
+        self.instance.id()
+    }
+
+    fn kind(&self) -> &StemKind {
+        &self.kind
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
+    }
+
+    async fn destroy(self: Box<Self>) {
+        Box::new(self.instance).destroy().await;
+    }
+}

@@ -25,6 +25,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod cleanup;
+mod columns;
 pub mod keys;
 pub mod limits;
 pub mod metadata;

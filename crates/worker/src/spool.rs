@@ -367,15 +367,27 @@ impl SpoolWriter {
             .map_err(io::Error::other)?
     }
 
-    /// Writes the job and moves it to `ready/` in one rename.
+    /// Writes the job and moves it to `ready/` in one rename. The three file system
+    /// steps go to the blocking pool together: one hand-off on the invocation's path
+    /// instead of one per step.
     pub async fn commit(mut self, job: &Job) -> io::Result<()> {
         let body = serde_json::to_vec(job).map_err(io::Error::other)?;
-        self.make_dir().await?;
-        tokio::fs::write(self.dir.join(JOB), &body).await?;
         // The record is small and must be written: counted, never refused.
-        self.used.fetch_add(body.len() as u64, Ordering::Relaxed);
-        self.bytes += body.len() as u64;
-        tokio::fs::rename(&self.dir, &self.ready).await?;
+        let len = body.len() as u64;
+        let (dir, ready, make_dir) = (self.dir.clone(), self.ready.clone(), !self.dir_made);
+        // From here on a failure leaves a directory for `Drop` to remove (when it exists).
+        self.dir_made = true;
+        tokio::task::spawn_blocking(move || {
+            if make_dir {
+                std::fs::create_dir(&dir)?;
+            }
+            std::fs::write(dir.join(JOB), &body)?;
+            std::fs::rename(&dir, &ready)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        self.used.fetch_add(len, Ordering::Relaxed);
+        self.bytes += len;
         self.finished = true;
         self.ready_count.fetch_add(1, Ordering::Relaxed);
         Ok(())

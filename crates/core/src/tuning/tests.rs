@@ -34,12 +34,12 @@ fn percentiles_are_nearest_rank() {
 
 #[test]
 fn sizes_round_up_to_steps_within_limits() {
-    assert_eq!(round_up_mb(35.6), MIN_MEMORY_MB.max(FLOOR_MB));
+    assert_eq!(round_up_mb(35.6), MEMORY_MB.min.max(FLOOR_MB));
     assert_eq!(round_up_mb(70.0), 80);
     assert_eq!(round_up_mb(300.0), 320);
     assert_eq!(round_up_mb(2100.0), 2304);
-    assert_eq!(round_up_mb(1e9), MAX_MEMORY_MB);
-    assert_eq!(round_up_mb(f64::NAN), MIN_MEMORY_MB.max(FLOOR_MB));
+    assert_eq!(round_up_mb(1e9), MEMORY_MB.max);
+    assert_eq!(round_up_mb(f64::NAN), MEMORY_MB.min.max(FLOOR_MB));
 }
 
 #[test]

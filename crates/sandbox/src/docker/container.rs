@@ -13,7 +13,7 @@ use std::collections::HashMap;
 pub const AGENT_IN_IMAGE: &str = "/usr/local/bin/hearth-agent";
 /// Where the code goes: an anonymous volume (the archive API cannot write under a tmpfs,
 /// and the root file system is read-only). Files in it belong to root.
-pub const CODE_DIR: &str = "/code";
+pub const CODE_DIR: &str = hearth_core::paths::CODE_DIR;
 /// The function's scratch space, a tmpfs.
 pub const TMP_DIR: &str = "/tmp";
 /// The invocation's output dir (`$OUTPUT_DIR`), a tmpfs the size of the output quota,

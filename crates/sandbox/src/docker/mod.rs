@@ -522,13 +522,7 @@ impl SandboxBackend for DockerBackend {
         stem: Box<dyn crate::stem::Stem>,
         spec: InstanceSpec,
     ) -> Result<Box<dyn Instance>, SandboxError> {
-        let id = stem.id().to_string();
-        match stem.into_any().downcast::<DockerStem>() {
-            Ok(stem) => Ok(Box::new(self.specialize_docker(*stem, spec).await?)),
-            Err(_) => Err(SandboxError::Spawn {
-                instance: id,
-                message: "not a Docker stem".into(),
-            }),
-        }
+        let stem = DockerStem::take(stem, "Docker")?;
+        Ok(Box::new(self.specialize_docker(stem, spec).await?))
     }
 }

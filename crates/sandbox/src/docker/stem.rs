@@ -11,9 +11,8 @@
 
 use super::{container, instance, DockerBackend, DockerInstance};
 use crate::session;
-use crate::stem::{Stem, StemKind};
+use crate::stem::{StemKind, WaitingStem};
 use crate::{InstanceSpec, SandboxError};
-use async_trait::async_trait;
 use bollard::models::ContainerUpdateBody;
 use bollard::query_parameters::CreateContainerOptions;
 use bytes::Bytes;
@@ -23,30 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
 /// A waiting Docker stem.
-#[derive(Debug)]
-pub struct DockerStem {
-    kind: StemKind,
-    instance: DockerInstance,
-}
-
-#[async_trait]
-impl Stem for DockerStem {
-    fn id(&self) -> &str {
-        &self.instance.id
-    }
-
-    fn kind(&self) -> &StemKind {
-        &self.kind
-    }
-
-    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
-        self
-    }
-
-    async fn destroy(self: Box<Self>) {
-        self.instance.teardown().await;
-    }
-}
+pub type DockerStem = WaitingStem<DockerInstance>;
 
 impl DockerBackend {
     /// A version without a dependency layer whose runtime has an image can start from a

@@ -34,7 +34,7 @@ use crate::uids::{UidLease, UidPool, UidRange};
 use crate::{Instance, InstanceRun, InstanceSpec, InvocationSink, SandboxBackend, SandboxError};
 use async_trait::async_trait;
 use bytes::Bytes;
-use hearth_core::protocol::{InitSpec, InvokeSpec, Purpose, RootSetup, ToAgent, ARTIFACT_PROGRAM};
+use hearth_core::protocol::{InitSpec, InvokeSpec, Purpose, RootSetup, ToAgent};
 use hearth_core::Runtime;
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -219,7 +219,7 @@ impl NativeBackend {
             // Installing a python function's dependencies runs its interpreter (pip).
             Purpose::Build if !runtime.is_compiled() => path_string(self.interpreter(runtime)?),
             Purpose::Build => path_string(self.toolchain(runtime)?),
-            Purpose::Serve if runtime.is_compiled() => Ok(format!("/code/{ARTIFACT_PROGRAM}")),
+            Purpose::Serve if runtime.is_compiled() => Ok(hearth_core::paths::served_program()),
             Purpose::Serve => path_string(self.interpreter(runtime)?),
         }
     }
@@ -417,15 +417,9 @@ impl SandboxBackend for NativeBackend {
         stem: Box<dyn crate::stem::Stem>,
         spec: InstanceSpec,
     ) -> Result<Box<dyn Instance>, SandboxError> {
-        let id = stem.id().to_string();
-        match stem.into_any().downcast::<NativeStem>() {
-            Ok(stem) => Ok(Box::new(self.specialize_native(*stem, spec).await?)),
-            // Dropped: a foreign stem's processes die with it.
-            Err(_) => Err(SandboxError::Spawn {
-                instance: id,
-                message: "not a native stem".into(),
-            }),
-        }
+        // A foreign stem is dropped: its processes die with it.
+        let stem = NativeStem::take(stem, "native")?;
+        Ok(Box::new(self.specialize_native(stem, spec).await?))
     }
 }
 

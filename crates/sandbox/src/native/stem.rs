@@ -12,9 +12,8 @@
 use super::{NativeBackend, NativeInstance, MIB};
 use crate::cgroup::{CgroupLimits, CpuQuota};
 use crate::session;
-use crate::stem::{Stem, StemKind};
+use crate::stem::{StemKind, WaitingStem};
 use crate::{InstanceSpec, SandboxError};
-use async_trait::async_trait;
 use hearth_core::protocol::Purpose;
 use hearth_core::protocol::RootSetup;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,30 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
 /// A waiting native stem.
-#[derive(Debug)]
-pub struct NativeStem {
-    kind: StemKind,
-    instance: NativeInstance,
-}
-
-#[async_trait]
-impl Stem for NativeStem {
-    fn id(&self) -> &str {
-        &self.instance.id
-    }
-
-    fn kind(&self) -> &StemKind {
-        &self.kind
-    }
-
-    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
-        self
-    }
-
-    async fn destroy(mut self: Box<Self>) {
-        self.instance.teardown().await;
-    }
-}
+pub type NativeStem = WaitingStem<NativeInstance>;
 
 /// Largest code tar a native stem takes: its `/code` is a tmpfs made before the code is
 /// known, of [`super::root_size_mb`] of this.

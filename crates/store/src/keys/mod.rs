@@ -9,6 +9,7 @@
 mod postgres;
 mod sqlite;
 
+use crate::columns::Columns;
 use crate::StoreError;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -106,6 +107,21 @@ pub(crate) struct KeyRow {
 }
 
 impl KeyRow {
+    /// A row of `SELECT {KEY_COLUMNS}`, in that order.
+    pub(crate) fn read<R: Columns>(row: &R) -> Result<KeyRow, R::Error> {
+        let [id, name, namespace, role, secret_sha256, limits, created_at] =
+            row.texts([0, 1, 2, 3, 4, 5, 6])?;
+        Ok(KeyRow {
+            id,
+            name,
+            namespace,
+            role,
+            secret_sha256,
+            limits,
+            created_at,
+        })
+    }
+
     pub(crate) fn decode(self) -> Result<KeyRecord, StoreError> {
         let limits = serde_json::from_str(&self.limits).map_err(|e| StoreError::Corrupt {
             what: format!("limits of key {}", self.id),

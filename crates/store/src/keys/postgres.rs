@@ -6,20 +6,6 @@ use super::{
 use crate::metadata::PgMetadataStore;
 use crate::StoreError;
 use async_trait::async_trait;
-use sqlx::postgres::PgRow;
-use sqlx::Row;
-
-fn key_row(row: &PgRow) -> Result<KeyRow, sqlx::Error> {
-    Ok(KeyRow {
-        id: row.try_get(0)?,
-        name: row.try_get(1)?,
-        namespace: row.try_get(2)?,
-        role: row.try_get(3)?,
-        secret_sha256: row.try_get(4)?,
-        limits: row.try_get(5)?,
-        created_at: row.try_get(6)?,
-    })
-}
 
 #[async_trait]
 impl KeyStore for PgMetadataStore {
@@ -55,7 +41,7 @@ impl KeyStore for PgMetadataStore {
             .fetch_optional(self.pool())
             .await
             .map_err(self.err("key_by_secret"))?;
-        row.map(|row| key_row(&row).map_err(self.err("key_by_secret")))
+        row.map(|row| KeyRow::read(&row).map_err(self.err("key_by_secret")))
             .transpose()?
             .map(KeyRow::decode)
             .transpose()
@@ -67,7 +53,7 @@ impl KeyStore for PgMetadataStore {
             .await
             .map_err(self.err("list_keys"))?;
         rows.iter()
-            .map(|row| key_row(row).map_err(self.err("list_keys"))?.decode())
+            .map(|row| KeyRow::read(row).map_err(self.err("list_keys"))?.decode())
             .collect()
     }
 

@@ -9,15 +9,7 @@ use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 
 fn key_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
-    Ok(KeyRow {
-        id: row.get(0)?,
-        name: row.get(1)?,
-        namespace: row.get(2)?,
-        role: row.get(3)?,
-        secret_sha256: row.get(4)?,
-        limits: row.get(5)?,
-        created_at: row.get(6)?,
-    })
+    KeyRow::read(row)
 }
 
 #[async_trait]

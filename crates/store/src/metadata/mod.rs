@@ -16,6 +16,7 @@ mod sqlite;
 pub use postgres::PgMetadataStore;
 pub use sqlite::SqliteMetadataStore;
 
+use crate::columns::Columns;
 use crate::keys::KeyStore;
 use crate::StoreError;
 use async_trait::async_trait;
@@ -188,11 +189,16 @@ pub(crate) fn to_i64(what: &str, value: u64) -> Result<i64, StoreError> {
         .map_err(|_| StoreError::InvalidArgument(format!("{what} {value} is too large")))
 }
 
-/// A function's spec as stored (JSON text).
-pub(crate) fn encode_spec(name: &str, spec: &FunctionSpec) -> Result<String, StoreError> {
-    serde_json::to_string(spec).map_err(|e| {
+/// A version's spec (JSON text) and code size, as stored.
+pub(crate) fn encode_version(
+    name: &str,
+    spec: &FunctionSpec,
+    code_size: u64,
+) -> Result<(String, i64), StoreError> {
+    let spec = serde_json::to_string(spec).map_err(|e| {
         StoreError::InvalidArgument(format!("spec of function {name} cannot be encoded: {e}"))
-    })
+    })?;
+    Ok((spec, to_i64("code_size", code_size)?))
 }
 
 /// An invocation as stored: its start in microseconds since the epoch (for ordering
@@ -251,6 +257,20 @@ pub(crate) struct VersionRow {
 }
 
 impl VersionRow {
+    /// A row of `SELECT {VERSION_COLUMNS}`, in that order.
+    pub(crate) fn read<R: Columns>(row: &R) -> Result<VersionRow, R::Error> {
+        let [name, spec, code_sha256, created_at, updated_at] = row.texts([0, 2, 3, 5, 6])?;
+        Ok(VersionRow {
+            name,
+            version: row.integer(1)?,
+            spec,
+            code_sha256,
+            code_size: row.integer(4)?,
+            created_at,
+            updated_at,
+        })
+    }
+
     pub(crate) fn decode(self) -> Result<FunctionRecord, StoreError> {
         let corrupt = |reason: String| StoreError::Corrupt {
             what: format!("function {} version {}", self.name, self.version),

@@ -12,15 +12,14 @@
 //! every call fails within [`ACQUIRE_TIMEOUT`] with [`StoreError::Unavailable`].
 
 use super::{
-    decode_invocation, encode_invocation, encode_spec, now_rfc3339, p95_rank, since_us, to_i64,
+    decode_invocation, encode_invocation, encode_version, now_rfc3339, p95_rank, since_us,
     FunctionRecord, FunctionStats, HistoryScope, InvocationFilter, MetadataStore, VersionRow,
     UNFINISHED_STATUSES, VERSION_COLUMNS,
 };
 use crate::StoreError;
 use async_trait::async_trait;
 use hearth_core::{FunctionSpec, Invocation, InvocationStatus};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -238,18 +237,6 @@ fn fail(target: &str, op: &'static str, e: sqlx::Error) -> StoreError {
     }
 }
 
-fn version_row(row: &PgRow) -> Result<VersionRow, sqlx::Error> {
-    Ok(VersionRow {
-        name: row.try_get(0)?,
-        version: row.try_get(1)?,
-        spec: row.try_get(2)?,
-        code_sha256: row.try_get(3)?,
-        code_size: row.try_get(4)?,
-        created_at: row.try_get(5)?,
-        updated_at: row.try_get(6)?,
-    })
-}
-
 #[async_trait]
 impl MetadataStore for PgMetadataStore {
     async fn put_version(
@@ -259,8 +246,7 @@ impl MetadataStore for PgMetadataStore {
         code_sha256: &str,
         code_size: u64,
     ) -> Result<(FunctionRecord, bool), StoreError> {
-        let spec_json = encode_spec(name, spec)?;
-        let code_size = to_i64("code_size", code_size)?;
+        let (spec_json, code_size) = encode_version(name, spec, code_size)?;
         let err = self.err("put_version");
         let now = now_rfc3339();
         let mut tx = self.pool.begin().await.map_err(&err)?;
@@ -313,7 +299,7 @@ impl MetadataStore for PgMetadataStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(&err)?;
-        row.map(|row| version_row(&row).map_err(&err)?.decode())
+        row.map(|row| VersionRow::read(&row).map_err(&err)?.decode())
             .transpose()
     }
 
@@ -334,7 +320,7 @@ impl MetadataStore for PgMetadataStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(&err)?;
-        row.map(|row| version_row(&row).map_err(&err)?.decode())
+        row.map(|row| VersionRow::read(&row).map_err(&err)?.decode())
             .transpose()
     }
 
@@ -348,7 +334,7 @@ impl MetadataStore for PgMetadataStore {
         .await
         .map_err(&err)?;
         rows.iter()
-            .map(|row| version_row(row).map_err(&err)?.decode())
+            .map(|row| VersionRow::read(row).map_err(&err)?.decode())
             .collect()
     }
 
@@ -362,7 +348,7 @@ impl MetadataStore for PgMetadataStore {
         .await
         .map_err(&err)?;
         rows.iter()
-            .map(|row| version_row(row).map_err(&err)?.decode())
+            .map(|row| VersionRow::read(row).map_err(&err)?.decode())
             .collect()
     }
 

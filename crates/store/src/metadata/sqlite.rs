@@ -2,7 +2,7 @@
 //! (or memory, for tests). It also holds the durable async queue (`queue/sqlite.rs`).
 
 use super::{
-    decode_invocation, encode_invocation, encode_spec, now_rfc3339, p95_rank, since_us, to_i64,
+    decode_invocation, encode_invocation, encode_version, now_rfc3339, p95_rank, since_us,
     FunctionRecord, FunctionStats, HistoryScope, InvocationFilter, MetadataStore, VersionRow,
     UNFINISHED_STATUSES, VERSION_COLUMNS,
 };
@@ -186,15 +186,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
 }
 
 fn version_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
-    Ok(VersionRow {
-        name: row.get(0)?,
-        version: row.get(1)?,
-        spec: row.get(2)?,
-        code_sha256: row.get(3)?,
-        code_size: row.get(4)?,
-        created_at: row.get(5)?,
-        updated_at: row.get(6)?,
-    })
+    VersionRow::read(row)
 }
 
 fn put_version_tx(
@@ -259,8 +251,7 @@ impl MetadataStore for SqliteMetadataStore {
         code_sha256: &str,
         code_size: u64,
     ) -> Result<(FunctionRecord, bool), StoreError> {
-        let spec_json = encode_spec(name, spec)?;
-        let code_size = to_i64("code_size", code_size)?;
+        let (spec_json, code_size) = encode_version(name, spec, code_size)?;
         let (name, sha) = (name.to_string(), code_sha256.to_string());
         self.with_conn("put_version", move |conn| {
             put_version_tx(conn, &name, &spec_json, &sha, code_size)
