@@ -87,4 +87,4 @@ check_keys target/bench-smoke.json native python nodejs cpp go
 
 echo "bench-smoke: Docker sandbox"
 "$hearth" bench --smoke --json --sandbox docker > target/bench-smoke-docker.json
-check_keys target/bench-smoke-docker.json docker python nodejs
+check_keys target/bench-smoke-docker.json docker python nodejs cpp go

@@ -19,7 +19,7 @@ export HEARTH_AGENT="$PWD/target/agent/x86_64-unknown-linux-gnu/release/hearth-a
 # inside `cargo test --workspace` against these; they fail loudly without them.
 echo "test: services (Redis, PostgreSQL, moto's S3)"
 eval "$(scripts/services.sh --env)"
-echo "test: Docker engine and runtime images (for the Docker backend's tests)"
+echo "test: Docker engine and runtime images (for the Docker backend's tests; the cpp/go builder images too)"
 scripts/docker.sh
 target/debug/hearth images build
 echo "test: cargo test (unit, integration, end-to-end)"

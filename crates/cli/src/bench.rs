@@ -14,9 +14,11 @@ use crate::client::Client;
 use crate::commands::{self, Output};
 use anyhow::{bail, Context};
 use clap::Args;
+use hearth_api::{FunctionConfig, FunctionObject, InvocationObject};
+use hearth_core::{Invocation, InvocationStatus};
 use reqwest::Method;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -249,15 +251,13 @@ pub async fn run(
     let progress = |what: &str| eprintln!("bench: {what}");
 
     progress("deploying trivial handlers");
+    // Both sandboxes build C++ and Go (Docker in its builder images).
     let mut handlers = vec![
         ("python", "main.py", PYTHON_HANDLER),
         ("nodejs", "index.js", NODE_HANDLER),
+        ("cpp", "main.cpp", CPP_HANDLER),
+        ("go", "main.go", GO_HANDLER),
     ];
-    // The Docker sandbox cannot build C++ and Go yet.
-    if matches!(args.sandbox, crate::up::SandboxKind::Native) {
-        handlers.push(("cpp", "main.cpp", CPP_HANDLER));
-        handlers.push(("go", "main.go", GO_HANDLER));
-    }
     handlers.retain(|(runtime, _, _)| {
         args.runtimes.is_empty() || args.runtimes.iter().any(|r| r == runtime)
     });
@@ -266,10 +266,8 @@ pub async fn run(
     let mut build_ms = BTreeMap::new();
     for &(runtime, file, code) in &handlers {
         let function = deploy(&client, &format!("bench-{runtime}"), runtime, file, code).await?;
-        if function["build"]["cached"] == json!(false) {
-            if let Some(ms) = function["build"]["duration_ms"].as_f64() {
-                build_ms.insert(runtime.to_string(), ms);
-            }
+        if let Some(build) = function.build.filter(|build| !build.cached) {
+            build_ms.insert(runtime.to_string(), build.duration_ms);
         }
     }
 
@@ -289,7 +287,7 @@ pub async fn run(
         for _ in 0..args.requests {
             let (ms, inv) = invoke_timed(&client, &name).await?;
             client_ms.push(ms);
-            server_ms.push(inv["duration_ms"].as_f64().unwrap_or(f64::NAN));
+            server_ms.push(inv.duration_ms);
         }
         warm.insert(runtime.to_string(), Latency::of(client_ms));
         warm_server.insert(runtime.to_string(), Latency::of(server_ms));
@@ -325,8 +323,8 @@ pub async fn run(
             // sample's path.
             tokio::time::sleep(Duration::from_millis(if args.smoke { 50 } else { 300 })).await;
             let (ms, inv) = invoke_timed(&client, &name).await?;
-            if inv["cold_start"] != json!(true) {
-                bail!("cold-start sample {i} of {runtime} was warm: {inv}");
+            if !inv.cold_start {
+                bail!("cold-start sample {i} of {runtime} was warm: {}", inv.id);
             }
             samples.push(ms);
         }
@@ -425,7 +423,7 @@ pub async fn run(
         names.push("bench-output".into());
         for name in names {
             let _ = client
-                .send(client.request(Method::DELETE, &format!("/v1/functions/{name}")))
+                .send_empty(client.request(Method::DELETE, &format!("/v1/functions/{name}")))
                 .await;
         }
     }
@@ -550,7 +548,7 @@ async fn deploy(
     runtime: &str,
     file: &str,
     code: &str,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<FunctionObject> {
     let dir = std::env::temp_dir().join(format!("hearth-bench-fn-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join(file), code)?;
@@ -589,14 +587,25 @@ async fn output_rss_growth(client: &Client, pid: u32, mb: u64) -> anyhow::Result
     let dir = std::env::temp_dir().join(format!("hearth-bench-out-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("main.py"), OUTPUT_WRITER)?;
-    let deployed = client
+    let config = FunctionConfig {
+        runtime: Some("python".into()),
+        memory_mb: Some(memory),
+        output_quota_mb: Some(memory),
+        timeout_ms: Some(300_000),
+        ..FunctionConfig::default()
+    };
+    let deployed: anyhow::Result<FunctionObject> = client
         .send(
             client
                 .request(Method::PUT, "/v1/functions/bench-output")
                 .multipart(
                     reqwest::multipart::Form::new()
-                        .part("code", reqwest::multipart::Part::bytes(crate::package::zip_path(&dir)?).file_name("code.zip"))
-                        .text("config", json!({"runtime": "python", "memory_mb": memory, "output_quota_mb": memory, "timeout_ms": 300000}).to_string()),
+                        .part(
+                            "code",
+                            reqwest::multipart::Part::bytes(crate::package::zip_path(&dir)?)
+                                .file_name("code.zip"),
+                        )
+                        .text("config", serde_json::to_string(&config)?),
                 ),
         )
         .await;
@@ -621,11 +630,11 @@ async fn output_rss_growth(client: &Client, pid: u32, mb: u64) -> anyhow::Result
     let through = async {
         let inv = commands::invoke_function(client, "bench-output", json!({"mb": mb}).to_string())
             .await?;
-        if inv["status"] != "success" {
-            bail!("the output writer failed: {}", inv["error"]);
+        let inv = inv.invocation;
+        if inv.status != InvocationStatus::Success {
+            bail!("the output writer failed: {:?}", inv.error);
         }
-        let id = inv["id"].as_str().context("an invocation without an id")?;
-        let downloaded = download_output(client, id, "big.bin").await?;
+        let downloaded = download_output(client, &inv.id, "big.bin").await?;
         if downloaded != mb << 20 {
             bail!("downloaded {downloaded} bytes of a {mb} MB output");
         }
@@ -662,12 +671,17 @@ async fn download_output(client: &Client, id: &str, path: &str) -> anyhow::Resul
     Ok(bytes)
 }
 
-async fn invoke_timed(client: &Client, name: &str) -> anyhow::Result<(f64, Value)> {
+async fn invoke_timed(client: &Client, name: &str) -> anyhow::Result<(f64, Invocation)> {
     let started = Instant::now();
     let inv = commands::invoke_function(client, name, "{}".into()).await?;
     let ms = started.elapsed().as_secs_f64() * 1e3;
-    if inv["status"] != "success" {
-        bail!("bench invocation of {name} failed: {inv}");
+    let inv = inv.invocation;
+    if inv.status != InvocationStatus::Success {
+        bail!(
+            "bench invocation of {name} failed ({}): {:?}",
+            inv.status.as_str(),
+            inv.error
+        );
     }
     Ok((ms, inv))
 }
@@ -687,8 +701,8 @@ async fn throughput(client: &Client, name: &str, clients: usize, length: Duratio
                 };
                 let t = Instant::now();
                 match request.body("{}").send().await {
-                    Ok(r) if r.status().is_success() => match r.json::<Value>().await {
-                        Ok(v) if v["status"] == "success" => {
+                    Ok(r) if r.status().is_success() => match r.json::<InvocationObject>().await {
+                        Ok(v) if v.invocation.status == InvocationStatus::Success => {
                             latencies.push(t.elapsed().as_secs_f64() * 1e3)
                         }
                         _ => errors += 1,

@@ -1,8 +1,9 @@
 //! A small client of the hearth HTTP API, shared by the commands and `up`'s sample.
 
 use anyhow::{anyhow, Context};
+use hearth_api::ErrorBody;
 use reqwest::{Method, RequestBuilder, StatusCode};
-use serde_json::Value;
+use serde::de::DeserializeOwned;
 use std::path::Path;
 
 /// Name of the file in the data dir that holds the admin key.
@@ -72,8 +73,30 @@ impl Client {
             .bearer_auth(&self.key)
     }
 
-    /// Sends a request and returns the JSON body of a 2xx answer (Null for 204).
-    pub async fn send(&self, request: RequestBuilder) -> anyhow::Result<Value> {
+    /// Sends a request and reads the JSON body of a 2xx answer as `T` (a type of
+    /// `hearth_api`).
+    pub async fn send<T: DeserializeOwned>(&self, request: RequestBuilder) -> anyhow::Result<T> {
+        let body = self.answer(request).await?;
+        serde_json::from_slice(&body).with_context(|| {
+            format!(
+                "the answer is not the {} this hearth CLI expects: {}",
+                std::any::type_name::<T>()
+                    .rsplit("::")
+                    .next()
+                    .unwrap_or("body"),
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            )
+        })
+    }
+
+    /// Sends a request whose success has no body (204).
+    pub async fn send_empty(&self, request: RequestBuilder) -> anyhow::Result<()> {
+        self.answer(request).await.map(drop)
+    }
+
+    /// The body of a 2xx answer; any other is an [`ApiFailure`] read from the API's
+    /// [`ErrorBody`].
+    async fn answer(&self, request: RequestBuilder) -> anyhow::Result<bytes::Bytes> {
         let response = request.send().await.with_context(|| {
             format!(
                 "cannot reach hearth at {}: is `hearth up` running?",
@@ -83,23 +106,21 @@ impl Client {
         let status = response.status();
         let body = response.bytes().await.context("reading the answer")?;
         if status.is_success() {
-            if body.is_empty() {
-                return Ok(Value::Null);
-            }
-            return serde_json::from_slice(&body).context("the answer is not JSON");
+            return Ok(body);
         }
-        let parsed: Option<Value> = serde_json::from_slice(&body).ok();
-        let field = |name: &str| {
-            parsed
-                .as_ref()
-                .and_then(|v| v["error"][name].as_str())
-                .map(str::to_string)
+        let failure = match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(ErrorBody { error }) => ApiFailure {
+                status,
+                code: error.code,
+                message: error.message,
+            },
+            // Not hearth's error body (a proxy in between, an older server): show it.
+            Err(_) => ApiFailure {
+                status,
+                code: "unknown".into(),
+                message: String::from_utf8_lossy(&body).into_owned(),
+            },
         };
-        Err(anyhow!(ApiFailure {
-            status,
-            code: field("code").unwrap_or_else(|| "unknown".into()),
-            message: field("message")
-                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned()),
-        }))
+        Err(anyhow!(failure))
     }
 }

@@ -3,8 +3,12 @@
 use crate::client::Client;
 use anyhow::{bail, Context};
 use clap::Args;
+use hearth_api::status::StatusBody;
+use hearth_api::{FunctionConfig, FunctionList, FunctionObject, InvocationList, InvocationObject};
+use hearth_core::InvocationStatus;
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::json;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
@@ -17,7 +21,9 @@ pub struct Output {
 }
 
 impl Output {
-    pub(crate) fn print(&self, value: &Value, human: impl FnOnce(&Value) -> String) {
+    /// Prints `value`: as JSON for scripts, else what `human` makes of it (nothing when
+    /// that is empty).
+    pub(crate) fn print<T: Serialize>(&self, value: &T, human: impl FnOnce(&T) -> String) {
         if self.json {
             println!(
                 "{}",
@@ -114,30 +120,18 @@ fn dependency_manifest(zip: &[u8]) -> Option<&'static str> {
 }
 
 /// Deploys the code at `args.path`; returns the function object.
-pub async fn deploy_function(client: &Client, args: &DeployArgs) -> anyhow::Result<Value> {
+pub async fn deploy_function(client: &Client, args: &DeployArgs) -> anyhow::Result<FunctionObject> {
     let zip = crate::package::zip_path(&args.path)?;
-    let mut config = serde_json::Map::new();
-    let mut set = |k: &str, v: Value| {
-        config.insert(k.to_string(), v);
+    // Fields left out (null) keep their values on an update.
+    let config = FunctionConfig {
+        runtime: args.runtime.clone(),
+        memory_mb: args.memory,
+        timeout_ms: args.timeout,
+        max_instances: args.max_instances,
+        env: parse_env(&args.env)?,
+        description: args.description.clone(),
+        ..FunctionConfig::default()
     };
-    if let Some(r) = &args.runtime {
-        set("runtime", json!(r));
-    }
-    if let Some(m) = args.memory {
-        set("memory_mb", json!(m));
-    }
-    if let Some(t) = args.timeout {
-        set("timeout_ms", json!(t));
-    }
-    if let Some(n) = args.max_instances {
-        set("max_instances", json!(n));
-    }
-    if let Some(env) = parse_env(&args.env)? {
-        set("env", json!(env));
-    }
-    if let Some(d) = &args.description {
-        set("description", json!(d));
-    }
     let size = zip.len();
     let compiles = will_compile(args.runtime.as_deref(), &zip);
     let manifest = dependency_manifest(&zip);
@@ -148,7 +142,7 @@ pub async fn deploy_function(client: &Client, args: &DeployArgs) -> anyhow::Resu
                 .file_name("code.zip")
                 .mime_str("application/zip")?,
         )
-        .text("config", Value::Object(config).to_string());
+        .text("config", serde_json::to_string(&config)?);
     let progress = indicatif::ProgressBar::new_spinner();
     if compiles || manifest.is_some() {
         // The install and the build run inside the PUT: the spinner counts their seconds.
@@ -190,69 +184,61 @@ pub async fn deploy(
     args: DeployArgs,
 ) -> anyhow::Result<ExitCode> {
     let function = deploy_function(client, &args).await?;
-    output.print(&function, |f| {
-        let build = match (
-            f["build"]["cached"].as_bool(),
-            f["build"]["duration_ms"].as_f64(),
-        ) {
-            (Some(true), _) => ", already built".to_string(),
-            (Some(false), Some(ms)) => format!(", built in {:.1} s", ms / 1000.0),
-            _ => String::new(),
-        };
-        let deps = &f["dependencies"];
-        let deps = match deps["packages"].as_array() {
-            Some(packages) => {
-                let listed: Vec<String> = packages
-                    .iter()
-                    .map(|p| {
-                        format!(
-                            "{} {}",
-                            p["name"].as_str().unwrap_or_default(),
-                            p["version"].as_str().unwrap_or_default()
-                        )
-                    })
-                    .collect();
-                let how = if deps["cached"].as_bool() == Some(true) {
-                    "already installed".to_string()
-                } else {
-                    format!(
-                        "installed in {:.1} s",
-                        deps["duration_ms"].as_f64().unwrap_or(0.0) / 1000.0
-                    )
-                };
-                let mut line = format!(
-                    "\ndependencies: {} ({}, {how})",
-                    listed.join(", "),
-                    human_bytes(deps["size_bytes"].as_u64().unwrap_or(0))
-                );
-                if let Some(skipped) = deps["scripts_not_run"].as_array() {
-                    let names: Vec<&str> = skipped.iter().filter_map(|s| s.as_str()).collect();
-                    if !names.is_empty() {
-                        line.push_str(&format!(
-                            "\nwarning: install scripts not run (hearth never runs them): {}",
-                            names.join(", ")
-                        ));
-                    }
-                }
-                line
-            }
-            None => String::new(),
-        };
-        format!(
-            "deployed {} version {} ({}, {} MB, {} ms timeout, code {}{build}){deps}",
-            f["name"].as_str().unwrap_or_default(),
-            f["version"],
-            f["runtime"].as_str().unwrap_or_default(),
-            f["memory_mb"],
-            f["timeout_ms"],
-            human_bytes(f["code_size"].as_u64().unwrap_or(0)),
-        )
-    });
+    output.print(&function, deployed_text);
     Ok(ExitCode::SUCCESS)
 }
 
+/// `deployed hello version 2 (python, …)`, with the build and the dependencies.
+fn deployed_text(f: &FunctionObject) -> String {
+    let build = match &f.build {
+        Some(build) if build.cached => ", already built".to_string(),
+        Some(build) => format!(", built in {:.1} s", build.duration_ms / 1000.0),
+        None => String::new(),
+    };
+    let deps = match &f.dependencies {
+        Some(deps) => {
+            let listed: Vec<String> = deps
+                .packages
+                .iter()
+                .map(|p| format!("{} {}", p.name, p.version))
+                .collect();
+            let how = if deps.cached {
+                "already installed".to_string()
+            } else {
+                format!("installed in {:.1} s", deps.duration_ms / 1000.0)
+            };
+            let mut line = format!(
+                "\ndependencies: {} ({}, {how})",
+                listed.join(", "),
+                human_bytes(deps.size_bytes)
+            );
+            if !deps.scripts_not_run.is_empty() {
+                line.push_str(&format!(
+                    "\nwarning: install scripts not run (hearth never runs them): {}",
+                    deps.scripts_not_run.join(", ")
+                ));
+            }
+            line
+        }
+        None => String::new(),
+    };
+    format!(
+        "deployed {} version {} ({}, {} MB, {} ms timeout, code {}{build}){deps}",
+        f.name,
+        f.version,
+        f.runtime,
+        f.memory_mb,
+        f.timeout_ms,
+        human_bytes(f.code_size),
+    )
+}
+
 /// Invokes `name` with `event` (JSON text); returns the invocation object.
-pub async fn invoke_function(client: &Client, name: &str, event: String) -> anyhow::Result<Value> {
+pub async fn invoke_function(
+    client: &Client,
+    name: &str,
+    event: String,
+) -> anyhow::Result<InvocationObject> {
     client
         .send(
             client
@@ -264,18 +250,15 @@ pub async fn invoke_function(client: &Client, name: &str, event: String) -> anyh
 }
 
 /// One line describing how an invocation went.
-pub fn describe_invocation(inv: &Value) -> String {
+pub fn describe_invocation(inv: &InvocationObject) -> String {
+    let inv = &inv.invocation;
     format!(
         "{} in {:.2} ms ({}, handler {:.2} ms, peak {})",
-        inv["status"].as_str().unwrap_or("?"),
-        inv["duration_ms"].as_f64().unwrap_or(0.0),
-        if inv["cold_start"].as_bool() == Some(true) {
-            "cold"
-        } else {
-            "warm"
-        },
-        inv["handler_duration_ms"].as_f64().unwrap_or(0.0),
-        human_bytes(inv["memory"]["peak_bytes"].as_u64().unwrap_or(0)),
+        inv.status.as_str(),
+        inv.duration_ms,
+        if inv.cold_start { "cold" } else { "warm" },
+        inv.handler_duration_ms,
+        human_bytes(inv.memory.peak_bytes),
     )
 }
 
@@ -296,65 +279,64 @@ pub async fn invoke(
         Some(text) => text.to_string(),
     };
     let inv = invoke_function(client, &args.name, event).await?;
-    output.print(&inv, |inv| {
-        let mut text = String::new();
-        for stream in ["stdout", "stderr"] {
-            if let Some(s) = inv[stream].as_str().filter(|s| !s.is_empty()) {
-                text.push_str(&format!("--- {stream}\n{}", s));
-                if !s.ends_with('\n') {
-                    text.push('\n');
-                }
-            }
-        }
-        if !inv["error"].is_null() {
-            let e = &inv["error"];
-            text.push_str(&format!(
-                "{}: {}\n{}",
-                e["type"].as_str().unwrap_or("Error"),
-                e["message"].as_str().unwrap_or(""),
-                e["trace"].as_str().unwrap_or("")
-            ));
-        } else {
-            text.push_str(&serde_json::to_string_pretty(&inv["result"]).unwrap_or_default());
-            text.push('\n');
-        }
-        text.push_str(&format!(
-            "# {} · id {}",
-            describe_invocation(inv),
-            inv["id"].as_str().unwrap_or("?")
-        ));
-        text
-    });
-    Ok(if inv["status"] == "success" {
+    output.print(&inv, invocation_text);
+    Ok(if inv.invocation.status == InvocationStatus::Success {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)
     })
 }
 
+/// The handler's output streams, its result or error, and a summary line.
+fn invocation_text(object: &InvocationObject) -> String {
+    let inv = &object.invocation;
+    let mut text = String::new();
+    for (stream, s) in [("stdout", &inv.stdout), ("stderr", &inv.stderr)] {
+        if !s.is_empty() {
+            text.push_str(&format!("--- {stream}\n{s}"));
+            if !s.ends_with('\n') {
+                text.push('\n');
+            }
+        }
+    }
+    match &inv.error {
+        Some(e) => text.push_str(&format!("{}: {}\n{}", e.kind, e.message, e.trace)),
+        None => {
+            let result = inv.result.clone().unwrap_or_default();
+            text.push_str(&serde_json::to_string_pretty(&result).unwrap_or_default());
+            text.push('\n');
+        }
+    }
+    text.push_str(&format!(
+        "# {} · id {}",
+        describe_invocation(object),
+        inv.id
+    ));
+    text
+}
+
 pub async fn list(client: &Client, output: &Output) -> anyhow::Result<ExitCode> {
-    let answer = client
+    let answer: FunctionList = client
         .send(client.request(Method::GET, "/v1/functions"))
         .await?;
     output.print(&answer, |a| {
-        let functions = a["functions"].as_array().cloned().unwrap_or_default();
-        if functions.is_empty() {
+        if a.functions.is_empty() {
             return "no functions yet: hearth deploy DIR --name NAME --runtime python".into();
         }
         let mut text = format!(
             "{:<32} {:>7} {:<8} {:>7} {:>9}  UPDATED\n",
             "NAME", "VERSION", "RUNTIME", "MEMORY", "TIMEOUT"
         );
-        for f in functions {
+        for f in &a.functions {
             text.push_str(&format!(
                 "{:<32} {:>7} {:<8} {:>5}MB {:>7}ms  {}\n",
-                // JSON values ignore width and alignment: format them as strings.
-                f["name"].as_str().unwrap_or_default(),
-                f["version"].to_string(),
-                f["runtime"].as_str().unwrap_or_default(),
-                f["memory_mb"].to_string(),
-                f["timeout_ms"].to_string(),
-                f["updated_at"].as_str().unwrap_or_default(),
+                f.name,
+                f.version,
+                // Display ignores width and alignment: pad the name as a string.
+                f.runtime.to_string(),
+                f.memory_mb,
+                f.timeout_ms,
+                f.updated_at,
             ));
         }
         text.trim_end().to_string()
@@ -364,41 +346,30 @@ pub async fn list(client: &Client, output: &Output) -> anyhow::Result<ExitCode> 
 
 pub async fn remove(client: &Client, output: &Output, name: &str) -> anyhow::Result<ExitCode> {
     client
-        .send(client.request(Method::DELETE, &format!("/v1/functions/{name}")))
+        .send_empty(client.request(Method::DELETE, &format!("/v1/functions/{name}")))
         .await?;
     output.print(&json!({"deleted": name}), |_| format!("deleted {name}"));
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn status(client: &Client, output: &Output) -> anyhow::Result<ExitCode> {
-    let answer = client
+    let answer: StatusBody = client
         .send(client.request(Method::GET, "/v1/status"))
         .await?;
     output.print(&answer, |s| {
         let mut text = format!(
             "{} · {} worker(s) · {} active · {} warm\n",
-            s["status"].as_str().unwrap_or("?"),
-            s["totals"]["workers"],
-            s["totals"]["active_invocations"],
-            s["totals"]["warm_instances"]
+            s.status, s.totals.workers, s.totals.active_invocations, s.totals.warm_instances
         );
-        for w in s["workers"].as_array().into_iter().flatten() {
+        for w in &s.workers {
             text.push_str(&format!(
                 "worker {} ({}): {} active\n",
-                w["id"].as_str().unwrap_or("?"),
-                w["backend"].as_str().unwrap_or("?"),
-                w["active_invocations"]
+                w.id, w.backend, w.active_invocations
             ));
-            for p in w["pools"].as_array().into_iter().flatten() {
+            for p in &w.pools {
                 text.push_str(&format!(
                     "  {}@{} ({}): {} idle, {} busy, {} queued, max {}\n",
-                    p["function"].as_str().unwrap_or("?"),
-                    p["version"],
-                    p["runtime"].as_str().unwrap_or("?"),
-                    p["idle"],
-                    p["busy"],
-                    p["queued"],
-                    p["max_instances"]
+                    p.function, p.version, p.runtime, p.idle, p.busy, p.queued, p.max_instances
                 ));
             }
         }
@@ -420,8 +391,12 @@ pub struct LogsArgs {
     pub follow: bool,
 }
 
-async fn print_logs(client: &Client, output: &Output, inv: &Value) -> anyhow::Result<()> {
-    let id = inv["id"].as_str().unwrap_or_default();
+async fn print_logs(
+    client: &Client,
+    output: &Output,
+    inv: &hearth_core::Invocation,
+) -> anyhow::Result<()> {
+    let id = &inv.id;
     let response = client
         .request(Method::GET, &format!("/v1/invocations/{id}/logs"))
         .send()
@@ -431,15 +406,15 @@ async fn print_logs(client: &Client, output: &Output, inv: &Value) -> anyhow::Re
     if output.json {
         println!(
             "{}",
-            json!({"id": id, "status": inv["status"], "started_at": inv["started_at"], "logs": text})
+            json!({"id": id, "status": inv.status, "started_at": inv.started_at, "logs": text})
         );
     } else {
         println!(
             "=== {} {} {} ({:.2} ms)",
-            inv["started_at"].as_str().unwrap_or_default(),
+            inv.started_at,
             id,
-            inv["status"].as_str().unwrap_or_default(),
-            inv["duration_ms"].as_f64().unwrap_or(0.0)
+            inv.status.as_str(),
+            inv.duration_ms
         );
         print!("{text}");
         if !text.is_empty() && !text.ends_with('\n') {
@@ -450,37 +425,35 @@ async fn print_logs(client: &Client, output: &Output, inv: &Value) -> anyhow::Re
 }
 
 pub async fn logs(client: &Client, output: &Output, args: LogsArgs) -> anyhow::Result<ExitCode> {
-    let list = |limit: u32| {
-        client.send(client.request(
-            Method::GET,
-            &format!("/v1/functions/{}/invocations?limit={limit}", args.name),
-        ))
+    let name = &args.name;
+    let list = |limit: u32| async move {
+        let answer: InvocationList = client
+            .send(client.request(
+                Method::GET,
+                &format!("/v1/functions/{name}/invocations?limit={limit}"),
+            ))
+            .await?;
+        // Oldest first, as a log reads.
+        let mut invocations: Vec<_> = answer
+            .invocations
+            .into_iter()
+            .map(|object| object.invocation)
+            .collect();
+        invocations.reverse();
+        anyhow::Ok(invocations)
     };
-    let recent = list(args.last).await?;
     let mut shown = std::collections::HashSet::new();
-    let mut invocations = recent["invocations"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    invocations.reverse();
-    for inv in &invocations {
-        shown.insert(inv["id"].as_str().unwrap_or_default().to_string());
-        print_logs(client, output, inv).await?;
+    for inv in list(args.last).await? {
+        shown.insert(inv.id.clone());
+        print_logs(client, output, &inv).await?;
     }
     if !args.follow {
         return Ok(ExitCode::SUCCESS);
     }
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        let mut fresh = list(50).await?["invocations"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        fresh.reverse();
-        for inv in fresh {
-            let id = inv["id"].as_str().unwrap_or_default().to_string();
-            let finished = !matches!(inv["status"].as_str(), Some("queued" | "running"));
-            if finished && shown.insert(id) {
+        for inv in list(50).await? {
+            if inv.status.is_final() && shown.insert(inv.id.clone()) {
                 print_logs(client, output, &inv).await?;
             }
         }

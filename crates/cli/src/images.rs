@@ -4,7 +4,9 @@
 //! Each root file system (Debian packages, `hearth_sandbox::docker::images::
 //! ROOT_FILESYSTEMS`) is debootstrapped from the host's own Debian mirror, pruned, packed
 //! as a tarball cached under `--cache-dir` (inside the project's `target/` by default) and
-//! imported into the engine; each runtime image is then built from it with the agent.
+//! imported into the engine; each runtime image is then built from it (or from
+//! `scratch`: the compiled runtimes' serving images) with the agent, and each compiled
+//! runtime gets a builder image with its toolchain (`hearth/<runtime>-build`).
 //! Images are tagged with the agent's version and digest, so what exists for this agent
 //! is skipped and a new agent gets new images. Steps show a spinner on a terminal and
 //! one line each in a log.
@@ -68,19 +70,19 @@ async fn build(args: BuildArgs) -> anyhow::Result<()> {
     let wanted = selected_specs(&args.runtimes)?;
     let docker = docker::connect(&docker::default_socket()).await?;
     println!(
-        "images: agent {} ({}), runtimes {}",
+        "images: agent {} ({}), images {}",
         tag.tag(),
         agent.display(),
         wanted
             .iter()
-            .map(|s| s.runtime.to_string())
+            .map(|s| images::image_ref(s, &tag))
             .collect::<Vec<_>>()
             .join(", ")
     );
 
     let mut todo = Vec::new();
     for spec in wanted {
-        let reference = images::runtime_image_ref(spec.runtime, &tag);
+        let reference = images::image_ref(spec, &tag);
         if !args.force && images::image_exists(&docker, &reference).await? {
             println!("images: {reference} exists");
         } else {
@@ -105,26 +107,30 @@ async fn build(args: BuildArgs) -> anyhow::Result<()> {
     };
     let mut bases: Vec<(&str, String)> = Vec::new();
     for (spec, _) in &todo {
-        if bases.iter().any(|(name, _)| *name == spec.rootfs) {
+        let Some(rootfs) = spec.rootfs else { continue };
+        if bases.iter().any(|(name, _)| *name == rootfs) {
             continue;
         }
-        let rootfs_spec = images::rootfs_spec(spec.rootfs)
-            .with_context(|| format!("no root file system named {}", spec.rootfs))?;
+        let rootfs_spec = images::rootfs_spec(rootfs)
+            .with_context(|| format!("no root file system named {rootfs}"))?;
         let build = RootfsBuild {
             spec: *rootfs_spec,
             suite: suite.clone(),
             mirror: mirror.clone(),
         };
         let base = ensure_rootfs(&docker, &build, &args.cache_dir).await?;
-        bases.push((spec.rootfs, base));
+        bases.push((rootfs, base));
     }
 
     for (spec, reference) in todo {
-        let base = bases
-            .iter()
-            .find(|(name, _)| *name == spec.rootfs)
-            .map(|(_, base)| base.clone())
-            .context("root file system missing")?;
+        let base = match spec.rootfs {
+            None => images::SCRATCH.to_string(),
+            Some(rootfs) => bases
+                .iter()
+                .find(|(name, _)| *name == rootfs)
+                .map(|(_, base)| base.clone())
+                .context("root file system missing")?,
+        };
         let step = Step::start(&format!("build {reference}"));
         let context = {
             let (agent, base, tag) = (agent.clone(), base.clone(), tag.clone());
@@ -140,23 +146,23 @@ async fn build(args: BuildArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The image specs of the runtimes named (all when none is).
+/// The image specs (serving and builder) of the runtimes named (all when none is).
 fn selected_specs(names: &[String]) -> anyhow::Result<Vec<&'static RuntimeImageSpec>> {
     if names.is_empty() {
         return Ok(images::RUNTIME_IMAGES.iter().collect());
     }
-    names
-        .iter()
-        .map(|name| {
-            let runtime: Runtime = name
-                .parse()
-                .map_err(|e| anyhow::anyhow!("runtime {name:?}: {e}"))?;
-            match images::runtime_image_spec(runtime) {
-                Some(spec) => Ok(spec),
-                None => bail!("there is no Docker image for {runtime} functions yet"),
-            }
-        })
-        .collect()
+    let mut specs = Vec::new();
+    for name in names {
+        let runtime: Runtime = name
+            .parse()
+            .map_err(|e| anyhow::anyhow!("runtime {name:?}: {e}"))?;
+        let before = specs.len();
+        specs.extend(images::image_specs(runtime));
+        if specs.len() == before {
+            bail!("there is no Docker image for {runtime} functions yet");
+        }
+    }
+    Ok(specs)
 }
 
 /// Makes sure the root file system's image exists: debootstraps and packs it unless

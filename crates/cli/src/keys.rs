@@ -4,8 +4,9 @@
 use crate::client::Client;
 use crate::commands::Output;
 use clap::{Args, Subcommand};
+use hearth_api::keys::{CreateKey, KeyList, KeyObject, LimitsBody};
 use reqwest::Method;
-use serde_json::{json, Map, Value};
+use serde_json::json;
 use std::process::ExitCode;
 
 #[derive(Subcommand)]
@@ -53,7 +54,7 @@ pub async fn run(
         KeysCommand::Ls => list(client, output).await,
         KeysCommand::Rm { id } => {
             client
-                .send(client.request(Method::DELETE, &format!("/v1/keys/{id}")))
+                .send_empty(client.request(Method::DELETE, &format!("/v1/keys/{id}")))
                 .await?;
             output.print(&json!({"revoked": id}), |_| format!("revoked {id}"));
             Ok(ExitCode::SUCCESS)
@@ -62,42 +63,41 @@ pub async fn run(
 }
 
 async fn create(client: &Client, output: &Output, args: CreateArgs) -> anyhow::Result<ExitCode> {
-    let mut limits = Map::new();
-    if let Some(rate) = args.rate {
-        limits.insert("rate_per_s".into(), json!(rate));
-    }
-    if let Some(burst) = args.burst {
-        limits.insert("burst".into(), json!(burst));
-    }
-    if let Some(max) = args.max_concurrency {
-        limits.insert("max_concurrency".into(), json!(max));
-    }
-    let body = json!({"name": args.name, "namespace": args.namespace, "role": args.role, "limits": limits});
-    let answer = client
+    let body = CreateKey {
+        name: args.name,
+        namespace: Some(args.namespace),
+        role: args.role,
+        limits: Some(LimitsBody {
+            rate_per_s: args.rate,
+            burst: args.burst,
+            max_concurrency: args.max_concurrency,
+        }),
+    };
+    let answer: KeyObject = client
         .send(client.request(Method::POST, "/v1/keys").json(&body))
         .await?;
     output.print(&answer, |k| {
         format!(
             "key {} ({} in {})\nsecret: {}\n(shown once: keep it now; use it as HEARTH_API_KEY or --api-key)",
-            k["id"].as_str().unwrap_or("?"),
-            k["role"].as_str().unwrap_or("?"),
-            k["namespace"].as_str().unwrap_or("?"),
-            k["secret"].as_str().unwrap_or("?"),
+            k.id,
+            k.role,
+            k.namespace,
+            k.secret.as_deref().unwrap_or("?"),
         )
     });
     Ok(ExitCode::SUCCESS)
 }
 
-fn limits_text(limits: &Value) -> String {
+fn limits_text(limits: &LimitsBody) -> String {
     let mut parts = Vec::new();
-    if let Some(rate) = limits["rate_per_s"].as_f64() {
-        let burst = limits["burst"]
-            .as_u64()
+    if let Some(rate) = limits.rate_per_s {
+        let burst = limits
+            .burst
             .map(|b| format!(" burst {b}"))
             .unwrap_or_default();
         parts.push(format!("{rate}/s{burst}"));
     }
-    if let Some(max) = limits["max_concurrency"].as_u64() {
+    if let Some(max) = limits.max_concurrency {
         parts.push(format!("{max} at once"));
     }
     if parts.is_empty() {
@@ -108,25 +108,24 @@ fn limits_text(limits: &Value) -> String {
 }
 
 async fn list(client: &Client, output: &Output) -> anyhow::Result<ExitCode> {
-    let answer = client.send(client.request(Method::GET, "/v1/keys")).await?;
+    let answer: KeyList = client.send(client.request(Method::GET, "/v1/keys")).await?;
     output.print(&answer, |a| {
-        let keys = a["keys"].as_array().cloned().unwrap_or_default();
-        if keys.is_empty() {
+        if a.keys.is_empty() {
             return "no keys yet: hearth keys create --namespace NS --role developer".into();
         }
         let mut text = format!(
             "{:<20} {:<20} {:<10} {:<20} {:<24} CREATED\n",
             "ID", "NAMESPACE", "ROLE", "NAME", "LIMITS"
         );
-        for k in keys {
+        for k in &a.keys {
             text.push_str(&format!(
                 "{:<20} {:<20} {:<10} {:<20} {:<24} {}\n",
-                k["id"].as_str().unwrap_or_default(),
-                k["namespace"].as_str().unwrap_or_default(),
-                k["role"].as_str().unwrap_or_default(),
-                k["name"].as_str().unwrap_or_default(),
-                limits_text(&k["limits"]),
-                k["created_at"].as_str().unwrap_or_default(),
+                k.id,
+                k.namespace,
+                k.role,
+                k.name,
+                limits_text(&k.limits),
+                k.created_at,
             ));
         }
         text.trim_end().to_string()

@@ -3,7 +3,8 @@
 //!
 //! Owns: argument parsing, wiring the embedded defaults together for `up`, and turning
 //! API answers into readable lines (or `--json`). Never: implements platform logic
-//! itself; it composes the library crates and calls the HTTP API like any client.
+//! itself, or reads the API as untyped JSON; it composes the library crates and calls the
+//! HTTP API like any client, with `hearth_api`'s request and response types.
 //!
 //! Verb (one per layer, README "One call, followed down"): `invoke`, the user's (`hearth invoke`).
 

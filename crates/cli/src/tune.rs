@@ -5,10 +5,12 @@ use crate::client::Client;
 use crate::commands::Output;
 use anyhow::Context;
 use clap::Args;
+use hearth_api::tuning::{AdviceBody, ExploreAnswer, TuningApply, TuningExplore};
+use hearth_api::FunctionObject;
 use hearth_core::tuning::{self, ExploreRow, Strategy};
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::path::PathBuf;
 
 /// `hearth tune`.
@@ -55,46 +57,37 @@ pub async fn tune(
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-fn print(output: &Output, value: &Value, human: impl FnOnce(&Value) -> String) {
-    if output.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(value).unwrap_or_default()
-        );
-    } else {
-        println!("{}", human(value));
-    }
-}
-
 async fn advise(client: &Client, output: &Output, args: &TuneArgs) -> anyhow::Result<()> {
     let path = format!("/v1/functions/{}/tuning", args.name);
-    let advice = client.send(client.request(Method::GET, &path)).await?;
-    print(output, &advice, advice_text);
+    let advice: AdviceBody = client.send(client.request(Method::GET, &path)).await?;
+    output.print(&advice, advice_text);
     if args.apply {
-        let body = json!({"memory_mb": advice["current_memory_mb"]});
-        let applied = client
+        let body = TuningApply {
+            memory_mb: advice.advice.current_memory_mb,
+            to_memory_mb: None,
+        };
+        let applied: FunctionObject = client
             .send(
                 client
                     .request(Method::POST, &format!("{path}/apply"))
                     .json(&body),
             )
             .await?;
-        print(output, &applied, |f| {
+        output.print(&applied, |f| {
             format!(
                 "applied: {} version {} at {} MB (reverted by itself if its next calls fail)",
-                f["name"].as_str().unwrap_or_default(),
-                f["version"],
-                f["memory_mb"]
+                f.name, f.version, f.memory_mb
             )
         });
     }
     Ok(())
 }
 
-fn advice_text(advice: &Value) -> String {
-    let stats = &advice["stats"];
-    let peak = &stats["peak_mb"];
-    let recommended = match advice["recommended_memory_mb"].as_u64() {
+fn advice_text(body: &AdviceBody) -> String {
+    let advice = &body.advice;
+    let stats = &advice.stats;
+    let peak = &stats.peak_mb;
+    let recommended = match advice.recommended_memory_mb {
         Some(mb) => format!("{mb} MB"),
         None => "no recommendation yet".into(),
     };
@@ -102,24 +95,24 @@ fn advice_text(advice: &Value) -> String {
         "{} v{}: {} MB -> {recommended}  ({}, confidence {})\n  {}\n  \
          {} calls in {} days: peak MB p50 {} p95 {} p99 {} max {}; OOM kills {}; timeouts {}; \
          CPU/duration p50 {}; I/O p50 {} bytes",
-        advice["function"].as_str().unwrap_or_default(),
-        advice["version"],
-        advice["current_memory_mb"],
-        advice["class"].as_str().unwrap_or_default(),
-        advice["confidence"].as_str().unwrap_or_default(),
-        advice["reason"].as_str().unwrap_or_default(),
-        stats["n"],
-        stats["window_days"],
-        peak["p50"],
-        peak["p95"],
-        peak["p99"],
-        peak["max"],
-        stats["oom_kills"],
-        stats["timeouts"],
-        stats["cpu_ratio_p50"],
-        stats["io_bytes_p50"],
+        body.function,
+        body.version,
+        advice.current_memory_mb,
+        advice.class.as_str(),
+        advice.confidence.as_str(),
+        advice.reason,
+        stats.n,
+        stats.window_days,
+        peak.p50,
+        peak.p95,
+        peak.p99,
+        peak.max,
+        stats.oom_kills,
+        stats.timeouts,
+        stats.cpu_ratio_p50,
+        stats.io_bytes_p50,
     );
-    if let Some(saving) = advice["saving_gb_s_per_1000"].as_f64() {
+    if let Some(saving) = advice.saving_gb_s_per_1000 {
         text.push_str(&format!("\n  saves {saving} GB-s per 1000 calls"));
     }
     text
@@ -127,7 +120,7 @@ fn advice_text(advice: &Value) -> String {
 
 fn read_event(path: Option<&PathBuf>) -> anyhow::Result<Value> {
     let Some(path) = path else {
-        return Ok(json!({}));
+        return Ok(Value::Object(Default::default()));
     };
     let text = if path.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin()).context("reading the event from stdin")?
@@ -141,7 +134,7 @@ fn read_event(path: Option<&PathBuf>) -> anyhow::Result<Value> {
 async fn explore(client: &Client, output: &Output, args: TuneArgs) -> anyhow::Result<()> {
     let event = read_event(args.event.as_ref())?;
     let function_path = format!("/v1/functions/{}", args.name);
-    let function = client
+    let function: FunctionObject = client
         .send(client.request(Method::GET, &function_path))
         .await?;
     let bar = if output.json {
@@ -157,10 +150,14 @@ async fn explore(client: &Client, output: &Output, args: TuneArgs) -> anyhow::Re
     let mut rows: Vec<ExploreRow> = Vec::with_capacity(args.sizes.len());
     for size in &args.sizes {
         bar.set_message(format!("running at {size} MB x {}", args.runs + 1));
-        let body = json!({
-            "event": event, "sizes": [size], "runs": args.runs, "strategy": args.strategy,
-        });
-        let answer = client
+        let body = TuningExplore {
+            event: Some(event.clone()),
+            sizes: Some(vec![*size]),
+            runs: Some(args.runs),
+            strategy: Some(args.strategy),
+            apply: false,
+        };
+        let answer: anyhow::Result<ExploreAnswer> = client
             .send(
                 client
                     .request(Method::POST, &format!("{function_path}/tuning/explore"))
@@ -174,39 +171,44 @@ async fn explore(client: &Client, output: &Output, args: TuneArgs) -> anyhow::Re
                 return Err(e);
             }
         };
-        let row: Vec<ExploreRow> = serde_json::from_value(answer["rows"].clone())
-            .context("the explore answer has no rows")?;
-        rows.extend(row);
+        rows.extend(answer.rows);
         bar.inc(1);
     }
     bar.finish_and_clear();
     let pick = tuning::pick(&rows, args.strategy);
-    let mut result = json!({
-        "function": args.name, "strategy": args.strategy, "rows": rows, "pick": pick,
-        "applied": null,
-    });
-    if let Some(pick) = pick.filter(|p| args.apply && Some(*p) != function["memory_mb"].as_u64()) {
-        let body = json!({"memory_mb": function["memory_mb"], "to_memory_mb": pick});
-        result["applied"] = client
+    let mut result = ExploreAnswer {
+        function: function.name.clone(),
+        version: function.version,
+        strategy: args.strategy,
+        rows,
+        pick,
+        applied: None,
+    };
+    if let Some(pick) = pick.filter(|p| args.apply && *p != function.memory_mb) {
+        let body = TuningApply {
+            memory_mb: function.memory_mb,
+            to_memory_mb: Some(pick),
+        };
+        let applied: FunctionObject = client
             .send(
                 client
                     .request(Method::POST, &format!("{function_path}/tuning/apply"))
                     .json(&body),
             )
             .await?;
+        result.applied = Some(applied);
     }
-    print(output, &result, |_| {
-        table(&rows, args.strategy, pick, &result)
-    });
+    output.print(&result, table);
     Ok(())
 }
 
-fn table(rows: &[ExploreRow], strategy: Strategy, pick: Option<u64>, result: &Value) -> String {
+fn table(result: &ExploreAnswer) -> String {
+    let (rows, strategy, pick) = (&result.rows, result.strategy, result.pick);
     let mut text = format!(
         "{:>9} {:>5} {:>5} {:>8} {:>10} {:>8} {:>12}\n",
         "memory_mb", "cpus", "runs", "status", "p50_ms", "peak_mb", "gb_s_per_call"
     );
-    for row in rows {
+    for row in rows.iter() {
         let status = serde_json::to_value(row.status).unwrap_or_default();
         text.push_str(&format!(
             "{:>9} {:>5.2} {:>5} {:>8} {:>10.1} {:>8} {:>12.6}{}\n",
@@ -230,10 +232,10 @@ fn table(rows: &[ExploreRow], strategy: Strategy, pick: Option<u64>, result: &Va
         Some(mb) => text.push_str(&format!("pick ({strategy}): {mb} MB")),
         None => text.push_str(&format!("pick ({strategy}): none, no size succeeded")),
     }
-    if !result["applied"].is_null() {
+    if let Some(applied) = &result.applied {
         text.push_str(&format!(
             "\napplied: version {} at {} MB",
-            result["applied"]["version"], result["applied"]["memory_mb"]
+            applied.version, applied.memory_mb
         ));
     }
     text

@@ -373,7 +373,8 @@ async fn show_sample(client: &Client, url: &str, key_path: &Path) -> anyhow::Res
     let warm = commands::invoke_function(client, "hello", event.into()).await?;
     println!();
     println!("deployed the sample function `hello` (python) and invoked it twice:");
-    println!("  result: {}", warm["result"]);
+    let result = warm.invocation.result.clone().unwrap_or_default();
+    println!("  result: {result}");
     println!("  first call:  {}", commands::describe_invocation(&cold));
     println!("  second call: {}", commands::describe_invocation(&warm));
     println!();

@@ -1,19 +1,31 @@
 //! The compiled runtimes (C++, Go) end to end: both ways of writing a function answer
 //! every event; a build failure is a 422 with the compiler's message and leaves the
 //! previous version serving; identical code is built once, and invocations (cold starts
-//! included) never compile.
+//! included) never compile. Every case runs on both sandbox backends (`native::…`,
+//! `docker::…`): the host's toolchains in a namespace, a builder image's in a container.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
-use hearth_testkit::{expect_error, fixture, runtimes, zip_files, Hearth};
+use hearth_testkit::{expect_error, fixture, on_both_backends, zip_files, Hearth};
 use serde_json::{json, Value};
 use std::process::Command;
 
-/// The compiled runtimes the suite covers on this sandbox, with their fixture prefix.
+on_both_backends!(
+    handler_only_and_full_programs_answer_every_event,
+    a_compile_error_is_a_422_with_the_compilers_line_and_the_old_version_keeps_serving,
+    identical_code_is_built_once_and_invocations_never_compile,
+    the_cli_says_when_it_builds_and_when_the_code_was_already_built,
+    compiled_functions_write_outputs_under_output_dir,
+    hostile_code_at_build_time_is_stopped_and_sees_nothing_of_the_host,
+);
+
+/// The compiled runtimes, with their fixture prefix.
 fn compiled() -> Vec<(&'static str, &'static str)> {
-    runtimes()
-        .into_iter()
-        .filter(|(runtime, _)| matches!(*runtime, "cpp" | "go"))
-        .collect()
+    vec![("cpp", "cpp"), ("go", "go")]
+}
+
+/// `hearth up` on `sandbox`.
+fn start(sandbox: &str) -> Hearth {
+    Hearth::start_with(env!("CARGO_BIN_EXE_hearth"), &["--sandbox", sandbox])
 }
 
 fn events() -> Vec<Value> {
@@ -47,9 +59,8 @@ fn assert_fresh_build(function: &Value) {
     );
 }
 
-#[test]
-fn handler_only_and_full_programs_answer_every_event() {
-    let hearth = Hearth::start(env!("CARGO_BIN_EXE_hearth"));
+fn handler_only_and_full_programs_answer_every_event(sandbox: &str) {
+    let hearth = start(sandbox);
     for (runtime, prefix) in compiled() {
         let handler = format!("{prefix}-handler");
         let program = format!("{prefix}-program");
@@ -113,9 +124,10 @@ fn handler_only_and_full_programs_answer_every_event() {
     }
 }
 
-#[test]
-fn a_compile_error_is_a_422_with_the_compilers_line_and_the_old_version_keeps_serving() {
-    let hearth = Hearth::start(env!("CARGO_BIN_EXE_hearth"));
+fn a_compile_error_is_a_422_with_the_compilers_line_and_the_old_version_keeps_serving(
+    sandbox: &str,
+) {
+    let hearth = start(sandbox);
     for (runtime, prefix) in compiled() {
         let name = format!("{prefix}-broken");
         let v1 = hearth.deploy_fixture(
@@ -153,9 +165,8 @@ fn a_compile_error_is_a_422_with_the_compilers_line_and_the_old_version_keeps_se
     }
 }
 
-#[test]
-fn identical_code_is_built_once_and_invocations_never_compile() {
-    let mut hearth = Hearth::start(env!("CARGO_BIN_EXE_hearth"));
+fn identical_code_is_built_once_and_invocations_never_compile(sandbox: &str) {
+    let mut hearth = start(sandbox);
     let cases = compiled();
     for (runtime, prefix) in &cases {
         let fixture_name = format!("{prefix}-echo");
@@ -210,9 +221,8 @@ fn identical_code_is_built_once_and_invocations_never_compile() {
     assert_eq!(artifacts, cases.len(), "one artifact per distinct code");
 }
 
-#[test]
-fn the_cli_says_when_it_builds_and_when_the_code_was_already_built() {
-    let hearth = Hearth::start(env!("CARGO_BIN_EXE_hearth"));
+fn the_cli_says_when_it_builds_and_when_the_code_was_already_built(sandbox: &str) {
+    let hearth = start(sandbox);
     for (runtime, prefix) in compiled() {
         let deploy = || {
             let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
@@ -235,9 +245,8 @@ fn the_cli_says_when_it_builds_and_when_the_code_was_already_built() {
     }
 }
 
-#[test]
-fn compiled_functions_write_outputs_under_output_dir() {
-    let hearth = Hearth::start(env!("CARGO_BIN_EXE_hearth"));
+fn compiled_functions_write_outputs_under_output_dir(sandbox: &str) {
+    let hearth = start(sandbox);
     let cpp_program = r#"
 #include <cstdlib>
 #include <fstream>
@@ -272,4 +281,51 @@ func Handler(event map[string]interface{}) (interface{}, error) {
         assert_eq!(outputs[0]["path"], "report.txt");
         assert_eq!(outputs[0]["size"], 7 + u64::from(runtime == "cpp"));
     }
+}
+
+/// The compiler reads what the code names: a build sees nothing of the host's files and
+/// one that never ends (reading `/dev/zero`) is stopped by its limits, a 422 like any
+/// failed build, and the platform keeps building and serving.
+fn hostile_code_at_build_time_is_stopped_and_sees_nothing_of_the_host(sandbox: &str) {
+    let hearth = start(sandbox);
+    let secret = hearth.data_dir().join("secret.h");
+    std::fs::write(&secret, "int leaked = 1;\n").unwrap();
+    let handler = "std::string handler(const std::string& e) { return e; }\n";
+    let peek = format!(
+        "#include <string>\n#include \"{}\"\n{handler}",
+        secret.display()
+    );
+    let message = expect_error(
+        hearth.deploy_zip(
+            "peek",
+            zip_files(&[("main.cpp", peek.as_bytes())]),
+            json!({"runtime": "cpp"}),
+        ),
+        422,
+        "build_failed",
+    );
+    assert!(
+        message.contains("No such file or directory"),
+        "{sandbox}: the host's data dir is not visible to a build: {message}"
+    );
+
+    let endless = format!("#include <string>\n#include \"/dev/zero\"\n{handler}");
+    let message = expect_error(
+        hearth.deploy_zip(
+            "endless",
+            zip_files(&[("main.cpp", endless.as_bytes())]),
+            json!({"runtime": "cpp"}),
+        ),
+        422,
+        "build_failed",
+    );
+    assert!(
+        message.contains("out of memory") || message.contains("took longer"),
+        "{sandbox}: stopped by its memory or its deadline: {message}"
+    );
+
+    let deployed = hearth.deploy_fixture("after", "cpp-echo", json!({"runtime": "cpp"}));
+    assert_eq!(deployed["version"], 1, "{deployed}");
+    let inv = hearth.invoke("after", json!({"still": "building"}));
+    assert_eq!(inv["status"], "success", "{sandbox}: {inv}");
 }

@@ -1,4 +1,5 @@
-//! Function dependencies end to end against a real `hearth up` (native sandbox):
+//! Function dependencies end to end against a real `hearth up` (native sandbox; Go
+//! modules on the Docker sandbox too, whose builds get them copied in):
 //! `requirements.txt` (numpy from PyPI, a pure wheel from a local `--find-links` dir),
 //! `package.json` (a local npm registry) and `go.mod` (a local file proxy) are fetched
 //! on the host executing nothing, installed once per set (`cached` after), mounted
@@ -309,8 +310,13 @@ fn what_cannot_be_installed_is_a_422_naming_it_and_no_package_code_runs_on_the_h
     );
 }
 
-#[test]
-fn go_modules_come_from_the_proxy_checked_against_go_sum_and_build_offline() {
+// Go modules on both backends: mounted read-only into a native build, copied into a
+// Docker build container's `/deps` volume (the container stays offline either way).
+hearth_testkit::on_both_backends!(
+    go_modules_come_from_the_proxy_checked_against_go_sum_and_build_offline
+);
+
+fn go_modules_come_from_the_proxy_checked_against_go_sum_and_build_offline(sandbox: &str) {
     let proxy = tempfile::tempdir().unwrap();
     let sum = publish_go_module(
         proxy.path(),
@@ -322,7 +328,10 @@ fn go_modules_come_from_the_proxy_checked_against_go_sum_and_build_offline() {
         )],
     );
     let goproxy = format!("file://{}", proxy.path().display());
-    let hearth = start(&["--goproxy", &goproxy]);
+    let hearth = Hearth::start_with(
+        env!("CARGO_BIN_EXE_hearth"),
+        &["--sandbox", sandbox, "--goproxy", &goproxy],
+    );
     let go_mod = "module fn\n\ngo 1.19\n\nrequire example.com/greet v1.0.0\n";
     let main_go = "package main\n\nimport \"example.com/greet\"\n\n\
                    func Handler(event map[string]interface{}) (interface{}, error) {\n\

@@ -17,8 +17,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use hearth_api::session::{Features, SessionBody, SignIn};
 use std::sync::Arc;
 use std::time::Instant;
 use tower::ServiceExt;
@@ -137,13 +136,13 @@ async fn asset(Path(file): Path<String>) -> Response {
 }
 
 /// What the page learns about its session (never the key).
-fn session_body(csrf_token: &str, expires_in_s: u64, tuning: bool) -> Value {
-    json!({
-        "signed_in": true,
-        "csrf_token": csrf_token,
-        "expires_in_s": expires_in_s,
-        "features": {"tuning": tuning},
-    })
+fn session_body(csrf_token: &str, expires_in_s: u64, tuning: bool) -> SessionBody {
+    SessionBody {
+        signed_in: true,
+        csrf_token: Some(csrf_token.to_string()),
+        expires_in_s: Some(expires_in_s),
+        features: Some(Features { tuning }),
+    }
 }
 
 /// Whether the API has the AutoTuner's routes: an unknown route answers 404 before
@@ -159,7 +158,7 @@ async fn has_tuning(api: &Router) -> bool {
     }
 }
 
-async fn session_info(State(state): State<Dashboard>, headers: HeaderMap) -> Json<Value> {
+async fn session_info(State(state): State<Dashboard>, headers: HeaderMap) -> Json<SessionBody> {
     let live =
         session::token_from(&headers).and_then(|token| state.sessions.get(&token, Instant::now()));
     match live {
@@ -168,13 +167,8 @@ async fn session_info(State(state): State<Dashboard>, headers: HeaderMap) -> Jso
             view.remaining.as_secs(),
             has_tuning(&state.api).await,
         )),
-        None => Json(json!({"signed_in": false})),
+        None => Json(SessionBody::signed_out()),
     }
-}
-
-#[derive(Deserialize)]
-struct SignIn {
-    api_key: String,
 }
 
 async fn sign_in(

@@ -3,7 +3,6 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
 /// An error answer: `{"error": {"code", "message"}}` with its HTTP status.
 #[derive(Debug)]
@@ -100,7 +99,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        let body = Json(hearth_api::ErrorBody::new(self.code, self.message));
         let mut response = (self.status, body).into_response();
         if let Some(secs) = self.retry_after_secs {
             response

@@ -9,18 +9,21 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
+use hearth_api::functions::{BuildInfo, FunctionList, FunctionObject};
 use hearth_core::{FunctionConfig, FunctionSpec, SpecError};
 use hearth_store::{inspect_zip, FunctionRecord, FunctionStats, PackageLimits};
 use hearth_worker::build::{BuildError, BuildRequest};
 use hearth_worker::deps::DepsError;
 use hearth_worker::fleet::FleetError;
-use serde_json::{json, Value};
 
-/// The API's function object ([`schemas::FunctionObject`], as JSON).
-pub(crate) fn function_json(record: &FunctionRecord, stats: Option<&FunctionStats>) -> Value {
+/// The API's function object of `record`, with its `stats` when given.
+pub(crate) fn function_object(
+    record: &FunctionRecord,
+    stats: Option<&FunctionStats>,
+) -> FunctionObject {
     let spec = &record.spec;
     let (namespace, name) = crate::tenancy::split(&record.name);
-    let object = schemas::FunctionObject {
+    FunctionObject {
         name: name.to_string(),
         namespace: namespace.to_string(),
         version: record.version,
@@ -36,15 +39,16 @@ pub(crate) fn function_json(record: &FunctionRecord, stats: Option<&FunctionStat
         code_size: record.code_size,
         created_at: record.created_at.clone(),
         updated_at: record.updated_at.clone(),
-        stats: stats.map(|s| schemas::FunctionStats {
+        stats: stats.map(|s| hearth_api::functions::FunctionStats {
             invocations: s.invocations,
             errors: s.errors,
             avg_duration_ms: s.avg_duration_ms,
             p95_duration_ms: s.p95_duration_ms,
         }),
         build: None,
-    };
-    serde_json::to_value(object).unwrap_or(Value::Null)
+        dependencies: None,
+        tuning: None,
+    }
 }
 
 /// The newest version of `name`. Answered from memory when it can be: deploy and delete
@@ -70,18 +74,18 @@ pub(crate) async fn find(state: &AppState, name: &str) -> Result<FunctionRecord,
 pub(crate) async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FunctionList>, ApiError> {
     let records = state
         .metadata
         .list_functions()
         .await
         .map_err(|e| ApiError::store("listing functions", e))?;
-    let functions: Vec<Value> = records
+    let functions = records
         .iter()
         .filter(|r| caller.sees(&r.name))
-        .map(|r| function_json(r, None))
+        .map(|r| function_object(r, None))
         .collect();
-    Ok(Json(json!({ "functions": functions })))
+    Ok(Json(FunctionList { functions }))
 }
 
 #[utoipa::path(get, path = "/v1/functions/{name}", operation_id = "get_function", tag = "functions", params(FunctionName),
@@ -90,7 +94,7 @@ pub(crate) async fn get(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FunctionObject>, ApiError> {
     let name = caller.qualify(&name)?;
     let record = find(&state, &name).await?;
     let stats = state
@@ -98,7 +102,7 @@ pub(crate) async fn get(
         .function_stats(&name)
         .await
         .map_err(|e| ApiError::store("reading function stats", e))?;
-    Ok(Json(function_json(&record, Some(&stats))))
+    Ok(Json(function_object(&record, Some(&stats))))
 }
 
 #[utoipa::path(delete, path = "/v1/functions/{name}", operation_id = "delete_function", tag = "functions",
@@ -237,13 +241,14 @@ pub(crate) async fn deploy(
     } else {
         StatusCode::OK
     };
-    let mut body = function_json(&deployed.record, None);
-    if let Some(built) = deployed.built {
-        body["build"] = json!({"cached": built.cached, "duration_ms": built.duration_ms});
-    }
-    if let Some(installed) = deployed.installed {
-        body["dependencies"] = json!(installed);
-    }
+    let body = FunctionObject {
+        build: deployed.built.map(|built| BuildInfo {
+            cached: built.cached,
+            duration_ms: built.duration_ms,
+        }),
+        dependencies: deployed.installed,
+        ..function_object(&deployed.record, None)
+    };
     Ok((status, Json(body)).into_response())
 }
 

@@ -3,7 +3,7 @@
 use crate::fleet_error::fleet_error;
 use crate::functions::find;
 use crate::schemas::{self, CommonErrors, FunctionName, InvocationId};
-use crate::tenancy::{invocation_json, Caller};
+use crate::tenancy::{invocation_object, Caller};
 use crate::{ApiError, AppState};
 use axum::body::Body;
 use axum::extract::{Extension, Path, Query, State};
@@ -142,7 +142,7 @@ pub(crate) struct InvokeQuery {
         ("Prefer" = Option<String>, Header, description = "`respond-async` for an asynchronous invocation"),
         ("X-Hearth-Idempotency-Key" = Option<String>, Header, description = "a retry with the same key gets the first answer (10 minutes)")),
     request_body(content = Object, description = "the event", example = json!({"name": "you"})),
-    responses((status = 200, description = "the finished invocation", body = hearth_core::Invocation),
+    responses((status = 200, description = "the finished invocation", body = schemas::InvocationObject),
         (status = 202, description = "queued", body = schemas::Queued, headers(("Location" = String))),
         (status = 413, description = "the event is over 6 MB", body = schemas::ErrorBody),
         (status = 429, description = "overloaded; see Retry-After", body = schemas::ErrorBody),
@@ -167,7 +167,7 @@ pub(crate) async fn invoke(
     }
     let invocation = run(&state, target, request).await;
     drop(admitted);
-    Ok(Json(invocation_json(&invocation?)).into_response())
+    Ok(Json(invocation_object(invocation?)).into_response())
 }
 
 /// Runs one invocation synchronously and keeps it for immediate reads.
@@ -198,7 +198,10 @@ async fn start_async(
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
-        Json(json!({"id": id, "status": "queued"})),
+        Json(hearth_api::Queued {
+            id,
+            status: InvocationStatus::Queued,
+        }),
     )
         .into_response())
 }
@@ -246,14 +249,14 @@ pub(crate) fn check_callback_url(url: &str) -> Result<(), ApiError> {
 }
 
 #[utoipa::path(get, path = "/v1/invocations/{id}", operation_id = "get_invocation", tag = "invocations", params(InvocationId),
-    responses((status = 200, body = hearth_core::Invocation), CommonErrors))]
+    responses((status = 200, body = schemas::InvocationObject), CommonErrors))]
 pub(crate) async fn get(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<hearth_api::InvocationObject>, ApiError> {
     let invocation = visible(&state, &caller, &id).await?;
-    Ok(Json(invocation_json(&invocation)))
+    Ok(Json(invocation_object(invocation)))
 }
 
 /// The invocation `id` if the caller may see it; else (another namespace's, or none)
@@ -303,7 +306,7 @@ pub(crate) async fn list(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Query(query): Query<ListQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<hearth_api::InvocationList>, ApiError> {
     let name = caller.qualify(&name)?;
     find(&state, &name).await?;
     // Invocations just answered may still be on their way to the store.
@@ -332,8 +335,8 @@ pub(crate) async fn list(
         .list_invocations(&name, &filter)
         .await
         .map_err(|e| ApiError::store("listing invocations", e))?;
-    let invocations: Vec<serde_json::Value> = invocations.iter().map(invocation_json).collect();
-    Ok(Json(json!({ "invocations": invocations })))
+    let invocations = invocations.into_iter().map(invocation_object).collect();
+    Ok(Json(hearth_api::InvocationList { invocations }))
 }
 
 #[cfg(test)]

@@ -13,88 +13,12 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use hearth_api::keys::{CreateKey, KeyList, KeyObject, LimitsBody, NamespaceObject, QuotasBody};
 use hearth_store::{KeyLimits, KeyRecord, NamespaceQuotas};
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 /// Highest rate or burst a key may be given.
 const MAX_RATE: f64 = 1_000_000.0;
-
-/// A key's limits, each optional (absent: unlimited).
-#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct LimitsBody {
-    /// Requests per second (a token bucket refilling at this rate).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    rate_per_s: Option<f64>,
-    /// Requests at once the bucket allows (default: `rate_per_s` rounded up).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    burst: Option<u32>,
-    /// Invocations of this key running at once.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_concurrency: Option<u32>,
-}
-
-/// `POST /v1/keys`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(example = json!({"name": "ci", "namespace": "team-a", "role": "developer",
-    "limits": {"rate_per_s": 10, "burst": 10, "max_concurrency": 20}}))]
-pub(crate) struct CreateKey {
-    /// A label for people.
-    #[serde(default)]
-    name: String,
-    /// The namespace the key acts in (`default`).
-    namespace: Option<String>,
-    /// `admin`, `developer` or `invoker`.
-    role: String,
-    #[serde(default)]
-    limits: Option<LimitsBody>,
-}
-
-/// A key as listed (never its secret).
-#[derive(Serialize, ToSchema)]
-pub(crate) struct KeyObject {
-    id: String,
-    name: String,
-    namespace: String,
-    role: String,
-    limits: LimitsBody,
-    created_at: String,
-    /// Only in the answer to the creation: the Bearer token, shown once.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    secret: Option<String>,
-}
-
-/// `GET /v1/keys`.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct KeyList {
-    keys: Vec<KeyObject>,
-}
-
-/// A namespace's quotas (`PUT` takes the `quotas` member's shape).
-#[derive(Serialize, ToSchema)]
-#[schema(example = json!({"namespace": "team-a", "quotas": {"max_concurrency": 2}}))]
-pub(crate) struct NamespaceObject {
-    namespace: String,
-    quotas: QuotasBody,
-}
-
-/// Quotas of a namespace, each optional (absent: unlimited).
-#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct QuotasBody {
-    /// Invocations of the namespace's functions running at once.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_concurrency: Option<u32>,
-    /// Warm instances of the namespace's functions.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_warm_instances: Option<u32>,
-    /// Memory (MB, by their limits) of the namespace's warm instances.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_warm_memory_mb: Option<u64>,
-}
 
 fn key_object(record: KeyRecord, secret: Option<String>) -> KeyObject {
     KeyObject {

@@ -1,8 +1,8 @@
 //! hearth's HTTP API (`docs/API.md`, the contract): auth, deploy, invoke, invocations, status,
 //! and the AutoTuner's endpoints (`tuning`: advice, apply with auto-revert, explore).
 //!
-//! Owns: routing, request parsing and limits, the one [`ApiError`] type every handler
-//! returns, the key checks (admin key, stored keys with roles, rate limits), the `queued` record of an accepted async invocation,
+//! Owns: routing, request parsing and limits (the bodies themselves are `hearth_api`'s
+//! types, shared with the CLI), the one [`ApiError`] type every handler returns, the key checks (admin key, stored keys with roles, rate limits), the `queued` record of an accepted async invocation,
 //! and a cache of the invocations it answered.
 //!
 //! Never: runs code or writes history (it hands invocations to the workers through the

@@ -9,10 +9,10 @@
 use crate::{ApiError, AppState};
 use axum::extract::{Extension, Query, State};
 use axum::Json;
+use hearth_api::stats::{FunctionStatsRow, StatsBody};
 use hearth_core::{Invocation, InvocationStatus};
 use hearth_store::{FunctionRecord, InvocationFilter};
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 /// Most invocations read per function (the most one listing returns).
 const SAMPLE_LIMIT: u32 = 1000;
@@ -74,7 +74,7 @@ pub(crate) async fn functions(
     State(state): State<AppState>,
     Extension(caller): Extension<crate::tenancy::Caller>,
     Query(query): Query<StatsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StatsBody>, ApiError> {
     let hours = query.hours.unwrap_or(24);
     if hours == 0 || hours > MAX_HOURS {
         return Err(ApiError::bad_request(
@@ -96,14 +96,17 @@ pub(crate) async fn functions(
             .map(|record| function_row(&state, record, &since)),
     )
     .await?;
-    Ok(Json(json!({"window_hours": hours, "functions": rows})))
+    Ok(Json(StatsBody {
+        window_hours: hours,
+        functions: rows,
+    }))
 }
 
 async fn function_row(
     state: &AppState,
     record: &FunctionRecord,
     since: &str,
-) -> Result<Value, ApiError> {
+) -> Result<FunctionStatsRow, ApiError> {
     let filter = InvocationFilter {
         limit: SAMPLE_LIMIT,
         status: None,
@@ -116,26 +119,27 @@ async fn function_row(
         .map_err(|e| ApiError::internal("listing invocations", e))?;
     let figures = Figures::of(invocations.iter());
     let (namespace, name) = crate::tenancy::split(&record.name);
-    Ok(json!({
-        "name": name,
-        "namespace": namespace,
-        "version": record.version,
-        "runtime": record.spec.runtime,
-        "memory_mb": record.spec.memory_mb,
-        "timeout_ms": record.spec.timeout_ms,
-        "updated_at": record.updated_at,
-        "invocations": figures.invocations,
-        "errors": figures.errors,
-        "error_rate": figures.error_rate(),
-        "p50_duration_ms": figures.p50_duration_ms,
-        "p95_duration_ms": figures.p95_duration_ms,
-        "sampled": invocations.len() as u32 >= SAMPLE_LIMIT,
-    }))
+    Ok(FunctionStatsRow {
+        name: name.to_string(),
+        namespace: namespace.to_string(),
+        version: record.version,
+        runtime: record.spec.runtime,
+        memory_mb: record.spec.memory_mb,
+        timeout_ms: record.spec.timeout_ms,
+        updated_at: record.updated_at.clone(),
+        invocations: figures.invocations,
+        errors: figures.errors,
+        error_rate: figures.error_rate(),
+        p50_duration_ms: figures.p50_duration_ms,
+        p95_duration_ms: figures.p95_duration_ms,
+        sampled: invocations.len() as u32 >= SAMPLE_LIMIT,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn percentiles_are_nearest_rank() {

@@ -6,14 +6,15 @@ use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
+use hearth_api::status::{Health, PoolObject, StatusBody, Totals, WorkerObject};
+use hearth_worker::fleet::WorkerState;
 
 #[utoipa::path(get, path = "/v1/status", operation_id = "get_status", tag = "operations",
     responses((status = 200, body = crate::schemas::StatusBody), crate::schemas::CommonErrors))]
 pub(crate) async fn status(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StatusBody>, ApiError> {
     let mut workers = state
         .fleet
         .workers()
@@ -34,16 +35,48 @@ pub(crate) async fn status(
         .flat_map(|w| &w.pools)
         .map(|p| p.idle + p.busy)
         .sum();
-    Ok(Json(json!({
-        "status": "online",
-        "uptime_ms": state.started.elapsed().as_millis() as u64,
-        "totals": {"workers": workers.len(), "active_invocations": active, "warm_instances": warm},
-        "workers": workers,
-    })))
+    Ok(Json(StatusBody {
+        status: "online".to_string(),
+        uptime_ms: state.started.elapsed().as_millis() as u64,
+        totals: Totals {
+            workers: workers.len(),
+            active_invocations: active,
+            warm_instances: warm,
+        },
+        workers: workers.into_iter().map(worker_object).collect(),
+    }))
 }
 
-pub(crate) async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// A worker as the API shows it.
+fn worker_object(worker: WorkerState) -> WorkerObject {
+    WorkerObject {
+        id: worker.id,
+        address: worker.address,
+        backend: worker.backend,
+        capacity: worker.capacity,
+        active_invocations: worker.active_invocations,
+        pools: worker
+            .pools
+            .into_iter()
+            .map(|pool| PoolObject {
+                function: pool.function,
+                version: pool.version,
+                runtime: pool.runtime,
+                idle: pool.idle,
+                busy: pool.busy,
+                queued: pool.queued,
+                max_instances: pool.max_instances,
+            })
+            .collect(),
+        version: worker.version,
+        heartbeat_age_ms: worker.heartbeat_age_ms,
+    }
+}
+
+pub(crate) async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".to_string(),
+    })
 }
 
 pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {

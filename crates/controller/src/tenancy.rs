@@ -125,12 +125,16 @@ pub(crate) fn checked_namespace(namespace: &str) -> Result<(), ApiError> {
 }
 
 /// An invocation as the API shows it: `function` its bare name, with its `namespace`.
-pub(crate) fn invocation_json(invocation: &hearth_core::Invocation) -> serde_json::Value {
-    let mut value = serde_json::to_value(invocation).unwrap_or(serde_json::Value::Null);
+pub(crate) fn invocation_object(
+    mut invocation: hearth_core::Invocation,
+) -> hearth_api::InvocationObject {
     let (namespace, name) = split(&invocation.function);
-    value["function"] = name.into();
-    value["namespace"] = namespace.into();
-    value
+    let (namespace, name) = (namespace.to_string(), name.to_string());
+    invocation.function = name;
+    hearth_api::InvocationObject {
+        invocation,
+        namespace,
+    }
 }
 
 /// 403 `forbidden`: the key's role does not allow the request.

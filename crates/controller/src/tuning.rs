@@ -5,20 +5,20 @@
 //! versions and runs invocations. Every invocation it makes goes through
 //! [`invoke_once`], the one seam to the controller's invoke path.
 
-use crate::functions::{find, function_json};
+use crate::functions::{find, function_object};
 use crate::tenancy::Caller;
 use crate::{ApiError, AppState};
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use bytes::Bytes;
-use hearth_core::tuning::{self, Advice, ExploreRow, Sample, Strategy, TuningInput};
+use hearth_api::functions::{FunctionObject, TuningChange};
+use hearth_api::tuning::{AdviceBody, ExploreAnswer, Reverted, TuningApply, TuningExplore};
+use hearth_core::tuning::{self, Advice, ExploreRow, Sample, TuningInput};
 use hearth_core::{FunctionSpec, Invocation, InvocationStatus};
 use hearth_store::{FunctionRecord, InvocationFilter};
 use hearth_worker::fleet::first_attempt;
 use hearth_worker::Target;
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -42,20 +42,11 @@ const MAX_SIZES: usize = 10;
 const MAX_RUNS: usize = 50;
 
 /// A size the tuner applied and then took back.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub(crate) struct Revert {
-    /// The version the apply made.
-    pub from_version: u64,
-    /// Its size, MB.
-    pub failed_memory_mb: u64,
-    /// The version the revert made.
-    pub to_version: u64,
-    /// The size restored, MB.
-    pub memory_mb: u64,
-    /// What the watched calls showed.
-    pub reason: String,
+    /// What the advice shows of it.
+    reverted: Reverted,
     /// Code the failed size ran (a new deploy of other code forgets the revert).
-    #[serde(skip)]
     code_sha256: String,
 }
 
@@ -138,30 +129,29 @@ async fn advice_for(state: &AppState, record: &FunctionRecord) -> Result<Advice,
         current_memory_mb: record.spec.memory_mb,
         cpus: record.spec.cpus_on(host_cores()),
         samples: &samples,
-        failed_mb: revert.map(|r| r.failed_memory_mb),
+        failed_mb: revert.map(|r| r.reverted.failed_memory_mb),
     }))
 }
 
-fn advice_json(state: &AppState, record: &FunctionRecord, advice: &Advice) -> Value {
-    let mut body = json!({"function": record.name, "version": record.version});
-    if let (Some(body), Ok(Value::Object(advice))) =
-        (body.as_object_mut(), serde_json::to_value(advice))
-    {
-        body.extend(advice);
-    }
-    body["cpus"] = json!(record.spec.cpus_on(host_cores()));
-    if let Some(revert) = state.tuner.revert_of(record) {
-        body["reason"] = json!(format!(
+fn advice_body(state: &AppState, record: &FunctionRecord, mut advice: Advice) -> AdviceBody {
+    let reverted = state.tuner.revert_of(record).map(|revert| revert.reverted);
+    if let Some(revert) = &reverted {
+        advice.reason = format!(
             "reverted v{} ({} MB) to {} MB: {}. {}",
             revert.from_version,
             revert.failed_memory_mb,
             revert.memory_mb,
             revert.reason,
             advice.reason
-        ));
-        body["reverted"] = json!(revert);
+        );
     }
-    body
+    AdviceBody {
+        function: crate::tenancy::split(&record.name).1.to_string(),
+        version: record.version,
+        advice,
+        cpus: record.spec.cpus_on(host_cores()),
+        reverted,
+    }
 }
 
 /// `GET /v1/functions/{name}/tuning`.
@@ -172,11 +162,11 @@ pub(crate) async fn advice(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AdviceBody>, ApiError> {
     let name = caller.qualify(&name)?;
     let record = find(&state, &name).await?;
     let advice = advice_for(&state, &record).await?;
-    Ok(Json(advice_json(&state, &record, &advice)))
+    Ok(Json(advice_body(&state, &record, advice)))
 }
 
 /// The caller's function `name` (qualified), its record, and the request in `body`
@@ -203,15 +193,6 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes, shape: &str) -> Resu
     })
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ApplyRequest {
-    /// The size the caller saw (a guard against applying stale advice).
-    memory_mb: u64,
-    /// A size to apply instead of the recommendation (an exploration's pick).
-    to_memory_mb: Option<u64>,
-}
-
 /// `POST /v1/functions/{name}/tuning/apply`.
 #[utoipa::path(post, path = "/v1/functions/{name}/tuning/apply", operation_id = "tuning_apply", tag = "tuning",
     params(crate::schemas::FunctionName), request_body = crate::schemas::TuningApply,
@@ -224,9 +205,9 @@ pub(crate) async fn apply(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FunctionObject>, ApiError> {
     let shape = r#"{"memory_mb": <the current size you saw>, "to_memory_mb": <optional size>}"#;
-    let (name, record, request): (_, _, ApplyRequest) =
+    let (name, record, request): (_, _, TuningApply) =
         function_and_request(&state, &caller, &name, &body, shape).await?;
     if record.spec.memory_mb != request.memory_mb {
         return Err(ApiError::new(
@@ -270,13 +251,14 @@ pub(crate) async fn apply(
         record.clone(),
         error_rate,
     ));
-    let mut body = function_json(&applied, None);
-    body["tuning"] = json!({
-        "previous_memory_mb": record.spec.memory_mb,
-        "previous_version": record.version,
-        "watching_calls": WATCHED_CALLS,
-    });
-    Ok(Json(body))
+    Ok(Json(FunctionObject {
+        tuning: Some(TuningChange {
+            previous_memory_mb: record.spec.memory_mb,
+            previous_version: record.version,
+            watching_calls: WATCHED_CALLS,
+        }),
+        ..function_object(&applied, None)
+    }))
 }
 
 /// A new version of `record` at `memory_mb`, everything else the same.
@@ -387,11 +369,13 @@ async fn revert(
             state.tuner.reverts().insert(
                 applied.name.clone(),
                 Revert {
-                    from_version: applied.version,
-                    failed_memory_mb: applied.spec.memory_mb,
-                    to_version: reverted.version,
-                    memory_mb: reverted.spec.memory_mb,
-                    reason,
+                    reverted: Reverted {
+                        from_version: applied.version,
+                        failed_memory_mb: applied.spec.memory_mb,
+                        to_version: reverted.version,
+                        memory_mb: reverted.spec.memory_mb,
+                        reason,
+                    },
                     code_sha256: applied.code_sha256.clone(),
                 },
             );
@@ -400,17 +384,6 @@ async fn revert(
             tracing::error!(function = %applied.name, error = error.message(), "tuning revert failed")
         }
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ExploreRequest {
-    event: Option<Value>,
-    sizes: Option<Vec<u64>>,
-    runs: Option<usize>,
-    strategy: Option<Strategy>,
-    #[serde(default)]
-    apply: bool,
 }
 
 /// `POST /v1/functions/{name}/tuning/explore`: runs the function at each size (a
@@ -426,9 +399,9 @@ pub(crate) async fn explore(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ExploreAnswer>, ApiError> {
     let shape = r#"{"event": <any JSON>, "sizes": [128, 256], "runs": 10, "strategy": "cost"|"speed"|"balanced", "apply": false}"#;
-    let (name, record, request): (_, _, ExploreRequest) =
+    let (name, record, request): (_, _, TuningExplore) =
         function_and_request(&state, &caller, &name, &body, shape).await?;
     let sizes = request.sizes.unwrap_or_else(|| DEFAULT_SIZES.to_vec());
     let runs = request.runs.unwrap_or(DEFAULT_RUNS);
@@ -438,8 +411,12 @@ pub(crate) async fn explore(
             format!("give 1 to {MAX_SIZES} sizes and 1 to {MAX_RUNS} runs"),
         ));
     }
-    let event = serde_json::to_vec(&request.event.unwrap_or_else(|| json!({})))
-        .map_err(|e| ApiError::bad_request("invalid_event", e.to_string()))?;
+    let event = serde_json::to_vec(
+        &request
+            .event
+            .unwrap_or_else(|| serde_json::Value::Object(Default::default())),
+    )
+    .map_err(|e| ApiError::bad_request("invalid_event", e.to_string()))?;
     if event.len() > crate::invoke::MAX_EVENT_BYTES {
         return Err(ApiError::bad_request(
             "event_too_large",
@@ -452,14 +429,14 @@ pub(crate) async fn explore(
     }
     let strategy = request.strategy.unwrap_or_default();
     let pick = tuning::pick(&rows, strategy);
-    let mut body = json!({
-        "function": name,
-        "version": record.version,
-        "strategy": strategy,
-        "rows": rows,
-        "pick": pick,
-        "applied": null,
-    });
+    let mut body = ExploreAnswer {
+        function: crate::tenancy::split(&name).1.to_string(),
+        version: record.version,
+        strategy,
+        rows,
+        pick,
+        applied: None,
+    };
     if let Some(pick) = pick.filter(|p| request.apply && *p != record.spec.memory_mb) {
         let current = find(&state, &name).await?;
         if current.version != record.version {
@@ -473,7 +450,7 @@ pub(crate) async fn explore(
             ));
         }
         let applied = make_version(&state, &record, pick).await?;
-        body["applied"] = function_json(&applied, None);
+        body.applied = Some(function_object(&applied, None));
     }
     Ok(Json(body))
 }
@@ -537,6 +514,7 @@ async fn measure(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn call(status: InvocationStatus) -> Invocation {
         let mut json = json!({

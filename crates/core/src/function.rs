@@ -145,27 +145,36 @@ pub fn validate_name(name: &str) -> Result<(), SpecError> {
 }
 
 /// The `config` part of a deploy request. Every field is optional: on create only
-/// `runtime` is required; on update an omitted field keeps its value.
+/// `runtime` is required; on update an omitted field keeps its value (and a client
+/// serializing this leaves out the fields it does not set).
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct FunctionConfig {
     /// `python`, `nodejs`, `cpp` or `go`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
     /// Memory limit of each instance, MB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_mb: Option<u64>,
     /// Wall-clock limit of one invocation, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
     /// Environment variables handed to the handler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<BTreeMap<String, String>>,
     /// Free text shown in listings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Most instances serving this function at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_instances: Option<u32>,
     /// Most bytes of output files one invocation may write, MB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_quota_mb: Option<u64>,
     /// CPUs of each instance; when left out, CPU follows `memory_mb`.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpus: Option<Cpus>,
     /// The entry point as `module.function` (python, nodejs); the default is
     /// `main.handler` / `index.handler`.

@@ -146,6 +146,17 @@ pub enum Confidence {
     High,
 }
 
+impl Confidence {
+    /// The API's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Confidence::InsufficientData => "insufficient_data",
+            Confidence::Low => "low",
+            Confidence::High => "high",
+        }
+    }
+}
+
 /// Percentiles of the peak memory, MB (rounded up).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct PeakMb {

@@ -195,6 +195,12 @@ pub trait SandboxBackend: Send + Sync {
         false
     }
 
+    /// Whether its build instances ([`SandboxBackend::create_builder`]) get a layer
+    /// (a Go build's module cache): mounted, or copied in.
+    fn builds_with_layers(&self) -> bool {
+        self.mounts_layers()
+    }
+
     /// Starts an instance that builds `spec`'s code (a compiled runtime's source)
     /// instead of serving it: the same isolation and limits as a function instance, the
     /// runtime's toolchain visible, `/tmp` sized for a build. Its one invocation (empty

@@ -7,6 +7,7 @@
 use super::labels;
 use crate::InstanceSpec;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, ResourcesUlimits};
+use hearth_core::protocol::DEPS_DIR;
 use std::collections::HashMap;
 
 /// The agent's path inside every runtime image (see `images.rs`).
@@ -160,6 +161,25 @@ pub fn definition(
     }
 }
 
+/// Makes `body` (a [`definition`]) a build container's: `/tmp` of `tmp_mb` (the
+/// compiler's files and the program), and with `deps` an anonymous volume at
+/// [`DEPS_DIR`] for the dependency layer the backend copies in (the archive API writes
+/// volumes, not a read-only root or a tmpfs). Nothing else changes: no network, the
+/// same capabilities, limits and user.
+pub fn for_build(body: &mut ContainerCreateBody, tmp_mb: u64, deps: bool) {
+    if let Some(tmpfs) = body.host_config.as_mut().and_then(|h| h.tmpfs.as_mut()) {
+        tmpfs.insert(
+            TMP_DIR.to_string(),
+            format!("rw,nosuid,nodev,size={tmp_mb}m,mode=1777"),
+        );
+    }
+    if deps {
+        body.volumes
+            .get_or_insert_with(Vec::new)
+            .push(DEPS_DIR.to_string());
+    }
+}
+
 /// A container name for `instance_id` (the engine allows `[a-zA-Z0-9][a-zA-Z0-9_.-]*`).
 pub fn name(instance_id: &str) -> String {
     let clean: String = instance_id
@@ -270,6 +290,25 @@ mod tests {
             .tmpfs
             .unwrap()
             .contains_key("/output"));
+    }
+
+    #[test]
+    fn a_build_container_has_a_bigger_tmp_and_a_deps_volume_and_nothing_else() {
+        let plain = definition(&spec(1024), "hearth/go-build:t", &LIMITS, "o", 2_000_001);
+        let mut body = plain.clone();
+        for_build(&mut body, 512, true);
+        let host = body.host_config.clone().unwrap();
+        assert!(host.tmpfs.unwrap()["/tmp"].contains("size=512m"));
+        assert_eq!(
+            body.volumes,
+            Some(vec!["/code".to_string(), "/deps".to_string()])
+        );
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
+        assert!(host.binds.is_none() && host.mounts.is_none());
+        assert_eq!(host.cap_add, plain.host_config.clone().unwrap().cap_add);
+        let mut without = plain;
+        for_build(&mut without, 512, false);
+        assert_eq!(without.volumes, Some(vec!["/code".to_string()]));
     }
 
     #[test]

@@ -3,11 +3,17 @@
 //! An image is two layers of work. A **root file system** ([`RootfsSpec`]: Debian
 //! packages, made by `rootfs.rs` with debootstrap because nothing can be pulled here) is
 //! imported into the engine once per package list. A **runtime image**
-//! ([`RuntimeImageSpec`]) is then built `FROM` it with the static agent, the runtime files
-//! that agent expects (it writes them itself: `hearth-agent --write-runtime-files`), an
-//! empty root-owned `/code`, user 65534 and the agent as entrypoint. Runtime images are
-//! tagged with the agent's version and a digest of its binary ([`AgentTag`]), so a new
-//! agent means new images, and a backend only ever starts images made for its agent.
+//! ([`RuntimeImageSpec`]) is then built `FROM` it (or `FROM scratch`) with the static
+//! agent, the runtime files that agent expects (it writes them itself: `hearth-agent
+//! --write-runtime-files`), an empty root-owned `/code`, user 65534 and the agent as
+//! entrypoint. Runtime images are tagged with the agent's version and a digest of its
+//! binary ([`AgentTag`]), so a new agent means new images, and a backend only ever
+//! starts images made for its agent.
+//!
+//! Each runtime has a serving image ([`ImageRole::Serve`]). A compiled runtime (cpp, go)
+//! also has a **builder image** ([`ImageRole::Build`], `hearth/<runtime>-build`) with its
+//! toolchain, where its deploys compile; its serving image is `FROM scratch` with the
+//! agent alone, since its programs are static (`docs/0001-compiled-runtimes.md`).
 //!
 //! Adding a runtime is a list entry: a [`RootfsSpec`] for its packages (or an existing
 //! one) and a [`RuntimeImageSpec`] naming its interpreter.
@@ -39,35 +45,83 @@ pub struct RootfsSpec {
     pub packages: &'static [&'static str],
 }
 
-/// A runtime image: a root file system plus the agent.
+/// What a runtime image's containers do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ImageRole {
+    /// Serve invocations (`hearth/<runtime>`).
+    Serve,
+    /// Build a compiled function's source into its program (`hearth/<runtime>-build`).
+    Build,
+}
+
+/// A runtime image: a root file system (or nothing) plus the agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RuntimeImageSpec {
-    /// The runtime it serves.
+    /// The runtime it serves or builds.
     pub runtime: Runtime,
-    /// The [`RootfsSpec::name`] it is built from.
-    pub rootfs: &'static str,
-    /// The interpreter inside the image (absolute; the agent runs it directly).
+    /// Serving or building.
+    pub role: ImageRole,
+    /// The [`RootfsSpec::name`] it is built from; `None`: `FROM scratch` (a compiled
+    /// runtime's static programs need nothing but the agent).
+    pub rootfs: Option<&'static str>,
+    /// The program the agent runs (absolute): the interpreter, the toolchain's driver
+    /// for a builder, the built program (in the code dir) for a compiled runtime.
     pub interpreter: &'static str,
 }
 
-/// The root file systems. One debootstrap serves both interpreted runtimes, which keeps
-/// CI to a single download; the compiled runtimes (cpp, go) get one of their own.
-pub const ROOT_FILESYSTEMS: &[RootfsSpec] = &[RootfsSpec {
-    name: "interp",
-    packages: &["python3", "nodejs"],
-}];
+/// The root file systems. One debootstrap serves both interpreted runtimes and one
+/// both toolchains, which keeps CI to two downloads.
+pub const ROOT_FILESYSTEMS: &[RootfsSpec] = &[
+    RootfsSpec {
+        name: "interp",
+        packages: &["python3", "nodejs"],
+    },
+    RootfsSpec {
+        name: "toolchains",
+        packages: &["g++", "golang-go"],
+    },
+];
+
+/// The program a compiled runtime's instance runs: the artifact's, in the code dir.
+const BUILT_PROGRAM: &str = "/code/function";
 
 /// The runtime images.
 pub const RUNTIME_IMAGES: &[RuntimeImageSpec] = &[
     RuntimeImageSpec {
         runtime: Runtime::Python,
-        rootfs: "interp",
+        role: ImageRole::Serve,
+        rootfs: Some("interp"),
         interpreter: "/usr/bin/python3",
     },
     RuntimeImageSpec {
         runtime: Runtime::Nodejs,
-        rootfs: "interp",
+        role: ImageRole::Serve,
+        rootfs: Some("interp"),
         interpreter: "/usr/bin/node",
+    },
+    RuntimeImageSpec {
+        runtime: Runtime::Cpp,
+        role: ImageRole::Serve,
+        rootfs: None,
+        interpreter: BUILT_PROGRAM,
+    },
+    RuntimeImageSpec {
+        runtime: Runtime::Go,
+        role: ImageRole::Serve,
+        rootfs: None,
+        interpreter: BUILT_PROGRAM,
+    },
+    RuntimeImageSpec {
+        runtime: Runtime::Cpp,
+        role: ImageRole::Build,
+        rootfs: Some("toolchains"),
+        interpreter: "/usr/bin/g++",
+    },
+    RuntimeImageSpec {
+        runtime: Runtime::Go,
+        role: ImageRole::Build,
+        rootfs: Some("toolchains"),
+        interpreter: "/usr/bin/go",
     },
 ];
 
@@ -76,9 +130,16 @@ pub fn rootfs_spec(name: &str) -> Option<&'static RootfsSpec> {
     ROOT_FILESYSTEMS.iter().find(|r| r.name == name)
 }
 
-/// The image spec of `runtime`, when it has one.
+/// The serving image spec of `runtime`, when it has one.
 pub fn runtime_image_spec(runtime: Runtime) -> Option<&'static RuntimeImageSpec> {
-    RUNTIME_IMAGES.iter().find(|r| r.runtime == runtime)
+    RUNTIME_IMAGES
+        .iter()
+        .find(|r| r.runtime == runtime && r.role == ImageRole::Serve)
+}
+
+/// The image specs of `runtime`: its serving image, then its builder (if compiled).
+pub fn image_specs(runtime: Runtime) -> impl Iterator<Item = &'static RuntimeImageSpec> {
+    RUNTIME_IMAGES.iter().filter(move |r| r.runtime == runtime)
 }
 
 /// An image-building failure. Messages name the file, command or image involved.
@@ -164,6 +225,19 @@ pub fn runtime_image_ref(runtime: Runtime, agent: &AgentTag) -> String {
     format!("{REPOSITORY}/{runtime}:{}", agent.tag())
 }
 
+/// `hearth/<runtime>-build:<agent tag>`: the image a compiled runtime builds in.
+pub fn builder_image_ref(runtime: Runtime, agent: &AgentTag) -> String {
+    format!("{REPOSITORY}/{runtime}-build:{}", agent.tag())
+}
+
+/// The reference of the image `spec` describes, for this agent.
+pub fn image_ref(spec: &RuntimeImageSpec, agent: &AgentTag) -> String {
+    match spec.role {
+        ImageRole::Serve => runtime_image_ref(spec.runtime, agent),
+        ImageRole::Build => builder_image_ref(spec.runtime, agent),
+    }
+}
+
 /// `hearth/rootfs-<name>:<key>`: an imported root file system.
 pub fn rootfs_image_ref(name: &str, key: &str) -> String {
     format!("{REPOSITORY}/rootfs-{name}:{key}")
@@ -231,7 +305,10 @@ pub async fn import_rootfs(
     Ok(())
 }
 
-/// The Dockerfile of a runtime image built `FROM base`.
+/// The Dockerfile of a runtime image built `FROM base`. A `scratch` image gets no
+/// `/tmp`: the engine makes the mount point of the container's tmpfs, whose `mode=1777`
+/// holds only then (over an image's dir, the engine copies that dir's mode up, and
+/// `COPY` makes directories 0755).
 pub fn dockerfile(base: &str, spec: &RuntimeImageSpec, agent: &AgentTag) -> String {
     format!(
         "FROM {base}\n\
@@ -252,6 +329,9 @@ pub fn dockerfile(base: &str, spec: &RuntimeImageSpec, agent: &AgentTag) -> Stri
         tag = agent.tag(),
     )
 }
+
+/// The base of an image with no root file system.
+pub const SCRATCH: &str = "scratch";
 
 /// The build context of a runtime image, as a tar: the Dockerfile, the agent, the
 /// runtime files the agent writes (`--write-runtime-files`), and an empty `code/`.
@@ -398,11 +478,41 @@ mod tests {
     #[test]
     fn every_runtime_image_names_an_existing_rootfs_and_an_absolute_interpreter() {
         for spec in RUNTIME_IMAGES {
-            assert!(rootfs_spec(spec.rootfs).is_some(), "{spec:?}");
+            if let Some(rootfs) = spec.rootfs {
+                assert!(rootfs_spec(rootfs).is_some(), "{spec:?}");
+            }
             assert!(spec.interpreter.starts_with('/'), "{spec:?}");
         }
-        assert!(runtime_image_spec(Runtime::Python).is_some());
-        assert!(runtime_image_spec(Runtime::Nodejs).is_some());
+        for runtime in Runtime::ALL {
+            let serve = runtime_image_spec(runtime).unwrap();
+            let roles: Vec<ImageRole> = image_specs(runtime).map(|s| s.role).collect();
+            if runtime.is_compiled() {
+                assert_eq!(roles, [ImageRole::Serve, ImageRole::Build], "{runtime}");
+                // Static programs: the serving image has no root file system.
+                assert_eq!(serve.rootfs, None);
+                assert_eq!(
+                    serve.interpreter,
+                    format!("{CODE_DIR}/{}", hearth_core::protocol::ARTIFACT_PROGRAM)
+                );
+            } else {
+                assert_eq!(roles, [ImageRole::Serve], "{runtime}");
+            }
+        }
+    }
+
+    #[test]
+    fn builders_have_their_own_repository() {
+        let tag = AgentTag {
+            version: "1.0".into(),
+            digest: "abc".into(),
+        };
+        let builder = image_specs(Runtime::Go).nth(1).unwrap();
+        assert_eq!(image_ref(builder, &tag), "hearth/go-build:1.0-abc");
+        let serve = runtime_image_spec(Runtime::Go).unwrap();
+        assert_eq!(image_ref(serve, &tag), "hearth/go:1.0-abc");
+        let text = dockerfile(SCRATCH, serve, &tag);
+        assert!(text.starts_with("FROM scratch\n"), "{text}");
+        assert!(!text.contains("/tmp"), "the engine makes /tmp: {text}");
     }
 
     #[test]

@@ -203,6 +203,8 @@ pub struct DockerInstance {
     pub(super) output_quota_mb: u64,
     /// The container's uids, given back when the instance is dropped.
     pub(super) uids: Option<crate::uids::UidLease>,
+    /// A build container: its result is an artifact, up to the build's size.
+    pub(super) builder: bool,
 }
 
 impl std::fmt::Debug for DockerInstance {
@@ -250,8 +252,11 @@ impl Instance for DockerInstance {
         event: Bytes,
         sink: &mut dyn InvocationSink,
     ) -> Result<InstanceRun, SandboxError> {
-        let limits =
+        let mut limits =
             ExchangeLimits::for_invocation(spec.timeout_ms, INVOKE_GRACE, self.output_quota_mb);
+        if self.builder {
+            limits = limits.for_build();
+        }
         let answer = session::run_event(
             &mut self.stream,
             &mut self.meter,

@@ -18,6 +18,13 @@
 //! Images are made by `hearth images build` ([`images`], [`rootfs`]) and tagged with the
 //! agent's digest; a backend starts only the images of its own agent.
 //!
+//! Builds of compiled functions ([`DockerBackend::create_docker_builder`]) run in a
+//! container of the runtime's builder image (its toolchain inside), hardened like any
+//! other (no network, read-only root, the function's uids, limits), with a `/tmp` sized
+//! for a build. A Go build's module cache (the layer the worker fetched and checked on
+//! the host) goes in through the archive API into an anonymous `/deps` volume, never a
+//! bind: the container stays offline, and sees only modules `go.sum` vouched for.
+//!
 //! Never: binds a host path, uses `docker exec` or the stats API, or touches containers
 //! without hearth's owner label.
 
@@ -76,6 +83,9 @@ pub struct DockerConfig {
     pub uids: UidRange,
     /// Where the uid slots are locked, host-wide.
     pub uid_lock_dir: PathBuf,
+    /// Size of a build container's `/tmp` (the source's copy, the compiler's files, the
+    /// program), MB (capped at the build's memory).
+    pub build_tmp_size_mb: u64,
 }
 
 /// The engine's socket: `DOCKER_HOST` when it names a unix socket, else the standard one.
@@ -103,6 +113,7 @@ impl DockerConfig {
             init_timeout: Duration::from_secs(30),
             uids: UidRange::DEFAULT,
             uid_lock_dir: PathBuf::from(UidPool::DEFAULT_LOCK_DIR),
+            build_tmp_size_mb: 512,
         }
     }
 }
@@ -120,6 +131,8 @@ pub struct DockerBackend {
     docker: Docker,
     config: DockerConfig,
     images: HashMap<Runtime, RuntimeImage>,
+    /// The builder images of the compiled runtimes (their toolchains).
+    builders: HashMap<Runtime, RuntimeImage>,
     engine_version: String,
     uids: UidPool,
 }
@@ -158,8 +171,9 @@ impl DockerBackend {
         let agent = AgentTag::of(&config.agent_path)
             .map_err(|e| SandboxError::Unavailable(format!("agent binary: {e}")))?;
         let mut found = HashMap::new();
+        let mut builders = HashMap::new();
         for spec in images::RUNTIME_IMAGES {
-            let reference = images::runtime_image_ref(spec.runtime, &agent);
+            let reference = images::image_ref(spec, &agent);
             let labels = images::runtime_image_labels(&docker, &reference)
                 .await
                 .map_err(|e| SandboxError::Unavailable(e.to_string()))?;
@@ -168,13 +182,14 @@ impl DockerBackend {
                     .get(labels::INTERPRETER)
                     .cloned()
                     .unwrap_or_else(|| spec.interpreter.to_string());
-                found.insert(
-                    spec.runtime,
-                    RuntimeImage {
-                        reference,
-                        interpreter,
-                    },
-                );
+                let image = RuntimeImage {
+                    reference,
+                    interpreter,
+                };
+                match spec.role {
+                    images::ImageRole::Serve => found.insert(spec.runtime, image),
+                    images::ImageRole::Build => builders.insert(spec.runtime, image),
+                };
             }
         }
         let uids = UidPool::new(config.uids, &config.uid_lock_dir)?;
@@ -190,12 +205,14 @@ impl DockerBackend {
             engine = %engine_version,
             api = %docker.client_version(),
             images = ?found.values().map(|i| &i.reference).collect::<Vec<_>>(),
+            builders = ?builders.values().map(|i| &i.reference).collect::<Vec<_>>(),
             "docker sandbox ready"
         );
         Ok(Self {
             docker,
             config,
             images: found,
+            builders,
             engine_version,
             uids,
         })
@@ -258,18 +275,32 @@ impl DockerBackend {
                 spec.runtime
             ))
         })?;
+        self.create_container(spec, image, Purpose::Serve).await
+    }
+
+    /// Creates, fills, starts and initialises a container of `image` for `purpose`; on
+    /// any failure the container is removed.
+    async fn create_container(
+        &self,
+        spec: InstanceSpec,
+        image: &RuntimeImage,
+        purpose: Purpose,
+    ) -> Result<DockerInstance, SandboxError> {
         let spawn_error = |what: &str, e: bollard::errors::Error| SandboxError::Spawn {
             instance: spec.instance_id.clone(),
             message: format!("{what}: {e}"),
         };
         let uids = self.uids.lease()?;
-        let body = container::definition(
+        let mut body = container::definition(
             &spec,
             &image.reference,
             &self.config.limits,
             &self.config.owner,
             uids.function,
         );
+        if purpose == Purpose::Build {
+            container::for_build(&mut body, self.build_tmp_mb(&spec), spec.layer.is_some());
+        }
         let options = CreateContainerOptions {
             name: Some(container::name(&spec.instance_id)),
             ..CreateContainerOptions::default()
@@ -286,7 +317,7 @@ impl DockerBackend {
             }
             return Err(error);
         }
-        let started = self.start(&spec, image, &container, uids).await;
+        let started = self.start(&spec, image, &container, uids, purpose).await;
         match started {
             Ok(instance) => Ok(instance),
             Err(error) => {
@@ -330,11 +361,77 @@ impl DockerBackend {
         image: &RuntimeImage,
         container: &str,
         uids: UidLease,
+        purpose: Purpose,
     ) -> Result<DockerInstance, SandboxError> {
         self.upload_code(spec, container).await?;
+        if let Some(layer) = &spec.layer {
+            self.upload_layer(spec, layer, container).await?;
+        }
         let mut instance = self.boot(spec, container).await?;
         instance.uids = Some(uids);
-        self.init(instance, spec, image, false).await
+        instance.builder = purpose == Purpose::Build;
+        self.init_as(instance, spec, image, purpose, false).await
+    }
+
+    /// `/tmp` of a build container, MB: the build's size, capped at its memory.
+    fn build_tmp_mb(&self, spec: &InstanceSpec) -> u64 {
+        self.config.build_tmp_size_mb.min(spec.memory_mb).max(1)
+    }
+
+    /// [`SandboxBackend::create_builder`] without the box: a container of the runtime's
+    /// builder image, whose one invocation compiles `spec`'s source. A dependency layer
+    /// (a Go module cache) is copied into its `/deps` volume.
+    pub async fn create_docker_builder(
+        &self,
+        spec: InstanceSpec,
+    ) -> Result<DockerInstance, SandboxError> {
+        let image = self.builders.get(&spec.runtime).ok_or_else(|| {
+            SandboxError::Unavailable(if spec.runtime.is_compiled() {
+                format!(
+                    "no Docker builder image for {} functions: run `hearth images build`",
+                    spec.runtime
+                )
+            } else {
+                format!(
+                    "the docker sandbox builds nothing for {} functions (dependencies are \
+                     only installed by the native sandbox)",
+                    spec.runtime
+                )
+            })
+        })?;
+        self.create_container(spec, image, Purpose::Build).await
+    }
+
+    /// Copies the dependency layer at `layer` (a host directory the worker unpacked, its
+    /// links kept as links) into the container's `/deps` volume through the archive API.
+    async fn upload_layer(
+        &self,
+        spec: &InstanceSpec,
+        layer: &std::path::Path,
+        container: &str,
+    ) -> Result<(), SandboxError> {
+        let spawn_error = |message: String| SandboxError::Spawn {
+            instance: spec.instance_id.clone(),
+            message,
+        };
+        let dir = layer.to_path_buf();
+        let tar = tokio::task::spawn_blocking(move || layer_tar(&dir))
+            .await
+            .map_err(|e| spawn_error(format!("pack the dependency layer: {e}")))?
+            .map_err(|e| {
+                spawn_error(format!(
+                    "pack the dependency layer {}: {e}",
+                    layer.display()
+                ))
+            })?;
+        let options = UploadToContainerOptions {
+            path: hearth_core::protocol::DEPS_DIR.to_string(),
+            ..UploadToContainerOptions::default()
+        };
+        self.docker
+            .upload_to_container(container, Some(options), body_full(tar.into()))
+            .await
+            .map_err(|e| spawn_error(format!("copy the dependency layer in: {e}")))
     }
 
     /// Copies `spec`'s code into the container's `/code` (the archive API: written by
@@ -404,6 +501,7 @@ impl DockerBackend {
             }
         };
         let instance = DockerInstance {
+            builder: false,
             id: spec.instance_id.clone(),
             container: container.to_string(),
             docker: self.docker.clone(),
@@ -422,9 +520,22 @@ impl DockerBackend {
     /// starts the interpreter with no code and waits for `Specialize`.
     async fn init(
         &self,
+        instance: DockerInstance,
+        spec: &InstanceSpec,
+        image: &RuntimeImage,
+        stem: bool,
+    ) -> Result<DockerInstance, SandboxError> {
+        self.init_as(instance, spec, image, Purpose::Serve, stem)
+            .await
+    }
+
+    /// [`Self::init`] for `purpose` (a build runs the toolchain, with a build's `/tmp`).
+    async fn init_as(
+        &self,
         mut instance: DockerInstance,
         spec: &InstanceSpec,
         image: &RuntimeImage,
+        purpose: Purpose,
         stem: bool,
     ) -> Result<DockerInstance, SandboxError> {
         let Some(uids) = instance.uids.as_ref() else {
@@ -435,8 +546,11 @@ impl DockerBackend {
             AgentSetup {
                 program: image.interpreter.clone(),
                 root: RootSetup::Existing,
-                tmp_size_mb: self.config.limits.tmp_size_mb,
-                purpose: Purpose::Serve,
+                tmp_size_mb: match purpose {
+                    Purpose::Serve => self.config.limits.tmp_size_mb,
+                    Purpose::Build => self.build_tmp_mb(spec),
+                },
+                purpose,
                 function_id: uids.function,
                 agent_id: uids.agent,
             },
@@ -506,6 +620,14 @@ impl SandboxBackend for DockerBackend {
         Ok(Box::new(self.create_docker(spec).await?))
     }
 
+    fn builds_with_layers(&self) -> bool {
+        true
+    }
+
+    async fn create_builder(&self, spec: InstanceSpec) -> Result<Box<dyn Instance>, SandboxError> {
+        Ok(Box::new(self.create_docker_builder(spec).await?))
+    }
+
     fn stem_kind(&self, spec: &InstanceSpec) -> Option<crate::stem::StemKind> {
         self.docker_stem_kind(spec)
     }
@@ -524,5 +646,46 @@ impl SandboxBackend for DockerBackend {
     ) -> Result<Box<dyn Instance>, SandboxError> {
         let stem = DockerStem::take(stem, "Docker")?;
         Ok(Box::new(self.specialize_docker(stem, spec).await?))
+    }
+}
+
+/// The tar of a dependency layer directory: its entries relative to it, links as links
+/// (the worker refused any leaving it when it unpacked the layer), owned by root.
+fn layer_tar(dir: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.follow_symlinks(false);
+    tar.mode(tar::HeaderMode::Deterministic);
+    tar.append_dir_all(".", dir)?;
+    tar.into_inner()
+}
+
+#[cfg(test)]
+mod layer_tests {
+    use super::*;
+
+    #[test]
+    fn a_layer_is_packed_relative_to_its_dir_with_links_as_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("gomod/example.com/m@v1")).unwrap();
+        std::fs::write(root.join("gomod/example.com/m@v1/m.go"), "package m\n").unwrap();
+        std::os::unix::fs::symlink("m.go", root.join("gomod/example.com/m@v1/link.go")).unwrap();
+        let tar = layer_tar(root).unwrap();
+        let mut archive = tar::Archive::new(tar.as_slice());
+        let mut seen = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path().unwrap().display().to_string();
+            assert_eq!(entry.header().uid().unwrap(), 0, "{path}");
+            if path.ends_with("link.go") {
+                assert_eq!(entry.header().entry_type(), tar::EntryType::Symlink);
+            }
+            seen.push(path);
+        }
+        assert!(
+            seen.iter()
+                .any(|p| p.trim_start_matches("./") == "gomod/example.com/m@v1/m.go"),
+            "{seen:?}"
+        );
     }
 }

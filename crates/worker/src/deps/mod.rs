@@ -15,7 +15,8 @@
 //! read-only at `/deps` (`hearth_core::protocol::DEPS_DIR`); a Go build sees its module
 //! cache there. Nothing is copied per cold start.
 //!
-//! Owns: [`DepsConfig`] (indexes, limits), [`Installed`] (what the deploy answer lists),
+//! Owns: [`DepsConfig`] (indexes, limits), filling [`Installed`] (what the deploy answer
+//! lists: `hearth_api`'s type),
 //! [`DepsError`], and the deduplication of concurrent installs of the same set.
 //! Never: runs a package's install script, build backend or code on the host, or
 //! gives a sandbox any host directory but one version's own layer.
@@ -32,7 +33,6 @@ use hearth_sandbox::{SandboxBackend, SandboxError};
 use hearth_store::CodeStore;
 use object_store::path::Path as ObjectPath;
 use object_store::PutPayload;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -86,36 +86,10 @@ impl Default for DepsConfig {
     }
 }
 
-/// One installed package.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Package {
-    /// Its name.
-    pub name: String,
-    /// Its version.
-    pub version: String,
-    /// Its installed size, bytes.
-    pub size_bytes: u64,
-}
-
-/// A version's installed dependencies, as the deploy answer lists them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Installed {
-    /// True when this set was installed before: nothing was fetched or installed.
-    #[serde(default)]
-    pub cached: bool,
-    /// The file they came from (`requirements.txt`, `package.json`, `go.mod`).
-    pub manifest: String,
-    /// What was installed.
-    pub packages: Vec<Package>,
-    /// The whole layer's size, bytes.
-    pub size_bytes: u64,
-    /// Time spent fetching and installing, ms (0 when cached).
-    #[serde(default)]
-    pub duration_ms: f64,
-    /// Packages whose install scripts were not run (npm: they may not work).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub scripts_not_run: Vec<String>,
-}
+/// A version's installed dependencies and each package, as the deploy answer lists
+/// them: the API's own types, so what the worker records and what the user reads cannot
+/// drift apart.
+pub use hearth_api::functions::{Dependencies as Installed, DependencyPackage as Package};
 
 /// Why a version's dependencies could not be installed.
 #[derive(Debug, thiserror::Error)]
@@ -340,7 +314,13 @@ impl Dependencies {
         let Some((manifest, key)) = self.plan(code_tar, runtime).await? else {
             return Ok(None);
         };
-        if !backend.mounts_layers() {
+        // A compiled runtime's layer is for its build only (its program is static).
+        let takes_layer = if runtime.is_compiled() {
+            backend.builds_with_layers()
+        } else {
+            backend.mounts_layers()
+        };
+        if !takes_layer {
             return Err(DepsError::Unavailable(format!(
                 "the {} sandbox does not mount dependency layers ({} names some): vendor \
                  them in the zip, or run hearth with --sandbox native",
