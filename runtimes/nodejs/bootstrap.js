@@ -1,6 +1,6 @@
 // hearth's Node.js standby: one process per invocation, started before it is needed.
 //
-// Started by hearth-agent as `node bootstrap.js CODE_DIR` with
+// Started by hearth-agent as `node bootstrap.js [--stem] CODE_DIR` with
 //   fd 0  the event pipe: one JSON header line {request_id, deadline_ms, attempt[, output_dir]},
 //         then the event bytes (JSON), then EOF; output_dir becomes $OUTPUT_DIR,
 //         attempt $HEARTH_ATTEMPT
@@ -20,7 +20,29 @@ const path = require('path');
 const url = require('url');
 
 const RESULT_FD = 3;
-const codeDir = process.argv[2];
+// `--stem`: started in a stem, before any function: after "B" it first reads the one
+// function's environment from fd 0 (8 decimal digits of length, then that much JSON),
+// which replaces the stem's, then "G" as usual.
+const stem = process.argv[2] === '--stem';
+const codeDir = process.argv[stem ? 3 : 2];
+
+function readExactly(fd, n) {
+  const buf = Buffer.alloc(n);
+  let off = 0;
+  while (off < n) {
+    const got = fs.readSync(fd, buf, off, n - off, null);
+    if (got === 0) process.exit(70); // the agent went away
+    off += got;
+  }
+  return buf;
+}
+
+function takeEnvironment() {
+  const len = Number(readExactly(0, 8).toString('latin1'));
+  const env = JSON.parse(readExactly(0, len).toString('utf8'));
+  for (const key of Object.keys(process.env)) delete process.env[key];
+  Object.assign(process.env, env);
+}
 
 function writeAll(fd, text) {
   const buf = Buffer.from(text, 'utf8');
@@ -132,6 +154,7 @@ async function main() {
     // not on Linux, or no /proc: the OOM killer picks as it likes
   }
   writeAll(RESULT_FD, 'B');
+  if (stem) takeEnvironment();
   const go = Buffer.alloc(1);
   if (fs.readSync(0, go, 0, 1, null) !== 1 || go[0] !== 0x47) {
     process.exit(70); // the agent went away, or broke the protocol

@@ -1,6 +1,6 @@
 """hearth's Python zygote: loads the function once, forks a fresh process per invocation.
 
-Started by hearth-agent as ``python3 -B bootstrap.py CODE_DIR`` with a unix stream socket
+Started by hearth-agent as ``python3 -B bootstrap.py [--stem] CODE_DIR`` with a unix stream socket
 on fd 3 (the control socket) and a log pipe on fds 1 and 2. Never runs handler code
 itself: it only imports the user's module (handler and main modes) or compiles the script
 (script mode), then serves invocations one at a time.
@@ -19,8 +19,12 @@ agent -> zygote   [u32 BE n][n bytes JSON header], where the header is one of
                       only the invocation's process reads, so no earlier caller's event
                       is in the memory the next spare inherits.
                   {"prepare": true}, no fds: fork the next spare now
+                  {"load": true, "env": {...}}, no fds, once, only with --stem (a stem's
+                      zygote started before any function): the code is now in CODE_DIR,
+                      the function's environment replaces the stem's; load it
 zygote -> agent   [u32 BE n][JSON], one of
                   {"ready": true, "mode": "handler" | "main" | "script"}   once, at start
+                  {"ready": true, "mode": "stem"}     first, with --stem (before "load")
                   {"init_error": {"type", "message", "trace"}}             instead, then exit
                   {"pid": P}                                   once the spare has the event
                   {"pid": P, "status", "maxrss_kb", "utime", "stime"}      after wait4
@@ -40,6 +44,7 @@ import os
 import socket
 import struct
 import sys
+import time
 import traceback
 import types
 
@@ -164,7 +169,7 @@ class Channel:
             while len(self.buf) < 4 + hlen:
                 self._fill()
             header = json.loads(bytes(self.buf[4 : 4 + hlen]))
-            nfds = 0 if header.get("prepare") else nfds
+            nfds = 0 if header.get("prepare") or header.get("load") else nfds
             total = 4 + hlen
             while len(self.fds) < nfds:
                 self._fill()
@@ -459,9 +464,27 @@ def _set_dumpable(on):
         raise OSError("prctl(PR_SET_DUMPABLE) failed")
 
 
+def _await_load(zygote):
+    """A stem's zygote: the interpreter is up and the runtime imported, with no code and
+    no function's environment. Says so, then waits for the one function it will serve:
+    {"load": true, "env": {...}} once its code is in CODE_DIR. False at EOF."""
+    _send(zygote.control.sock, {"ready": True, "mode": "stem"})
+    msg = zygote.control.recv(0)
+    if msg is None or not msg[0].get("load"):
+        return False
+    os.environ.clear()
+    os.environ.update({str(k): str(v) for k, v in msg[0].get("env", {}).items()})
+    if hasattr(time, "tzset"):
+        time.tzset()
+    return True
+
+
 def main():
     _set_dumpable(False)
-    zygote = Zygote(sys.argv[1])
+    stem = sys.argv[1] == "--stem"
+    zygote = Zygote(sys.argv[2] if stem else sys.argv[1])
+    if stem and not _await_load(zygote):
+        return 0
     try:
         zygote.load()
     except BaseException as exc:

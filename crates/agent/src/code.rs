@@ -90,14 +90,43 @@ fn link_stays_inside(entry: &Path, target: &Path) -> bool {
 /// which is made its own first. Called by root, after the pivot, so no host path is
 /// there to reach either. Returns the number of entries.
 pub fn extract_as(tar_bytes: &[u8], dest: &Path, id: u32) -> Result<usize, AgentError> {
-    use std::io::{Read, Write};
-    use std::os::fd::{FromRawFd, OwnedFd};
     let c = std::ffi::CString::new(dest.as_os_str().as_encoded_bytes())
         .map_err(|_| ConfigError::NulInPath(dest.to_path_buf()))?;
     // SAFETY: `c` is a NUL-terminated path; lchown never follows a link.
     if unsafe { libc::lchown(c.as_ptr(), id, id) } != 0 {
         return Err(AgentError::last_os(format!("chown {}", dest.display())));
     }
+    unpack_in_child(tar_bytes, dest, &|| {
+        crate::privileges::drop_to(id, id, None)
+    })
+}
+
+/// Unpacks `tar_bytes` into a stem's `dest` (already `id`'s) after the agent has left
+/// root: in a child that becomes `id` wholly (the agent's own real and saved ids, so no
+/// privilege is needed), never as the function's uid, which must not own its code.
+pub fn extract_as_agent(tar_bytes: &[u8], dest: &Path, id: u32) -> Result<usize, AgentError> {
+    unpack_in_child(tar_bytes, dest, &|| {
+        // SAFETY: setters of plain integers.
+        let ret = unsafe {
+            if libc::setresgid(id, id, id) != 0 {
+                -1
+            } else {
+                libc::setresuid(id, id, id)
+            }
+        };
+        crate::error::check(ret, || format!("become {id} to unpack"))?;
+        Ok(())
+    })
+}
+
+/// Forks, runs `leave_root` in the child, unpacks there and reports back.
+fn unpack_in_child(
+    tar_bytes: &[u8],
+    dest: &Path,
+    leave_root: &dyn Fn() -> Result<(), AgentError>,
+) -> Result<usize, AgentError> {
+    use std::io::{Read, Write};
+    use std::os::fd::{FromRawFd, OwnedFd};
     let mut fds = [0; 2];
     // SAFETY: `fds` is valid for two ints.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -114,7 +143,7 @@ pub fn extract_as(tar_bytes: &[u8], dest: &Path, id: u32) -> Result<usize, Agent
     }
     if pid == 0 {
         drop(read_end);
-        let outcome = crate::privileges::drop_to(id, id, None)
+        let outcome = leave_root()
             .and_then(|()| crate::privileges::set_non_dumpable())
             .and_then(|()| extract(tar_bytes, dest));
         let mut report = std::fs::File::from(write_end);

@@ -43,6 +43,9 @@ pub enum AgentError {
     /// A second `Init` to a running instance.
     #[error("unexpected message: a second init")]
     SecondInit,
+    /// A stem got something other than `Specialize` (or `Shutdown`).
+    #[error("unexpected message: {0:?} in a stem")]
+    InStem(Box<ToAgent>),
     /// The code tar is unsafe or unreadable.
     #[error("bad code package: {0}")]
     Package(#[from] PackageError),
@@ -175,6 +178,9 @@ pub enum ConfigError {
     /// The native root's mount point is relative.
     #[error("mount point {0:?} must be absolute")]
     RelativeMountPoint(String),
+    /// A stem asked to build.
+    #[error("a stem only ever serves")]
+    StemBuilds,
 }
 
 /// The user's code failed to load: the one failure before `Ready` that is the user's.
@@ -231,6 +237,9 @@ pub enum RuntimeError {
     /// The standby could not be told to go.
     #[error("cannot start the standby")]
     StandbyNotStarted,
+    /// The function's environment does not fit one message to the zygote.
+    #[error("the function's environment is too large")]
+    EnvironmentTooLarge,
     /// The python zygote sent a message over the size limit.
     #[error("oversized message from the python zygote")]
     ZygoteOversized,

@@ -151,6 +151,7 @@ mod tests {
             gid: 65534,
             agent_id: None,
             purpose: hearth_core::protocol::Purpose::Serve,
+            stem: false,
         };
         let env: BTreeMap<_, _> = environment(&spec, &Layout::under(Path::new("/")))
             .into_iter()

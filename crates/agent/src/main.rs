@@ -74,6 +74,7 @@ mod runtime;
 mod scratch;
 mod setup;
 mod standby;
+mod stem;
 mod sweep;
 
 use channel::Channel;
@@ -127,7 +128,7 @@ fn agent_main() -> i32 {
         return fail(&mut channel, FailurePhase::Setup, &e);
     }
     let started = Instant::now();
-    let (spec, code) = match channel.read() {
+    let (mut spec, code) = match channel.read() {
         Ok(Some((ToAgent::Init(spec), code))) => (spec, code),
         Ok(Some((ToAgent::Shutdown, _)) | None) => return 0,
         Ok(Some((other, _))) => {
@@ -160,18 +161,32 @@ fn agent_main() -> i32 {
         Err(e) => return fail(&mut channel, before_ready(&e), &e),
     };
     drop(code);
-    let mut runner = match runtime::start(spec.runtime, spec.purpose, &mut instance) {
-        Ok(runner) => runner,
-        Err(e) => return fail(&mut channel, before_ready(&e), &e),
+    let (started, mut runner) = if spec.stem {
+        let waiting = match stem::prestart(&spec, &mut instance) {
+            Ok(waiting) => waiting,
+            Err(e) => return fail(&mut channel, before_ready(&e), &e),
+        };
+        if !send_ready(&mut channel, &mut instance, started) {
+            return 1;
+        }
+        match stem::await_function(&mut channel, &mut spec, waiting, &mut instance) {
+            Ok(Some(specialized)) => specialized,
+            Ok(None) => {
+                kill_all(&mut instance);
+                return 0;
+            }
+            Err(e) => {
+                kill_all(&mut instance);
+                return fail(&mut channel, before_ready(&e), &e);
+            }
+        }
+    } else {
+        match runtime::start(spec.runtime, spec.purpose, &mut instance) {
+            Ok(runner) => (started, runner),
+            Err(e) => return fail(&mut channel, before_ready(&e), &e),
+        }
     };
-    let ready = FromAgent::Ready(ReadyInfo {
-        protocol_version: PROTOCOL_VERSION,
-        agent_version: env!("CARGO_PKG_VERSION").to_string(),
-        init_ms: started.elapsed().as_secs_f64() * 1000.0,
-    });
-    if let Err(e) = channel.send(&ready, &[]) {
-        diag!("cannot send ready: {e}");
-        kill_all(&mut instance);
+    if !send_ready(&mut channel, &mut instance, started) {
         return 1;
     }
     let code = match serve(&mut channel, runner.as_mut(), &mut instance) {
@@ -180,6 +195,22 @@ fn agent_main() -> i32 {
     };
     kill_all(&mut instance);
     code
+}
+
+/// Tells the worker the instance is ready (init or specialization took since
+/// `started`); false, with every process killed, when it cannot.
+fn send_ready(channel: &mut Channel, instance: &mut Instance, started: Instant) -> bool {
+    let ready = FromAgent::Ready(ReadyInfo {
+        protocol_version: PROTOCOL_VERSION,
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        init_ms: started.elapsed().as_secs_f64() * 1000.0,
+    });
+    if let Err(e) = channel.send(&ready, &[]) {
+        diag!("cannot send ready: {e}");
+        kill_all(instance);
+        return false;
+    }
+    true
 }
 
 /// Whose fault a failure before `Ready` is: the code's only when it failed to load;
@@ -267,6 +298,7 @@ fn init(spec: &InitSpec, code: &[u8]) -> Result<Instance, AgentError> {
                 uid: spec.uid,
                 gid: spec.gid,
                 unpacker_id: spec.agent_id.unwrap_or(spec.uid),
+                stem: spec.stem,
             };
             (setup::native(&root, code)?, Scope::Namespace)
         }
@@ -376,7 +408,7 @@ fn serve(
                 channel.send(&FromAgent::Result(finished.outcome), &finished.payload)?;
                 runner.after_result(inst);
             }
-            Some((ToAgent::Init(_), _)) => {
+            Some((ToAgent::Init(_) | ToAgent::Specialize(_), _)) => {
                 return Err(AgentError::SecondInit);
             }
         }

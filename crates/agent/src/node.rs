@@ -25,6 +25,78 @@ struct InitError {
     init_error: ErrorInfo,
 }
 
+/// Starts a node standby (`bootstrap.js [--stem] CODE_DIR`); with `stem`, it reads the
+/// function's environment after booting (see [`prestart`]).
+fn spawn_node(inst: &mut Instance, stem: bool) -> Result<Proc, AgentError> {
+    let mut args = vec![inst
+        .layout
+        .runtime
+        .join("nodejs/bootstrap.js")
+        .to_string_lossy()
+        .into_owned()];
+    if stem {
+        args.push("--stem".to_string());
+    }
+    args.push(inst.layout.code.to_string_lossy().into_owned());
+
+    let (interpreter, env) = (inst.interpreter.clone(), inst.env.clone());
+    let limits = [inst.output_limit, MAX_RESULT_BYTES];
+    // Node's own start (~25 ms of CPU) runs outside the function's quota, unless
+    // NODE_OPTIONS could make it load the function's code (`--require`) first.
+    let outside_quota = !env.iter().any(|(key, _)| key == "NODE_OPTIONS");
+    Proc::spawn_booting(inst, &interpreter, &args, &env, limits, outside_quota)
+}
+
+/// A stem's standby: node starting with no code and the environment of no function.
+#[derive(Debug)]
+pub struct PrestartedNode {
+    proc: Proc,
+    env: Vec<(String, String)>,
+}
+
+/// Whether `key` changes how node starts (options, module paths, TLS, locale), so that
+/// a standby started without it is not the one the function would get.
+fn shapes_startup(key: &str) -> bool {
+    ["NODE_", "UV_", "OPENSSL_", "SSL_", "LC_"]
+        .iter()
+        .any(|prefix| key.starts_with(prefix))
+        || key == "LANG"
+}
+
+/// Starts a stem's standby: it boots, then waits for [`specialize`].
+pub fn prestart(inst: &mut Instance) -> Result<PrestartedNode, AgentError> {
+    Ok(PrestartedNode {
+        proc: spawn_node(inst, true)?,
+        env: inst.env.clone(),
+    })
+}
+
+/// Gives the stem's standby the function's environment (`inst.env`) and has it load the
+/// code now in place; a standby whose start that environment would have changed, or
+/// that cannot take it, is replaced by a fresh one.
+pub fn specialize(prestarted: PrestartedNode, inst: &mut Instance) -> Result<Node, AgentError> {
+    let PrestartedNode { mut proc, env } = prestarted;
+    let startup = |env: &[(String, String)]| -> Vec<(String, String)> {
+        env.iter()
+            .filter(|(key, _)| shapes_startup(key))
+            .cloned()
+            .collect()
+    };
+    let map: serde_json::Map<String, serde_json::Value> = inst
+        .env
+        .iter()
+        .map(|(key, value)| (key.clone(), value.clone().into()))
+        .collect();
+    let json = serde_json::Value::Object(map).to_string();
+    let mut message = format!("{:08}", json.len()).into_bytes();
+    message.extend_from_slice(json.as_bytes());
+    if startup(&env) != startup(&inst.env) || !proc.feed(&message) {
+        proc.kill(inst);
+        return Standby::start(inst, NodeJs);
+    }
+    Standby::adopt(inst, NodeJs, proc)
+}
+
 /// The Node.js runtime: at most one standby, replaced after every invocation.
 pub type Node = Standby<NodeJs>;
 
@@ -38,20 +110,7 @@ impl StandbyRuntime for NodeJs {
     const TOO_SLOW: &'static str = "loading index.js took longer than";
 
     fn spawn(&self, inst: &mut Instance) -> Result<Proc, AgentError> {
-        let args = [
-            inst.layout
-                .runtime
-                .join("nodejs/bootstrap.js")
-                .to_string_lossy()
-                .into_owned(),
-            inst.layout.code.to_string_lossy().into_owned(),
-        ];
-        let (interpreter, env) = (inst.interpreter.clone(), inst.env.clone());
-        let limits = [inst.output_limit, MAX_RESULT_BYTES];
-        // Node's own start (~25 ms of CPU) runs outside the function's quota, unless
-        // NODE_OPTIONS could make it load the function's code (`--require`) first.
-        let outside_quota = !env.iter().any(|(key, _)| key == "NODE_OPTIONS");
-        Proc::spawn_booting(inst, &interpreter, &args, &env, limits, outside_quota)
+        spawn_node(inst, false)
     }
 
     fn died(&self, pipes: &Pipes, exit: ExitInfo) -> AgentError {

@@ -214,12 +214,18 @@ impl Zygote {
     /// Starts `python3 -B -s bootstrap.py CODE_DIR` (no bytecode written, no user site)
     /// and waits until it has loaded the code.
     fn start(inst: &mut Instance) -> Result<Zygote, AgentError> {
+        Zygote::start_with(inst, false)
+    }
+
+    /// [`Zygote::start`], or with `stem` a zygote that imports the runtime but no code
+    /// and waits for a `load` message (`bootstrap.py --stem CODE_DIR`).
+    fn start_with(inst: &mut Instance, stem: bool) -> Result<Zygote, AgentError> {
         let (ours, theirs) = process::socket_pair()?;
         let (log_r, log_w) = process::pipe()?;
         let log_w2 = log_w
             .try_clone()
             .map_err(|e| AgentError::io("dup the zygote log pipe", e))?;
-        let args = [
+        let mut args = vec![
             "-B".to_string(),
             "-s".to_string(),
             inst.layout
@@ -227,8 +233,11 @@ impl Zygote {
                 .join("python/bootstrap.py")
                 .to_string_lossy()
                 .into_owned(),
-            inst.layout.code.to_string_lossy().into_owned(),
         ];
+        if stem {
+            args.push("--stem".to_string());
+        }
+        args.push(inst.layout.code.to_string_lossy().into_owned());
         let pid = process::spawn(SpawnSpec {
             program: &inst.interpreter,
             args: &args,
@@ -540,6 +549,87 @@ impl Python {
             crate::diag!("python zygote (pid {}) died while idle", zygote.pid);
             zygote.kill(inst);
             self.zygote = None;
+        }
+    }
+}
+
+/// A stem's zygote: the interpreter and the runtime's modules, no code, started with
+/// the environment of no function.
+#[derive(Debug)]
+pub struct PrestartedZygote {
+    zygote: Zygote,
+    env: Vec<(String, String)>,
+}
+
+/// Whether `key` changes how the interpreter starts (flags, paths, locale), so that a
+/// zygote started without it is not the one the function would get.
+fn shapes_startup(key: &str) -> bool {
+    key.starts_with("PYTHON") || key.starts_with("LC_") || key == "LANG"
+}
+
+impl Python {
+    /// Starts a stem's zygote: no code, waiting for [`Python::specialize`].
+    pub fn prestart(inst: &mut Instance) -> Result<PrestartedZygote, AgentError> {
+        Ok(PrestartedZygote {
+            zygote: Zygote::start_with(inst, true)?,
+            env: inst.env.clone(),
+        })
+    }
+
+    /// Has the stem's zygote load the code now in place with the function's
+    /// environment (`inst.env`). A zygote that died while it waited, or whose start the
+    /// function's environment would have changed, is replaced by a fresh one.
+    pub fn specialize(
+        prestarted: PrestartedZygote,
+        inst: &mut Instance,
+    ) -> Result<Python, AgentError> {
+        let PrestartedZygote { mut zygote, env } = prestarted;
+        let startup = |env: &[(String, String)]| -> Vec<(String, String)> {
+            env.iter()
+                .filter(|(key, _)| shapes_startup(key))
+                .cloned()
+                .collect()
+        };
+        if startup(&env) != startup(&inst.env) {
+            zygote.kill(inst);
+            return Python::start(inst);
+        }
+        let env: serde_json::Map<String, serde_json::Value> = inst
+            .env
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone().into()))
+            .collect();
+        let header = serde_json::to_vec(&serde_json::json!({ "load": true, "env": env })).map_err(
+            |source| RuntimeError::Encode {
+                what: "the load message",
+                source,
+            },
+        )?;
+        let len = u32::try_from(header.len()).map_err(|_| RuntimeError::EnvironmentTooLarge)?;
+        let mut message = len.to_be_bytes().to_vec();
+        message.extend_from_slice(&header);
+        let mut outbox = Outbox::new(message, 0);
+        let until = Instant::now() + LOAD_LIMIT;
+        let sock = zygote.sock.as_raw_fd();
+        outbox.pump(sock);
+        while !outbox.is_done() && Instant::now() < until {
+            let mut fds = [process::pollfd(sock, libc::POLLOUT)];
+            process::poll(&mut fds, Some(until - Instant::now()))?;
+            outbox.pump(sock);
+        }
+        match zygote.await_ready() {
+            Ok(()) => Ok(Python {
+                zygote: Some(zygote),
+            }),
+            Err(AgentError::CodeLoad(message)) => {
+                zygote.kill(inst);
+                Err(AgentError::CodeLoad(message))
+            }
+            Err(e) => {
+                crate::diag!("the stem's python zygote failed ({e}); starting a fresh one");
+                zygote.kill(inst);
+                Python::start(inst)
+            }
         }
     }
 }

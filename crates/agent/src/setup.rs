@@ -71,6 +71,10 @@ pub struct NativeRoot<'a> {
     /// Uid and gid that unpack the code (`InitSpec::agent_id`, else the function's):
     /// the code dir and its files belong to it, never to root.
     pub unpacker_id: u32,
+    /// A stem: `/code` is a tmpfs of its own of `root_size_mb`, owned by `unpacker_id`
+    /// and left empty, for the code that comes at specialization (the root is sealed
+    /// read-only before then, and the agent no longer root).
+    pub stem: bool,
 }
 
 fn cstr(path: &Path) -> Result<CString, AgentError> {
@@ -457,13 +461,28 @@ pub fn native(root_spec: &NativeRoot<'_>, code_tar: &[u8]) -> Result<Layout, Age
             )),
         )?;
     }
+    if root_spec.stem {
+        mount(
+            Some("tmpfs"),
+            &root.join("code"),
+            Some("tmpfs"),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            Some(&format!(
+                "size={}m,mode=0755,uid={id},gid={id}",
+                root_spec.root_size_mb.max(1),
+                id = root_spec.unpacker_id
+            )),
+        )?;
+    }
     make_etc(&root.join("etc"), root_spec.uid, root_spec.gid)?;
     code::write_runtime_files(&root.join("runtime"))?;
     pivot_into(root)?;
-    // The user's tar only now, with the host out of sight, by a process that left root.
     let code_dir = Path::new(CODE_DIR);
-    code::extract_as(code_tar, code_dir, root_spec.unpacker_id)?;
-    seal(code_dir)?;
+    if !root_spec.stem {
+        // The user's tar only now, with the host out of sight, by a process that left root.
+        code::extract_as(code_tar, code_dir, root_spec.unpacker_id)?;
+        seal(code_dir)?;
+    }
     seal(Path::new("/runtime"))?;
     mount(
         Some("proc"),

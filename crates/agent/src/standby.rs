@@ -154,6 +154,17 @@ impl Proc {
         Ok(())
     }
 
+    /// Writes `data` into its event pipe ahead of anything else (a stem's standby takes
+    /// its function's environment there); false when the pipe did not take it all.
+    pub fn feed(&mut self, data: &[u8]) -> bool {
+        let Some(input) = &self.input else {
+            return false;
+        };
+        let mut outbox = Outbox::new(data.to_vec(), 0);
+        outbox.pump(input.as_raw_fd());
+        outbox.is_done()
+    }
+
     /// Waits up to `limit` for the ready marker; `runtime` says why there was none.
     fn await_ready<R: StandbyRuntime>(
         &mut self,
@@ -263,7 +274,7 @@ impl Proc {
         result
     }
 
-    fn kill(self, inst: &mut Instance) {
+    pub fn kill(self, inst: &mut Instance) {
         process::kill(self.pid, libc::SIGKILL);
         let _ = process::wait4(self.pid, false);
         inst.reaper.forget(self.pid);
@@ -305,6 +316,22 @@ impl<R: StandbyRuntime> Standby<R> {
     /// Starts the first standby and waits until it is ready.
     pub fn start(inst: &mut Instance, runtime: R) -> Result<Standby<R>, AgentError> {
         let mut proc = runtime.spawn(inst)?;
+        if let Err(e) = proc.await_ready(inst, LOAD_LIMIT, &runtime) {
+            proc.kill(inst);
+            return Err(e);
+        }
+        Ok(Standby {
+            runtime,
+            next: Some(proc),
+        })
+    }
+
+    /// [`Standby::start`] with a process already started (a stem's).
+    pub fn adopt(
+        inst: &mut Instance,
+        runtime: R,
+        mut proc: Proc,
+    ) -> Result<Standby<R>, AgentError> {
         if let Err(e) = proc.await_ready(inst, LOAD_LIMIT, &runtime) {
             proc.kill(inst);
             return Err(e);

@@ -63,6 +63,10 @@ pub const FUNCTION_CGROUP_FD_ENV: &str = "HEARTH_FUNCTION_CGROUP_FD";
 pub enum ToAgent {
     /// Set the sandbox up and load the code (payload: an uncompressed tar of the code).
     Init(InitSpec),
+    /// Only after an `Init` with `stem` set and its `Ready`: become this function's
+    /// instance (payload: the code tar for the agent to unpack, or empty when the code is
+    /// already in place, as in a container); answered by a second `Ready`.
+    Specialize(SpecializeSpec),
     /// Run one invocation in a fresh process (payload: the event as JSON).
     Invoke(InvokeSpec),
     /// Kill everything and exit.
@@ -132,6 +136,25 @@ pub struct InitSpec {
     /// What the instance is for; only compiled runtimes are ever started to build.
     #[serde(default)]
     pub purpose: Purpose,
+    /// A stem: build the sandbox, drop privileges and start the runtime's interpreter
+    /// with no code and no function (`function_name`, `version`, `env` are empty), then
+    /// wait for [`ToAgent::Specialize`]. The uid is already the one instance's it will be.
+    #[serde(default)]
+    pub stem: bool,
+}
+
+/// What a stem learns when it becomes one function's instance (see [`InitSpec`] for
+/// each field): everything of the function that is not fixed when the sandbox is made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpecializeSpec {
+    /// Function name.
+    pub function_name: String,
+    /// Function version.
+    pub version: u64,
+    /// Memory limit, MB.
+    pub memory_limit_mb: u64,
+    /// The user's environment variables.
+    pub env: BTreeMap<String, String>,
 }
 
 /// What an instance is started for.
@@ -493,6 +516,7 @@ mod tests {
             gid: 65534,
             agent_id: None,
             purpose: Purpose::Build,
+            stem: false,
         };
         let mut json = serde_json::to_value(&init).unwrap();
         assert_eq!(json["purpose"], "build");

@@ -320,7 +320,7 @@ impl CgroupHost {
             instance.dirs.push(dir);
         }
         // From here on, dropping `instance` on an error removes the directories.
-        self.write_limits(instance_id, limits)?;
+        self.write_limits(instance_id, limits, true)?;
         let dir_of = |group: &Path| group.join(instance_id);
         match &self.layout {
             Layout::V1 {
@@ -352,18 +352,25 @@ impl CgroupHost {
     }
 
     /// Sets new limits on a running instance's cgroup (a stem becoming a function's
-    /// instance). Lowering memory below what the cgroup already uses fails.
+    /// instance); the CPU quota only when `cpu` (rewriting it resets the CFS burst).
+    /// Lowering memory below what the cgroup already uses fails.
     pub fn set_limits(
         &self,
         cgroup: &InstanceCgroup,
         limits: &CgroupLimits,
+        cpu: bool,
     ) -> Result<(), SandboxError> {
-        self.write_limits(&cgroup.id, limits)
+        self.write_limits(&cgroup.id, limits, cpu)
     }
 
     /// Writes `limits` into the cgroup(s) of `instance_id`. On v1 the memory+swap limit
     /// may never be below the memory limit, so whichever must move first does.
-    fn write_limits(&self, instance_id: &str, limits: &CgroupLimits) -> Result<(), SandboxError> {
+    fn write_limits(
+        &self,
+        instance_id: &str,
+        limits: &CgroupLimits,
+        set_cpu: bool,
+    ) -> Result<(), SandboxError> {
         let dir_of = |group: &Path| group.join(instance_id);
         match &self.layout {
             Layout::V1 {
@@ -390,6 +397,7 @@ impl CgroupHost {
                 }
                 write_file(&dir_of(pids).join("pids.max"), &limits.pids_max.to_string())?;
                 match cpu {
+                    Some(_) if !set_cpu => {}
                     Some(cpu) => {
                         let cpu = dir_of(cpu);
                         // The instance (the agent) is weighted but has no quota; its
@@ -427,6 +435,9 @@ impl CgroupHost {
                     self.missing_limit("swap", "no memory.swap.max (kernel without swap control)")?;
                 }
                 write_file(&dir.join("pids.max"), &limits.pids_max.to_string())?;
+                if !set_cpu {
+                    return Ok(());
+                }
                 no_burst(&dir.join("cpu.max.burst"));
                 let cpu_max = format!("{} {}", limits.cpu.quota_us, limits.cpu.period_us);
                 if !write_if_present(&dir.join("cpu.max"), &cpu_max)? {

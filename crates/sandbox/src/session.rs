@@ -10,8 +10,8 @@ use crate::cgroup::UsageMeter;
 use crate::{InstanceRun, InstanceSpec, InvocationSink, SandboxError};
 use bytes::Bytes;
 use hearth_core::protocol::{
-    FailurePhase, FromAgent, InitSpec, InvokeSpec, Purpose, ReadyInfo, RootSetup, ToAgent,
-    PROTOCOL_VERSION,
+    FailurePhase, FromAgent, InitSpec, InvokeSpec, Purpose, ReadyInfo, RootSetup, SpecializeSpec,
+    ToAgent, PROTOCOL_VERSION,
 };
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -62,6 +62,7 @@ pub(crate) fn init_spec(spec: &InstanceSpec, setup: AgentSetup) -> InitSpec {
         gid: setup.function_id,
         agent_id: Some(setup.agent_id),
         purpose: setup.purpose,
+        stem: false,
     }
 }
 
@@ -81,6 +82,38 @@ where
 {
     let exchange = async {
         stream.send(&ToAgent::Init(init), payload).await?;
+        stream.recv().await
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(answer) => expect_ready(instance, answer?.0),
+        Err(_) => Err(SandboxError::Unresponsive {
+            instance: instance.to_string(),
+            waited_ms: timeout.as_millis() as u64,
+        }),
+    }
+}
+
+/// Sends `Specialize` to a stem's agent (that answered `Init` already) and waits at most
+/// `timeout` for its second `Ready`; `payload` is the code tar when the agent unpacks it.
+pub(crate) async fn specialize<W, R>(
+    stream: &mut AgentStream<W, R>,
+    instance: &str,
+    spec: &InstanceSpec,
+    payload: &[u8],
+    timeout: Duration,
+) -> Result<ReadyInfo, SandboxError>
+where
+    W: AsyncWrite + Unpin,
+    R: AsyncRead + Unpin,
+{
+    let function = SpecializeSpec {
+        function_name: spec.function_name.clone(),
+        version: spec.version,
+        memory_limit_mb: spec.memory_mb,
+        env: spec.env.clone(),
+    };
+    let exchange = async {
+        stream.send(&ToAgent::Specialize(function), payload).await?;
         stream.recv().await
     };
     match tokio::time::timeout(timeout, exchange).await {

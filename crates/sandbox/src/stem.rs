@@ -25,6 +25,11 @@ pub struct StemKind {
     pub output_quota_mb: u64,
     /// Size of its `/tmp`, MB, where the backend fixes it at creation.
     pub tmp_size_mb: u64,
+    /// The function's CPU quota, µs per 100 ms period, where the backend sets it when
+    /// the stem is made (0: set at specialization). A quota set ahead has its CFS burst
+    /// filled by the time the function loads, so its first call is not throttled for
+    /// the load's CPU.
+    pub cpu_quota_us: u64,
 }
 
 impl StemKind {

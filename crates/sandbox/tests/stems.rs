@@ -162,3 +162,89 @@ async fn code_that_fails_to_load_in_a_stem_is_the_users_fault_and_ends_the_stem(
     );
     let _: StemKind = kind;
 }
+
+fn tar_of(file: &str, source: &str) -> Bytes {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(source.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder
+        .append_data(&mut header, file, source.as_bytes())
+        .expect("tar entry");
+    Bytes::from(builder.into_inner().expect("tar"))
+}
+
+async fn run_once(instance: &mut dyn Instance) -> serde_json::Value {
+    let invoke = InvokeSpec {
+        request_id: "r".into(),
+        timeout_ms: 30_000,
+        log_limit_bytes: hearth_core::logs::DEFAULT_LOG_LIMIT_BYTES,
+        attempt: 1,
+    };
+    let run = instance
+        .run_event(invoke, Bytes::from_static(b"{}"), &mut DiscardSink)
+        .await
+        .expect("invoke");
+    assert_eq!(run.outcome.status, OutcomeStatus::Success, "{run:?}");
+    serde_json::from_slice(&run.result).unwrap()
+}
+
+/// Module-level code sees the function's environment, not the stem's; the code the stem
+/// received belongs to no one the function is, so it cannot be changed.
+const PYTHON_LOAD: &str = "import os, sys\n\
+WHO_AT_LOAD = os.environ.get('WHO')\n\
+def handler(event, context):\n    \
+    try:\n        open('/code/planted.py', 'w').write('x')\n        wrote = True\n    \
+    except OSError:\n        wrote = False\n    \
+    return {'who': WHO_AT_LOAD, 'name': context.function_name, 'wrote': wrote,\n            \
+            'hash_seed_fixed': sys.flags.hash_randomization == 0, 'uid': os.getuid()}\n";
+
+const NODE_LOAD: &str = "const fs = require('fs');\n\
+const whoAtLoad = process.env.WHO;\n\
+exports.handler = () => {\n  \
+  let wrote = true;\n  \
+  try { fs.writeFileSync('/code/planted.js', 'x'); } catch (e) { wrote = false; }\n  \
+  return { who: whoAtLoad, name: process.env.HEARTH_FUNCTION_NAME, wrote, uid: process.getuid() };\n\
+};\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stems_waiting_interpreter_loads_the_code_with_the_functions_environment() {
+    let (backend, _data) = backend();
+    let mut python_fn = spec("py", tar_of("main.py", PYTHON_LOAD), 128);
+    let mut node_fn = spec("js", tar_of("index.js", NODE_LOAD), 128);
+    node_fn.runtime = Runtime::Nodejs;
+    node_fn.instance_id = format!("{}-js", node_fn.instance_id);
+    // A variable that shapes the interpreter's start: that function gets a fresh one.
+    let mut seeded = spec("seeded", tar_of("main.py", PYTHON_LOAD), 128);
+    seeded.instance_id = format!("{}-seeded", seeded.instance_id);
+    seeded
+        .env
+        .insert("PYTHONHASHSEED".to_string(), "0".to_string());
+    python_fn.instance_id = format!("{}-py", python_fn.instance_id);
+    for (function, expect_seed) in [
+        (python_fn, Some(false)),
+        (seeded, Some(true)),
+        (node_fn, None),
+    ] {
+        let name = function.function_name.clone();
+        let kind = backend.stem_kind(&function).expect("a stem kind");
+        let stem = backend.create_stem(&kind).await.expect("stem");
+        let mut instance = backend
+            .specialize(stem, function)
+            .await
+            .expect("specialize");
+        let result = run_once(instance.as_mut()).await;
+        assert_eq!(result["who"], name.as_str(), "{result}");
+        assert_eq!(result["name"], name.as_str(), "{result}");
+        assert_eq!(
+            result["wrote"], false,
+            "the function wrote its code: {result}"
+        );
+        assert_ne!(result["uid"], 0, "{result}");
+        if let Some(fixed) = expect_seed {
+            assert_eq!(result["hash_seed_fixed"], fixed, "{result}");
+        }
+        instance.destroy().await;
+    }
+}

@@ -12,6 +12,13 @@ use hearth_sandbox::stem::{Stem, StemKind};
 use hearth_sandbox::SandboxBackend;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long a stem's replacement waits before it is made: the cold start that took the
+/// stem (its code load and first call) is served first, not beside a sandbox being
+/// built on the same cores. The pool holds two of a kind, so a second cold start in
+/// that time still finds one.
+const REFILL_DELAY: Duration = Duration::from_millis(100);
 
 /// How many stems wait, and how much memory they may hold.
 #[derive(Debug, Clone)]
@@ -27,7 +34,7 @@ impl Default for StemConfig {
     fn default() -> Self {
         StemConfig {
             per_kind: 2,
-            memory_budget_mb: 256,
+            memory_budget_mb: 512,
         }
     }
 }
@@ -112,6 +119,7 @@ impl Stems {
         // One after the other: a burst of spawns would compete with the calls being
         // served for the same cores.
         tokio::spawn(async move {
+            tokio::time::sleep(REFILL_DELAY).await;
             for _ in 0..wanted {
                 let made = stems.backend.create_stem(&kind).await;
                 let late = {
@@ -171,6 +179,7 @@ mod tests {
             runtime,
             output_quota_mb: 0,
             tmp_size_mb,
+            cpu_quota_us: 0,
         }
     }
 

@@ -66,6 +66,7 @@ pub fn spec(runtime: Runtime, root: RootSetup) -> InitSpec {
         gid: 65534,
         agent_id: None,
         purpose: hearth_core::protocol::Purpose::Serve,
+        stem: false,
     }
 }
 

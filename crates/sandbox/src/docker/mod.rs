@@ -51,7 +51,7 @@ use bollard::query_parameters::{
     AttachContainerOptions, CreateContainerOptions, ListContainersOptions, StartContainerOptions,
     UploadToContainerOptions,
 };
-use hearth_core::protocol::{Purpose, RootSetup};
+use hearth_core::protocol::{InitSpec, Purpose, RootSetup};
 use hearth_core::Runtime;
 use images::AgentTag;
 use instance::{demultiplex, StdinWriter};
@@ -370,7 +370,7 @@ impl DockerBackend {
         let mut instance = self.boot(spec, container).await?;
         instance.uids = Some(uids);
         instance.builder = purpose == Purpose::Build;
-        self.init_as(instance, spec, image, purpose).await
+        self.init_as(instance, spec, image, purpose, false).await
     }
 
     /// `/tmp` of a build container, MB: the build's size, capped at its memory.
@@ -516,14 +516,17 @@ impl DockerBackend {
     }
 
     /// Sends `Init` to a booted container's agent and waits for it to be ready; the
-    /// instance holds the uids its container was made for.
+    /// instance holds the uids its container was made for. With `stem`, the agent
+    /// starts the interpreter with no code and waits for `Specialize`.
     async fn init(
         &self,
         instance: DockerInstance,
         spec: &InstanceSpec,
         image: &RuntimeImage,
+        stem: bool,
     ) -> Result<DockerInstance, SandboxError> {
-        self.init_as(instance, spec, image, Purpose::Serve).await
+        self.init_as(instance, spec, image, Purpose::Serve, stem)
+            .await
     }
 
     /// [`Self::init`] for `purpose` (a build runs the toolchain, with a build's `/tmp`).
@@ -533,6 +536,7 @@ impl DockerBackend {
         spec: &InstanceSpec,
         image: &RuntimeImage,
         purpose: Purpose,
+        stem: bool,
     ) -> Result<DockerInstance, SandboxError> {
         let Some(uids) = instance.uids.as_ref() else {
             return Err(instance.lost("started without its uids".into()));
@@ -551,6 +555,7 @@ impl DockerBackend {
                 agent_id: uids.agent,
             },
         );
+        let init = InitSpec { stem, ..init };
         // The code is already in /code: the Init frame carries no payload.
         let answer = session::handshake(
             &mut instance.stream,

@@ -1,14 +1,16 @@
 //! Docker stems: hardened containers of a runtime's image created, attached and started
-//! before any function needs them, their agent blocked on its first frame and `/code`
-//! empty. A cold start then sets the function's memory and CPU on the running container
-//! (the engine's update API), copies the code in (archive API) and sends `Init`: no
-//! create, attach, start or inspect on the call's path.
+//! before any function needs them, their agent past `Init` (privileges dropped, the
+//! runtime's interpreter started with no code) and `/code` empty. A cold start then
+//! sets the function's memory and CPU on the running container (the engine's update
+//! API) while it copies the code in (archive API), and sends `Specialize`: no create,
+//! attach, start or inspect on the call's path.
 //!
 //! What the engine fixes at creation is in the [`StemKind`]: the image (runtime), the
 //! `/tmp` and `/output` tmpfs sizes. A stem's labels name no function (they cannot
 //! change once the container exists); its instance id does not either.
 
 use super::{container, instance, DockerBackend, DockerInstance};
+use crate::session;
 use crate::stem::{StemKind, WaitingStem};
 use crate::{InstanceSpec, SandboxError};
 use bollard::models::ContainerUpdateBody;
@@ -33,6 +35,7 @@ impl DockerBackend {
             runtime: spec.runtime,
             output_quota_mb: spec.output_quota_mb,
             tmp_size_mb: self.config.limits.tmp_size_mb.min(spec.memory_mb).max(1),
+            cpu_quota_us: 0,
         })
     }
 
@@ -88,14 +91,18 @@ impl DockerBackend {
                 instance: id.clone(),
                 message: format!("create the stem container: {e}"),
             })?;
-        match self.boot(&generic, &created.id).await {
+        let booted = match self.boot(&generic, &created.id).await {
             Ok(mut instance) => {
                 instance.uids = Some(uids);
-                Ok(DockerStem {
-                    kind: kind.clone(),
-                    instance,
-                })
+                self.init(instance, &generic, image, true).await
             }
+            Err(error) => Err(error),
+        };
+        match booted {
+            Ok(instance) => Ok(DockerStem {
+                kind: kind.clone(),
+                instance,
+            }),
             Err(error) => {
                 if let Err(e) = instance::remove(&self.docker, &created.id).await {
                     tracing::warn!(container = %created.id, error = %e,
@@ -142,20 +149,44 @@ impl DockerBackend {
                 cpu_shares: wanted.cpu_shares,
                 ..ContainerUpdateBody::default()
             };
-            self.docker
-                .update_container(&instance.container, update)
-                .await
-                .map_err(|e| SandboxError::Spawn {
-                    instance: instance.id.clone(),
-                    message: format!("set the function's limits on the stem: {e}"),
-                })?;
-            self.upload_code(&spec, &instance.container).await?;
+            // Two independent engine calls, both done before the code loads: at once.
+            let limited = async {
+                self.docker
+                    .update_container(&instance.container, update)
+                    .await
+                    .map_err(|e| SandboxError::Spawn {
+                        instance: instance.id.clone(),
+                        message: format!("set the function's limits on the stem: {e}"),
+                    })
+            };
+            let (limited, uploaded) =
+                tokio::join!(limited, self.upload_code(&spec, &instance.container));
+            limited?;
+            uploaded?;
             Ok::<_, SandboxError>(image.clone())
         }
         .await;
         let container = instance.container.clone();
         let ready = match prepared {
-            Ok(image) => self.init(instance, &spec, &image).await,
+            Ok(_) => {
+                // The code is in /code: `Specialize` carries no payload.
+                let answer = session::specialize(
+                    &mut instance.stream,
+                    &instance.id,
+                    &spec,
+                    &[],
+                    self.config.init_timeout,
+                )
+                .await;
+                match answer {
+                    Ok(_) => Ok(instance),
+                    Err(SandboxError::Lost { message, .. }) => Err(instance.lost(message)),
+                    Err(error) => {
+                        instance.output_task.abort();
+                        Err(error)
+                    }
+                }
+            }
             Err(error) => {
                 instance.teardown().await;
                 return Err(error);
