@@ -120,4 +120,14 @@ mod tests {
             "documented (left) and routed (right) differ"
         );
     }
+
+    #[test]
+    fn the_invocation_schema_lists_captured_output_as_its_own_members() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let text = doc["components"]["schemas"]["Invocation"].to_string();
+        for member in ["\"stdout\"", "\"stderr\"", "\"truncated\"", "\"exit_code\""] {
+            assert!(text.contains(member), "{member} missing from {text}");
+        }
+        assert!(!text.contains("\"output\""), "nested member in {text}");
+    }
 }

@@ -152,6 +152,7 @@ pub struct Invocation {
     pub exit_code: Option<i32>,
     /// Captured stdout/stderr, at most 1 MB each (members `stdout`, `stderr`, `truncated`).
     #[serde(flatten)]
+    #[cfg_attr(feature = "openapi", schema(inline))]
     pub output: CapturedOutput,
     /// Whether this invocation had to start an instance.
     pub cold_start: bool,
