@@ -319,33 +319,23 @@ fn invocation_text(object: &InvocationObject) -> String {
     text
 }
 
+/// `hearth ls`: a function per line.
+const FUNCTION_TABLE: [Column<FunctionObject>; 6] = [
+    Column::left("NAME", 32, |f| f.name.clone()),
+    Column::right("VERSION", 7, |f| f.version.to_string()),
+    Column::left("RUNTIME", 8, |f| f.runtime.to_string()),
+    Column::right("MEMORY", 7, |f| format!("{}MB", f.memory_mb)),
+    Column::right("TIMEOUT", 9, |f| format!("{}ms", f.timeout_ms)),
+    Column::left("UPDATED", 0, |f| f.updated_at.clone()),
+];
+
 pub async fn list(client: &Client, output: &Output) -> anyhow::Result<ExitCode> {
     let answer: FunctionList = client
         .send(client.request(Method::GET, "/v1/functions"))
         .await?;
+    let hint = "no functions yet: hearth deploy DIR --name NAME --runtime python";
     output.print(&answer, |a| {
-        if a.functions.is_empty() {
-            return "no functions yet: hearth deploy DIR --name NAME --runtime python".into();
-        }
-        let columns = [
-            Column::left("NAME", 32),
-            Column::right("VERSION", 7),
-            Column::left("RUNTIME", 8),
-            Column::right("MEMORY", 7),
-            Column::right("TIMEOUT", 9),
-            Column::left("UPDATED", 0),
-        ];
-        let rows = a.functions.iter().map(|f| {
-            vec![
-                f.name.clone(),
-                f.version.to_string(),
-                f.runtime.to_string(),
-                format!("{}MB", f.memory_mb),
-                format!("{}ms", f.timeout_ms),
-                f.updated_at.clone(),
-            ]
-        });
-        table::render(&columns, rows)
+        table::render(&FUNCTION_TABLE, &a.functions, hint)
     });
     Ok(ExitCode::SUCCESS)
 }

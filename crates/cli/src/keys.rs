@@ -89,6 +89,16 @@ async fn create(client: &Client, output: &Output, args: CreateArgs) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
+/// `hearth keys ls`: a key per line (never its secret: the server keeps only a hash).
+const KEY_TABLE: [Column<KeyObject>; 6] = [
+    Column::left("ID", 20, |k| k.id.clone()),
+    Column::left("NAMESPACE", 20, |k| k.namespace.clone()),
+    Column::left("ROLE", 10, |k| k.role.to_string()),
+    Column::left("NAME", 20, |k| k.name.clone()),
+    Column::left("LIMITS", 24, |k| limits_text(&k.limits)),
+    Column::left("CREATED", 0, |k| k.created_at.clone()),
+];
+
 fn limits_text(limits: &LimitsBody) -> String {
     let mut parts = Vec::new();
     if let Some(rate) = limits.rate_per_s {
@@ -110,29 +120,7 @@ fn limits_text(limits: &LimitsBody) -> String {
 
 async fn list(client: &Client, output: &Output) -> anyhow::Result<ExitCode> {
     let answer: KeyList = client.send(client.request(Method::GET, "/v1/keys")).await?;
-    output.print(&answer, |a| {
-        if a.keys.is_empty() {
-            return "no keys yet: hearth keys create --namespace NS --role developer".into();
-        }
-        let columns = [
-            Column::left("ID", 20),
-            Column::left("NAMESPACE", 20),
-            Column::left("ROLE", 10),
-            Column::left("NAME", 20),
-            Column::left("LIMITS", 24),
-            Column::left("CREATED", 0),
-        ];
-        let rows = a.keys.iter().map(|k| {
-            vec![
-                k.id.clone(),
-                k.namespace.clone(),
-                k.role.to_string(),
-                k.name.clone(),
-                limits_text(&k.limits),
-                k.created_at.clone(),
-            ]
-        });
-        table::render(&columns, rows)
-    });
+    let hint = "no keys yet: hearth keys create --namespace NS --role developer";
+    output.print(&answer, |a| table::render(&KEY_TABLE, &a.keys, hint));
     Ok(ExitCode::SUCCESS)
 }

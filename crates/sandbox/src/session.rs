@@ -158,6 +158,17 @@ pub(crate) fn expect_ready(instance: &str, message: FromAgent) -> Result<ReadyIn
     }
 }
 
+/// What one event of an instance may take: its deadline plus [`INVOKE_GRACE`], the output
+/// quota, and for a builder the larger allowances of a build.
+pub(crate) fn event_limits(timeout_ms: u64, output_quota_mb: u64, builder: bool) -> ExchangeLimits {
+    let limits = ExchangeLimits::for_invocation(timeout_ms, INVOKE_GRACE, output_quota_mb);
+    if builder {
+        limits.for_build()
+    } else {
+        limits
+    }
+}
+
 /// One invocation: resets the cgroup's peak, exchanges the frames within `limits`,
 /// reads what the invocation used.
 pub(crate) async fn run_event<W, R>(

@@ -6,10 +6,10 @@
 //! to a tail kept for error messages. stdin is written directly. Usage is read straight
 //! from the container's cgroup files by a [`UsageMeter`], never through the engine.
 
-use crate::agent_stream::{AgentStream, ExchangeLimits};
+use crate::agent_stream::AgentStream;
 use crate::cgroup::UsageMeter;
 use crate::lines::LineSplitter;
-use crate::session::{self, LogTail, INVOKE_GRACE};
+use crate::session::{self, LogTail};
 use crate::{Instance, InstanceRun, InvocationSink, SandboxError};
 use async_trait::async_trait;
 use bollard::container::LogOutput;
@@ -252,11 +252,7 @@ impl Instance for DockerInstance {
         event: Bytes,
         sink: &mut dyn InvocationSink,
     ) -> Result<InstanceRun, SandboxError> {
-        let mut limits =
-            ExchangeLimits::for_invocation(spec.timeout_ms, INVOKE_GRACE, self.output_quota_mb);
-        if self.builder {
-            limits = limits.for_build();
-        }
+        let limits = session::event_limits(spec.timeout_ms, self.output_quota_mb, self.builder);
         let answer = session::run_event(
             &mut self.stream,
             &mut self.meter,

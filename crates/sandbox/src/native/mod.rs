@@ -26,10 +26,10 @@ pub use stem::NativeStem;
 
 pub use interpreter::{ProgramError, Rejection};
 
-use crate::agent_stream::{AgentStream, ExchangeLimits};
+use crate::agent_stream::AgentStream;
 use crate::cgroup::{CgroupConfig, CgroupHost, CgroupLimits, CpuQuota, InstanceCgroup};
 use crate::lines::LineSplitter;
-use crate::session::{self, AgentSetup, LogTail, INVOKE_GRACE};
+use crate::session::{self, AgentSetup, LogTail};
 use crate::uids::{UidLease, UidPool, UidRange};
 use crate::{Instance, InstanceRun, InstanceSpec, InvocationSink, SandboxBackend, SandboxError};
 use async_trait::async_trait;
@@ -582,11 +582,7 @@ impl Instance for NativeInstance {
         event: Bytes,
         sink: &mut dyn InvocationSink,
     ) -> Result<InstanceRun, SandboxError> {
-        let mut limits =
-            ExchangeLimits::for_invocation(spec.timeout_ms, INVOKE_GRACE, self.output_quota_mb);
-        if self.builder {
-            limits = limits.for_build();
-        }
+        let limits = session::event_limits(spec.timeout_ms, self.output_quota_mb, self.builder);
         let Some(cgroup) = self.cgroup.as_mut() else {
             return Err(SandboxError::Lost {
                 instance: self.id.clone(),
