@@ -5,8 +5,7 @@
 //! ([`CodeLoadError`], the one kind blamed on the user) and the runtime processes
 //! ([`RuntimeError`]).
 
-use crate::instance::load_message;
-use crate::process::ExitInfo;
+use crate::exit::{ending, ExitInfo};
 use hearth_core::invocation::ErrorInfo;
 use hearth_core::protocol::{FrameError, ToAgent, ARTIFACT_MANIFEST, ARTIFACT_PROGRAM};
 use hearth_core::Runtime;
@@ -254,21 +253,6 @@ pub enum RuntimeError {
     },
 }
 
-/// How a process ended, for a message: `exited with code 2`, `was killed by signal 9
-/// (SIGKILL)`.
-pub fn ending(exit: &ExitInfo) -> String {
-    match (exit.exit_code(), exit.signal()) {
-        (Some(code), _) => format!("exited with code {code}"),
-        (_, Some(signal)) => {
-            format!(
-                "was killed by signal {signal} ({})",
-                crate::run::signal_name(signal)
-            )
-        }
-        _ => "ended".to_string(),
-    }
-}
-
 /// A limit for a message: whole seconds as `120 s`, else `250 ms`.
 fn span(limit: &Duration) -> String {
     if limit.subsec_millis() == 0 && limit.as_secs() > 0 {
@@ -307,5 +291,15 @@ pub fn check(ret: libc::c_int, what: impl FnOnce() -> String) -> Result<libc::c_
         Err(AgentError::last_os(what()))
     } else {
         Ok(ret)
+    }
+}
+
+/// The text of a failed code load for the worker: the runtime's traceback when it gave
+/// one, else `Type: message`.
+fn load_message(error: &ErrorInfo) -> String {
+    if error.trace.trim().is_empty() {
+        format!("{}: {}", error.kind, error.message)
+    } else {
+        error.trace.trim_end().to_string()
     }
 }

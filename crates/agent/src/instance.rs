@@ -8,7 +8,6 @@ use crate::scratch::ScratchDirs;
 use crate::setup::Layout;
 use crate::sweep::Sweeper;
 use hearth_core::env::{reserved_env_reason, SANDBOX_PATH};
-use hearth_core::invocation::ErrorInfo;
 use hearth_core::protocol::{InitSpec, DEPS_NODE, DEPS_PYTHON};
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -95,16 +94,6 @@ pub fn environment(spec: &InitSpec, layout: &Layout) -> Vec<(String, String)> {
         env.insert(key.to_string(), value);
     }
     env.into_iter().collect()
-}
-
-/// The text of a failed code load for the worker: the runtime's traceback when it gave
-/// one, else `Type: message`.
-pub fn load_message(error: &ErrorInfo) -> String {
-    if error.trace.trim().is_empty() {
-        format!("{}: {}", error.kind, error.message)
-    } else {
-        error.trace.trim_end().to_string()
-    }
 }
 
 /// Now as unix milliseconds.

@@ -59,6 +59,7 @@ mod channel;
 mod code;
 mod cpu_group;
 mod error;
+mod exit;
 mod install;
 mod instance;
 mod log_cap;

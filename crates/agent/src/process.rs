@@ -2,6 +2,7 @@
 //! waiting for them with `wait4` (for the rusage), reaping whatever else dies.
 
 use crate::error::{check, AgentError, RuntimeError};
+pub use crate::exit::ExitInfo;
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -260,51 +261,6 @@ impl Outbox {
                 }
             }
         }
-    }
-}
-
-/// How a process ended and what it used, from `wait4`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ExitInfo {
-    /// The raw wait status.
-    pub status: i32,
-    /// `ru_maxrss`, KB.
-    pub maxrss_kb: u64,
-    /// User CPU time, ms.
-    pub user_ms: f64,
-    /// System CPU time, ms.
-    pub system_ms: f64,
-}
-
-impl ExitInfo {
-    fn from_rusage(status: i32, ru: &libc::rusage) -> Self {
-        let ms = |tv: libc::timeval| tv.tv_sec as f64 * 1000.0 + tv.tv_usec as f64 / 1000.0;
-        ExitInfo {
-            status,
-            maxrss_kb: u64::try_from(ru.ru_maxrss).unwrap_or(0),
-            user_ms: ms(ru.ru_utime),
-            system_ms: ms(ru.ru_stime),
-        }
-    }
-
-    /// An exit we know happened but could not observe (the status was lost).
-    pub fn unknown() -> Self {
-        ExitInfo {
-            status: -1,
-            maxrss_kb: 0,
-            user_ms: 0.0,
-            system_ms: 0.0,
-        }
-    }
-
-    /// The exit code, when the process exited on its own.
-    pub fn exit_code(&self) -> Option<i32> {
-        (self.status >= 0 && libc::WIFEXITED(self.status)).then(|| libc::WEXITSTATUS(self.status))
-    }
-
-    /// The signal that killed the process, when one did.
-    pub fn signal(&self) -> Option<i32> {
-        (self.status >= 0 && libc::WIFSIGNALED(self.status)).then(|| libc::WTERMSIG(self.status))
     }
 }
 

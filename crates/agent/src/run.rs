@@ -2,6 +2,7 @@
 
 use crate::channel::LogSink;
 use crate::error::AgentError;
+use crate::exit::signal_name;
 use crate::instance::Instance;
 use crate::process::{self, Capture, ExitInfo, MAX_CHUNK};
 use crate::sweep::SweepReport;
@@ -202,23 +203,6 @@ fn parse_result(bytes: &[u8], truncated: bool) -> Reported {
     }
     let value = fields.get("ok").map_or("null", |v| v.get());
     Reported::Value(value.as_bytes().to_vec())
-}
-
-/// A readable name for the common signals.
-pub fn signal_name(signal: i32) -> &'static str {
-    match signal {
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGILL => "SIGILL",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGINT => "SIGINT",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGSYS => "SIGSYS",
-        _ => "a signal",
-    }
 }
 
 fn error(kind: &str, message: String) -> Option<ErrorInfo> {
