@@ -1,23 +1,8 @@
 //! `/v1/keys` and `/v1/namespaces/{namespace}` (admin only): API keys with a role, a
 //! namespace and limits, and the quotas of a namespace.
 
+pub use hearth_core::tenancy::{KeyLimits, NamespaceQuotas};
 use serde::{Deserialize, Serialize};
-
-/// A key's limits, each optional (absent: unlimited).
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsBody {
-    /// Requests per second (a token bucket refilling at this rate).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate_per_s: Option<f64>,
-    /// Requests at once the bucket allows (default: `rate_per_s` rounded up).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub burst: Option<u32>,
-    /// Invocations of this key running at once.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_concurrency: Option<u32>,
-}
 
 /// `POST /v1/keys`.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -36,7 +21,7 @@ pub struct CreateKey {
     pub role: String,
     /// Its limits (none: unlimited).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limits: Option<LimitsBody>,
+    pub limits: Option<KeyLimits>,
 }
 
 /// A key as listed (never its secret), or as created (with it, once).
@@ -52,7 +37,7 @@ pub struct KeyObject {
     /// `admin`, `developer` or `invoker`.
     pub role: String,
     /// Its limits.
-    pub limits: LimitsBody,
+    pub limits: KeyLimits,
     /// RFC 3339 time it was made.
     pub created_at: String,
     /// Only in the answer to the creation: the Bearer token, shown once.
@@ -76,23 +61,7 @@ pub struct NamespaceObject {
     /// The namespace.
     pub namespace: String,
     /// Its quotas.
-    pub quotas: QuotasBody,
-}
-
-/// Quotas of a namespace, each optional (absent: unlimited).
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QuotasBody {
-    /// Invocations of the namespace's functions running at once.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_concurrency: Option<u32>,
-    /// Warm instances of the namespace's functions.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_warm_instances: Option<u32>,
-    /// Memory (MB, by their limits) of the namespace's warm instances.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_warm_memory_mb: Option<u64>,
+    pub quotas: NamespaceQuotas,
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use crate::client::Client;
 use crate::commands::Output;
 use crate::table::{self, Column};
 use clap::{Args, Subcommand};
-use hearth_api::keys::{CreateKey, KeyList, KeyObject, LimitsBody};
+use hearth_api::keys::{CreateKey, KeyLimits, KeyList, KeyObject};
 use reqwest::Method;
 use serde_json::json;
 use std::process::ExitCode;
@@ -68,7 +68,7 @@ async fn create(client: &Client, output: &Output, args: CreateArgs) -> anyhow::R
         name: args.name,
         namespace: Some(args.namespace),
         role: args.role,
-        limits: Some(LimitsBody {
+        limits: Some(KeyLimits {
             rate_per_s: args.rate,
             burst: args.burst,
             max_concurrency: args.max_concurrency,
@@ -99,7 +99,7 @@ const KEY_TABLE: [Column<KeyObject>; 6] = [
     Column::left("CREATED", 0, |k| k.created_at.clone()),
 ];
 
-fn limits_text(limits: &LimitsBody) -> String {
+fn limits_text(limits: &KeyLimits) -> String {
     let mut parts = Vec::new();
     if let Some(rate) = limits.rate_per_s {
         let burst = limits

@@ -13,7 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use hearth_api::keys::{CreateKey, KeyList, KeyObject, LimitsBody, NamespaceObject, QuotasBody};
+use hearth_api::keys::{CreateKey, KeyList, KeyObject, NamespaceObject};
 use hearth_store::{KeyLimits, KeyRecord, NamespaceQuotas};
 use rand::RngCore;
 
@@ -26,11 +26,7 @@ fn key_object(record: KeyRecord, secret: Option<String>) -> KeyObject {
         name: record.name,
         namespace: record.namespace,
         role: record.role,
-        limits: LimitsBody {
-            rate_per_s: record.limits.rate_per_s,
-            burst: record.limits.burst,
-            max_concurrency: record.limits.max_concurrency,
-        },
+        limits: record.limits,
         created_at: record.created_at,
         secret,
     }
@@ -42,7 +38,7 @@ fn parse<T: serde::de::DeserializeOwned>(body: &Bytes, shape: &str) -> Result<T,
     })
 }
 
-fn checked_limits(limits: LimitsBody) -> Result<KeyLimits, ApiError> {
+fn checked_limits(limits: KeyLimits) -> Result<KeyLimits, ApiError> {
     let invalid = |message: &str| ApiError::bad_request("invalid_limits", message.to_string());
     if let Some(rate) = limits.rate_per_s {
         if !(rate > 0.0 && rate <= MAX_RATE) {
@@ -64,11 +60,7 @@ fn checked_limits(limits: LimitsBody) -> Result<KeyLimits, ApiError> {
             "max_concurrency must be at least 1 (leave it out for no limit)",
         ));
     }
-    Ok(KeyLimits {
-        rate_per_s: limits.rate_per_s,
-        burst: limits.burst,
-        max_concurrency: limits.max_concurrency,
-    })
+    Ok(limits)
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -170,11 +162,7 @@ pub(crate) async fn delete(
 fn namespace_json(namespace: &str, quotas: &NamespaceQuotas) -> Json<NamespaceObject> {
     Json(NamespaceObject {
         namespace: namespace.to_string(),
-        quotas: QuotasBody {
-            max_concurrency: quotas.max_concurrency,
-            max_warm_instances: quotas.max_warm_instances,
-            max_warm_memory_mb: quotas.max_warm_memory_mb,
-        },
+        quotas: quotas.clone(),
     })
 }
 
@@ -195,7 +183,7 @@ pub(crate) async fn get_namespace(
 /// their memory; beyond them calls get 429 `quota_exceeded`.
 #[utoipa::path(put, path = "/v1/namespaces/{namespace}", operation_id = "set_namespace", tag = "keys",
     params(("namespace" = String, Path, pattern = r"^[a-z0-9][a-z0-9-]{0,62}$", example = "team-a")),
-    request_body(content = QuotasBody),
+    request_body(content = NamespaceQuotas),
     responses((status = 200, body = NamespaceObject), (status = 403, description = "not an admin key", body = ErrorBody), CommonErrors))]
 pub(crate) async fn set_namespace(
     State(state): State<AppState>,
@@ -203,21 +191,16 @@ pub(crate) async fn set_namespace(
     body: Bytes,
 ) -> Result<Json<NamespaceObject>, ApiError> {
     checked_namespace(&namespace)?;
-    let body: QuotasBody = parse(
+    let quotas: NamespaceQuotas = parse(
         &body,
         r#"{"max_concurrency", "max_warm_instances", "max_warm_memory_mb"}"#,
     )?;
-    if body.max_concurrency == Some(0) {
+    if quotas.max_concurrency == Some(0) {
         return Err(ApiError::bad_request(
             "invalid_quotas",
             "max_concurrency must be at least 1 (leave it out for no limit)",
         ));
     }
-    let quotas = NamespaceQuotas {
-        max_concurrency: body.max_concurrency,
-        max_warm_instances: body.max_warm_instances,
-        max_warm_memory_mb: body.max_warm_memory_mb,
-    };
     state
         .metadata
         .set_quotas(&namespace, &quotas)

@@ -25,6 +25,7 @@ pub mod protocol;
 pub mod runtime;
 pub mod seccomp;
 pub mod tarball;
+pub mod tenancy;
 pub mod tuning;
 
 pub use function::{FunctionConfig, FunctionSpec, SpecError};

@@ -317,6 +317,14 @@ async fn a_fork_bomb_is_stopped_by_the_pids_limit() {
         .await
         .expect("create");
     let dirs = instance.cgroup_dirs();
+    // At rest the sandbox holds the agent, its PID 1, the zygote and the spare the zygote
+    // forks for the next call (at start, and again after every call). The spare may come
+    // after `Ready`: wait for it, or the count taken before the bomb misses it.
+    const AT_REST: usize = 4;
+    eventually(GONE_WITHIN, "the zygote's spare is forked", || {
+        cgroup_pids(&dirs).len() >= AT_REST
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}", cgroup_pids(&dirs)));
     let before = cgroup_pids(&dirs);
     let bomb = invoke(&mut instance, r#"{"bomb":true}"#).await;
     assert_success(&bomb);

@@ -12,42 +12,9 @@ mod sqlite;
 use crate::columns::Columns;
 use crate::StoreError;
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-/// Per-key limits, each absent when unlimited.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct KeyLimits {
-    /// Requests per second the key's token bucket refills with.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate_per_s: Option<f64>,
-    /// Most tokens the bucket holds (requests at once); `rate_per_s` rounded up when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub burst: Option<u32>,
-    /// Most invocations of this key running at once.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_concurrency: Option<u32>,
-}
-
-/// Per-namespace quotas, each absent when unlimited.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct NamespaceQuotas {
-    /// Most invocations of the namespace's functions running at once.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_concurrency: Option<u32>,
-    /// Most warm instances of the namespace's functions.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_warm_instances: Option<u32>,
-    /// Most memory (MB, by their limits) of the namespace's warm instances.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_warm_memory_mb: Option<u64>,
-}
-
-impl NamespaceQuotas {
-    /// Whether no quota is set.
-    pub fn is_unlimited(&self) -> bool {
-        *self == NamespaceQuotas::default()
-    }
-}
+pub use hearth_core::tenancy::{KeyLimits, NamespaceQuotas};
 
 /// One API key as stored.
 #[derive(Debug, Clone, PartialEq)]
