@@ -80,8 +80,23 @@ where
     W: AsyncWrite + Unpin,
     R: AsyncRead + Unpin,
 {
+    await_ready(stream, instance, ToAgent::Init(init), payload, timeout).await
+}
+
+/// Sends `message` (with `payload`) and waits at most `timeout` for the agent's `Ready`.
+async fn await_ready<W, R>(
+    stream: &mut AgentStream<W, R>,
+    instance: &str,
+    message: ToAgent,
+    payload: &[u8],
+    timeout: Duration,
+) -> Result<ReadyInfo, SandboxError>
+where
+    W: AsyncWrite + Unpin,
+    R: AsyncRead + Unpin,
+{
     let exchange = async {
-        stream.send(&ToAgent::Init(init), payload).await?;
+        stream.send(&message, payload).await?;
         stream.recv().await
     };
     match tokio::time::timeout(timeout, exchange).await {
@@ -112,17 +127,14 @@ where
         memory_limit_mb: spec.memory_mb,
         env: spec.env.clone(),
     };
-    let exchange = async {
-        stream.send(&ToAgent::Specialize(function), payload).await?;
-        stream.recv().await
-    };
-    match tokio::time::timeout(timeout, exchange).await {
-        Ok(answer) => expect_ready(instance, answer?.0),
-        Err(_) => Err(SandboxError::Unresponsive {
-            instance: instance.to_string(),
-            waited_ms: timeout.as_millis() as u64,
-        }),
-    }
+    await_ready(
+        stream,
+        instance,
+        ToAgent::Specialize(function),
+        payload,
+        timeout,
+    )
+    .await
 }
 
 /// The agent's answer to `Init`: `Ready` in our protocol version, or an error.
