@@ -103,6 +103,18 @@ impl ReadyJob {
         }
     }
 
+    /// Whether the job is its record alone (no logs, no outputs to upload): the
+    /// reporter writes such jobs to history in batches.
+    pub fn is_record_only(&self) -> bool {
+        self.record_only
+    }
+
+    /// Reads the job description (blocking).
+    fn read_blocking(&self) -> io::Result<Job> {
+        let bytes = std::fs::read(&self.record)?;
+        serde_json::from_slice(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
     /// A log file of the job (absent when the invocation logged nothing on `stream`).
     pub fn log_path(&self, stream: LogStream) -> PathBuf {
         self.dir.join(log_name(stream))
@@ -240,6 +252,55 @@ impl Spool {
         }
         let job = ReadyJob::lone_record(&ready, id);
         job.record.is_file().then_some(job)
+    }
+
+    /// [`ready_jobs`](Self::ready_jobs) from the blocking pool (a listing of a large
+    /// backlog must not hold an async thread).
+    pub async fn ready_jobs_listed(&self) -> io::Result<Vec<ReadyJob>> {
+        let spool = self.clone();
+        tokio::task::spawn_blocking(move || spool.ready_jobs())
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    /// Reads the records of `jobs` in one blocking-pool hand-off, in order; the first
+    /// that cannot be read fails the lot.
+    pub async fn read_all(&self, jobs: &[ReadyJob]) -> io::Result<Vec<Job>> {
+        let jobs = jobs.to_vec();
+        tokio::task::spawn_blocking(move || jobs.iter().map(ReadyJob::read_blocking).collect())
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    /// Removes reported jobs (measuring and deleting them in one blocking-pool
+    /// hand-off); the first failure is returned after every job was tried.
+    pub async fn remove_all(&self, jobs: &[ReadyJob]) -> io::Result<()> {
+        let doomed = jobs.to_vec();
+        let (freed, removed, first_error) = tokio::task::spawn_blocking(move || {
+            let (mut freed, mut removed, mut first_error) = (0u64, 0usize, None);
+            for job in &doomed {
+                let bytes = job.bytes();
+                match job.delete() {
+                    Ok(()) => {
+                        freed += bytes;
+                        removed += 1;
+                    }
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            (freed, removed, first_error)
+        })
+        .await
+        .map_err(io::Error::other)?;
+        release(&self.used, freed);
+        let _ = self
+            .ready_count
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(removed))
+            });
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Removes a reported job (measuring and deleting it in one blocking-pool hand-off).
@@ -405,6 +466,11 @@ impl SpoolWriter {
     /// are incomplete: it must not be reported as if they were).
     pub fn quota_hit(&self) -> bool {
         self.quota_hit
+    }
+
+    /// Whether anything was written to disk for this invocation (logs or outputs).
+    pub fn holds_files(&self) -> bool {
+        self.dir_made
     }
 
     /// Whether the log was cut at its cap.
