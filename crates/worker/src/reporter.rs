@@ -18,6 +18,7 @@ use hearth_store::MetadataStore;
 use object_store::{path::Path as ObjectPath, ObjectStore, PutPayload, WriteMultipart};
 use std::collections::VecDeque;
 use std::io::SeekFrom;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -34,6 +35,8 @@ const PARTS_IN_FLIGHT: usize = 2;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// Longest delay between retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How often [`Reporter::close`] looks whether the queued rows are written.
+const CLOSE_POLL: Duration = Duration::from_millis(10);
 /// Most jobs without files written to history in one transaction.
 const HISTORY_BATCH: usize = 512;
 /// Longest a single call to the object store or the database may take (one put, one
@@ -69,6 +72,9 @@ pub struct Reporter {
     /// so what is here (including a batch being written) is exactly what is not yet in
     /// history: at shutdown it is written or spilled to the spool ([`Reporter::close`]).
     records: Mutex<VecDeque<Arc<Invocation>>>,
+    /// Set by [`Reporter::close`]: the reporter starts nothing new (what is left is in
+    /// the spool for the next start).
+    closed: AtomicBool,
     wake: Notify,
     drained: Notify,
 }
@@ -93,6 +99,7 @@ impl Reporter {
         let reporter = Arc::new(Reporter {
             spool,
             records: Mutex::new(VecDeque::new()),
+            closed: AtomicBool::new(false),
             wake: Notify::new(),
             drained: Notify::new(),
         });
@@ -123,15 +130,13 @@ impl Reporter {
     /// reports. Rows being written at that moment are spilled too (history upserts, so
     /// a row written twice is harmless). Returns how many rows were spilled.
     pub async fn close(&self, limit: Duration) -> usize {
+        self.closed.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
         let deadline = tokio::time::Instant::now() + limit;
-        while !self.lock_records().is_empty() {
-            let drained = self.drained.notified();
-            if self.lock_records().is_empty() {
-                break;
-            }
-            if tokio::time::timeout_at(deadline, drained).await.is_err() {
-                break;
-            }
+        // Polled: a shutdown is rare, and the spool's own jobs may keep the reporter busy
+        // long after the queued rows are written.
+        while !self.lock_records().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(CLOSE_POLL).await;
         }
         let left: Vec<Arc<Invocation>> = self.lock_records().drain(..).collect();
         let mut spilled = 0;
@@ -218,6 +223,10 @@ impl Reporter {
                 Err(error) => {
                     tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "recording history failed; will retry");
                     true
+                }
+                Ok(()) if self.closed.load(Ordering::Relaxed) => {
+                    self.drained.notify_waiters();
+                    return;
                 }
                 Ok(()) if self.spool.pending() == 0 => false,
                 Ok(()) => {
