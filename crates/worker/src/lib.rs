@@ -614,4 +614,4 @@ pub(crate) fn host_cores() -> usize {
 
 /// Longest a shutdown waits for queued history rows to be written before it spills
 /// them to the spool.
-const HISTORY_CLOSE_LIMIT: Duration = Duration::from_secs(10);
+const HISTORY_CLOSE_LIMIT: Duration = Duration::from_secs(3);
