@@ -349,18 +349,23 @@ impl Worker {
         // Metrics count how the run ended, before an async attempt is re-labelled.
         telemetry::invocation_finished(&invocation);
         finish(&mut invocation);
-        if history == History::Answered && !spooled.holds_files() {
-            // Nothing to upload, and the caller gets the whole invocation in its answer:
-            // the history row waits in memory for the reporter's next batch.
-            spooled.discard().await;
-            self.reporter.record(invocation.clone());
-        } else {
-            let job = Job {
-                invocation: invocation.clone(),
-                outputs: outputs.files,
-            };
-            spooled.commit(&job).await.map_err(WorkerError::Spool)?;
-            self.reporter.wake();
+        // Nothing to upload, and the caller gets the whole invocation in its answer:
+        // the history row waits in memory for the reporter's next batch (unless that
+        // queue is full, then it is a job record like any other).
+        let queued = match history == History::Answered && !spooled.holds_files() {
+            true => self.reporter.record(invocation.clone()).map_err(Some),
+            false => Err(None),
+        };
+        match queued {
+            Ok(()) => spooled.discard().await,
+            Err(unqueued) => {
+                let job = Job {
+                    invocation: unqueued.unwrap_or_else(|| invocation.clone()),
+                    outputs: outputs.files,
+                };
+                spooled.commit(&job).await.map_err(WorkerError::Spool)?;
+                self.reporter.wake();
+            }
         }
         self.publish_warm_instances();
         Ok(invocation)

@@ -35,6 +35,8 @@ const PARTS_IN_FLIGHT: usize = 2;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// Longest delay between retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Most history rows queued in memory; past it, rows go to the spool as files.
+pub const QUEUED_ROWS_LIMIT: usize = 4096;
 /// How often [`Reporter::close`] looks whether the queued rows are written.
 const CLOSE_POLL: Duration = Duration::from_millis(10);
 /// Most jobs without files written to history in one transaction.
@@ -114,10 +116,19 @@ impl Reporter {
     }
 
     /// Queues the history row of an answered invocation that spooled nothing (no logs,
-    /// no outputs): no file, written with others in one transaction.
-    pub fn record(&self, invocation: Invocation) {
-        self.lock_records().push_back(Arc::new(invocation));
+    /// no outputs): no file, written with others in one transaction. The queue is
+    /// bounded ([`QUEUED_ROWS_LIMIT`]): when it is full (history is slow or down) the
+    /// invocation comes back, for the caller to spool as a job record instead.
+    pub fn record(&self, invocation: Invocation) -> Result<(), Invocation> {
+        {
+            let mut records = self.lock_records();
+            if records.len() >= QUEUED_ROWS_LIMIT {
+                return Err(invocation);
+            }
+            records.push_back(Arc::new(invocation));
+        }
         self.wake.notify_one();
+        Ok(())
     }
 
     /// Jobs not yet reported (spooled, and queued in memory).
