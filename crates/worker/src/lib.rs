@@ -10,7 +10,9 @@
 //! everything after the answer: full logs and output files land in the on-disk
 //! [`spool`] while the invocation runs (each log capped, the spool under a quota), and
 //! the [`reporter`] uploads them and writes
-//! the history record in the background (fire-and-forget, nothing lost on a restart):
+//! the history record in the background (fire-and-forget, nothing lost on a restart; a
+//! quiet call's row waits in the reporter's bounded memory queue instead of a spool
+//! file, and a clean shutdown spills that queue to the spool):
 //! the worker is the one writer of history; the Prometheus metrics of all that
 //! ([`telemetry`]). Also the seam to the controller ([`fleet::Fleet`];
 //! [`local::LocalFleet`] runs it in one process) and the policy of async invocations
@@ -353,7 +355,10 @@ impl Worker {
         // the history row waits in memory for the reporter's next batch (unless that
         // queue is full, then it is a job record like any other).
         let queued = match history == History::Answered && !spooled.holds_files() {
-            true => self.reporter.record(invocation.clone()).map_err(Some),
+            true => match self.reporter.record(invocation.clone()) {
+                None => Ok(()),
+                Some(full) => Err(Some(full)),
+            },
             false => Err(None),
         };
         match queued {

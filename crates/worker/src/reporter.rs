@@ -1,6 +1,13 @@
 //! The background reporter: uploads what the spool holds (full logs, output files)
 //! and writes the invocation to history, off the invocation path.
 //!
+//! The history rows of answered calls that spooled nothing come in memory
+//! ([`Reporter::record`]): the reporter writes whatever is queued as soon as it comes,
+//! in one transaction per batch, and removes rows from the queue only once written. The
+//! queue is bounded (a full queue sends rows to the spool as files). [`Reporter::close`]
+//! spills what is left to the spool at shutdown; only a crash of the worker loses rows,
+//! those of its last moments (their callers had the whole invocation in the answer).
+//!
 //! It works through `ready/` oldest first. A job that fails (the object store is down
 //! or slow, the database is locked) stays in the spool and is retried with exponential
 //! backoff, so nothing is lost, not even across a restart: the spool is on disk. Jobs
@@ -119,16 +126,17 @@ impl Reporter {
     /// no outputs): no file, written with others in one transaction. The queue is
     /// bounded ([`QUEUED_ROWS_LIMIT`]): when it is full (history is slow or down) the
     /// invocation comes back, for the caller to spool as a job record instead.
-    pub fn record(&self, invocation: Invocation) -> Result<(), Invocation> {
+    #[must_use = "an invocation that comes back was not queued: spool it"]
+    pub fn record(&self, invocation: Invocation) -> Option<Invocation> {
         {
             let mut records = self.lock_records();
             if records.len() >= QUEUED_ROWS_LIMIT {
-                return Err(invocation);
+                return Some(invocation);
             }
             records.push_back(Arc::new(invocation));
         }
         self.wake.notify_one();
-        Ok(())
+        None
     }
 
     /// Jobs not yet reported (spooled, and queued in memory).

@@ -139,7 +139,7 @@ async fn quiet_rows_are_written_in_batches_and_spilled_at_shutdown_when_history_
         .map(|i| format!("01QUIET{i:05}"))
         .collect();
     for id in &ids {
-        reporter.record(invocation(id)).unwrap();
+        assert!(reporter.record(invocation(id)).is_none());
     }
     assert!(reporter.pending() > 0);
     eventually("every queued row is written", || reporter.pending() == 0).await;
@@ -155,15 +155,15 @@ async fn quiet_rows_are_written_in_batches_and_spilled_at_shutdown_when_history_
     // shutdown spills them to the spool instead of losing them.
     let locker = rusqlite::Connection::open(&db).unwrap();
     locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    reporter.record(invocation("01LOCKED1")).unwrap();
-    reporter.record(invocation("01LOCKED2")).unwrap();
+    assert!(reporter.record(invocation("01LOCKED1")).is_none());
+    assert!(reporter.record(invocation("01LOCKED2")).is_none());
     // The queue is bounded: past its limit a row comes back (the worker spools it).
     for i in 2..QUEUED_ROWS_LIMIT {
         reporter
             .record(invocation(&format!("01FILL{i:05}")))
             .unwrap();
     }
-    let refused = reporter.record(invocation("01OVER")).unwrap_err();
+    let refused = reporter.record(invocation("01OVER")).unwrap();
     assert_eq!(refused.id, "01OVER");
     reporter.lock_records().truncate(2);
     let spilled = reporter.close(Duration::from_millis(200)).await;

@@ -7,7 +7,9 @@
 //! that wrote no logs and no outputs (most warm calls) has no directory at all: its
 //! record is written as `running/<id>.json` and renamed to `ready/<id>.json`, which
 //! keeps the same promise with one file instead of a directory to create, list and
-//! remove. At startup `running/` is emptied (those invocations never answered) and
+//! remove (a quiet call whose caller got the answer has no record here at all: its row
+//! waits in the reporter's memory queue, see [`crate::reporter`]). At startup
+//! `running/` is emptied (those invocations never answered) and
 //! `ready/` is what the reporter still owes.
 //!
 //! Two limits keep the spool from filling the host's disk. Each invocation's log (stdout
