@@ -159,9 +159,8 @@ async fn quiet_rows_are_written_in_batches_and_spilled_at_shutdown_when_history_
     assert!(reporter.record(invocation("01LOCKED2")).is_none());
     // The queue is bounded: past its limit a row comes back (the worker spools it).
     for i in 2..QUEUED_ROWS_LIMIT {
-        reporter
-            .record(invocation(&format!("01FILL{i:05}")))
-            .unwrap();
+        let queued = reporter.record(invocation(&format!("01FILL{i:05}")));
+        assert!(queued.is_none(), "row {i} fits the queue");
     }
     let refused = reporter.record(invocation("01OVER")).unwrap();
     assert_eq!(refused.id, "01OVER");
