@@ -193,6 +193,16 @@ pub(crate) struct TuningAction<T> {
     request: T,
 }
 
+impl<T> TuningAction<T> {
+    /// The state, the function's qualified name, its record, the request.
+    fn into_parts(self) -> (AppState, String, FunctionRecord, T) {
+        (self.state, self.name, self.record, self.request)
+    }
+}
+
+/// What a tuning action answers.
+type Answer<T> = Result<Json<T>, ApiError>;
+
 impl<T: ActionRequest> FromRequest<AppState> for TuningAction<T> {
     /// An extractor's own rejection, or the API's error (the `json_errors` layer gives
     /// the former the API's shape).
@@ -241,15 +251,8 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes, shape: &str) -> Resu
         (status = 409, description = "the function changed since", body = crate::schemas::ErrorBody),
         (status = 422, description = "`insufficient_data` or `no_change`", body = crate::schemas::ErrorBody),
         crate::schemas::CommonErrors))]
-pub(crate) async fn apply(
-    action: TuningAction<TuningApply>,
-) -> Result<Json<FunctionObject>, ApiError> {
-    let TuningAction {
-        state,
-        name,
-        record,
-        request,
-    } = action;
+pub(crate) async fn apply(action: TuningAction<TuningApply>) -> Answer<FunctionObject> {
+    let (state, name, record, request) = action.into_parts();
     if record.spec.memory_mb != request.memory_mb {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -435,15 +438,8 @@ async fn revert(
         (status = 409, description = "the function changed while explored", body = crate::schemas::ErrorBody),
         (status = 429, description = "overloaded", body = crate::schemas::ErrorBody),
         crate::schemas::CommonErrors))]
-pub(crate) async fn explore(
-    action: TuningAction<TuningExplore>,
-) -> Result<Json<ExploreAnswer>, ApiError> {
-    let TuningAction {
-        state,
-        name,
-        record,
-        request,
-    } = action;
+pub(crate) async fn explore(action: TuningAction<TuningExplore>) -> Answer<ExploreAnswer> {
+    let (state, name, record, request) = action.into_parts();
     let sizes = request.sizes.unwrap_or_else(|| DEFAULT_SIZES.to_vec());
     let runs = request.runs.unwrap_or(DEFAULT_RUNS);
     if sizes.is_empty() || sizes.len() > MAX_SIZES || !(1..=MAX_RUNS).contains(&runs) {
