@@ -197,6 +197,8 @@ pub struct DockerInstance {
     pub(super) docker: Docker,
     pub(super) stream: AgentStream<StdinWriter, StdoutReader>,
     pub(super) meter: UsageMeter,
+    /// The function's CPU group (none on a host without a cpu controller).
+    pub(super) cpu_group: Option<super::cpu_group::ContainerCpuGroup>,
     pub(super) log_tail: LogTail,
     pub(super) output_task: JoinHandle<()>,
     /// The function's output quota, MB: bounds what an exchange may stream.
