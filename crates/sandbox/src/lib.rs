@@ -22,13 +22,18 @@
 #![deny(missing_docs)]
 
 pub mod agent_stream;
+mod backend;
 pub mod cgroup;
 pub mod docker;
+mod instance;
 mod lines;
 pub mod native;
 mod session;
 pub mod stem;
 pub mod uids;
+
+pub use backend::{StemBackend, TypedBackend};
+pub use instance::{AgentInstance, InstanceHost};
 
 use async_trait::async_trait;
 use bytes::Bytes;
