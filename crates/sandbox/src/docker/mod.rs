@@ -455,6 +455,8 @@ impl DockerBackend {
         }
         let grouped = async {
             let pid = self.init_pid(container).await?;
+            // The meter first: it reads the container's own group, which on cgroup v2
+            // the agent then leaves for a child (the group's counters include it).
             let meter = UsageMeter::for_process(&self.config.cgroup, pid)?;
             let group = self.hand_cpu_group_over(spec, pid).await?;
             Ok::<_, SandboxError>((meter, group))
