@@ -7,7 +7,7 @@
 //! empty mount point (each instance in its own private mount namespace), binds the
 //! runtime directories read-only, pivots, drops to the instance's own uids (`uids.rs`)
 //! without capabilities, and
-//! answers `Ready`. Each [`NativeInstance::run_event`] then costs one frame each way plus a
+//! answers `Ready`. Each [`crate::Instance::run_event`] then costs one frame each way plus a
 //! few cgroup file reads.
 //!
 //! Needs root (namespaces, cgroups, mounts). Interpreters are resolved once, at
