@@ -10,7 +10,8 @@
 //!
 //! Never: creates namespaces or cgroups (the worker spawns it inside them), reads cgroup
 //! counters (the worker does, right after the result), talks to anything but its own
-//! stdio, or runs user code in a process that outlives its invocation.
+//! stdio (in a container, also the worker's one connection handing it its CPU group at
+//! start), or runs user code in a process that outlives its invocation.
 //!
 //! Layout: `main.rs` (startup and the frame loop), `channel.rs` (the protocol stream),
 //! `setup.rs` (root file system), `code.rs` (code tar, runtime files), `cpu_group.rs`
