@@ -294,8 +294,14 @@ impl Reporter {
                 }
                 let jobs = if failed { Vec::new() } else { jobs };
                 for job in jobs {
-                    let reported = report(&job, objects, metadata, timing.call_timeout);
-                    if let Err(error) = reported.await {
+                    let reported = report(&job, objects, metadata, timing.call_timeout).await;
+                    if let Err(ReportError::Job(error)) = &reported {
+                        if error.kind() == std::io::ErrorKind::InvalidData {
+                            failed |= self.set_aside(&job).await;
+                            continue;
+                        }
+                    }
+                    if let Err(error) = reported {
                         tracing::warn!(id = %job.id, %error, retry_in_ms = backoff.as_millis() as u64, "reporting failed; will retry");
                         failed = true;
                         break;
@@ -316,6 +322,18 @@ impl Reporter {
 }
 
 impl Reporter {
+    /// Sets aside a job whose record cannot be parsed; whether that failed (and the
+    /// pass is to be retried).
+    async fn set_aside(&self, job: &ReadyJob) -> bool {
+        match self.spool.set_aside(job).await {
+            Ok(()) => false,
+            Err(error) => {
+                tracing::error!(id = %job.id, %error, "cannot set aside an unreadable job");
+                true
+            }
+        }
+    }
+
     /// Writes the invocations of jobs without files to history in one transaction, then
     /// removes them: a handful of hand-offs for the lot instead of several per job.
     async fn record_batch(
@@ -324,7 +342,24 @@ impl Reporter {
         metadata: &dyn MetadataStore,
         call_timeout: Duration,
     ) -> Result<(), ReportError> {
-        let jobs = self.spool.read_all(batch).await.map_err(ReportError::Job)?;
+        let read = self.spool.read_all(batch).await.map_err(ReportError::Job)?;
+        let mut jobs = Vec::with_capacity(read.len());
+        let mut readable = Vec::with_capacity(read.len());
+        for (ready, job) in batch.iter().zip(read) {
+            match job {
+                Ok(job) => {
+                    jobs.push(job);
+                    readable.push(ready.clone());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    if self.set_aside(ready).await {
+                        return Err(ReportError::Job(e));
+                    }
+                }
+                Err(e) => return Err(ReportError::Job(e)),
+            }
+        }
+        let batch = readable.as_slice();
         let invocations: Vec<&Invocation> = jobs.iter().map(|job| &job.invocation).collect();
         within(
             call_timeout,

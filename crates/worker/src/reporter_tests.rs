@@ -120,6 +120,44 @@ async fn a_job_is_uploaded_recorded_and_removed_from_the_spool() {
     );
 }
 
+#[tokio::test]
+async fn an_unparsable_record_is_set_aside_and_the_jobs_behind_it_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    // Older ids than the good jobs, so they come first: a lone record and a job dir.
+    std::fs::create_dir_all(dir.path().join("ready/01A0")).unwrap();
+    std::fs::write(dir.path().join("ready/01A0/job.json"), b"{not json").unwrap();
+    std::fs::write(dir.path().join("ready/01A1.json"), b"").unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    spool_job(&spool, "01B0").await;
+    let mut quiet = spool.begin("01B1", hearth_core::logs::DEFAULT_LOG_LIMIT_BYTES);
+    quiet
+        .commit(&Job {
+            invocation: invocation("01B1"),
+            outputs: vec![],
+        })
+        .await
+        .unwrap();
+    let objects: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let metadata = Arc::new(SqliteMetadataStore::open_in_memory().unwrap());
+    let reporter = Reporter::start(spool.clone(), objects, metadata.clone());
+    eventually("every job is reported or set aside", || {
+        reporter.pending() == 0
+    })
+    .await;
+    assert!(in_history(&metadata, "01B0").await);
+    assert!(in_history(&metadata, "01B1").await);
+    assert!(spool.ready_jobs().unwrap().is_empty(), "ready/ is empty");
+    let unreadable = dir.path().join("unreadable");
+    assert!(
+        unreadable.join("01A0/job.json").is_file(),
+        "the job dir is kept"
+    );
+    assert!(
+        unreadable.join("01A1.json").is_file(),
+        "the lone record is kept"
+    );
+}
+
 /// Whether history holds invocation `id`.
 async fn in_history(metadata: &SqliteMetadataStore, id: &str) -> bool {
     metadata.get_invocation(id).await.unwrap().is_some()

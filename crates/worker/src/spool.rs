@@ -10,7 +10,9 @@
 //! remove (a quiet call whose caller got the answer has no record here at all: its row
 //! waits in the reporter's memory queue, see [`crate::reporter`]). At startup
 //! `running/` is emptied (those invocations never answered) and
-//! `ready/` is what the reporter still owes.
+//! `ready/` is what the reporter still owes. A job whose record cannot be parsed (a
+//! disk fault, an edit by hand) is moved to `unreadable/` with its files, for an operator
+//! to look at, so it never blocks the jobs behind it.
 //!
 //! Two limits keep the spool from filling the host's disk. Each invocation's log (stdout
 //! and stderr together) is cut at its cap plus room for the agent's marker, whatever
@@ -46,6 +48,8 @@ const OUTPUTS: &str = "outputs.tar";
 const JOB: &str = "job.json";
 /// Suffix of a lone job record in `running/` and `ready/` (a job without files).
 const RECORD_SUFFIX: &str = ".json";
+/// Where jobs whose record cannot be parsed are kept, out of the reporter's way.
+const UNREADABLE: &str = "unreadable";
 
 /// The spool's quota when the worker is not told otherwise: 20 GB, room for two
 /// invocations that each fill the largest output quota.
@@ -142,6 +146,16 @@ impl ReadyJob {
         }
     }
 
+    /// Moves the job, record and files, into `unreadable` (blocking).
+    fn set_aside_blocking(&self, unreadable: &Path) -> io::Result<()> {
+        let (from, name) = if self.record_only {
+            (&self.record, record_name(&self.id))
+        } else {
+            (&self.dir, self.id.clone())
+        };
+        std::fs::rename(from, unreadable.join(name))
+    }
+
     /// Deletes the job from disk (blocking).
     fn delete(&self) -> io::Result<()> {
         if self.record_only {
@@ -185,6 +199,7 @@ impl Spool {
         }
         std::fs::create_dir_all(&running)?;
         std::fs::create_dir_all(root.join("ready"))?;
+        std::fs::create_dir_all(root.join(UNREADABLE))?;
         let spool = Spool {
             root: root.to_path_buf(),
             ready_count: Arc::new(AtomicUsize::new(0)),
@@ -265,13 +280,32 @@ impl Spool {
             .map_err(io::Error::other)?
     }
 
-    /// Reads the records of `jobs` in one blocking-pool hand-off, in order; the first
-    /// that cannot be read fails the lot.
-    pub async fn read_all(&self, jobs: &[ReadyJob]) -> io::Result<Vec<Job>> {
+    /// Reads the records of `jobs` in one blocking-pool hand-off, in order, each with
+    /// its own result.
+    pub async fn read_all(&self, jobs: &[ReadyJob]) -> io::Result<Vec<io::Result<Job>>> {
         let jobs = jobs.to_vec();
         tokio::task::spawn_blocking(move || jobs.iter().map(ReadyJob::read_blocking).collect())
             .await
-            .map_err(io::Error::other)?
+            .map_err(io::Error::other)
+    }
+
+    /// Moves a job whose record cannot be parsed into `unreadable/`: it is no longer
+    /// owed, and kept for an operator.
+    pub async fn set_aside(&self, job: &ReadyJob) -> io::Result<()> {
+        let doomed = job.clone();
+        let unreadable = self.root.join(UNREADABLE);
+        let bytes = tokio::task::spawn_blocking(move || {
+            let bytes = doomed.bytes();
+            doomed.set_aside_blocking(&unreadable).map(|()| bytes)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        release(&self.used, bytes);
+        self.ready_count.fetch_sub(1, Ordering::Relaxed);
+        tracing::error!(id = %job.id, dir = %self.root.join(UNREADABLE).display(),
+            "a spooled job's record cannot be parsed; it was set aside");
+        metrics::counter!("hearth_spool_unreadable_total").increment(1);
+        Ok(())
     }
 
     /// Removes reported jobs (measuring and deleting them in one blocking-pool
