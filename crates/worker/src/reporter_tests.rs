@@ -129,7 +129,7 @@ async fn an_unparsable_record_is_set_aside_and_the_jobs_behind_it_are_reported()
     std::fs::write(dir.path().join("ready/01A1.json"), b"").unwrap();
     let spool = Spool::open(dir.path()).unwrap();
     spool_job(&spool, "01B0").await;
-    let mut quiet = spool.begin("01B1", hearth_core::logs::DEFAULT_LOG_LIMIT_BYTES);
+    let quiet = spool.begin("01B1", hearth_core::logs::DEFAULT_LOG_LIMIT_BYTES);
     quiet
         .commit(&Job {
             invocation: invocation("01B1"),
