@@ -338,13 +338,15 @@ class Zygote:
         result, code = self.run(header, event)
         _flush_std()
         if result is not None:
+            # Done: the agent answers once stdout, stderr and the result pipe are
+            # closed (the exit is not waited for); the result goes last, so that it
+            # wakes the agent once.
+            os.close(1)
+            os.close(2)
             view = memoryview(_with_usage(result))
             while view:
                 view = view[os.write(result_fd, view) :]
-            # Done: the agent answers once these three are closed (the exit is not
-            # waited for).
-            for fd in (result_fd, 1, 2):
-                os.close(fd)
+            os.close(result_fd)
         return code
 
     def run(self, header, event_bytes):
