@@ -410,9 +410,10 @@ fn serve(
                     finished.outcome.output.truncated = true;
                 }
                 let early = runner.answered_early();
-                if let Some(output) = &inst.output {
-                    // Every process of the invocation is gone, or (answered early) done
-                    // with its output: nothing writes there now.
+                // Answered early only with the output dir empty (the runner looked);
+                // whatever reaches it after that is discarded in `settle`.
+                if let Some(output) = inst.output.as_ref().filter(|_| !early) {
+                    // Every process of the invocation is gone: nothing writes there now.
                     let collected = output.collect(&mut |piece| channel.send_output(piece));
                     finished.outcome.output_bytes = collected.bytes;
                     finished.outcome.output_quota_exceeded = collected.quota_exceeded;
