@@ -29,9 +29,11 @@ zygote -> agent   [u32 BE n][JSON], one of
                   {"pid": P}                                   once the spare has the event
                   {"pid": P, "status", "maxrss_kb", "utime", "stime"}      after wait4
 
-The invocation's process writes {"ok": value} or {"error": {"type", "message", "trace"}}
-to the result pipe and leaves with os._exit; an exit with no result tells the agent it
-crashed.
+The invocation's process writes {"usage": {"maxrss_kb", "utime", "stime"}, "ok": value}
+or the same with "error": {"type", "message", "trace"} to the result pipe (usage: its own
+getrusage), closes the result pipe, stdout and stderr, and leaves with os._exit. The
+agent answers as soon as all three are closed, while the process is still exiting (the
+sweep follows before the next call); an exit with no result tells the agent it crashed.
 """
 
 import ast
@@ -41,6 +43,7 @@ import importlib.util
 import inspect
 import json
 import os
+import resource
 import socket
 import struct
 import sys
@@ -150,9 +153,10 @@ class Channel:
         self.fds = []
 
     def _fill(self):
-        data, fds, _flags, _addr = socket.recv_fds(self.sock, 1 << 16, self.MAX_FDS)
-        for fd in fds:
-            os.set_inheritable(fd, False)
+        # Close-on-exec as they arrive (no ioctl per fd).
+        data, fds, _flags, _addr = socket.recv_fds(
+            self.sock, 1 << 16, self.MAX_FDS, socket.MSG_CMSG_CLOEXEC
+        )
         self.fds.extend(fds)
         if not data:
             raise EOFError("socket closed")
@@ -335,9 +339,15 @@ class Zygote:
         result, code = self.run(header, event)
         _flush_std()
         if result is not None:
-            view = memoryview(result)
+            # Done: the agent answers once stdout, stderr and the result pipe are
+            # closed (the exit is not waited for); the result goes last, so that it
+            # wakes the agent once.
+            os.close(1)
+            os.close(2)
+            view = memoryview(_with_usage(result))
             while view:
                 view = view[os.write(result_fd, view) :]
+            os.close(result_fd)
         return code
 
     def run(self, header, event_bytes):
@@ -426,6 +436,17 @@ def _encode_ok(value):
                 }
             }
         )
+
+
+def _with_usage(result):
+    """`result` (a JSON object) with this process's own usage first."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    usage = '{"usage":{"maxrss_kb":%d,"utime":%.6f,"stime":%.6f},' % (
+        ru.ru_maxrss,
+        ru.ru_utime,
+        ru.ru_stime,
+    )
+    return usage.encode() + result[1:]
 
 
 def _read_exactly(fd, n):

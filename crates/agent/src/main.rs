@@ -31,6 +31,9 @@
 //! Frames of one invocation, in order: `Log`* while the process runs (every piece of
 //! stdout/stderr as read, up to the invocation's `log_limit_bytes`, then a marker),
 //! then `Output`* (the output dir's tar, when it is not empty), then `Result`.
+//! A Python invocation whose process has written its result and closed its pipes is
+//! answered while that process exits; its exit, the sweep and the scratch wipe follow
+//! the `Result` and come before the next frame is read (`Runner::settle`).
 //!
 //! Modes (`InitSpec::root`): `Native` (the worker spawned it as root in fresh mount, pid,
 //! net, ipc and uts namespaces: it forks PID 1, builds a tmpfs root, pivots, drops to the
@@ -360,11 +363,18 @@ fn init(spec: &InitSpec, code: &[u8]) -> Result<Instance, AgentError> {
 }
 
 /// The frame loop: one invocation at a time until `Shutdown` or the end of the stream.
+///
+/// An invocation answered before its process ended ([`Runner::answered_early`]) is
+/// settled right after its result went out and before the next frame is read: the
+/// sweep, then the scratch dirs and what reached the output dir after it was archived.
+/// When that fails, the instance answers every later invocation with an unhealthy crash
+/// without running it (the worker then replaces it).
 fn serve(
     channel: &mut Channel,
     runner: &mut dyn Runner,
     inst: &mut Instance,
 ) -> Result<(), AgentError> {
+    let mut unfit: Option<String> = None;
     loop {
         let mut fds = vec![process::pollfd(channel.input_fd(), libc::POLLIN)];
         fds.extend(
@@ -382,6 +392,14 @@ fn serve(
         }
         match channel.read()? {
             None | Some((ToAgent::Shutdown, _)) => return Ok(()),
+            Some((ToAgent::Invoke(spec), _)) if unfit.is_some() => {
+                let why = format!(
+                    "the instance cannot serve again: {}",
+                    unfit.as_deref().unwrap_or_default()
+                );
+                let finished = run::not_run(&spec.request_id, why);
+                channel.send(&FromAgent::Result(finished.outcome), &finished.payload)?;
+            }
             Some((ToAgent::Invoke(spec), event)) => {
                 let mut log = log_cap::LogCap::new(channel, spec.log_limit_bytes);
                 let mut finished = runner.serve(inst, &spec, &event, &mut log)?;
@@ -394,7 +412,10 @@ fn serve(
                     );
                     finished.outcome.output.truncated = true;
                 }
-                if let Some(output) = &inst.output {
+                let early = runner.answered_early();
+                // Answered early only with the output dir empty (the runner looked);
+                // whatever reaches it after that is discarded in `settle`.
+                if let Some(output) = inst.output.as_ref().filter(|_| !early) {
                     // Every process of the invocation is gone: nothing writes there now.
                     let collected = output.collect(&mut |piece| channel.send_output(piece));
                     finished.outcome.output_bytes = collected.bytes;
@@ -405,11 +426,20 @@ fn serve(
                     }
                 }
                 // Nothing one caller wrote is there for the next.
-                if let Err(fault) = inst.scratch.wipe() {
-                    diag!("scratch dirs after {}: {fault}", spec.request_id);
-                    finished.outcome.healthy = false;
+                if !early {
+                    if let Err(fault) = inst.scratch.wipe() {
+                        diag!("scratch dirs after {}: {fault}", spec.request_id);
+                        finished.outcome.healthy = false;
+                    }
                 }
                 channel.send(&FromAgent::Result(finished.outcome), &finished.payload)?;
+                if early {
+                    if let Err(why) = settle(runner, inst) {
+                        diag!("after {}: {why}", spec.request_id);
+                        unfit = Some(why);
+                        continue;
+                    }
+                }
                 runner.after_result(inst);
             }
             Some((ToAgent::Init(_) | ToAgent::Specialize(_), _)) => {
@@ -417,6 +447,21 @@ fn serve(
             }
         }
     }
+}
+
+/// What follows an early answer: the runtime's sweep, then the scratch dirs wiped and
+/// the output dir emptied of anything written after it was archived.
+fn settle(runner: &mut dyn Runner, inst: &mut Instance) -> Result<(), String> {
+    runner.settle(inst)?;
+    inst.scratch
+        .wipe()
+        .map_err(|fault| format!("scratch dirs: {fault}"))?;
+    if let Some(output) = &inst.output {
+        if output.discard()? {
+            diag!("discarded what reached the output dir after it was archived");
+        }
+    }
+    Ok(())
 }
 
 /// Kills every process of the instance, runtime processes included.

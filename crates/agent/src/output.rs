@@ -134,6 +134,27 @@ impl OutputDir {
         collected
     }
 
+    /// Whether the directory holds nothing now (false when it cannot be read): an
+    /// invocation may be answered before its process has ended only then.
+    pub fn is_clean(&self) -> bool {
+        self.open_top()
+            .and_then(|dir| is_empty(&dir))
+            .unwrap_or(false)
+    }
+
+    /// Empties the directory without archiving it: what a process of an invocation
+    /// already answered wrote there before the sweep killed it (it is nobody's output).
+    /// Returns whether it held anything, or why it could not be emptied.
+    pub fn discard(&self) -> Result<bool, String> {
+        let fail = |what: &str, e: io::Error| format!("{what} {}: {e}", self.path.display());
+        let dir = self.open_top().map_err(|e| fail("open", e))?;
+        if is_empty(&dir).map_err(|e| fail("read", e))? {
+            return Ok(false);
+        }
+        clear(&dir, 0).map_err(|e| fail("empty", e))?;
+        Ok(true)
+    }
+
     /// Opens the directory itself (never a symlink in its place), repairing what the
     /// function may have done to it: its mode changed, or (when the agent owns the
     /// parent) the directory removed or replaced.

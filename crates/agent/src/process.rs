@@ -41,14 +41,11 @@ pub fn dev_null() -> Result<OwnedFd, AgentError> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Puts `fd` in non-blocking mode.
+/// Puts `fd`, a pipe end or socket this agent made (no other status flag set), in
+/// non-blocking mode: one `F_SETFL`, without reading the flags first (they are known).
 pub fn set_nonblocking(fd: RawFd) -> Result<(), AgentError> {
-    // SAFETY: F_GETFL/F_SETFL on an fd we own; no pointers involved.
-    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) }, || {
-        format!("fcntl F_GETFL fd {fd}")
-    })?;
-    // SAFETY: as above.
-    let ret = unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) };
+    // SAFETY: F_SETFL on an fd we own; no pointers involved.
+    let ret = unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) };
     check(ret, || format!("fcntl F_SETFL fd {fd}"))?;
     Ok(())
 }

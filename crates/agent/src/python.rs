@@ -10,9 +10,11 @@
 use crate::channel::LogSink;
 use crate::error::{AgentError, CodeLoadError, RuntimeError};
 use crate::instance::{unix_ms, Instance, LOAD_LIMIT};
+use crate::output::OutputDir;
 use crate::process::{self, Capture, ChildState, ExitInfo, Outbox, ReadState, SpawnSpec};
 use crate::run::{self, Ending, Finished, Pipes, Report};
 use crate::runner::Runner;
+use crate::sweep::SweepReport;
 use hearth_core::invocation::ErrorInfo;
 use hearth_core::protocol::InvokeSpec;
 use serde::Deserialize;
@@ -22,6 +24,9 @@ use std::time::{Duration, Instant};
 
 /// How long to wait for the zygote's report after the agent killed a timed-out child.
 const STATUS_LIMIT: Duration = Duration::from_secs(5);
+/// How long a process that answered may take to exit before the sweep kills it (its
+/// exit runs under the function's CPU quota: a throttled period is 100 ms).
+const EXIT_WAIT: Duration = Duration::from_secs(1);
 /// How much of the zygote's own output is kept for error messages.
 const LOG_KEEP: usize = 16 * 1024;
 /// Largest message the zygote may send.
@@ -48,6 +53,47 @@ impl Message {
             system_ms: self.stime.unwrap_or(0.0) * 1000.0,
         })
     }
+}
+
+/// What the invocation's process reports of itself beside its result (`usage`), so that
+/// it can be answered before it has exited: its own `getrusage` just before it closed
+/// its output. It says nothing the worker trusts: CPU is read from the cgroup.
+#[derive(Debug, Deserialize)]
+struct SelfReport {
+    usage: Option<Usage>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Usage {
+    maxrss_kb: u64,
+    utime: f64,
+    stime: f64,
+}
+
+/// The ending of an invocation whose process has written its result and closed every
+/// output pipe (stdout, stderr, result) while the event and the zygote's message are
+/// all sent, and whose output dir is empty: it is only exiting now, so the invocation
+/// can be answered before its end (the sweep follows at once, before the next call).
+/// `None` while any of that is not so, for a result without the process's own usage
+/// (a crash, or an older bootstrap), or when the output dir holds files (they are
+/// archived only once the process is gone).
+fn answered(pipes: &Pipes, sent: bool, output: Option<&OutputDir>) -> Option<ExitInfo> {
+    let open = [&pipes.stdout, &pipes.stderr, &pipes.result];
+    if !sent || open.iter().any(|c| c.raw_fd().is_some()) || pipes.result.truncated() {
+        return None;
+    }
+    let usage = serde_json::from_slice::<SelfReport>(pipes.result.data())
+        .ok()?
+        .usage?;
+    if !output.is_none_or(OutputDir::is_clean) {
+        return None;
+    }
+    Some(ExitInfo {
+        status: 0,
+        maxrss_kb: usage.maxrss_kb,
+        user_ms: usage.utime * 1000.0,
+        system_ms: usage.stime * 1000.0,
+    })
 }
 
 /// Length-prefixed JSON messages arriving on the non-blocking control socket.
@@ -311,38 +357,47 @@ impl Zygote {
         }
     }
 
-    /// Watches one invocation until the zygote reports the child's end, the deadline, or
-    /// the zygote's death, passing its output to `log`. Returns the ending and the
-    /// child's pid when it was reported.
+    /// Watches one invocation until the zygote reports the child's end, the child has
+    /// [answered](answered), the deadline, or the zygote's death, passing its output to
+    /// `log`. Returns the ending, the child's pid when it was reported, and whether the
+    /// child may still be exiting (it answered).
     fn watch(
         &mut self,
         pipes: &mut Pipes,
         mut outbox: Outbox,
         mut event: EventPipe,
         deadline: Instant,
+        output: Option<&OutputDir>,
         log: &mut dyn LogSink,
-    ) -> (Ending, Option<i32>) {
+    ) -> (Ending, Option<i32>, bool) {
         let sock = self.sock.as_raw_fd();
         let mut child = None;
         loop {
+            // Before the zygote's report, which may be in already: answered, the sweep
+            // and the rest wait until after the answer either way. Not once the zygote
+            // is seen gone: that invocation is lost.
+            let sent = outbox.is_done() && event.fd.is_none();
+            if let Some(info) = answered(pipes, sent && !self.inbox.eof, output) {
+                return (Ending::Exited(info), child, true);
+            }
             while let Some(message) = self.inbox.next() {
                 match message {
                     Ok(m) => {
                         if let Some(info) = m.exit_info() {
-                            return (Ending::Exited(info), child.or(m.pid));
+                            return (Ending::Exited(info), child.or(m.pid), false);
                         }
                         child = m.pid.or(child);
                     }
-                    Err(e) => return (Ending::Lost(e.to_string(), None), child),
+                    Err(e) => return (Ending::Lost(e.to_string(), None), child, false),
                 }
             }
             if self.inbox.eof {
                 let why = "the python zygote died during the invocation".to_string();
-                return (Ending::Lost(why, None), child);
+                return (Ending::Lost(why, None), child, false);
             }
             let now = Instant::now();
             if now >= deadline {
-                return (Ending::TimedOut(None), child);
+                return (Ending::TimedOut(None), child, false);
             }
             let mut fds = pipes.pollfds();
             let events = if outbox.is_done() {
@@ -358,7 +413,7 @@ impl Zygote {
             );
             fds.extend(event.raw_fd().map(|fd| process::pollfd(fd, libc::POLLOUT)));
             if let Err(e) = process::poll(&mut fds, Some(deadline - now)) {
-                return (Ending::Lost(e.to_string(), None), child);
+                return (Ending::Lost(e.to_string(), None), child, false);
             }
             pipes.pump(log);
             self.forward_log();
@@ -401,6 +456,9 @@ impl Zygote {
 #[derive(Debug)]
 pub struct Python {
     zygote: Option<Zygote>,
+    /// The last invocation was answered while its process (this pid, when the zygote
+    /// had reported it) was still exiting: [`Python::settle`] has not run yet.
+    exiting: Option<Option<i32>>,
 }
 
 impl Python {
@@ -408,6 +466,7 @@ impl Python {
     pub fn start(inst: &mut Instance) -> Result<Python, AgentError> {
         Ok(Python {
             zygote: Some(Zygote::start(inst)?),
+            exiting: None,
         })
     }
 
@@ -448,20 +507,38 @@ impl Python {
             fd: Some(event_w),
         };
         event_pipe.pump();
-        let (ending, child) = match sent {
+        let (ending, child, exiting) = match sent {
             Ok(n) => zygote.watch(
                 &mut pipes,
                 Outbox::new(message, n),
                 event_pipe,
                 deadline,
+                inst.output.as_ref(),
                 log,
             ),
             Err(e) => {
                 let why = format!("could not hand the event to the python zygote: {e}");
-                (Ending::Lost(why, None), None)
+                (Ending::Lost(why, None), None, false)
             }
         };
         let duration = started.elapsed();
+        if exiting {
+            // Answered now; the sweep and the zygote's report come in `settle`.
+            self.exiting = Some(child);
+            let result = pipes.result.take();
+            let report = Report {
+                request_id: &spec.request_id,
+                timeout_ms: spec.timeout_ms,
+                ending,
+                duration,
+                sweep: SweepReport {
+                    killed: 0,
+                    converged: true,
+                },
+                runtime_healthy: true,
+            };
+            return Ok(run::finish(report, &mut pipes, &result));
+        }
 
         let expected: Vec<i32> = child.into_iter().collect();
         let sweep = inst
@@ -487,6 +564,43 @@ impl Python {
             runtime_healthy,
         };
         Ok(run::finish(report, &mut pipes, &result))
+    }
+
+    /// After an early answer: sweeps (the answered process, still exiting, and anything
+    /// it left), takes the zygote's report on it, and restarts a zygote that lost the
+    /// thread. `Err` when a process could not be killed or no zygote can be had.
+    fn settle(&mut self, inst: &mut Instance) -> Result<(), String> {
+        let Some(child) = self.exiting.take() else {
+            return Ok(());
+        };
+        let Some(zygote) = self.zygote.as_mut() else {
+            return Ok(());
+        };
+        // The zygote reports the exit once it has reaped the child: waiting for that
+        // (a poll, not the sweep's rescans while a throttled zygote gets no CPU) leaves
+        // the sweep nothing to do unless the child stayed (it closed its pipes and went
+        // on), which is then killed.
+        let mut reported = zygote.await_status(Instant::now() + EXIT_WAIT);
+        let expected: Vec<i32> = child.into_iter().collect();
+        let sweep = inst
+            .sweeper
+            .sweep(&[zygote.pid], &expected, &mut inst.reaper);
+        if reported.is_none() {
+            reported = zygote.await_status(Instant::now() + STATUS_LIMIT);
+        }
+        if sweep.killed > 0 {
+            crate::diag!(
+                "killed {} leftover process(es) after an answered invocation",
+                sweep.killed
+            );
+        }
+        if !self.ensure_zygote(inst, reported.is_none()) {
+            return Err("the python zygote could not be restarted".into());
+        }
+        if !sweep.converged {
+            return Err("a process of the last invocation could not be killed".into());
+        }
+        Ok(())
     }
 
     /// Makes sure a working zygote is there, restarting it when it died or when `restart`;
@@ -620,6 +734,7 @@ impl Python {
         match zygote.await_ready() {
             Ok(()) => Ok(Python {
                 zygote: Some(zygote),
+                exiting: None,
             }),
             Err(AgentError::CodeLoad(message)) => {
                 zygote.kill(inst);
@@ -643,6 +758,14 @@ impl Runner for Python {
         log: &mut dyn LogSink,
     ) -> Result<Finished, AgentError> {
         Python::serve(self, inst, spec, event, log)
+    }
+
+    fn answered_early(&self) -> bool {
+        self.exiting.is_some()
+    }
+
+    fn settle(&mut self, inst: &mut Instance) -> Result<(), String> {
+        Python::settle(self, inst)
     }
 
     fn after_result(&mut self, _inst: &mut Instance) {

@@ -12,7 +12,7 @@ use std::os::fd::RawFd;
 /// compiled program, a build).
 pub trait Runner {
     /// Runs one invocation in a fresh process; afterwards none of its processes is
-    /// alive. What the process writes on stdout and stderr goes to `log` as it is read.
+    /// alive, unless it [answered early](Runner::answered_early). What the process writes on stdout and stderr goes to `log` as it is read.
     fn serve(
         &mut self,
         inst: &mut Instance,
@@ -20,6 +20,20 @@ pub trait Runner {
         event: &[u8],
         log: &mut dyn LogSink,
     ) -> Result<Finished, AgentError>;
+
+    /// Whether the last [`Runner::serve`] answered before its process had ended (the
+    /// process wrote its result, closed its output and is exiting): the frame loop then
+    /// sends the result first and calls [`Runner::settle`] before anything else.
+    fn answered_early(&self) -> bool {
+        false
+    }
+
+    /// After an early answer: waits for the process's end and sweeps the invocation's
+    /// leftovers, so that none of its processes is alive before the next invocation.
+    /// `Err` (why) when the instance must not serve again.
+    fn settle(&mut self, _inst: &mut Instance) -> Result<(), String> {
+        Ok(())
+    }
 
     /// Prepares the next process, once the result has gone out.
     fn after_result(&mut self, _inst: &mut Instance) {}

@@ -31,6 +31,11 @@ const NODE_HANDLER: &str = "exports.handler = (event) => ({ ok: true, echo: even
 const CPP_HANDLER: &str = "#include <string>\nstd::string handler(const std::string& event) {\n  return \"{\\\"ok\\\":true,\\\"echo\\\":\" + event + \"}\";\n}\n";
 const GO_HANDLER: &str = "package main\n\nfunc Handler(event interface{}) (interface{}, error) {\n\treturn map[string]interface{}{\"ok\": true, \"echo\": event}, nil\n}\n";
 
+/// CPUs of the functions the warm figures are measured on: a whole one, so that a warm
+/// figure is hearth's own path and not the CFS quota of a small function (which the
+/// default-size figure beside it shows).
+const WARM_CPUS: f64 = 1.0;
+
 /// `hearth bench` options.
 #[derive(Args)]
 pub struct BenchArgs {
@@ -150,9 +155,13 @@ struct Overhead {
 
 #[derive(Debug, Serialize)]
 struct Report {
+    /// Warm calls to a function with [`WARM_CPUS`] CPUs.
     warm: BTreeMap<String, Latency>,
     /// Server-side duration (request in → result out inside hearth), ms.
     warm_server_side: BTreeMap<String, Latency>,
+    /// Warm python calls to a function of the default size (128 MB, hence 0.25 CPU
+    /// with CPU following memory): what the CFS quota adds to the warm figure.
+    warm_default_size: BTreeMap<String, Latency>,
     throughput: Throughput,
     cold_start: BTreeMap<String, Latency>,
     /// Time to build each compiled runtime's trivial handler at deploy, ms.
@@ -268,32 +277,42 @@ pub async fn run(
     let skips = |part: Part| args.skip.contains(&part);
     let mut build_ms = BTreeMap::new();
     for &(runtime, file, code) in &handlers {
-        let function = deploy(&client, &format!("bench-{runtime}"), runtime, file, code).await?;
+        let function = deploy(
+            &client,
+            &format!("bench-{runtime}"),
+            runtime,
+            file,
+            code,
+            None,
+        )
+        .await?;
         if let Some(build) = function.build.filter(|build| !build.cached) {
             build_ms.insert(runtime.to_string(), build.duration_ms);
         }
+        let name = format!("bench-warm-{runtime}");
+        deploy(&client, &name, runtime, file, code, Some(WARM_CPUS)).await?;
     }
 
     let mut warm = BTreeMap::new();
     let mut warm_server = BTreeMap::new();
     for &(runtime, _, _) in &handlers {
         progress(&format!(
-            "warm latency, {runtime}, {} sequential calls",
+            "warm latency, {runtime} ({WARM_CPUS} CPU), {} sequential calls",
             args.requests
         ));
-        let name = format!("bench-{runtime}");
-        for _ in 0..5.min(args.requests) {
-            invoke_timed(&client, &name).await?;
-        }
-        let mut client_ms = Vec::with_capacity(args.requests);
-        let mut server_ms = Vec::with_capacity(args.requests);
-        for _ in 0..args.requests {
-            let (ms, inv) = invoke_timed(&client, &name).await?;
-            client_ms.push(ms);
-            server_ms.push(inv.duration_ms);
-        }
-        warm.insert(runtime.to_string(), Latency::of(client_ms));
-        warm_server.insert(runtime.to_string(), Latency::of(server_ms));
+        let name = format!("bench-warm-{runtime}");
+        let (client_ms, server_ms) = warm_latency(&client, &name, args.requests).await?;
+        warm.insert(runtime.to_string(), client_ms);
+        warm_server.insert(runtime.to_string(), server_ms);
+    }
+    let mut warm_default_size = BTreeMap::new();
+    if handlers.iter().any(|(runtime, _, _)| *runtime == "python") {
+        progress(&format!(
+            "warm latency, python at the default size (128 MB, 0.25 CPU), {} sequential calls",
+            args.requests
+        ));
+        let (client_ms, _) = warm_latency(&client, "bench-python", args.requests).await?;
+        warm_default_size.insert("python".to_string(), client_ms);
     }
 
     progress(&format!(
@@ -320,7 +339,7 @@ pub async fn run(
                 "{code}\n{} sample {i}\n",
                 if runtime == "python" { "#" } else { "//" }
             );
-            deploy(&client, &name, runtime, file, &code).await?;
+            deploy(&client, &name, runtime, file, &code, None).await?;
             // Deploys seconds apart, not back to back: the retired instance's teardown
             // and the worker's background refill of its stems are not on the next
             // sample's path.
@@ -398,6 +417,7 @@ pub async fn run(
     let mut report = Report {
         warm,
         warm_server_side: warm_server,
+        warm_default_size,
         throughput,
         cold_start: cold,
         build_ms,
@@ -420,7 +440,11 @@ pub async fn run(
         let mut names: Vec<String> = handlers
             .iter()
             .flat_map(|(runtime, _, _)| {
-                [format!("bench-{runtime}"), format!("bench-cold-{runtime}")]
+                [
+                    format!("bench-{runtime}"),
+                    format!("bench-warm-{runtime}"),
+                    format!("bench-cold-{runtime}"),
+                ]
             })
             .collect();
         names.push("bench-output".into());
@@ -492,6 +516,13 @@ fn smoke_problems(report: &Report, expected: &Expected<'_>) -> Vec<String> {
             report.warm_server_side.get(runtime),
             expected.requests,
         ));
+        if runtime == "python" {
+            problems.extend(latency(
+                "warm python at the default size".into(),
+                report.warm_default_size.get(runtime),
+                expected.requests,
+            ));
+        }
         problems.extend(latency(
             format!("cold start {runtime}"),
             report.cold_start.get(runtime),
@@ -545,12 +576,34 @@ fn smoke_problems(report: &Report, expected: &Expected<'_>) -> Vec<String> {
     problems
 }
 
+/// `requests` sequential calls to `name` after 5 unmeasured ones: the latency through
+/// HTTP and the invocations' own `duration_ms`.
+async fn warm_latency(
+    client: &Client,
+    name: &str,
+    requests: usize,
+) -> anyhow::Result<(Latency, Latency)> {
+    for _ in 0..5.min(requests) {
+        invoke_timed(client, name).await?;
+    }
+    let mut client_ms = Vec::with_capacity(requests);
+    let mut server_ms = Vec::with_capacity(requests);
+    for _ in 0..requests {
+        let (ms, inv) = invoke_timed(client, name).await?;
+        client_ms.push(ms);
+        server_ms.push(inv.duration_ms);
+    }
+    Ok((Latency::of(client_ms), Latency::of(server_ms)))
+}
+
+/// Deploys `code` as `name`; `cpus` fixes its CPUs (default: they follow memory).
 async fn deploy(
     client: &Client,
     name: &str,
     runtime: &str,
     file: &str,
     code: &str,
+    cpus: Option<f64>,
 ) -> anyhow::Result<FunctionObject> {
     let dir = std::env::temp_dir().join(format!("hearth-bench-fn-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -562,6 +615,7 @@ async fn deploy(
         memory: None,
         timeout: None,
         max_instances: None,
+        cpus,
         env: Vec::new(),
         description: None,
     };
@@ -939,11 +993,18 @@ fn print_table(r: &Report) {
         "figure", "p50 ms", "p90 ms", "p99 ms", "max ms"
     );
     for (runtime, l) in &r.warm {
-        let figure = format!("warm invoke through HTTP, {runtime} ({} calls)", l.samples);
+        let figure = format!(
+            "warm invoke through HTTP, {runtime}, {WARM_CPUS} CPU ({} calls)",
+            l.samples
+        );
         print_latency_row(&figure, l, 3);
     }
     for (runtime, l) in &r.warm_server_side {
         let figure = format!("  of which inside hearth (duration_ms), {runtime}");
+        print_latency_row(&figure, l, 3);
+    }
+    for (runtime, l) in &r.warm_default_size {
+        let figure = format!("warm invoke, {runtime} at the default 128 MB = 0.25 CPU");
         print_latency_row(&figure, l, 3);
     }
     for (runtime, l) in &r.cold_start {
@@ -1036,6 +1097,7 @@ mod tests {
         Report {
             warm: per_runtime(20),
             warm_server_side: per_runtime(20),
+            warm_default_size: BTreeMap::from([("python".to_string(), latency(20))]),
             throughput: Throughput {
                 clients: 2,
                 seconds: 1.0,

@@ -59,6 +59,9 @@ pub struct DeployArgs {
     /// Most concurrent instances.
     #[arg(long)]
     pub max_instances: Option<u32>,
+    /// CPUs of each instance (default: they follow memory, one per 1769 MB, at least 0.25).
+    #[arg(long)]
+    pub cpus: Option<f64>,
     /// Environment variable for the handler, K=V (repeatable).
     #[arg(long = "env", value_name = "K=V")]
     pub env: Vec<String>,
@@ -129,6 +132,7 @@ pub async fn deploy_function(client: &Client, args: &DeployArgs) -> anyhow::Resu
         memory_mb: args.memory,
         timeout_ms: args.timeout,
         max_instances: args.max_instances,
+        cpus: args.cpus.map(hearth_core::function::Cpus::from_f64),
         env: parse_env(&args.env)?,
         description: args.description.clone(),
         ..FunctionConfig::default()

@@ -362,6 +362,7 @@ async fn show_sample(client: &Client, url: &str, key_path: &Path) -> anyhow::Res
         memory: None,
         timeout: None,
         max_instances: None,
+        cpus: None,
         env: Vec::new(),
         description: Some("the sample function `hearth up` deploys on first start".into()),
     };

@@ -188,6 +188,21 @@ fn a_background_process_does_not_outlive_its_invocation() {
     }
 }
 
+/// A process that holds none of the invocation's pipes lets the invocation be answered
+/// before its process has exited; the sweep after the answer still kills it before the
+/// next call.
+#[test]
+fn a_detached_process_does_not_outlive_an_early_answer() {
+    let hearth = Hearth::start(env!("CARGO_BIN_EXE_hearth"));
+    python_hostile(&hearth, "detached");
+    for _ in 0..3 {
+        let spawned = act(&hearth, "detached", json!({"action": "spawn_detached"}));
+        let pid = spawned["pid"].as_u64().unwrap();
+        let alive = act(&hearth, "detached", json!({"action": "alive", "pid": pid}));
+        assert_eq!(alive["alive"], false, "sleep 1000 survived: {alive}");
+    }
+}
+
 #[test]
 fn denied_system_calls_fail_with_eperm() {
     let hearth = Hearth::start(env!("CARGO_BIN_EXE_hearth"));
