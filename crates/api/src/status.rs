@@ -1,6 +1,5 @@
 //! `GET /v1/status` (the workers and their warm pools) and `GET /healthz`.
 
-use hearth_core::Runtime;
 use serde::{Deserialize, Serialize};
 
 /// `GET /v1/status`.
@@ -14,7 +13,7 @@ pub struct StatusBody {
     /// Sums over the workers.
     pub totals: Totals,
     /// One per live worker.
-    pub workers: Vec<WorkerObject>,
+    pub workers: Vec<WorkerState>,
 }
 
 /// Sums over the workers of [`StatusBody`].
@@ -29,47 +28,7 @@ pub struct Totals {
     pub warm_instances: usize,
 }
 
-/// A live worker, as it last published itself.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WorkerObject {
-    /// Worker id.
-    pub id: String,
-    /// Where it runs (host name and data dir, or `in-process`).
-    pub address: String,
-    /// Sandbox backend: `native` or `docker`.
-    pub backend: String,
-    /// Invocations it runs at once at most.
-    pub capacity: usize,
-    /// Invocations running now.
-    pub active_invocations: usize,
-    /// Warm pools, one per function version (those the caller sees).
-    pub pools: Vec<PoolObject>,
-    /// hearth version of the worker.
-    pub version: String,
-    /// Milliseconds since its last heartbeat (0 in process).
-    pub heartbeat_age_ms: u64,
-}
-
-/// The warm instances of one function version on one worker.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PoolObject {
-    /// Function name (bare, unless the caller is the default namespace's admin).
-    pub function: String,
-    /// Function version.
-    pub version: u64,
-    /// Runtime.
-    pub runtime: Runtime,
-    /// Warm instances waiting for work.
-    pub idle: usize,
-    /// Instances running an invocation.
-    pub busy: usize,
-    /// Callers waiting for an instance.
-    pub queued: usize,
-    /// Most instances allowed.
-    pub max_instances: u32,
-}
+pub use hearth_core::status::{PoolStatus, WorkerState};
 
 /// `GET /healthz`: `{"status": "ok"}`.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -83,6 +42,7 @@ pub struct Health {
 mod tests {
     use super::*;
     use crate::examples::{assert_round_trips, documented};
+    use hearth_core::Runtime;
 
     #[test]
     fn the_documented_status_round_trips() {

@@ -6,8 +6,7 @@ use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use hearth_api::status::{Health, PoolObject, StatusBody, Totals, WorkerObject};
-use hearth_worker::fleet::WorkerState;
+use hearth_api::status::{Health, StatusBody, Totals};
 
 #[utoipa::path(get, path = "/v1/status", operation_id = "get_status", tag = "operations",
     responses((status = 200, body = crate::schemas::StatusBody), crate::schemas::CommonErrors))]
@@ -43,34 +42,8 @@ pub(crate) async fn status(
             active_invocations: active,
             warm_instances: warm,
         },
-        workers: workers.into_iter().map(worker_object).collect(),
+        workers,
     }))
-}
-
-/// A worker as the API shows it.
-fn worker_object(worker: WorkerState) -> WorkerObject {
-    WorkerObject {
-        id: worker.id,
-        address: worker.address,
-        backend: worker.backend,
-        capacity: worker.capacity,
-        active_invocations: worker.active_invocations,
-        pools: worker
-            .pools
-            .into_iter()
-            .map(|pool| PoolObject {
-                function: pool.function,
-                version: pool.version,
-                runtime: pool.runtime,
-                idle: pool.idle,
-                busy: pool.busy,
-                queued: pool.queued,
-                max_instances: pool.max_instances,
-            })
-            .collect(),
-        version: worker.version,
-        heartbeat_age_ms: worker.heartbeat_age_ms,
-    }
 }
 
 pub(crate) async fn healthz() -> Json<Health> {

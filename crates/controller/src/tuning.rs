@@ -8,8 +8,9 @@
 use crate::functions::{find, function_object};
 use crate::tenancy::Caller;
 use crate::{ApiError, AppState};
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use hearth_api::functions::{FunctionObject, TuningChange};
@@ -170,7 +171,7 @@ pub(crate) async fn advice(
 }
 
 /// A tuning action's request body, with the shape a bad body's error shows.
-trait ActionRequest: serde::de::DeserializeOwned {
+trait ActionRequest: serde::de::DeserializeOwned + Send {
     const SHAPE: &'static str;
 }
 
@@ -183,18 +184,55 @@ impl ActionRequest for TuningExplore {
     const SHAPE: &'static str = r#"{"event": <any JSON>, "sizes": [128, 256], "runs": 10, "strategy": "cost"|"speed"|"balanced", "apply": false}"#;
 }
 
-/// The caller's function `name` (qualified), its record, and the request in `body`:
-/// what every tuning action starts from.
-async fn function_and_request<T: ActionRequest>(
-    state: &AppState,
-    caller: &Caller,
-    name: &str,
-    body: &Bytes,
-) -> Result<(String, FunctionRecord, T), ApiError> {
-    let name = caller.qualify(name)?;
-    let request = parse_body(body, T::SHAPE)?;
-    let record = find(state, &name).await?;
-    Ok((name, record, request))
+/// What every tuning action starts from, taken from its request: the caller's function
+/// (its qualified name and record) and the action's body.
+pub(crate) struct TuningAction<T> {
+    state: AppState,
+    name: String,
+    record: FunctionRecord,
+    request: T,
+}
+
+impl<T> TuningAction<T> {
+    /// The state, the function's qualified name, its record, the request.
+    fn into_parts(self) -> (AppState, String, FunctionRecord, T) {
+        (self.state, self.name, self.record, self.request)
+    }
+}
+
+/// What a tuning action answers.
+type Answer<T> = Result<Json<T>, ApiError>;
+
+impl<T: ActionRequest> FromRequest<AppState> for TuningAction<T> {
+    /// An extractor's own rejection, or the API's error (the `json_errors` layer gives
+    /// the former the API's shape).
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let Extension(caller) = Extension::<Caller>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Path(name) = Path::<String>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let body = Bytes::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let found = async {
+            let name = caller.qualify(&name)?;
+            let request = parse_body(&body, T::SHAPE)?;
+            let record = find(state, &name).await?;
+            Ok::<_, ApiError>((name, record, request))
+        };
+        let (name, record, request) = found.await.map_err(IntoResponse::into_response)?;
+        Ok(Self {
+            state: state.clone(),
+            name,
+            record,
+            request,
+        })
+    }
 }
 
 fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes, shape: &str) -> Result<T, ApiError> {
@@ -213,14 +251,8 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes, shape: &str) -> Resu
         (status = 409, description = "the function changed since", body = crate::schemas::ErrorBody),
         (status = 422, description = "`insufficient_data` or `no_change`", body = crate::schemas::ErrorBody),
         crate::schemas::CommonErrors))]
-pub(crate) async fn apply(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Result<Json<FunctionObject>, ApiError> {
-    let (name, record, request) =
-        function_and_request::<TuningApply>(&state, &caller, &name, &body).await?;
+pub(crate) async fn apply(action: TuningAction<TuningApply>) -> Answer<FunctionObject> {
+    let (state, name, record, request) = action.into_parts();
     if record.spec.memory_mb != request.memory_mb {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -406,14 +438,8 @@ async fn revert(
         (status = 409, description = "the function changed while explored", body = crate::schemas::ErrorBody),
         (status = 429, description = "overloaded", body = crate::schemas::ErrorBody),
         crate::schemas::CommonErrors))]
-pub(crate) async fn explore(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Result<Json<ExploreAnswer>, ApiError> {
-    let (name, record, request) =
-        function_and_request::<TuningExplore>(&state, &caller, &name, &body).await?;
+pub(crate) async fn explore(action: TuningAction<TuningExplore>) -> Answer<ExploreAnswer> {
+    let (state, name, record, request) = action.into_parts();
     let sizes = request.sizes.unwrap_or_else(|| DEFAULT_SIZES.to_vec());
     let runs = request.runs.unwrap_or(DEFAULT_RUNS);
     if sizes.is_empty() || sizes.len() > MAX_SIZES || !(1..=MAX_RUNS).contains(&runs) {

@@ -24,6 +24,7 @@ pub mod paths;
 pub mod protocol;
 pub mod runtime;
 pub mod seccomp;
+pub mod status;
 pub mod tarball;
 pub mod tenancy;
 pub mod tuning;

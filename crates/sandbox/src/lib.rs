@@ -16,19 +16,30 @@
 //! `session.rs` what both backends say to an agent (the `Init` handshake, one metered
 //! invocation, the tail of its stderr).
 //!
+//! A backend is written in its own types ([`TypedBackend`], [`StemBackend`]: its
+//! instance type, its stems); `backend.rs` implements [`SandboxBackend`] once over them.
+//! An instance of either backend is an [`AgentInstance`] (the agent's stream, what both
+//! keep) around the backend's own [`InstanceHost`] (a container, or a process and its
+//! cgroup); `instance.rs` implements [`Instance`] once over it.
+//!
 //! Verb (one per layer, README "One call, followed down"): [`Instance::run_event`] (one metered
 //! event in a warm instance), and below it [`agent_stream::AgentStream::exchange`] (the
 //! frames of that one call with the agent).
 #![deny(missing_docs)]
 
 pub mod agent_stream;
+mod backend;
 pub mod cgroup;
 pub mod docker;
+mod instance;
 mod lines;
 pub mod native;
 mod session;
 pub mod stem;
 pub mod uids;
+
+pub use backend::{StemBackend, TypedBackend};
+pub use instance::{AgentInstance, InstanceHost};
 
 use async_trait::async_trait;
 use bytes::Bytes;

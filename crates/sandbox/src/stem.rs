@@ -1,7 +1,7 @@
 //! Stem cells: generic sandboxes started before any function needs them, so that a cold
 //! start only hands one its limits and its code.
 //!
-//! A backend says which [`StemKind`] can serve an [`InstanceSpec`] (none for a build, a
+//! A backend says which [`StemKind`] can serve an [`crate::InstanceSpec`] (none for a build, a
 //! version with a dependency layer, or code too large for a stem's root) and makes stems
 //! of a kind ([`crate::SandboxBackend::create_stem`]). [`crate::SandboxBackend::specialize`]
 //! consumes the stem: once it has received one function's code it is that function's

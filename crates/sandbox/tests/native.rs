@@ -11,7 +11,7 @@ use hearth_core::Runtime;
 use hearth_sandbox::cgroup::{CgroupConfig, CgroupHost};
 use hearth_sandbox::native::{NativeBackend, NativeConfig, NativeInstance};
 use hearth_sandbox::{
-    DiscardSink, Instance, InstanceRun, InstanceSpec, SandboxBackend, SandboxError,
+    DiscardSink, Instance, InstanceRun, InstanceSpec, SandboxBackend, SandboxError, TypedBackend,
 };
 use hearth_testkit::eventually;
 use std::collections::BTreeMap;
@@ -164,7 +164,7 @@ const ECHO: &str = "def handler(event, context):\n    return event\n";
 async fn a_trivial_handler_returns_its_event() {
     let (backend, _data) = backend();
     let mut instance = backend
-        .create_native(spec("echo", python(ECHO), 128))
+        .create_instance(spec("echo", python(ECHO), 128))
         .await
         .expect("create");
     let run = invoke(&mut instance, r#"{"hello":"world","n":[1,2,3]}"#).await;
@@ -189,7 +189,7 @@ async fn the_memory_peak_is_per_invocation() {
         \x20   return len(b)\n",
     );
     let mut instance = backend
-        .create_native(spec("memory", code, 256))
+        .create_instance(spec("memory", code, 256))
         .await
         .expect("create");
     let big = invoke(&mut instance, r#"{"mb":100}"#).await;
@@ -228,7 +228,7 @@ async fn an_oom_kill_is_reported_and_the_instance_still_serves() {
         \x20   return 'ok'\n",
     );
     let mut instance = backend
-        .create_native(spec("oom", code, 128))
+        .create_instance(spec("oom", code, 128))
         .await
         .expect("create");
     let run = invoke(&mut instance, r#"{"mb":200}"#).await;
@@ -255,7 +255,7 @@ async fn an_oom_kill_is_reported_and_the_instance_still_serves() {
     Box::new(instance).destroy().await;
     let code = python("def handler(event, context):\n    return 'ok'\n");
     let mut fresh = backend
-        .create_native(spec("oom-after", code, 128))
+        .create_instance(spec("oom-after", code, 128))
         .await
         .expect("create");
     assert_success(&invoke(&mut fresh, "{}").await);
@@ -275,7 +275,7 @@ async fn a_busy_loop_uses_cpu_time() {
         \x20   return n\n",
     );
     let mut instance = backend
-        .create_native(spec("cpu", code, 128))
+        .create_instance(spec("cpu", code, 128))
         .await
         .expect("create");
     let run = invoke(&mut instance, "{}").await;
@@ -313,7 +313,7 @@ async fn a_fork_bomb_is_stopped_by_the_pids_limit() {
         \x20   return {'forked': forked, 'error': None}\n",
     );
     let mut instance = backend
-        .create_native(spec("forkbomb", code, 256))
+        .create_instance(spec("forkbomb", code, 256))
         .await
         .expect("create");
     let dirs = instance.cgroup_dirs();
@@ -394,7 +394,7 @@ fn instance_dirs(id: &str) -> Vec<PathBuf> {
 async fn destroy_leaves_no_cgroup_and_no_process() {
     let (backend, _data) = backend();
     let mut instance = backend
-        .create_native(spec("destroy", python(ECHO), 128))
+        .create_instance(spec("destroy", python(ECHO), 128))
         .await
         .expect("create");
     assert_success(&invoke(&mut instance, "{}").await);
@@ -417,7 +417,7 @@ async fn destroy_leaves_no_cgroup_and_no_process() {
 async fn a_dropped_instance_leaves_no_cgroup_and_no_process() {
     let (backend, _data) = backend();
     let instance = backend
-        .create_native(spec("dropped", python(ECHO), 128))
+        .create_instance(spec("dropped", python(ECHO), 128))
         .await
         .expect("create");
     let dirs = instance.cgroup_dirs();
@@ -444,7 +444,7 @@ async fn a_handler_past_its_timeout_does_not_hang_the_worker() {
         \x20   return 'woke'\n",
     );
     let mut instance = backend
-        .create_native(spec("timeout", code, 128))
+        .create_instance(spec("timeout", code, 128))
         .await
         .expect("create");
     let spec = InvokeSpec {
@@ -508,7 +508,7 @@ async fn the_handler_sees_only_its_sandbox() {
         \x20   }\n",
     );
     let mut instance = backend
-        .create_native(spec("isolation", code, 128))
+        .create_instance(spec("isolation", code, 128))
         .await
         .expect("create");
     let run = invoke(&mut instance, "{}").await;
@@ -554,7 +554,7 @@ async fn a_node_handler_returns_its_event() {
     );
     let mut spec = spec("node-echo", code, 128);
     spec.runtime = Runtime::Nodejs;
-    let mut instance = backend.create_native(spec).await.expect("create");
+    let mut instance = backend.create_instance(spec).await.expect("create");
     let run = invoke(&mut instance, r#"{"a":1}"#).await;
     assert_success(&run);
     let value: serde_json::Value = serde_json::from_slice(&run.result).expect("json result");
@@ -596,7 +596,7 @@ async fn the_agents_hold_no_power_and_nothing_of_the_workers() {
     // SAFETY: clearing FD_CLOEXEC on a descriptor we own.
     assert_eq!(unsafe { libc::fcntl(leaked_fd, libc::F_SETFD, 0) }, 0);
     let mut instance = backend
-        .create_native(spec(
+        .create_instance(spec(
             "powerless",
             python("def handler(e, c):\n    return 1\n"),
             64,
@@ -668,7 +668,7 @@ async fn the_function_and_not_the_agent_is_under_the_cpu_quota() {
     let mut node_spec = spec("quota-node", package("index.js", node), 128);
     node_spec.runtime = Runtime::Nodejs;
     for spec in [python_spec, node_spec] {
-        let mut instance = backend.create_native(spec).await.expect("create");
+        let mut instance = backend.create_instance(spec).await.expect("create");
         let dirs = instance.cgroup_dirs();
         let quota_group = dirs
             .iter()

@@ -11,7 +11,9 @@ use hearth_core::Runtime;
 use hearth_sandbox::native::{NativeBackend, NativeConfig};
 use hearth_sandbox::stem::Stem;
 use hearth_sandbox::stem::StemKind;
-use hearth_sandbox::{DiscardSink, Instance, InstanceSpec, SandboxBackend, SandboxError};
+use hearth_sandbox::{
+    DiscardSink, Instance, InstanceSpec, SandboxBackend, SandboxError, StemBackend,
+};
 use std::path::{Path, PathBuf};
 use tempfile::TempDir;
 
@@ -82,13 +84,13 @@ async fn each_stem_becomes_one_functions_instance_with_its_limits() {
         "a layer needs its own root"
     );
 
-    let stem_a = backend.create_native_stem(&kind).await.expect("stem a");
+    let stem_a = backend.grow_stem(&kind).await.expect("stem a");
     let stem_b = backend.create_stem(&kind).await.expect("stem b");
     let (id_a, id_b) = (stem_a.id().to_string(), stem_b.id().to_string());
     assert_ne!(id_a, id_b);
 
     let mut a = backend
-        .specialize_native(stem_a, spec("a", python(REPORT), 96))
+        .specialize_stem(stem_a, spec("a", python(REPORT), 96))
         .await
         .expect("a");
     // The function's memory limit replaced the stem's.

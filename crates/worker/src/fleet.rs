@@ -9,7 +9,6 @@
 
 use crate::build::{BuildError, BuildRequest, Built};
 use crate::deps::{DepsError, Installed, Manifest};
-use crate::pool::PoolStatus;
 use crate::{ExecuteRequest, Target, WorkerError};
 use async_trait::async_trait;
 use hearth_core::Invocation;
@@ -117,26 +116,7 @@ impl FleetError {
     }
 }
 
-/// What a live worker publishes about itself (`/v1/status`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WorkerState {
-    /// Worker id.
-    pub id: String,
-    /// Where it runs (host name and data dir, or `in-process`).
-    pub address: String,
-    /// Sandbox backend.
-    pub backend: String,
-    /// Invocations it runs at once at most.
-    pub capacity: usize,
-    /// Invocations running now.
-    pub active_invocations: usize,
-    /// Warm pools, one per function version.
-    pub pools: Vec<PoolStatus>,
-    /// hearth version of the worker.
-    pub version: String,
-    /// Milliseconds since its last heartbeat (0 in process).
-    pub heartbeat_age_ms: u64,
-}
+pub use hearth_core::status::WorkerState;
 
 /// The workers, as the controller sees them.
 #[async_trait]

@@ -7,30 +7,13 @@
 use crate::WorkerError;
 use hearth_core::Runtime;
 use hearth_sandbox::Instance;
-use serde::Serialize;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// A pool's numbers for `/v1/status`.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct PoolStatus {
-    /// Function name.
-    pub function: String,
-    /// Function version.
-    pub version: u64,
-    /// Runtime.
-    pub runtime: Runtime,
-    /// Warm instances waiting for work.
-    pub idle: usize,
-    /// Instances running an invocation.
-    pub busy: usize,
-    /// Callers waiting for an instance.
-    pub queued: usize,
-    /// Most instances allowed.
-    pub max_instances: u32,
-}
+pub use hearth_core::status::PoolStatus;
 
 /// The right to run one invocation in this pool; frees its slot when dropped.
 pub struct Slot {

@@ -1,23 +1,22 @@
-//! One warm function container: the attached agent stream and the cgroup meter.
+//! The Docker part of a warm function instance: the attached agent stream and the cgroup meter.
 //!
 //! The engine multiplexes the container's stdout and stderr on one attach connection. A
 //! small task splits them: stdout bytes (the agent's frames) go through a channel that
-//! [`AgentStream`] reads like a pipe; stderr lines (the agent's log) go to `tracing` and
+//! [`crate::agent_stream::AgentStream`] reads like a pipe; stderr lines (the agent's log) go to `tracing` and
 //! to a tail kept for error messages. stdin is written directly. Usage is read straight
 //! from the container's cgroup files by a [`UsageMeter`], never through the engine.
 
-use crate::agent_stream::AgentStream;
 use crate::cgroup::UsageMeter;
+use crate::instance::{AgentInstance, InstanceHost};
 use crate::lines::LineSplitter;
-use crate::session::{self, LogTail};
-use crate::{Instance, InstanceRun, InvocationSink, SandboxError};
+use crate::session::LogTail;
+use crate::SandboxError;
 use async_trait::async_trait;
 use bollard::container::LogOutput;
 use bollard::query_parameters::RemoveContainerOptions;
 use bollard::Docker;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use hearth_core::protocol::InvokeSpec;
 use std::io;
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -38,7 +37,7 @@ pub(super) type AttachOutput =
 
 /// The attach connection's write half, made `Sync` by a mutex that is never locked:
 /// writes take `&mut self` and reach the writer through [`Mutex::get_mut`].
-pub(super) struct StdinWriter(Mutex<AttachInput>);
+pub struct StdinWriter(Mutex<AttachInput>);
 
 impl StdinWriter {
     pub(super) fn new(input: AttachInput) -> Self {
@@ -81,7 +80,7 @@ impl AsyncWrite for StdinWriter {
 
 /// The agent's stdout, as the demultiplexing task hands it over: reads like a pipe,
 /// ends when the container's output does.
-pub(super) struct StdoutReader {
+pub struct StdoutReader {
     chunks: mpsc::Receiver<io::Result<Bytes>>,
     current: Bytes,
 }
@@ -190,86 +189,35 @@ pub(super) async fn remove(docker: &Docker, id: &str) -> Result<(), bollard::err
     }
 }
 
-/// A running function container with its agent ready.
-pub struct DockerInstance {
-    pub(super) id: String,
+/// The Docker part of an instance: its container, the task splitting its output, and
+/// its cgroup's meter.
+pub struct Container {
     pub(super) container: String,
     pub(super) docker: Docker,
-    pub(super) stream: AgentStream<StdinWriter, StdoutReader>,
     pub(super) meter: UsageMeter,
-    pub(super) log_tail: LogTail,
     pub(super) output_task: JoinHandle<()>,
-    /// The function's output quota, MB: bounds what an exchange may stream.
-    pub(super) output_quota_mb: u64,
-    /// The container's uids, given back when the instance is dropped.
-    pub(super) uids: Option<crate::uids::UidLease>,
-    /// A build container: its result is an artifact, up to the build's size.
-    pub(super) builder: bool,
 }
 
-impl std::fmt::Debug for DockerInstance {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DockerInstance")
-            .field("id", &self.id)
-            .field("container", &self.container)
-            .finish_non_exhaustive()
-    }
-}
+/// A running function container with its agent ready.
+pub type DockerInstance = AgentInstance<Container>;
 
-impl DockerInstance {
-    /// An error for a broken instance, with the agent's last log lines.
-    pub(super) fn lost(&self, message: String) -> SandboxError {
-        let logs = self.log_tail.joined();
-        SandboxError::Lost {
-            instance: self.id.clone(),
-            message: if logs.is_empty() {
-                message
-            } else {
-                format!("{message} (agent log: {logs})")
-            },
-        }
+#[async_trait]
+impl InstanceHost for Container {
+    type Writer = StdinWriter;
+    type Reader = StdoutReader;
+
+    fn meter(&mut self, _instance: &str) -> Result<&mut UsageMeter, SandboxError> {
+        Ok(&mut self.meter)
     }
 
     /// Removes the container (and its volume); logs what fails.
-    pub(super) async fn teardown(self) {
-        if let Err(e) = remove(&self.docker, &self.container).await {
-            tracing::warn!(instance = %self.id, container = %self.container, error = %e,
+    async fn teardown(instance: &mut DockerInstance) {
+        let host = &instance.host;
+        if let Err(e) = remove(&host.docker, &host.container).await {
+            tracing::warn!(instance = %instance.id, container = %host.container, error = %e,
                 "cannot remove the container");
         }
-        self.output_task.abort();
-    }
-}
-
-#[async_trait]
-impl Instance for DockerInstance {
-    fn id(&self) -> &str {
-        &self.id
-    }
-
-    async fn run_event(
-        &mut self,
-        spec: InvokeSpec,
-        event: Bytes,
-        sink: &mut dyn InvocationSink,
-    ) -> Result<InstanceRun, SandboxError> {
-        let limits = session::event_limits(spec.timeout_ms, self.output_quota_mb, self.builder);
-        let answer = session::run_event(
-            &mut self.stream,
-            &mut self.meter,
-            spec,
-            event,
-            sink,
-            &limits,
-        )
-        .await;
-        match answer {
-            Err(SandboxError::Lost { message, .. }) => Err(self.lost(message)),
-            other => other,
-        }
-    }
-
-    async fn destroy(self: Box<Self>) {
-        self.teardown().await;
+        host.output_task.abort();
     }
 }
 

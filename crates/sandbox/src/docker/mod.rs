@@ -1,7 +1,7 @@
 //! The Docker backend: each instance is a warm, hardened container whose PID 1 is the
 //! agent, driven through the engine API (bollard, version negotiated: 1.41 here).
 //!
-//! [`DockerBackend::create`] creates the container (`container.rs`: no network, read-only
+//! [`DockerBackend::create_instance`] creates the container (`container.rs`: no network, read-only
 //! root, capabilities dropped but for the two the agent needs to leave root for the
 //! instance's own uids (`uids.rs`), limits, hearth's labels, no host mount),
 //! streams the code tar into its `/code` volume through the archive API, attaches to its
@@ -18,7 +18,7 @@
 //! Images are made by `hearth images build` ([`images`], [`rootfs`]) and tagged with the
 //! agent's digest; a backend starts only the images of its own agent.
 //!
-//! Builds of compiled functions ([`DockerBackend::create_docker_builder`]) run in a
+//! Builds of compiled functions ([`DockerBackend::create_build_instance`]) run in a
 //! container of the runtime's builder image (its toolchain inside), hardened like any
 //! other (no network, read-only root, the function's uids, limits), with a `/tmp` sized
 //! for a build. A Go build's module cache (the layer the worker fetched and checked on
@@ -38,13 +38,14 @@ mod stem;
 
 pub use bollard::Docker;
 pub use container::Limits;
-pub use instance::DockerInstance;
+pub use instance::{Container, DockerInstance};
 pub use stem::DockerStem;
 
+use crate::backend::TypedBackend;
 use crate::cgroup::{CgroupConfig, UsageMeter};
 use crate::session::{self, AgentSetup, LogTail};
 use crate::uids::{UidLease, UidPool, UidRange};
-use crate::{Instance, InstanceSpec, SandboxBackend, SandboxError};
+use crate::{InstanceSpec, SandboxError};
 use async_trait::async_trait;
 use bollard::body_full;
 use bollard::query_parameters::{
@@ -259,25 +260,6 @@ impl DockerBackend {
         removed
     }
 
-    /// [`SandboxBackend::create`] without the box.
-    pub async fn create_docker(&self, spec: InstanceSpec) -> Result<DockerInstance, SandboxError> {
-        if spec.layer.is_some() {
-            // A layer is a host directory: a container must not bind it.
-            return Err(SandboxError::Unavailable(format!(
-                "{} has dependencies installed at deploy, which only the native sandbox \
-                 mounts; with --sandbox docker, vendor them in the zip",
-                spec.function_name
-            )));
-        }
-        let image = self.images.get(&spec.runtime).ok_or_else(|| {
-            SandboxError::Unavailable(format!(
-                "no Docker image for {} functions: run `hearth images build`",
-                spec.runtime
-            ))
-        })?;
-        self.create_container(spec, image, Purpose::Serve).await
-    }
-
     /// Creates, fills, starts and initialises a container of `image` for `purpose`; on
     /// any failure the container is removed.
     async fn create_container(
@@ -378,30 +360,6 @@ impl DockerBackend {
         self.config.build_tmp_size_mb.min(spec.memory_mb).max(1)
     }
 
-    /// [`SandboxBackend::create_builder`] without the box: a container of the runtime's
-    /// builder image, whose one invocation compiles `spec`'s source. A dependency layer
-    /// (a Go module cache) is copied into its `/deps` volume.
-    pub async fn create_docker_builder(
-        &self,
-        spec: InstanceSpec,
-    ) -> Result<DockerInstance, SandboxError> {
-        let image = self.builders.get(&spec.runtime).ok_or_else(|| {
-            SandboxError::Unavailable(if spec.runtime.is_compiled() {
-                format!(
-                    "no Docker builder image for {} functions: run `hearth images build`",
-                    spec.runtime
-                )
-            } else {
-                format!(
-                    "the docker sandbox builds nothing for {} functions (dependencies are \
-                     only installed by the native sandbox)",
-                    spec.runtime
-                )
-            })
-        })?;
-        self.create_container(spec, image, Purpose::Build).await
-    }
-
     /// Copies the dependency layer at `layer` (a host directory the worker unpacked, its
     /// links kept as links) into the container's `/deps` volume through the archive API.
     async fn upload_layer(
@@ -500,18 +458,15 @@ impl DockerBackend {
                 return Err(e);
             }
         };
-        let instance = DockerInstance {
-            builder: false,
-            id: spec.instance_id.clone(),
+        let host = Container {
             container: container.to_string(),
             docker: self.docker.clone(),
-            stream,
             meter,
-            log_tail,
             output_task,
-            output_quota_mb: spec.output_quota_mb,
-            uids: None,
         };
+        let mut instance = DockerInstance::new(spec.instance_id.clone(), stream, host);
+        instance.log_tail = log_tail;
+        instance.output_quota_mb = spec.output_quota_mb;
         Ok(instance)
     }
 
@@ -539,7 +494,11 @@ impl DockerBackend {
         stem: bool,
     ) -> Result<DockerInstance, SandboxError> {
         let Some(uids) = instance.uids.as_ref() else {
-            return Err(instance.lost("started without its uids".into()));
+            let lost = SandboxError::Lost {
+                instance: instance.id.clone(),
+                message: "started without its uids".into(),
+            };
+            return Err(instance.with_agent_log(lost));
         };
         let init = session::init_spec(
             spec,
@@ -565,15 +524,11 @@ impl DockerBackend {
             self.config.init_timeout,
         )
         .await;
-        let ready = match answer {
-            Err(SandboxError::Lost { message, .. }) => Err(instance.lost(message)),
-            other => other,
-        };
-        match ready {
+        match answer.map_err(|error| instance.with_agent_log(error)) {
             Ok(ready) => {
                 tracing::debug!(
                     instance = %instance.id,
-                    container = %instance.container,
+                    container = %instance.host.container,
                     agent = %ready.agent_version,
                     init_ms = ready.init_ms,
                     "container ready"
@@ -581,7 +536,7 @@ impl DockerBackend {
                 Ok(instance)
             }
             Err(error) => {
-                instance.output_task.abort();
+                instance.host.output_task.abort();
                 Err(error)
             }
         }
@@ -611,41 +566,51 @@ impl DockerBackend {
 }
 
 #[async_trait]
-impl SandboxBackend for DockerBackend {
-    fn name(&self) -> &'static str {
-        "docker"
+impl TypedBackend for DockerBackend {
+    type Instance = DockerInstance;
+    const NAME: &'static str = "docker";
+    const BUILDS_WITH_LAYERS: bool = true;
+
+    async fn create_instance(&self, spec: InstanceSpec) -> Result<DockerInstance, SandboxError> {
+        if spec.layer.is_some() {
+            // A layer is a host directory: a container must not bind it.
+            return Err(SandboxError::Unavailable(format!(
+                "{} has dependencies installed at deploy, which only the native sandbox \
+                 mounts; with --sandbox docker, vendor them in the zip",
+                spec.function_name
+            )));
+        }
+        let image = self.images.get(&spec.runtime).ok_or_else(|| {
+            SandboxError::Unavailable(format!(
+                "no Docker image for {} functions: run `hearth images build`",
+                spec.runtime
+            ))
+        })?;
+        self.create_container(spec, image, Purpose::Serve).await
     }
 
-    async fn create(&self, spec: InstanceSpec) -> Result<Box<dyn Instance>, SandboxError> {
-        Ok(Box::new(self.create_docker(spec).await?))
-    }
-
-    fn builds_with_layers(&self) -> bool {
-        true
-    }
-
-    async fn create_builder(&self, spec: InstanceSpec) -> Result<Box<dyn Instance>, SandboxError> {
-        Ok(Box::new(self.create_docker_builder(spec).await?))
-    }
-
-    fn stem_kind(&self, spec: &InstanceSpec) -> Option<crate::stem::StemKind> {
-        self.docker_stem_kind(spec)
-    }
-
-    async fn create_stem(
+    /// A container of the runtime's builder image, whose one invocation compiles
+    /// `spec`'s source. A dependency layer (a Go module cache) is copied into its
+    /// `/deps` volume.
+    async fn create_build_instance(
         &self,
-        kind: &crate::stem::StemKind,
-    ) -> Result<Box<dyn crate::stem::Stem>, SandboxError> {
-        Ok(Box::new(self.create_docker_stem(kind).await?))
-    }
-
-    async fn specialize(
-        &self,
-        stem: Box<dyn crate::stem::Stem>,
         spec: InstanceSpec,
-    ) -> Result<Box<dyn Instance>, SandboxError> {
-        let stem = DockerStem::take(stem, "Docker")?;
-        Ok(Box::new(self.specialize_docker(stem, spec).await?))
+    ) -> Result<DockerInstance, SandboxError> {
+        let image = self.builders.get(&spec.runtime).ok_or_else(|| {
+            SandboxError::Unavailable(if spec.runtime.is_compiled() {
+                format!(
+                    "no Docker builder image for {} functions: run `hearth images build`",
+                    spec.runtime
+                )
+            } else {
+                format!(
+                    "the docker sandbox builds nothing for {} functions (dependencies are \
+                     only installed by the native sandbox)",
+                    spec.runtime
+                )
+            })
+        })?;
+        self.create_container(spec, image, Purpose::Build).await
     }
 }
 

@@ -9,10 +9,13 @@
 //! `/tmp` and `/output` tmpfs sizes. A stem's labels name no function (they cannot
 //! change once the container exists); its instance id does not either.
 
-use super::{container, instance, DockerBackend, DockerInstance};
+use super::{container, instance, Container, DockerBackend, DockerInstance};
+use crate::backend::StemBackend;
+use crate::instance::InstanceHost;
 use crate::session;
 use crate::stem::{StemKind, WaitingStem};
 use crate::{InstanceSpec, SandboxError};
+use async_trait::async_trait;
 use bollard::models::ContainerUpdateBody;
 use bollard::query_parameters::CreateContainerOptions;
 use bytes::Bytes;
@@ -24,10 +27,11 @@ static NEXT: AtomicU64 = AtomicU64::new(0);
 /// A waiting Docker stem.
 pub type DockerStem = WaitingStem<DockerInstance>;
 
-impl DockerBackend {
+#[async_trait]
+impl StemBackend for DockerBackend {
     /// A version without a dependency layer whose runtime has an image can start from a
     /// stem with its `/tmp` and `/output` sizes.
-    pub(super) fn docker_stem_kind(&self, spec: &InstanceSpec) -> Option<StemKind> {
+    fn kind_of_stem(&self, spec: &InstanceSpec) -> Option<StemKind> {
         if spec.layer.is_some() || !self.images.contains_key(&spec.runtime) {
             return None;
         }
@@ -40,7 +44,7 @@ impl DockerBackend {
     }
 
     /// Creates, attaches and starts a stem container of `kind`.
-    pub async fn create_docker_stem(&self, kind: &StemKind) -> Result<DockerStem, SandboxError> {
+    async fn grow_stem(&self, kind: &StemKind) -> Result<DockerStem, SandboxError> {
         let image = self.images.get(&kind.runtime).ok_or_else(|| {
             SandboxError::Unavailable(format!("no Docker image for {} stems", kind.runtime))
         })?;
@@ -115,7 +119,7 @@ impl DockerBackend {
 
     /// Makes `stem` `spec`'s instance (keeping the stem's id): the function's memory
     /// and CPU, its code, then `Init`. The container is removed on any failure.
-    pub async fn specialize_docker(
+    async fn specialize_stem(
         &self,
         stem: DockerStem,
         spec: InstanceSpec,
@@ -152,7 +156,7 @@ impl DockerBackend {
             // Two independent engine calls, both done before the code loads: at once.
             let limited = async {
                 self.docker
-                    .update_container(&instance.container, update)
+                    .update_container(&instance.host.container, update)
                     .await
                     .map_err(|e| SandboxError::Spawn {
                         instance: instance.id.clone(),
@@ -160,13 +164,13 @@ impl DockerBackend {
                     })
             };
             let (limited, uploaded) =
-                tokio::join!(limited, self.upload_code(&spec, &instance.container));
+                tokio::join!(limited, self.upload_code(&spec, &instance.host.container));
             limited?;
             uploaded?;
             Ok::<_, SandboxError>(image.clone())
         }
         .await;
-        let container = instance.container.clone();
+        let container = instance.host.container.clone();
         let ready = match prepared {
             Ok(_) => {
                 // The code is in /code: `Specialize` carries no payload.
@@ -180,15 +184,14 @@ impl DockerBackend {
                 .await;
                 match answer {
                     Ok(_) => Ok(instance),
-                    Err(SandboxError::Lost { message, .. }) => Err(instance.lost(message)),
                     Err(error) => {
-                        instance.output_task.abort();
-                        Err(error)
+                        instance.host.output_task.abort();
+                        Err(instance.with_agent_log(error))
                     }
                 }
             }
             Err(error) => {
-                instance.teardown().await;
+                Container::teardown(&mut instance).await;
                 return Err(error);
             }
         };

@@ -1,19 +1,19 @@
 //! The native backend: each instance is the agent in fresh Linux namespaces and its own
 //! cgroup, with no daemon in between.
 //!
-//! [`NativeBackend::create`] makes the instance's cgroup, spawns the agent straight into
+//! [`NativeBackend::create_instance`] makes the instance's cgroup, spawns the agent straight into
 //! it and into new mount/pid/net/ipc/uts namespaces (`spawn.rs`), and hands it an `Init`
 //! frame with the code tar. The agent, still root, builds a tmpfs root on the shared
 //! empty mount point (each instance in its own private mount namespace), binds the
 //! runtime directories read-only, pivots, drops to the instance's own uids (`uids.rs`)
 //! without capabilities, and
-//! answers `Ready`. Each [`NativeInstance::run_event`] then costs one frame each way plus a
+//! answers `Ready`. Each [`crate::Instance::run_event`] then costs one frame each way plus a
 //! few cgroup file reads.
 //!
 //! Needs root (namespaces, cgroups, mounts). Interpreters are resolved once, at
 //! [`NativeBackend::new`], past shims and symlinks (`interpreter.rs`), and so are the
 //! compiled runtimes' toolchains (`g++`, `go`, under the read-only `/usr`): a build
-//! ([`NativeBackend::create_native_builder`]) is an instance like any other (same
+//! ([`NativeBackend::create_build_instance`]) is an instance like any other (same
 //! namespaces, cgroup limits, seccomp filter, no network) whose agent runs the toolchain
 //! in a `/tmp` sized for it; an instance serving a compiled function runs the built
 //! program from its code dir, with no interpreter.
@@ -27,14 +27,16 @@ pub use stem::NativeStem;
 pub use interpreter::{ProgramError, Rejection};
 
 use crate::agent_stream::AgentStream;
+use crate::backend::TypedBackend;
+use crate::cgroup::UsageMeter;
 use crate::cgroup::{CgroupConfig, CgroupHost, CgroupLimits, CpuQuota, InstanceCgroup};
+use crate::instance::{AgentInstance, InstanceHost};
 use crate::lines::LineSplitter;
 use crate::session::{self, AgentSetup, LogTail};
 use crate::uids::{UidLease, UidPool, UidRange};
-use crate::{Instance, InstanceRun, InstanceSpec, InvocationSink, SandboxBackend, SandboxError};
+use crate::{InstanceSpec, SandboxError};
 use async_trait::async_trait;
-use bytes::Bytes;
-use hearth_core::protocol::{InitSpec, InvokeSpec, Purpose, RootSetup, ToAgent};
+use hearth_core::protocol::{InitSpec, Purpose, RootSetup, ToAgent};
 use hearth_core::Runtime;
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -224,20 +226,6 @@ impl NativeBackend {
         }
     }
 
-    /// [`SandboxBackend::create`] without the box: starts the agent, loads the code and
-    /// waits (at most `init_timeout`) for it to be ready.
-    pub async fn create_native(&self, spec: InstanceSpec) -> Result<NativeInstance, SandboxError> {
-        self.start(spec, Purpose::Serve).await
-    }
-
-    /// [`SandboxBackend::create_builder`] without the box.
-    pub async fn create_native_builder(
-        &self,
-        spec: InstanceSpec,
-    ) -> Result<NativeInstance, SandboxError> {
-        self.start(spec, Purpose::Build).await
-    }
-
     async fn start(
         &self,
         spec: InstanceSpec,
@@ -384,42 +372,22 @@ fn prepare_mount_point(data_dir: &Path) -> Result<PathBuf, SandboxError> {
 }
 
 #[async_trait]
-impl SandboxBackend for NativeBackend {
-    fn name(&self) -> &'static str {
-        "native"
+impl TypedBackend for NativeBackend {
+    type Instance = NativeInstance;
+    const NAME: &'static str = "native";
+    const MOUNTS_LAYERS: bool = true;
+
+    /// Starts the agent, loads the code and waits (at most `init_timeout`) for it to be
+    /// ready.
+    async fn create_instance(&self, spec: InstanceSpec) -> Result<NativeInstance, SandboxError> {
+        self.start(spec, Purpose::Serve).await
     }
 
-    fn mounts_layers(&self) -> bool {
-        true
-    }
-
-    async fn create(&self, spec: InstanceSpec) -> Result<Box<dyn Instance>, SandboxError> {
-        Ok(Box::new(self.create_native(spec).await?))
-    }
-
-    async fn create_builder(&self, spec: InstanceSpec) -> Result<Box<dyn Instance>, SandboxError> {
-        Ok(Box::new(self.create_native_builder(spec).await?))
-    }
-
-    fn stem_kind(&self, spec: &InstanceSpec) -> Option<crate::stem::StemKind> {
-        self.native_stem_kind(spec)
-    }
-
-    async fn create_stem(
+    async fn create_build_instance(
         &self,
-        kind: &crate::stem::StemKind,
-    ) -> Result<Box<dyn crate::stem::Stem>, SandboxError> {
-        Ok(Box::new(self.create_native_stem(kind).await?))
-    }
-
-    async fn specialize(
-        &self,
-        stem: Box<dyn crate::stem::Stem>,
         spec: InstanceSpec,
-    ) -> Result<Box<dyn Instance>, SandboxError> {
-        // A foreign stem is dropped: its processes die with it.
-        let stem = NativeStem::take(stem, "native")?;
-        Ok(Box::new(self.specialize_native(stem, spec).await?))
+    ) -> Result<NativeInstance, SandboxError> {
+        self.start(spec, Purpose::Build).await
     }
 }
 
@@ -440,32 +408,17 @@ fn forward_stderr(instance: String, stderr: ChildStderr, tail: LogTail) -> JoinH
     })
 }
 
-/// One running agent, serving one function version.
-pub struct NativeInstance {
-    id: String,
-    // Fields drop in order: the stream (the agent's stdin closes), the process (killed
-    // on drop), then the cgroup (everything left in it killed, directories removed).
-    stream: AgentStream<ChildStdin, ChildStdout>,
+/// The native part of an instance: the outer agent's process and the instance's cgroup.
+pub struct AgentProcess {
+    // Fields drop in order: the process (killed on drop), then the cgroup (everything
+    // left in it killed, directories removed).
     child: Child,
     cgroup: Option<InstanceCgroup>,
-    log_tail: LogTail,
     stderr_task: Option<JoinHandle<()>>,
-    /// The function's output quota, MB: bounds what an exchange may stream.
-    output_quota_mb: u64,
-    /// A build sandbox, whose answer may be as large as a program or dependency set.
-    builder: bool,
-    /// The instance's uids, given back once everything in it is dead (dropped last).
-    uids: Option<UidLease>,
 }
 
-impl std::fmt::Debug for NativeInstance {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NativeInstance")
-            .field("id", &self.id)
-            .field("pid", &self.child.id())
-            .finish_non_exhaustive()
-    }
-}
+/// One running agent, serving one function version.
+pub type NativeInstance = AgentInstance<AgentProcess>;
 
 impl NativeInstance {
     /// Spawns the agent into `cgroup` and new namespaces.
@@ -487,33 +440,27 @@ impl NativeInstance {
         };
         let log_tail = LogTail::default();
         let stderr_task = forward_stderr(id.clone(), stderr, log_tail.clone());
-        Ok(Self {
-            stream: AgentStream::new(id.clone(), stdin, stdout),
-            id,
+        let host = AgentProcess {
             child,
             cgroup: Some(cgroup),
-            log_tail,
             stderr_task: Some(stderr_task),
-            output_quota_mb: 0,
-            builder: false,
-            uids: None,
-        })
+        };
+        let stream = AgentStream::new(id.clone(), stdin, stdout);
+        let mut instance = Self::new(id, stream, host);
+        instance.log_tail = log_tail;
+        Ok(instance)
     }
 
     /// The agent's process id (outside the sandbox's pid namespace): the outer agent,
     /// which only waits for the sandbox's PID 1.
     pub fn pid(&self) -> Option<u32> {
-        self.child.id()
-    }
-
-    /// The instance's host uids: (the agent's, the function's).
-    pub fn uids(&self) -> Option<(u32, u32)> {
-        self.uids.as_ref().map(|u| (u.agent, u.function))
+        self.host.child.id()
     }
 
     /// The instance's cgroup directories (empty once destroyed).
     pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
-        self.cgroup
+        self.host
+            .cgroup
             .as_ref()
             .map(|c| c.dirs().to_vec())
             .unwrap_or_default()
@@ -522,86 +469,57 @@ impl NativeInstance {
     /// Tears the instance down after a failed start and returns the error, with what
     /// the agent last said added to a lost stream's message.
     async fn fail(mut self, error: SandboxError) -> SandboxError {
-        self.teardown().await;
-        if let Some(task) = self.stderr_task.take() {
+        AgentProcess::teardown(&mut self).await;
+        if let Some(task) = self.host.stderr_task.take() {
             // Everything is dead, so stderr ends; do not wait long for its last lines.
             let _ = tokio::time::timeout(Duration::from_millis(500), task).await;
         }
-        let said = self.log_tail.joined();
-        match error {
-            SandboxError::Lost { instance, message } if !said.is_empty() => SandboxError::Lost {
-                instance,
-                message: format!("{message}; the agent said: {said}"),
-            },
-            SandboxError::Spawn { instance, message } if !said.is_empty() => SandboxError::Spawn {
-                instance,
-                message: format!("{message}; the agent said: {said}"),
-            },
-            other => other,
+        self.with_agent_log(error)
+    }
+}
+
+#[async_trait]
+impl InstanceHost for AgentProcess {
+    type Writer = ChildStdin;
+    type Reader = ChildStdout;
+
+    fn meter(&mut self, instance: &str) -> Result<&mut UsageMeter, SandboxError> {
+        match self.cgroup.as_mut() {
+            Some(cgroup) => cgroup.meter(),
+            None => Err(SandboxError::Lost {
+                instance: instance.to_string(),
+                message: "the instance was destroyed".into(),
+            }),
         }
     }
 
     /// Asks the agent to stop, kills it after [`SHUTDOWN_GRACE`], then empties and
     /// removes the cgroup.
-    async fn teardown(&mut self) {
+    async fn teardown(instance: &mut NativeInstance) {
+        let (id, stream, host) = (&instance.id, &mut instance.stream, &mut instance.host);
         let polite = async {
-            if self.stream.send(&ToAgent::Shutdown, b"").await.is_ok() {
-                let _ = self.child.wait().await;
+            if stream.send(&ToAgent::Shutdown, b"").await.is_ok() {
+                let _ = host.child.wait().await;
             }
         };
         if tokio::time::timeout(SHUTDOWN_GRACE, polite).await.is_err() {
-            tracing::debug!(instance = %self.id, "agent ignored shutdown; killing it");
+            tracing::debug!(instance = %id, "agent ignored shutdown; killing it");
         }
-        if let Err(e) = self.child.start_kill() {
+        if let Err(e) = host.child.start_kill() {
             // InvalidInput: it already exited.
             if e.kind() != std::io::ErrorKind::InvalidInput {
-                tracing::warn!(instance = %self.id, error = %e, "cannot kill the agent");
+                tracing::warn!(instance = %id, error = %e, "cannot kill the agent");
             }
         }
-        let _ = self.child.wait().await;
-        if let Some(cgroup) = self.cgroup.take() {
-            let id = self.id.clone();
+        let _ = host.child.wait().await;
+        if let Some(cgroup) = host.cgroup.take() {
+            let id = id.clone();
             match tokio::task::spawn_blocking(move || cgroup.destroy()).await {
                 Ok(true) => {}
                 Ok(false) => tracing::warn!(instance = %id, "instance cgroup not fully removed"),
                 Err(e) => tracing::warn!(instance = %id, error = %e, "cgroup removal panicked"),
             }
         }
-    }
-}
-
-#[async_trait]
-impl Instance for NativeInstance {
-    fn id(&self) -> &str {
-        &self.id
-    }
-
-    async fn run_event(
-        &mut self,
-        spec: InvokeSpec,
-        event: Bytes,
-        sink: &mut dyn InvocationSink,
-    ) -> Result<InstanceRun, SandboxError> {
-        let limits = session::event_limits(spec.timeout_ms, self.output_quota_mb, self.builder);
-        let Some(cgroup) = self.cgroup.as_mut() else {
-            return Err(SandboxError::Lost {
-                instance: self.id.clone(),
-                message: "the instance was destroyed".into(),
-            });
-        };
-        session::run_event(
-            &mut self.stream,
-            cgroup.meter()?,
-            spec,
-            event,
-            sink,
-            &limits,
-        )
-        .await
-    }
-
-    async fn destroy(mut self: Box<Self>) {
-        self.teardown().await;
     }
 }
 

@@ -10,10 +10,12 @@
 //! nothing but the runtime's own files, so there is nothing of anyone's in it to leak.
 
 use super::{NativeBackend, NativeInstance, MIB};
+use crate::backend::StemBackend;
 use crate::cgroup::{CgroupLimits, CpuQuota};
 use crate::session;
 use crate::stem::{StemKind, WaitingStem};
 use crate::{InstanceSpec, SandboxError};
+use async_trait::async_trait;
 use hearth_core::protocol::Purpose;
 use hearth_core::protocol::RootSetup;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,12 +30,13 @@ pub type NativeStem = WaitingStem<NativeInstance>;
 /// known, of [`super::root_size_mb`] of this.
 const STEM_CODE_BYTES: usize = 16 << 20;
 
-impl NativeBackend {
+#[async_trait]
+impl StemBackend for NativeBackend {
     /// Native stems serve every runtime the host can run, except a version with a
     /// dependency layer (bound at root setup from a path only its own spec names) or
     /// code larger than [`STEM_CODE_BYTES`]. Their `/tmp` and `/output` are made with the
     /// root, so they are part of the kind.
-    pub(super) fn native_stem_kind(&self, spec: &InstanceSpec) -> Option<StemKind> {
+    fn kind_of_stem(&self, spec: &InstanceSpec) -> Option<StemKind> {
         let usable = spec.layer.is_none()
             && spec.code_tar.len() <= STEM_CODE_BYTES
             && self.program(spec.runtime, Purpose::Serve).is_ok();
@@ -47,7 +50,7 @@ impl NativeBackend {
 
     /// Spawns a stem of `kind`: a cgroup with the stem's limits, the agent in it, its
     /// root built and its interpreter started (`Init` with `stem` set, answered `Ready`).
-    pub async fn create_native_stem(&self, kind: &StemKind) -> Result<NativeStem, SandboxError> {
+    async fn grow_stem(&self, kind: &StemKind) -> Result<NativeStem, SandboxError> {
         let id = format!(
             "stem-{}-{}-{}",
             kind.runtime,
@@ -98,7 +101,7 @@ impl NativeBackend {
 
     /// Makes `stem` `spec`'s instance (keeping the stem's id and uids): the function's
     /// limits on its cgroup, then `Specialize` with its environment and code.
-    pub async fn specialize_native(
+    async fn specialize_stem(
         &self,
         stem: NativeStem,
         spec: InstanceSpec,
@@ -111,6 +114,7 @@ impl NativeBackend {
         };
         instance.output_quota_mb = spec.output_quota_mb;
         let limited = instance
+            .host
             .cgroup
             .as_ref()
             .ok_or_else(|| SandboxError::Lost {
