@@ -12,7 +12,9 @@
 // It loads CODE_DIR/index.js, writes the one-byte marker "R" on fd 3 (or, if the code
 // fails to load, {"init_error": {type, message, trace}} and exits), then blocks on fd 0
 // until the agent hands it an event, calls exports.handler(event, context) once, writes
-// {"ok": value} or {"error": {type, message, trace}} on fd 3 and exits.
+// {"ok": value} or {"error": {type, message, trace}} on fd 3, closes fd 3 once stdout and
+// stderr are flushed (the agent then ends the process: node's teardown is nobody's wait)
+// and exits.
 'use strict';
 
 const fs = require('fs');
@@ -73,12 +75,22 @@ function errorInfo(e) {
   return { type: 'Error', message: String(message), trace: '' };
 }
 
-// Exits once stdout and stderr have handed everything to the kernel.
-function flushAndExit(code) {
+// Exits once stdout and stderr have handed everything to the kernel. With `closeResult`
+// (a result was written), fd 3 is closed first: the agent takes that as the end of the
+// invocation and ends the process at once, without waiting for node's own teardown.
+function flushAndExit(code, closeResult) {
   let pending = 2;
   const done = () => {
     pending -= 1;
-    if (pending === 0) process.exit(code);
+    if (pending !== 0) return;
+    if (closeResult) {
+      try {
+        fs.closeSync(RESULT_FD);
+      } catch (_) {
+        // already closed by the handler: the exit says the rest
+      }
+    }
+    process.exit(code);
   };
   process.stdout.write('', done);
   process.stderr.write('', done);
@@ -195,7 +207,7 @@ async function main() {
       });
     }
     writeAll(RESULT_FD, text);
-    flushAndExit(0);
+    flushAndExit(0, true);
   };
   const fail = (e) => finish({ error: errorInfo(e) });
   process.on('uncaughtException', fail);

@@ -1,4 +1,4 @@
-//! The cgroup with the function's CPU quota (native sandbox, cgroup v1): the agent itself
+//! The cgroup with the function's CPU quota (native sandbox on cgroup v1, containers): the agent itself
 //! stays outside it, so that reading pipes, reaping and sweeping after each invocation
 //! never spend a small function's share and stall its next call; every process the agent
 //! starts joins it before it runs anything (the Python zygote's forks inherit it).
@@ -6,8 +6,9 @@
 //! The worker opens the group's `cgroup.procs` as root and passes the fd, named by
 //! [`FUNCTION_CGROUP_FD_ENV`]; the kernel checks the opener's credentials, so the write
 //! still works after the agent dropped its own. The fd is close-on-exec in the agent:
-//! no runtime process ever holds it. Without the variable (Docker, tests) there is no
-//! such group: the quota is the whole sandbox's.
+//! no runtime process ever holds it. In a container the worker hands the same fd over a
+//! socket instead ([`crate::cpu_handover`]). Without either (tests, a v2 native host)
+//! there is no such group: the quota is the whole sandbox's.
 
 use crate::error::{check, AgentError, ConfigError};
 use hearth_core::protocol::FUNCTION_CGROUP_FD_ENV;
@@ -38,10 +39,16 @@ pub fn adopt() -> Result<(), AgentError> {
         .ok_or_else(|| ConfigError::CgroupFd {
             value: value.clone(),
         })?;
+    install(fd)
+}
+
+/// Makes `fd` (the group's `cgroup.procs`, ours alone) the group's fd: moved high,
+/// close-on-exec. Call at start, single-threaded.
+pub fn install(fd: i32) -> Result<(), AgentError> {
     // SAFETY: F_DUPFD_CLOEXEC on an fd number; no pointers. A closed fd fails with EBADF.
     let moved = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, HIGH_FD) };
     let moved = check(moved, || format!("take the function's cgroup fd {fd}"))?;
-    // SAFETY: `fd` was inherited for us alone and is now duplicated.
+    // SAFETY: `fd` was handed to us alone and is now duplicated.
     unsafe { libc::close(fd) };
     PROCS_FD.store(moved, Ordering::Relaxed);
     Ok(())

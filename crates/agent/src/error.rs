@@ -148,6 +148,9 @@ pub enum ConfigError {
         /// The variable's value.
         value: OsString,
     },
+    /// The worker's handover of the function's CPU group failed (see `cpu_handover.rs`).
+    #[error("the CPU group handover failed: {0}")]
+    CpuGroupHandover(&'static str),
     /// This agent has no such runtime.
     #[error("runtime {0} is not supported by this agent")]
     UnsupportedRuntime(Runtime),

@@ -10,11 +10,12 @@
 //!
 //! Never: creates namespaces or cgroups (the worker spawns it inside them), reads cgroup
 //! counters (the worker does, right after the result), talks to anything but its own
-//! stdio, or runs user code in a process that outlives its invocation.
+//! stdio (in a container, also the worker's one connection handing it its CPU group at
+//! start), or runs user code in a process that outlives its invocation.
 //!
 //! Layout: `main.rs` (startup and the frame loop), `channel.rs` (the protocol stream),
 //! `setup.rs` (root file system), `code.rs` (code tar, runtime files), `cpu_group.rs`
-//! (the cgroup with the function's CPU quota), `privileges.rs` (caps, uid, seccomp), `instance.rs` (what runtimes share), `runner.rs` (the trait
+//! (the cgroup with the function's CPU quota), `cpu_handover.rs` (its fd, in a container), `privileges.rs` (caps, uid, seccomp), `instance.rs` (what runtimes share), `runner.rs` (the trait
 //! every runtime implements), `runtime.rs` (which runtime serves: the only file that
 //! knows them all), `python.rs` (zygote), `node.rs` (standby), `binary.rs` (compiled
 //! programs), `build.rs` (their build), `manifest.rs` (the artifact's manifest, written
@@ -58,6 +59,7 @@ mod build;
 mod channel;
 mod code;
 mod cpu_group;
+mod cpu_handover;
 mod error;
 mod exit;
 mod install;
@@ -117,7 +119,8 @@ fn agent_main() -> i32 {
     // SAFETY: umask only sets a process attribute.
     unsafe { libc::umask(0o022) };
     // The one inherited fd the agent keeps (moved high), before every other is closed.
-    let adopted = cpu_group::adopt();
+    // In a container the same fd comes over a socket (before anything else runs there).
+    let adopted = cpu_group::adopt().and_then(|()| cpu_handover::receive());
     let mut channel = match Channel::from_stdio(cpu_group::fd()) {
         Ok(channel) => channel,
         Err(e) => {

@@ -6,7 +6,9 @@
 //! `B` on fd 3 and waits for `G` on fd 0 (meanwhile the agent moves it into the function's
 //! CPU quota: node's own start is not the function's work). It writes the marker `R` on
 //! fd 3 once `index.js` is loaded, then blocks reading its event. Warm path: write the event,
-//! close the pipe, wait for the result and the exit. The next standby is started right
+//! close the pipe, wait for the result; the bootstrap closes fd 3 once it is written and
+//! stdout/stderr are flushed, and the agent then kills it rather than wait ~10-40 ms for
+//! node's teardown (V8's, its threads'). The next standby is started right
 //! after the result has gone to the worker. What a standby prints while it loads is held
 //! and logged with the invocation that uses it. That life cycle is [`crate::standby`]'s;
 //! this file says how node starts, takes its event and fails to load.
@@ -45,6 +47,7 @@ fn spawn_node(inst: &mut Instance, stem: bool) -> Result<Proc, AgentError> {
     // NODE_OPTIONS could make it load the function's code (`--require`) first.
     let outside_quota = !env.iter().any(|(key, _)| key == "NODE_OPTIONS");
     Proc::spawn_booting(inst, &interpreter, &args, &env, limits, outside_quota)
+        .map(Proc::ends_with_its_result)
 }
 
 /// A stem's standby: node starting with no code and the environment of no function.

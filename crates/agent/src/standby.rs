@@ -45,6 +45,8 @@ pub struct Proc {
     booting: Option<bool>,
     /// Whether its result pipe starts with [`BOOTED`].
     boots: bool,
+    /// Whether the end of its result pipe ends the invocation (see [`Proc::ends_with_its_result`]).
+    ends_with_result: bool,
 }
 
 impl Proc {
@@ -117,7 +119,18 @@ impl Proc {
             ready: false,
             booting,
             boots: booting.is_some(),
+            ends_with_result: false,
         })
+    }
+
+    /// Makes the end of its result pipe the end of the invocation: a runtime that closes
+    /// fd 3 only once its result is written and its output flushed, right before it
+    /// exits with 0 (the Node.js bootstrap), is killed then instead of being waited for
+    /// through its own teardown; that exit reads as the 0 it was about to be. An exit
+    /// already under way keeps its own status (the kill cannot change it).
+    pub fn ends_with_its_result(mut self) -> Proc {
+        self.ends_with_result = true;
+        self
     }
 
     /// What came on the result pipe after the boot marker.
@@ -208,6 +221,7 @@ impl Proc {
         log: &mut dyn LogSink,
     ) -> Ending {
         let mut outbox = Outbox::new(input, 0);
+        let mut ended_by_us = false;
         loop {
             if let Some(fd) = &self.input {
                 outbox.pump(fd.as_raw_fd());
@@ -230,8 +244,16 @@ impl Proc {
             self.pipes.pump(log);
             if fds[0].revents != 0 {
                 if let ChildState::Exited(info) = inst.reaper.state(self.pid) {
-                    return Ending::Exited(info);
+                    return Ending::Exited(
+                        match ended_by_us && info.signal() == Some(libc::SIGKILL) {
+                            true => ExitInfo { status: 0, ..info },
+                            false => info,
+                        },
+                    );
                 }
+            }
+            if self.ends_with_result && !ended_by_us && self.pipes.result.raw_fd().is_none() {
+                ended_by_us = process::kill(self.pid, libc::SIGKILL);
             }
         }
     }

@@ -83,3 +83,42 @@ fn es_modules_and_large_events_work() {
     );
     assert_eq!(reply.value(), json!({"len": 3 << 20}));
 }
+
+#[test]
+fn the_closed_result_pipe_ends_the_process_and_an_exit_of_its_own_keeps_its_status() {
+    let code = "const fs = require('fs');\n\
+exports.handler = (event) => {\n\
+  if (event.action === 'log') { for (let i = 0; i < 2000; i++) console.log('line ' + i); return 'logged'; }\n\
+  if (event.action === 'exit') { process.exit(3); }\n\
+  if (event.action === 'close') { fs.closeSync(3); for (;;) {} }\n\
+};\n";
+    let (mut agent, first) = agent_with(code);
+    assert!(matches!(first, FromAgent::Ready(_)), "{first:?}");
+    // Everything printed before the result is there: the bootstrap flushed first.
+    let logged = agent.invoke("l", 30_000, r#"{"action": "log"}"#);
+    assert_eq!(logged.value(), json!("logged"));
+    assert_eq!(logged.outcome.exit_code, Some(0));
+    assert_eq!(logged.outcome.signal, None);
+    assert!(
+        logged.outcome.output.stdout.contains("line 1999") || logged.outcome.output.truncated,
+        "{:?}",
+        logged.outcome.output
+    );
+    let exited = agent.invoke("e", 30_000, r#"{"action": "exit"}"#);
+    assert_eq!(exited.outcome.exit_code, Some(3), "{:?}", exited.outcome);
+    assert_eq!(exited.outcome.status, OutcomeStatus::Crashed);
+    // A handler closing fd 3 itself and spinning is ended then, not at its timeout.
+    let closed = agent.invoke("c", 30_000, r#"{"action": "close"}"#);
+    assert_eq!(
+        closed.outcome.status,
+        OutcomeStatus::Crashed,
+        "{:?}",
+        closed.outcome
+    );
+    let after = agent.invoke("a", 30_000, r#"{"action": "log"}"#);
+    assert_eq!(
+        after.value(),
+        json!("logged"),
+        "the next call gets a fresh process"
+    );
+}

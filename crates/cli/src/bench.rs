@@ -129,6 +129,9 @@ struct Throughput {
     completed: usize,
     per_second: f64,
     errors: usize,
+    /// What the first few errors were (status and message), so that one can be chased.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    error_samples: Vec<String>,
     latency: Latency,
 }
 
@@ -712,31 +715,30 @@ async fn throughput(client: &Client, name: &str, clients: usize, length: Duratio
         let request = client.request(Method::POST, &format!("/v1/functions/{name}/invoke"));
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
-            let mut errors = 0usize;
+            let mut errors = Vec::new();
             while Instant::now() < deadline {
                 let Some(request) = request.try_clone() else {
                     break;
                 };
                 let t = Instant::now();
-                match request.body("{}").send().await {
-                    Ok(r) if r.status().is_success() => match r.json::<InvocationObject>().await {
-                        Ok(v) if v.invocation.status == InvocationStatus::Success => {
-                            latencies.push(t.elapsed().as_secs_f64() * 1e3)
-                        }
-                        _ => errors += 1,
-                    },
-                    _ => errors += 1,
+                match call_once(request).await {
+                    Ok(()) => latencies.push(t.elapsed().as_secs_f64() * 1e3),
+                    Err(error) => errors.push(format!(
+                        "after {:.1} s, {:.0} ms into the call: {error}",
+                        started.elapsed().as_secs_f64(),
+                        t.elapsed().as_secs_f64() * 1e3
+                    )),
                 }
             }
             (latencies, errors)
         }));
     }
     let mut all = Vec::new();
-    let mut errors = 0;
+    let mut errors = Vec::new();
     for task in tasks {
         if let Ok((latencies, e)) = task.await {
             all.extend(latencies);
-            errors += e;
+            errors.extend(e);
         }
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -745,8 +747,40 @@ async fn throughput(client: &Client, name: &str, clients: usize, length: Duratio
         seconds,
         completed: all.len(),
         per_second: all.len() as f64 / seconds,
-        errors,
+        errors: errors.len(),
+        error_samples: errors.into_iter().take(THROUGHPUT_ERROR_SAMPLES).collect(),
         latency: Latency::of(all),
+    }
+}
+
+/// Errors of the throughput run kept with their reason.
+const THROUGHPUT_ERROR_SAMPLES: usize = 5;
+
+/// One call of the throughput run: a successful invocation, or why not.
+async fn call_once(request: reqwest::RequestBuilder) -> Result<(), String> {
+    let response = request
+        .body("{}")
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {e:#}"))?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| format!("{status}, body unreadable: {e:#}"))?;
+    let text = || {
+        String::from_utf8_lossy(&body)
+            .chars()
+            .take(300)
+            .collect::<String>()
+    };
+    if !status.is_success() {
+        return Err(format!("{status}: {}", text()));
+    }
+    match serde_json::from_slice::<InvocationObject>(&body) {
+        Ok(v) if v.invocation.status == InvocationStatus::Success => Ok(()),
+        Ok(_) => Err(format!("invocation failed: {}", text())),
+        Err(e) => Err(format!("{status}, not an invocation ({e}): {}", text())),
     }
 }
 
@@ -959,6 +993,9 @@ fn print_table(r: &Report) {
         "throughput: {:.0} invocations/s ({} completed, {} errors, {} clients, python)",
         t.per_second, t.completed, t.errors, t.clients
     );
+    for sample in &t.error_samples {
+        println!("  error: {sample}");
+    }
     println!();
     println!(
         "{:<58} {:>10} {:>18}",
@@ -1027,6 +1064,7 @@ mod tests {
                 completed: 50,
                 per_second: 50.0,
                 errors: 0,
+                error_samples: Vec::new(),
                 latency: latency(50),
             },
             cold_start: per_runtime(2),

@@ -57,6 +57,15 @@ pub const DEPS_GOMOD: &str = "gomod";
 /// writes `0` there before it runs anything. Absent: the quota is the whole sandbox's.
 pub const FUNCTION_CGROUP_FD_ENV: &str = "HEARTH_FUNCTION_CGROUP_FD";
 
+/// The agent's environment variable, in a container, naming the abstract unix socket it
+/// binds at start (in the container's own network namespace, before any other process
+/// exists there) and on which it waits for the worker to hand it the same fd as
+/// [`FUNCTION_CGROUP_FD_ENV`] names natively (`SCM_RIGHTS`; one byte and no fd when the
+/// host has no such group). The engine cannot pass an fd into a container.
+pub const CPU_GROUP_SOCKET_ENV: &str = "HEARTH_CPU_GROUP_SOCKET";
+/// The abstract socket name (without its leading NUL) the container's agent binds.
+pub const CPU_GROUP_SOCKET: &str = "hearth-agent-cpu-group";
+
 /// Messages from the worker to the agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -26,7 +26,7 @@
 //! the logic is tested against fixture trees.
 
 mod meter;
-mod mounts;
+pub(crate) mod mounts;
 
 pub use meter::{time_peak_reading, time_usage_reading, usage_between, Counters, UsageMeter};
 
@@ -750,7 +750,7 @@ fn check_instance_id(id: &str) -> Result<(), SandboxError> {
 }
 
 /// Writes a control file (which must exist: the kernel makes them).
-fn write_file(path: &Path, value: &str) -> Result<(), SandboxError> {
+pub(crate) fn write_file(path: &Path, value: &str) -> Result<(), SandboxError> {
     OpenOptions::new()
         .write(true)
         .truncate(true)
@@ -760,7 +760,7 @@ fn write_file(path: &Path, value: &str) -> Result<(), SandboxError> {
 }
 
 /// Takes a group's CFS burst away (while its quota changes).
-fn no_burst(file: &Path) {
+pub(crate) fn no_burst(file: &Path) {
     if let Err(e) = write_if_present(file, "0") {
         tracing::debug!(error = %e, "no CFS burst");
     }
@@ -770,7 +770,7 @@ fn no_burst(file: &Path) {
 /// quota in a period (CFS burst, Linux 5.14+; the kernel allows at most the quota): a
 /// call after a quiet spell is not throttled, while over any longer stretch the group
 /// still gets its quota on average. Kernels without it only lose the burst.
-fn allow_burst(file: &Path, cpu: &CpuQuota) {
+pub(crate) fn allow_burst(file: &Path, cpu: &CpuQuota) {
     if let Err(e) = write_if_present(file, &cpu.quota_us.to_string()) {
         tracing::debug!(error = %e, "no CFS burst");
     }

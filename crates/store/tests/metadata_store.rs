@@ -22,6 +22,7 @@ on_both_backends!(
     names_sort_by_bytes,
     invocations_are_upserted_and_read_back,
     an_ended_invocation_never_goes_back_to_running,
+    a_batch_of_invocations_is_written_all_or_none,
     listings_filter_and_order_newest_first,
     stats_average_and_p95,
     prune_drops_old_invocations_only,
@@ -523,6 +524,41 @@ async fn names_sort_by_bytes(backend: &Backend) {
         .map(|f| f.name)
         .collect();
     assert_eq!(names, ["C", "a-1", "a1", "a_1", "b"]);
+}
+
+async fn a_batch_of_invocations_is_written_all_or_none(backend: &Backend) {
+    let store = backend.open().await;
+    let at = "2026-01-01T00:00:00Z";
+    let done = invocation("b0", "f", InvocationStatus::Success, at, 5.0);
+    store.record_invocation(&done).await.unwrap();
+    let batch: Vec<Invocation> = (1..=40)
+        .map(|i| invocation(&format!("b{i}"), "f", InvocationStatus::Success, at, 1.0))
+        .chain([invocation("b0", "f", InvocationStatus::Running, at, 0.0)])
+        .collect();
+    let rows: Vec<&Invocation> = batch.iter().collect();
+    store.record_invocations(&rows).await.unwrap();
+    for inv in &batch[..40] {
+        assert_eq!(
+            store.get_invocation(&inv.id).await.unwrap().as_ref(),
+            Some(inv)
+        );
+    }
+    assert_eq!(
+        store.get_invocation("b0").await.unwrap(),
+        Some(done),
+        "the batch keeps the rule of single writes: an ended invocation stays ended"
+    );
+    store.record_invocations(&[]).await.unwrap();
+
+    // One bad row fails the whole batch: none of it is written.
+    let mut bad = invocation("c2", "f", InvocationStatus::Success, at, 1.0);
+    bad.started_at = "yesterday".into();
+    let good = invocation("c1", "f", InvocationStatus::Success, at, 1.0);
+    assert!(matches!(
+        store.record_invocations(&[&good, &bad]).await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+    assert_eq!(store.get_invocation("c1").await.unwrap(), None);
 }
 
 async fn an_ended_invocation_never_goes_back_to_running(backend: &Backend) {

@@ -10,7 +10,9 @@
 //! everything after the answer: full logs and output files land in the on-disk
 //! [`spool`] while the invocation runs (each log capped, the spool under a quota), and
 //! the [`reporter`] uploads them and writes
-//! the history record in the background (fire-and-forget, nothing lost on a restart):
+//! the history record in the background (fire-and-forget, nothing lost on a restart; a
+//! quiet call's row waits in the reporter's bounded memory queue instead of a spool
+//! file, and a clean shutdown spills that queue to the spool):
 //! the worker is the one writer of history; the Prometheus metrics of all that
 //! ([`telemetry`]). Also the seam to the controller ([`fleet::Fleet`];
 //! [`local::LocalFleet`] runs it in one process) and the policy of async invocations
@@ -91,6 +93,19 @@ impl Default for WorkerConfig {
             stems: stems::StemConfig::default(),
         }
     }
+}
+
+/// How an invocation's history row waits for the reporter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum History {
+    /// Its caller received the whole invocation in the answer: a call without logs or
+    /// outputs queues its row in memory (written in batches; spilled to the spool at
+    /// shutdown; a crash of the worker loses the rows of its last moments, see
+    /// [`reporter`]).
+    Answered,
+    /// Always a job record in the spool (an async attempt: history is where its end
+    /// lands).
+    Spooled,
 }
 
 /// The function version an invocation targets.
@@ -279,17 +294,30 @@ impl Worker {
         target: &Target,
         request: ExecuteRequest,
     ) -> Result<Invocation, WorkerError> {
-        self.execute_finishing(target, request, &|_| {}).await
+        self.execute_with(target, request, &|_| {}, History::Answered)
+            .await
     }
 
     /// Runs one invocation to its end; `finish` amends the invocation before it is
     /// spooled for history (the async runner marks an attempt to be retried or given up
-    /// there, so that the reporter stays the one writer of history).
+    /// there, so that the reporter stays the one writer of history). Its history row is
+    /// always spooled on disk: nobody but history receives an async invocation's end.
     pub async fn execute_finishing(
         &self,
         target: &Target,
         request: ExecuteRequest,
         finish: &(dyn Fn(&mut Invocation) + Send + Sync),
+    ) -> Result<Invocation, WorkerError> {
+        self.execute_with(target, request, finish, History::Spooled)
+            .await
+    }
+
+    async fn execute_with(
+        &self,
+        target: &Target,
+        request: ExecuteRequest,
+        finish: &(dyn Fn(&mut Invocation) + Send + Sync),
+        history: History,
     ) -> Result<Invocation, WorkerError> {
         if self
             .shutting_down
@@ -323,12 +351,27 @@ impl Worker {
         // Metrics count how the run ended, before an async attempt is re-labelled.
         telemetry::invocation_finished(&invocation);
         finish(&mut invocation);
-        let job = Job {
-            invocation: invocation.clone(),
-            outputs: outputs.files,
+        // Nothing to upload, and the caller gets the whole invocation in its answer:
+        // the history row waits in memory for the reporter's next batch (unless that
+        // queue is full, then it is a job record like any other).
+        let queued = match history == History::Answered && !spooled.holds_files() {
+            true => match self.reporter.record(invocation.clone()) {
+                None => Ok(()),
+                Some(full) => Err(Some(full)),
+            },
+            false => Err(None),
         };
-        spooled.commit(&job).await.map_err(WorkerError::Spool)?;
-        self.reporter.wake();
+        match queued {
+            Ok(()) => spooled.discard().await,
+            Err(unqueued) => {
+                let job = Job {
+                    invocation: unqueued.unwrap_or_else(|| invocation.clone()),
+                    outputs: outputs.files,
+                };
+                spooled.commit(&job).await.map_err(WorkerError::Spool)?;
+                self.reporter.wake();
+            }
+        }
         self.publish_warm_instances();
         Ok(invocation)
     }
@@ -441,6 +484,7 @@ impl Worker {
             pool.retire().await;
         }
         self.stems.shutdown().await;
+        self.reporter.close(HISTORY_CLOSE_LIMIT).await;
     }
 
     /// Stems (pre-started generic sandboxes) waiting for a cold start.
@@ -570,7 +614,14 @@ impl Worker {
     }
 }
 
-/// Cores this process may use (CPU follows memory up to this many).
+/// Cores this process may use (CPU follows memory up to this many). Read once: the
+/// standard library reads the cgroup's files on every call, which cost a few percent of
+/// the worker's CPU when every invocation asked.
 pub(crate) fn host_cores() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
 }
+
+/// Longest a shutdown waits for queued history rows to be written before it spills
+/// them to the spool.
+const HISTORY_CLOSE_LIMIT: Duration = Duration::from_secs(3);

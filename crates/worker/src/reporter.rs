@@ -1,6 +1,13 @@
 //! The background reporter: uploads what the spool holds (full logs, output files)
 //! and writes the invocation to history, off the invocation path.
 //!
+//! The history rows of answered calls that spooled nothing come in memory
+//! ([`Reporter::record`]): the reporter writes whatever is queued as soon as it comes,
+//! in one transaction per batch, and removes rows from the queue only once written. The
+//! queue is bounded (a full queue sends rows to the spool as files). [`Reporter::close`]
+//! spills what is left to the spool at shutdown; only a crash of the worker loses rows,
+//! those of its last moments (their callers had the whole invocation in the answer).
+//!
 //! It works through `ready/` oldest first. A job that fails (the object store is down
 //! or slow, the database is locked) stays in the spool and is retried with exponential
 //! backoff, so nothing is lost, not even across a restart: the spool is on disk. Jobs
@@ -11,12 +18,15 @@
 //! answers) is a failure too: every call to the store or the database gets
 //! [`ReporterTiming::call_timeout`], after which the job is retried like any other.
 
-use crate::spool::{log_key, output_key, ReadyJob, Spool};
+use crate::spool::{log_key, output_key, Job, ReadyJob, Spool};
 use hearth_core::protocol::LogStream;
+use hearth_core::Invocation;
 use hearth_store::MetadataStore;
 use object_store::{path::Path as ObjectPath, ObjectStore, PutPayload, WriteMultipart};
+use std::collections::VecDeque;
 use std::io::SeekFrom;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::Notify;
@@ -32,6 +42,12 @@ const PARTS_IN_FLIGHT: usize = 2;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// Longest delay between retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Most history rows queued in memory; past it, rows go to the spool as files.
+pub const QUEUED_ROWS_LIMIT: usize = 4096;
+/// How often [`Reporter::close`] looks whether the queued rows are written.
+const CLOSE_POLL: Duration = Duration::from_millis(10);
+/// Most jobs without files written to history in one transaction.
+const HISTORY_BATCH: usize = 512;
 /// Longest a single call to the object store or the database may take (one put, one
 /// part, one history write) before it counts as failed.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -60,6 +76,14 @@ impl Default for ReporterTiming {
 /// Handle to the reporter task.
 pub struct Reporter {
     spool: Spool,
+    /// Answered invocations that spooled nothing, oldest first, waiting for their
+    /// history row. The reporter removes a batch from the front only once it is written,
+    /// so what is here (including a batch being written) is exactly what is not yet in
+    /// history: at shutdown it is written or spilled to the spool ([`Reporter::close`]).
+    records: Mutex<VecDeque<Arc<Invocation>>>,
+    /// Set by [`Reporter::close`]: the reporter starts nothing new (what is left is in
+    /// the spool for the next start).
+    closed: AtomicBool,
     wake: Notify,
     drained: Notify,
 }
@@ -83,6 +107,8 @@ impl Reporter {
     ) -> Arc<Reporter> {
         let reporter = Arc::new(Reporter {
             spool,
+            records: Mutex::new(VecDeque::new()),
+            closed: AtomicBool::new(false),
             wake: Notify::new(),
             drained: Notify::new(),
         });
@@ -96,9 +122,98 @@ impl Reporter {
         self.wake.notify_one();
     }
 
-    /// Jobs not yet reported.
+    /// Queues the history row of an answered invocation that spooled nothing (no logs,
+    /// no outputs): no file, written with others in one transaction. The queue is
+    /// bounded ([`QUEUED_ROWS_LIMIT`]): when it is full (history is slow or down) the
+    /// invocation comes back, for the caller to spool as a job record instead.
+    #[must_use = "an invocation that comes back was not queued: spool it"]
+    pub fn record(&self, invocation: Invocation) -> Option<Invocation> {
+        {
+            let mut records = self.lock_records();
+            if records.len() >= QUEUED_ROWS_LIMIT {
+                return Some(invocation);
+            }
+            records.push_back(Arc::new(invocation));
+        }
+        self.wake.notify_one();
+        None
+    }
+
+    /// Jobs not yet reported (spooled, and queued in memory).
     pub fn pending(&self) -> usize {
-        self.spool.pending()
+        self.spool.pending() + self.lock_records().len()
+    }
+
+    /// At shutdown: waits (at most `limit`) for the queued history rows to be written,
+    /// then spills what is left to the spool as job records, which the next start
+    /// reports. Rows being written at that moment are spilled too (history upserts, so
+    /// a row written twice is harmless). Returns how many rows were spilled.
+    pub async fn close(&self, limit: Duration) -> usize {
+        self.closed.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
+        let deadline = tokio::time::Instant::now() + limit;
+        // Polled: a shutdown is rare, and the spool's own jobs may keep the reporter busy
+        // long after the queued rows are written.
+        while !self.lock_records().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(CLOSE_POLL).await;
+        }
+        let left: Vec<Arc<Invocation>> = self.lock_records().drain(..).collect();
+        let mut spilled = 0;
+        for invocation in &left {
+            let job = Job {
+                invocation: Invocation::clone(invocation),
+                outputs: Vec::new(),
+            };
+            match self.spool.begin(&job.invocation.id, 0).commit(&job).await {
+                Ok(()) => spilled += 1,
+                Err(error) => {
+                    tracing::error!(id = %invocation.id, %error, "cannot spill a history row to the spool: it is lost")
+                }
+            }
+        }
+        if spilled > 0 {
+            tracing::warn!(
+                spilled,
+                "history rows not written before shutdown were spooled; the next start writes them"
+            );
+        }
+        spilled
+    }
+
+    fn lock_records(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Invocation>>> {
+        // Plain data: a panic while holding the lock leaves it usable.
+        self.records.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes the queued rows, a batch at a time; a batch leaves the queue only once
+    /// written.
+    async fn record_queued(
+        &self,
+        metadata: &dyn MetadataStore,
+        call_timeout: Duration,
+    ) -> Result<(), ReportError> {
+        loop {
+            let batch: Vec<Arc<Invocation>> = self
+                .lock_records()
+                .iter()
+                .take(HISTORY_BATCH)
+                .cloned()
+                .collect();
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let rows: Vec<&Invocation> = batch.iter().map(|i| i.as_ref()).collect();
+            within(call_timeout, "history", metadata.record_invocations(&rows))
+                .await?
+                .map_err(ReportError::History)?;
+            {
+                let mut records = self.lock_records();
+                // `close` may have taken them meanwhile (and spilled them).
+                let written = batch.len().min(records.len());
+                records.drain(..written);
+            }
+            metrics::counter!("hearth_reports_total").increment(batch.len() as u64);
+        }
     }
 
     /// Waits until every job is reported, or `limit` passes.
@@ -122,31 +237,20 @@ impl Reporter {
     ) {
         let mut backoff = timing.first_backoff;
         loop {
-            let failed = match self.spool.ready_jobs() {
-                Ok(jobs) => {
-                    let mut failed = false;
-                    for job in jobs {
-                        let reported = report(
-                            &job,
-                            objects.as_ref(),
-                            metadata.as_ref(),
-                            timing.call_timeout,
-                        );
-                        if let Err(error) = reported.await {
-                            tracing::warn!(id = %job.id, %error, retry_in_ms = backoff.as_millis() as u64, "reporting failed; will retry");
-                            failed = true;
-                            break;
-                        }
-                        if let Err(error) = self.spool.remove(&job).await {
-                            tracing::error!(id = %job.id, %error, "cannot remove a reported job");
-                        }
-                        metrics::counter!("hearth_reports_total").increment(1);
-                    }
-                    failed
-                }
+            let queued = self.record_queued(metadata.as_ref(), timing.call_timeout);
+            let failed = match queued.await {
                 Err(error) => {
-                    tracing::error!(%error, "cannot list the spool");
+                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "recording history failed; will retry");
                     true
+                }
+                Ok(()) if self.closed.load(Ordering::Relaxed) => {
+                    self.drained.notify_waiters();
+                    return;
+                }
+                Ok(()) if self.spool.pending() == 0 => false,
+                Ok(()) => {
+                    self.report_spooled(objects.as_ref(), metadata.as_ref(), timing, backoff)
+                        .await
                 }
             };
             metrics::gauge!("hearth_report_queue").set(self.pending() as f64);
@@ -165,6 +269,75 @@ impl Reporter {
                 }
             }
         }
+    }
+
+    /// One pass over the spool; whether something failed (and is to be retried).
+    async fn report_spooled(
+        &self,
+        objects: &dyn ObjectStore,
+        metadata: &dyn MetadataStore,
+        timing: ReporterTiming,
+        backoff: Duration,
+    ) -> bool {
+        match self.spool.ready_jobs_listed().await {
+            Ok(jobs) => {
+                let (records, jobs): (Vec<ReadyJob>, Vec<ReadyJob>) =
+                    jobs.into_iter().partition(ReadyJob::is_record_only);
+                let mut failed = false;
+                for batch in records.chunks(HISTORY_BATCH) {
+                    let recorded = self.record_batch(batch, metadata, timing.call_timeout);
+                    if let Err(error) = recorded.await {
+                        tracing::warn!(jobs = batch.len(), %error, retry_in_ms = backoff.as_millis() as u64, "recording history failed; will retry");
+                        failed = true;
+                        break;
+                    }
+                }
+                let jobs = if failed { Vec::new() } else { jobs };
+                for job in jobs {
+                    let reported = report(&job, objects, metadata, timing.call_timeout);
+                    if let Err(error) = reported.await {
+                        tracing::warn!(id = %job.id, %error, retry_in_ms = backoff.as_millis() as u64, "reporting failed; will retry");
+                        failed = true;
+                        break;
+                    }
+                    if let Err(error) = self.spool.remove(&job).await {
+                        tracing::error!(id = %job.id, %error, "cannot remove a reported job");
+                    }
+                    metrics::counter!("hearth_reports_total").increment(1);
+                }
+                failed
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot list the spool");
+                true
+            }
+        }
+    }
+}
+
+impl Reporter {
+    /// Writes the invocations of jobs without files to history in one transaction, then
+    /// removes them: a handful of hand-offs for the lot instead of several per job.
+    async fn record_batch(
+        &self,
+        batch: &[ReadyJob],
+        metadata: &dyn MetadataStore,
+        call_timeout: Duration,
+    ) -> Result<(), ReportError> {
+        let jobs = self.spool.read_all(batch).await.map_err(ReportError::Job)?;
+        let invocations: Vec<&Invocation> = jobs.iter().map(|job| &job.invocation).collect();
+        within(
+            call_timeout,
+            "history",
+            metadata.record_invocations(&invocations),
+        )
+        .await?
+        .map_err(ReportError::History)?;
+        if let Err(error) = self.spool.remove_all(batch).await {
+            tracing::error!(%error, "cannot remove reported jobs");
+        }
+        metrics::counter!("hearth_reports_total").increment(batch.len() as u64);
+        Ok(())
     }
 }
 

@@ -120,6 +120,79 @@ async fn a_job_is_uploaded_recorded_and_removed_from_the_spool() {
     );
 }
 
+/// Whether history holds invocation `id`.
+async fn in_history(metadata: &SqliteMetadataStore, id: &str) -> bool {
+    metadata.get_invocation(id).await.unwrap().is_some()
+}
+
+#[tokio::test]
+async fn quiet_rows_are_written_in_batches_and_spilled_at_shutdown_when_history_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(&dir.path().join("spool")).unwrap();
+    let db = dir.path().join("history.db");
+    let metadata = Arc::new(SqliteMetadataStore::open(&db).unwrap());
+    let objects: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let reporter = Reporter::start(spool.clone(), objects.clone(), metadata.clone());
+
+    // More rows than one batch holds, queued at once.
+    let ids: Vec<String> = (0..HISTORY_BATCH + 88)
+        .map(|i| format!("01QUIET{i:05}"))
+        .collect();
+    for id in &ids {
+        assert!(reporter.record(invocation(id)).is_none());
+    }
+    assert!(reporter.pending() > 0);
+    eventually("every queued row is written", || reporter.pending() == 0).await;
+    for id in &ids {
+        assert!(in_history(&metadata, id).await, "{id} is in history");
+    }
+    assert!(
+        spool.ready_jobs().unwrap().is_empty(),
+        "queued rows never touch the spool while history answers"
+    );
+
+    // Another process holds the database's write lock: rows cannot be written, and a
+    // shutdown spills them to the spool instead of losing them.
+    let locker = rusqlite::Connection::open(&db).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    assert!(reporter.record(invocation("01LOCKED1")).is_none());
+    assert!(reporter.record(invocation("01LOCKED2")).is_none());
+    // The queue is bounded: past its limit a row comes back (the worker spools it).
+    for i in 2..QUEUED_ROWS_LIMIT {
+        let queued = reporter.record(invocation(&format!("01FILL{i:05}")));
+        assert!(queued.is_none(), "row {i} fits the queue");
+    }
+    let refused = reporter.record(invocation("01OVER")).unwrap();
+    assert_eq!(refused.id, "01OVER");
+    reporter.lock_records().truncate(2);
+    let spilled = reporter.close(Duration::from_millis(200)).await;
+    assert_eq!(spilled, 2);
+    assert_eq!(reporter.lock_records().len(), 0);
+    let owed: Vec<String> = spool
+        .ready_jobs()
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(owed, ["01LOCKED1", "01LOCKED2"]);
+    locker.execute_batch("ROLLBACK").unwrap();
+    drop(locker);
+
+    // The next start reports what was spilled.
+    let reopened = Spool::open(&dir.path().join("spool")).unwrap();
+    assert_eq!(reopened.pending(), 2);
+    let next = Reporter::start(reopened.clone(), objects, metadata.clone());
+    eventually("the spilled rows are written after a restart", || {
+        next.pending() == 0
+    })
+    .await;
+    assert!(in_history(&metadata, "01LOCKED1").await);
+    assert_eq!(
+        metadata.get_invocation("01LOCKED2").await.unwrap().unwrap(),
+        invocation("01LOCKED2")
+    );
+}
+
 /// A TCP front for an S3 endpoint that either forwards (open) or accepts connections
 /// and never answers them (hanging), counting what it accepted.
 struct Gate {

@@ -7,7 +7,9 @@
 //! that wrote no logs and no outputs (most warm calls) has no directory at all: its
 //! record is written as `running/<id>.json` and renamed to `ready/<id>.json`, which
 //! keeps the same promise with one file instead of a directory to create, list and
-//! remove. At startup `running/` is emptied (those invocations never answered) and
+//! remove (a quiet call whose caller got the answer has no record here at all: its row
+//! waits in the reporter's memory queue, see [`crate::reporter`]). At startup
+//! `running/` is emptied (those invocations never answered) and
 //! `ready/` is what the reporter still owes.
 //!
 //! Two limits keep the spool from filling the host's disk. Each invocation's log (stdout
@@ -101,6 +103,18 @@ impl ReadyJob {
             record_only: true,
             id: id.to_string(),
         }
+    }
+
+    /// Whether the job is its record alone (no logs, no outputs to upload): the
+    /// reporter writes such jobs to history in batches.
+    pub fn is_record_only(&self) -> bool {
+        self.record_only
+    }
+
+    /// Reads the job description (blocking).
+    fn read_blocking(&self) -> io::Result<Job> {
+        let bytes = std::fs::read(&self.record)?;
+        serde_json::from_slice(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
     }
 
     /// A log file of the job (absent when the invocation logged nothing on `stream`).
@@ -240,6 +254,55 @@ impl Spool {
         }
         let job = ReadyJob::lone_record(&ready, id);
         job.record.is_file().then_some(job)
+    }
+
+    /// [`ready_jobs`](Self::ready_jobs) from the blocking pool (a listing of a large
+    /// backlog must not hold an async thread).
+    pub async fn ready_jobs_listed(&self) -> io::Result<Vec<ReadyJob>> {
+        let spool = self.clone();
+        tokio::task::spawn_blocking(move || spool.ready_jobs())
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    /// Reads the records of `jobs` in one blocking-pool hand-off, in order; the first
+    /// that cannot be read fails the lot.
+    pub async fn read_all(&self, jobs: &[ReadyJob]) -> io::Result<Vec<Job>> {
+        let jobs = jobs.to_vec();
+        tokio::task::spawn_blocking(move || jobs.iter().map(ReadyJob::read_blocking).collect())
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    /// Removes reported jobs (measuring and deleting them in one blocking-pool
+    /// hand-off); the first failure is returned after every job was tried.
+    pub async fn remove_all(&self, jobs: &[ReadyJob]) -> io::Result<()> {
+        let doomed = jobs.to_vec();
+        let (freed, removed, first_error) = tokio::task::spawn_blocking(move || {
+            let (mut freed, mut removed, mut first_error) = (0u64, 0usize, None);
+            for job in &doomed {
+                let bytes = job.bytes();
+                match job.delete() {
+                    Ok(()) => {
+                        freed += bytes;
+                        removed += 1;
+                    }
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            (freed, removed, first_error)
+        })
+        .await
+        .map_err(io::Error::other)?;
+        release(&self.used, freed);
+        let _ = self
+            .ready_count
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(removed))
+            });
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Removes a reported job (measuring and deleting it in one blocking-pool hand-off).
@@ -405,6 +468,11 @@ impl SpoolWriter {
     /// are incomplete: it must not be reported as if they were).
     pub fn quota_hit(&self) -> bool {
         self.quota_hit
+    }
+
+    /// Whether anything was written to disk for this invocation (logs or outputs).
+    pub fn holds_files(&self) -> bool {
+        self.dir_made
     }
 
     /// Whether the log was cut at its cap.

@@ -5,9 +5,10 @@
 //! by `crates/cli/tests/docker.rs` against what a real engine reports.
 
 use super::labels;
+use crate::cgroup::CpuQuota;
 use crate::InstanceSpec;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, ResourcesUlimits};
-use hearth_core::protocol::DEPS_DIR;
+use hearth_core::protocol::{CPU_GROUP_SOCKET, CPU_GROUP_SOCKET_ENV, DEPS_DIR};
 use std::collections::HashMap;
 
 /// The agent's path inside every runtime image (see `images.rs`).
@@ -46,12 +47,32 @@ pub struct Limits {
 /// CFS period used for the CPU quota, µs (the kernel's default).
 const CPU_PERIOD_US: i64 = 100_000;
 
+/// A quota of `cpus` CPUs per [`CPU_PERIOD_US`], µs (at least 1 ms).
+fn quota_us(cpus: f64) -> u64 {
+    let quota = (cpus * CPU_PERIOD_US as f64).round();
+    if quota.is_finite() && quota >= 1000.0 {
+        quota as u64
+    } else {
+        1000
+    }
+}
+
+/// The function's own CPU quota (its CPUs, else the backend's per-container CPUs), set
+/// on the container's function group.
+pub fn function_cpu_quota(spec: &InstanceSpec, limits: &Limits) -> CpuQuota {
+    CpuQuota {
+        quota_us: quota_us(spec.cpus.unwrap_or(limits.cpus)),
+        period_us: CPU_PERIOD_US.unsigned_abs(),
+    }
+}
+
 /// The container for `spec`, running `image`, owned by the hearth whose label is `owner`.
 ///
 /// Hardening: no network, read-only root, the code dir as an anonymous volume, a
 /// `/tmp` tmpfs, all capabilities dropped but SETUID, SETGID and SETPCAP (gone once the agent has
 /// left root for the instance's uids), no-new-privileges, pids, memory
-/// (swap included, so no swap), CPU and open-file limits, no logging to disk, and no bind
+/// (swap included, so no swap), CPU (here a ceiling: the function's quota is on its
+/// child group, `cpu_group.rs`) and open-file limits, no logging to disk, and no bind
 /// or host mount of any kind. The agent is PID 1, talking over the attached stdin and
 /// stdout; stdin closes when the worker detaches (so a dead worker's agent exits), and
 /// the engine then removes the container with its volume.
@@ -64,12 +85,10 @@ pub fn definition(
 ) -> ContainerCreateBody {
     let memory = i64::try_from(spec.memory_mb.saturating_mul(1 << 20)).unwrap_or(i64::MAX);
     let tmp_mb = limits.tmp_size_mb.min(spec.memory_mb).max(1);
-    let cpu_quota = (spec.cpus.unwrap_or(limits.cpus) * CPU_PERIOD_US as f64).round();
-    let cpu_quota = if cpu_quota.is_finite() && cpu_quota >= 1000.0 {
-        cpu_quota as i64
-    } else {
-        1000
-    };
+    let function_quota = function_cpu_quota(spec, limits);
+    // The container's own quota is a ceiling over the agent and a runtime's start; the
+    // function's is on its child group (`cpu_group.rs`), which may not exceed it (v1).
+    let cpu_quota = quota_us(limits.cpus).max(function_quota.quota_us) as i64;
     let nofile = i64::try_from(limits.nofile).unwrap_or(i64::MAX);
     let mut tmpfs = HashMap::from([(
         TMP_DIR.to_string(),
@@ -86,7 +105,10 @@ pub fn definition(
             ),
         );
     }
-    let mut env = vec!["HEARTH_AGENT_ROOT=/".to_string()];
+    let mut env = vec![
+        "HEARTH_AGENT_ROOT=/".to_string(),
+        format!("{CPU_GROUP_SOCKET_ENV}={CPU_GROUP_SOCKET}"),
+    ];
     for name in PASSED_ENV {
         if let Ok(value) = std::env::var(name) {
             env.push(format!("{name}={value}"));
@@ -124,14 +146,7 @@ pub fn definition(
             memory_swap: Some(memory),
             cpu_period: Some(CPU_PERIOD_US),
             cpu_quota: Some(cpu_quota),
-            cpu_shares: i64::try_from(
-                crate::cgroup::CpuQuota {
-                    quota_us: cpu_quota.unsigned_abs(),
-                    period_us: CPU_PERIOD_US.unsigned_abs(),
-                }
-                .v1_shares(),
-            )
-            .ok(),
+            cpu_shares: i64::try_from(function_quota.v1_shares()).ok(),
             ulimits: Some(vec![
                 ResourcesUlimits {
                     name: Some("nofile".to_string()),
@@ -263,9 +278,20 @@ mod tests {
             .unwrap();
         assert_eq!(
             host.cpu_quota,
-            Some(25_000),
-            "the instance's own share wins"
+            Some(150_000),
+            "the container's ceiling: the backend's CPUs"
         );
+        assert_eq!(
+            function_cpu_quota(&small, &LIMITS).quota_us,
+            25_000,
+            "the instance's own share, on its function group"
+        );
+        let mut big = spec(128);
+        big.cpus = Some(2.0);
+        let host = definition(&big, "i", &LIMITS, "o", 2_000_001)
+            .host_config
+            .unwrap();
+        assert_eq!(host.cpu_quota, Some(200_000), "never below the function's");
         assert!(host.binds.is_none() && host.mounts.is_none());
         assert_eq!(host.auto_remove, Some(true));
         let labels = body.labels.unwrap();

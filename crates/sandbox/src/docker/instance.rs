@@ -195,6 +195,8 @@ pub struct Container {
     pub(super) container: String,
     pub(super) docker: Docker,
     pub(super) meter: UsageMeter,
+    /// The function's CPU group (none on a host without a cpu controller).
+    pub(super) cpu_group: Option<super::cpu_group::ContainerCpuGroup>,
     pub(super) output_task: JoinHandle<()>,
 }
 

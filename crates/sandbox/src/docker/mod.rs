@@ -5,8 +5,9 @@
 //! root, capabilities dropped but for the two the agent needs to leave root for the
 //! instance's own uids (`uids.rs`), limits, hearth's labels, no host mount),
 //! streams the code tar into its `/code` volume through the archive API, attaches to its
-//! stdin/stdout/stderr, starts it, finds its cgroup from its init pid, and hands the agent
-//! an `Init` frame. Every invocation is then one frame each way over the attach
+//! stdin/stdout/stderr, starts it, finds its cgroup from its init pid, creates the
+//! function's CPU group beside it and hands that to the agent (`cpu_group.rs`), and hands
+//! the agent an `Init` frame. Every invocation is then one frame each way over the attach
 //! connection (`instance.rs`), never a `docker exec`; usage comes from the cgroup files.
 //!
 //! Containers are labelled with their owner, a digest of the hearth's data dir
@@ -29,6 +30,7 @@
 //! without hearth's owner label.
 
 mod container;
+mod cpu_group;
 pub mod images;
 mod instance;
 pub mod labels;
@@ -451,8 +453,16 @@ impl DockerBackend {
             output_task.abort();
             return Err(spawn_error("start", e));
         }
-        let meter = match self.meter(container).await {
-            Ok(meter) => meter,
+        let grouped = async {
+            let pid = self.init_pid(container).await?;
+            // The meter first: it reads the container's own group, which on cgroup v2
+            // the agent then leaves for a child (the group's counters include it).
+            let meter = UsageMeter::for_process(&self.config.cgroup, pid)?;
+            let group = self.hand_cpu_group_over(spec, pid).await?;
+            Ok::<_, SandboxError>((meter, group))
+        };
+        let (meter, cpu_group) = match grouped.await {
+            Ok(grouped) => grouped,
             Err(e) => {
                 output_task.abort();
                 return Err(e);
@@ -462,6 +472,7 @@ impl DockerBackend {
             container: container.to_string(),
             docker: self.docker.clone(),
             meter,
+            cpu_group,
             output_task,
         };
         let mut instance = DockerInstance::new(spec.instance_id.clone(), stream, host);
@@ -542,8 +553,43 @@ impl DockerBackend {
         }
     }
 
-    /// The usage meter of a started container, from its init pid's cgroup.
-    async fn meter(&self, container: &str) -> Result<UsageMeter, SandboxError> {
+    /// Creates the function's CPU group of the started container whose init is `pid`
+    /// (with `spec`'s quota) and hands it to its agent, which waits for it before
+    /// anything else (`cpu_group.rs`). A host without a cpu controller hands nothing
+    /// over, and is refused unless `--allow-missing-limits`.
+    async fn hand_cpu_group_over(
+        &self,
+        spec: &InstanceSpec,
+        pid: u32,
+    ) -> Result<Option<cpu_group::ContainerCpuGroup>, SandboxError> {
+        let quota = container::function_cpu_quota(spec, &self.config.limits);
+        let cgroup = self.config.cgroup.clone();
+        let handed = tokio::task::spawn_blocking(move || {
+            let created = cpu_group::ContainerCpuGroup::create(&cgroup, pid, &quota)?;
+            if created.is_none() && !cgroup.allow_missing_limits {
+                return Err(SandboxError::Unavailable(
+                    "this host cannot limit a container's CPU: no cpu controller in its \
+                     cgroup; fix the host, or pass --allow-missing-limits"
+                        .into(),
+                ));
+            }
+            let (group, procs) = created.unzip();
+            cpu_group::hand_over(&cgroup, pid, hearth_core::protocol::CPU_GROUP_SOCKET, procs)?;
+            Ok(group)
+        })
+        .await
+        .map_err(|e| SandboxError::Spawn {
+            instance: spec.instance_id.clone(),
+            message: format!("the CPU group handover task failed: {e}"),
+        })?;
+        handed.map_err(|e| SandboxError::Spawn {
+            instance: spec.instance_id.clone(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The host pid of a started container's init process (its agent).
+    async fn init_pid(&self, container: &str) -> Result<u32, SandboxError> {
         let inspected = self
             .docker
             .inspect_container(container, None)
@@ -561,7 +607,7 @@ impl DockerBackend {
                 instance: container.to_string(),
                 message: "the container has no running init process".to_string(),
             })?;
-        UsageMeter::for_process(&self.config.cgroup, pid)
+        Ok(pid)
     }
 }
 

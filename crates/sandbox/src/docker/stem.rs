@@ -1,8 +1,9 @@
 //! Docker stems: hardened containers of a runtime's image created, attached and started
 //! before any function needs them, their agent past `Init` (privileges dropped, the
 //! runtime's interpreter started with no code) and `/code` empty. A cold start then
-//! sets the function's memory and CPU on the running container (the engine's update
-//! API) while it copies the code in (archive API), and sends `Specialize`: no create,
+//! sets the function's memory and CPU ceiling on the running container (the engine's
+//! update API) and its quota on the container's function group, while it copies the
+//! code in (archive API), and sends `Specialize`: no create,
 //! attach, start or inspect on the call's path.
 //!
 //! What the engine fixes at creation is in the [`StemKind`]: the image (runtime), the
@@ -166,6 +167,10 @@ impl StemBackend for DockerBackend {
             let (limited, uploaded) =
                 tokio::join!(limited, self.upload_code(&spec, &instance.host.container));
             limited?;
+            // The ceiling is raised (when it was) before the function's quota.
+            if let Some(group) = &instance.host.cpu_group {
+                group.set_quota(&container::function_cpu_quota(&spec, &self.config.limits))?;
+            }
             uploaded?;
             Ok::<_, SandboxError>(image.clone())
         }

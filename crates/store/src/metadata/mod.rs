@@ -133,6 +133,16 @@ pub trait MetadataStore: KeyStore + Send + Sync {
     /// Inserts or replaces an invocation, by id.
     async fn record_invocation(&self, invocation: &Invocation) -> Result<(), StoreError>;
 
+    /// [`record_invocation`](Self::record_invocation) for many, all or none: one
+    /// transaction (one commit) for the lot, which is what a worker's reporter writes
+    /// under load. The default writes them one by one.
+    async fn record_invocations(&self, invocations: &[&Invocation]) -> Result<(), StoreError> {
+        for invocation in invocations {
+            self.record_invocation(invocation).await?;
+        }
+        Ok(())
+    }
+
     /// One invocation.
     async fn get_invocation(&self, id: &str) -> Result<Option<Invocation>, StoreError>;
 

@@ -380,29 +380,51 @@ impl MetadataStore for PgMetadataStore {
     }
 
     async fn record_invocation(&self, invocation: &Invocation) -> Result<(), StoreError> {
-        let (started_us, body) = encode_invocation(invocation)?;
-        sqlx::query(&format!(
-            "INSERT INTO invocations (id, function, status, started_at, started_us, duration_ms, body)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (id) DO UPDATE SET
-                function = excluded.function, status = excluded.status,
-                started_at = excluded.started_at, started_us = excluded.started_us,
-                duration_ms = excluded.duration_ms, body = excluded.body
-             -- Writers race: an invocation that has ended never goes back to queued or
-             -- running.
-             WHERE excluded.status NOT IN {UNFINISHED_STATUSES}
-                OR invocations.status IN {UNFINISHED_STATUSES}"
-        ))
-        .bind(&invocation.id)
-        .bind(&invocation.function)
-        .bind(invocation.status.as_str())
-        .bind(&invocation.started_at)
-        .bind(started_us)
-        .bind(invocation.duration_ms)
-        .bind(&body)
-        .execute(&self.pool)
-        .await
-        .map_err(self.err("record_invocation"))?;
+        self.record_invocations(&[invocation]).await
+    }
+
+    async fn record_invocations(&self, invocations: &[&Invocation]) -> Result<(), StoreError> {
+        let err = self.err("record_invocation");
+        let rows = invocations
+            .iter()
+            .map(|invocation| Ok((invocation, encode_invocation(invocation)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        // One transaction for the lot (one commit); a single row needs none.
+        let mut tx = match rows.len() {
+            0 => return Ok(()),
+            1 => None,
+            _ => Some(self.pool.begin().await.map_err(&err)?),
+        };
+        let sql = format!(
+                "INSERT INTO invocations (id, function, status, started_at, started_us, duration_ms, body)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (id) DO UPDATE SET
+                    function = excluded.function, status = excluded.status,
+                    started_at = excluded.started_at, started_us = excluded.started_us,
+                    duration_ms = excluded.duration_ms, body = excluded.body
+                 -- Writers race: an invocation that has ended never goes back to queued or
+                 -- running.
+                 WHERE excluded.status NOT IN {UNFINISHED_STATUSES}
+                    OR invocations.status IN {UNFINISHED_STATUSES}"
+            );
+        for (invocation, (started_us, body)) in &rows {
+            let insert = sqlx::query(&sql)
+                .bind(&invocation.id)
+                .bind(&invocation.function)
+                .bind(invocation.status.as_str())
+                .bind(&invocation.started_at)
+                .bind(*started_us)
+                .bind(invocation.duration_ms)
+                .bind(body);
+            match tx.as_mut() {
+                Some(tx) => insert.execute(&mut **tx).await,
+                None => insert.execute(&self.pool).await,
+            }
+            .map_err(&err)?;
+        }
+        if let Some(tx) = tx {
+            tx.commit().await.map_err(&err)?;
+        }
         Ok(())
     }
 

@@ -357,19 +357,32 @@ impl MetadataStore for SqliteMetadataStore {
     }
 
     async fn record_invocation(&self, invocation: &Invocation) -> Result<(), StoreError> {
-        let (started_us, body) = encode_invocation(invocation)?;
-        let row = (
-            invocation.id.clone(),
-            invocation.function.clone(),
-            invocation.status.as_str(),
-            invocation.started_at.clone(),
-            invocation.duration_ms,
-        );
+        self.record_invocations(&[invocation]).await
+    }
+
+    async fn record_invocations(&self, invocations: &[&Invocation]) -> Result<(), StoreError> {
+        let rows = invocations
+            .iter()
+            .map(|invocation| {
+                let (started_us, body) = encode_invocation(invocation)?;
+                Ok((
+                    invocation.id.clone(),
+                    invocation.function.clone(),
+                    invocation.status.as_str(),
+                    invocation.started_at.clone(),
+                    started_us,
+                    invocation.duration_ms,
+                    body,
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
         self.with_conn("record_invocation", move |conn| {
-            // Cached: one history row per call, so the statement is parsed once per
-            // connection rather than once per row.
-            conn.prepare_cached(
-                &format!(
+            // One transaction for the lot: one WAL commit however many rows.
+            let tx = conn.transaction()?;
+            {
+                // Cached: history rows come all the time, so the statement is parsed
+                // once per connection rather than once per row.
+                let mut insert = tx.prepare_cached(&format!(
                     "INSERT INTO invocations (id, function, status, started_at, started_us, duration_ms, body)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                      ON CONFLICT (id) DO UPDATE SET
@@ -380,9 +393,12 @@ impl MetadataStore for SqliteMetadataStore {
                      -- invocation that has ended never goes back to queued or running.
                      WHERE excluded.status NOT IN {UNFINISHED_STATUSES}
                         OR invocations.status IN {UNFINISHED_STATUSES}"
-                ),
-            )?
-            .execute(params![row.0, row.1, row.2, row.3, started_us, row.4, body])?;
+                ))?;
+                for row in &rows {
+                    insert.execute(params![row.0, row.1, row.2, row.3, row.4, row.5, row.6])?;
+                }
+            }
+            tx.commit()?;
             Ok(())
         })
         .await
