@@ -204,11 +204,18 @@ class Zygote:
         self.script = None
         self.sdk = None
 
-    def load(self):
+    def prepare(self):
+        """What loads before any code: the runtime's path and the SDK (a stem does this
+        before its function is known, so the cold start does not)."""
+        if self.sdk is not None:
+            return
         sys.path.insert(0, self.code_dir)
         sys.path.append(RUNTIME_DIR)
         sys.argv = [self.path]
         self.sdk = _load_sdk()
+
+    def load(self):
+        self.prepare()
         try:
             with open(self.path, "rb") as f:
                 source = f.read()
@@ -228,7 +235,9 @@ class Zygote:
         spec = importlib.util.spec_from_file_location("main", self.path)
         module = importlib.util.module_from_spec(spec)
         sys.modules["main"] = module
-        spec.loader.exec_module(module)
+        # The tree parsed above, compiled once: exec_module would read and parse the
+        # file again.
+        exec(compile(tree, self.path, "exec", dont_inherit=True), module.__dict__)
         fn = getattr(module, self.mode, None)
         if not callable(fn):
             raise TypeError("main.py: %s is not a function" % self.mode)
@@ -489,13 +498,20 @@ def _await_load(zygote):
     """A stem's zygote: the interpreter is up and the runtime imported, with no code and
     no function's environment. Says so, then waits for the one function it will serve:
     {"load": true, "env": {...}} once its code is in CODE_DIR. False at EOF."""
+    zygote.prepare()
+    # What is loaded now is the runtime's, the same in every stem: collected and frozen
+    # here, so that the collection after the function's code loads only walks its
+    # objects.
+    gc.collect()
+    gc.freeze()
     _send(zygote.control.sock, {"ready": True, "mode": "stem"})
     msg = zygote.control.recv(0)
     if msg is None or not msg[0].get("load"):
         return False
+    zone = os.environ.get("TZ")
     os.environ.clear()
     os.environ.update({str(k): str(v) for k, v in msg[0].get("env", {}).items()})
-    if hasattr(time, "tzset"):
+    if os.environ.get("TZ") != zone and hasattr(time, "tzset"):
         time.tzset()
     return True
 

@@ -9,6 +9,7 @@
 
 mod floors;
 mod goals;
+mod settle;
 
 use crate::client::Client;
 use crate::commands::{self, Output};
@@ -164,6 +165,8 @@ struct Report {
     warm_default_size: BTreeMap<String, Latency>,
     throughput: Throughput,
     cold_start: BTreeMap<String, Latency>,
+    /// Server-side duration of the cold starts (request in → result out), ms.
+    cold_start_server_side: BTreeMap<String, Latency>,
     /// Time to build each compiled runtime's trivial handler at deploy, ms.
     build_ms: BTreeMap<String, f64>,
     baselines: Vec<Baseline>,
@@ -326,6 +329,8 @@ pub async fn run(
     let throughput = throughput(&client, "bench-python", args.clients, length).await;
 
     let mut cold = BTreeMap::new();
+    let mut cold_server = BTreeMap::new();
+    let mut cold_unsettled = 0;
     for &(runtime, file, code) in handlers.iter().filter(|_| !skips(Part::Cold)) {
         progress(&format!(
             "cold start, {runtime}, {} samples",
@@ -333,6 +338,7 @@ pub async fn run(
         ));
         let name = format!("bench-cold-{runtime}");
         let mut samples = Vec::new();
+        let mut server_ms = Vec::new();
         for i in 0..args.cold_samples {
             // A new version retires the warm instances: its first call is cold.
             let code = format!(
@@ -340,17 +346,28 @@ pub async fn run(
                 if runtime == "python" { "#" } else { "//" }
             );
             deploy(&client, &name, runtime, file, &code, None).await?;
-            // Deploys seconds apart, not back to back: the retired instance's teardown
-            // and the worker's background refill of its stems are not on the next
-            // sample's path.
-            tokio::time::sleep(Duration::from_millis(if args.smoke { 50 } else { 300 })).await;
+            // Each sample is a first call after a quiet spell, as a caller sees it: the
+            // worker's background refill of its stems (which the previous sample
+            // started) is over and one waits. A hearth that does not say gets a pause.
+            if !settle::stems(&client, Duration::from_secs(10)).await {
+                cold_unsettled += 1;
+                tokio::time::sleep(Duration::from_millis(if args.smoke { 50 } else { 300 })).await;
+            }
             let (ms, inv) = invoke_timed(&client, &name).await?;
             if !inv.cold_start {
                 bail!("cold-start sample {i} of {runtime} was warm: {}", inv.id);
             }
             samples.push(ms);
+            server_ms.push(inv.duration_ms);
         }
         cold.insert(runtime.to_string(), Latency::of(samples));
+        cold_server.insert(runtime.to_string(), Latency::of(server_ms));
+    }
+    if cold_unsettled > 0 {
+        progress(&format!(
+            "{cold_unsettled} cold-start samples did not see the stems settle (no \
+             hearth_stems_making gauge, or still making after 10 s): paused instead"
+        ));
     }
 
     progress("baselines");
@@ -420,6 +437,7 @@ pub async fn run(
         warm_default_size,
         throughput,
         cold_start: cold,
+        cold_start_server_side: cold_server,
         build_ms,
         baselines,
         memory_reading_us,
@@ -1011,6 +1029,10 @@ fn print_table(r: &Report) {
         let figure = format!("cold start through HTTP, {runtime} ({} samples)", l.samples);
         print_latency_row(&figure, l, 1);
     }
+    for (runtime, l) in &r.cold_start_server_side {
+        let figure = format!("  of which inside hearth (duration_ms), cold {runtime}");
+        print_latency_row(&figure, l, 1);
+    }
     for (runtime, ms) in &r.build_ms {
         println!(
             "{:<58} {:>10.1}",
@@ -1108,6 +1130,7 @@ mod tests {
                 latency: latency(50),
             },
             cold_start: per_runtime(2),
+            cold_start_server_side: per_runtime(1),
             build_ms: BTreeMap::from([("cpp".to_string(), 300.0)]),
             baselines: vec![Baseline {
                 what: "python3 -c".into(),

@@ -62,6 +62,18 @@ impl State {
     }
 }
 
+impl State {
+    /// Sets the `hearth_stems_waiting` and `hearth_stems_making` gauges (all kinds
+    /// together) to what this state holds: whoever waits for the pool to settle (the
+    /// bench, before a cold start) reads them.
+    fn publish(&self) {
+        let waiting: usize = self.waiting.values().map(Vec::len).sum();
+        let making: usize = self.making.values().sum();
+        metrics::gauge!("hearth_stems_waiting").set(waiting as f64);
+        metrics::gauge!("hearth_stems_making").set(making as f64);
+    }
+}
+
 /// How many more stems of `kind` to make: up to `per_kind` of it, within the budget.
 fn wanted(state: &State, config: &StemConfig, kind: &StemKind) -> usize {
     let have =
@@ -93,7 +105,12 @@ impl Stems {
     /// Takes a waiting stem of `kind` out of the pool (it is the caller's from now on)
     /// and starts making its replacement.
     pub fn take(self: &Arc<Self>, kind: &StemKind) -> Option<Box<dyn Stem>> {
-        let stem = self.lock().waiting.get_mut(kind).and_then(Vec::pop);
+        let stem = {
+            let mut state = self.lock();
+            let stem = state.waiting.get_mut(kind).and_then(Vec::pop);
+            state.publish();
+            stem
+        };
         self.refill(kind);
         stem
     }
@@ -108,6 +125,7 @@ impl Stems {
             let wanted = wanted(&state, &self.config, kind);
             if wanted > 0 {
                 *state.making.entry(kind.clone()).or_default() += wanted;
+                state.publish();
             }
             wanted
         };
@@ -127,7 +145,7 @@ impl Stems {
                     if let Some(making) = state.making.get_mut(&kind) {
                         *making = making.saturating_sub(1);
                     }
-                    match made {
+                    let late = match made {
                         Ok(stem) if state.closed => Some(stem),
                         Ok(stem) => {
                             state.waiting.entry(kind.clone()).or_default().push(stem);
@@ -137,7 +155,9 @@ impl Stems {
                             tracing::warn!(?kind, %error, "cannot make a stem");
                             None
                         }
-                    }
+                    };
+                    state.publish();
+                    late
                 };
                 if let Some(stem) = late {
                     stem.destroy().await;
@@ -156,7 +176,9 @@ impl Stems {
         let stems: Vec<Box<dyn Stem>> = {
             let mut state = self.lock();
             state.closed = true;
-            state.waiting.drain().flat_map(|(_, v)| v).collect()
+            let stems = state.waiting.drain().flat_map(|(_, v)| v).collect();
+            state.publish();
+            stems
         };
         for stem in stems {
             stem.destroy().await;

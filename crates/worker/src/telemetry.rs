@@ -1,6 +1,6 @@
 //! The worker's Prometheus metrics, recorded where each event happens: invocations,
-//! cold starts, OOM kills, warm instances, async retries, dead letters and the queue's
-//! depth. Base units (seconds, bytes), `_total`
+//! cold starts, OOM kills, warm instances, stems waiting and being made, async retries,
+//! dead letters and the queue's depth. Base units (seconds, bytes), `_total`
 //! counters, histograms (so they add up across workers), a `function` label and never
 //! an invocation id. The controller's `/metrics` (or a worker's own) renders them.
 
@@ -60,6 +60,14 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
         "Asynchronous invocations that gave up (retries exhausted or function gone), by function.",
     ),
     (
+        "hearth_stems_waiting",
+        "Stems (pre-started generic sandboxes) waiting for a cold start, all runtimes.",
+    ),
+    (
+        "hearth_stems_making",
+        "Stems being made in the background (refills after a cold start took one).",
+    ),
+    (
         "hearth_builds_total",
         "Builds of compiled functions, by runtime and result.",
     ),
@@ -77,7 +85,11 @@ pub fn describe() {
             metrics::describe_counter!(name, help);
         } else if matches!(
             name,
-            "hearth_warm_instances" | "hearth_report_queue" | "hearth_queue_depth"
+            "hearth_warm_instances"
+                | "hearth_report_queue"
+                | "hearth_queue_depth"
+                | "hearth_stems_waiting"
+                | "hearth_stems_making"
         ) {
             metrics::describe_gauge!(name, help);
         } else {

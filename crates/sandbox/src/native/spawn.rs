@@ -100,9 +100,27 @@ pub async fn spawn_agent(
         .map_err(|_| io::Error::other("the spawner thread's queue is poisoned"))?
         .send(request)
         .map_err(|_| io::Error::other("the spawner thread is gone"))?;
-    answer
+    let child = answer
         .await
-        .map_err(|_| io::Error::other("the spawner thread dropped the request"))?
+        .map_err(|_| io::Error::other("the spawner thread dropped the request"))??;
+    if let Some(stdin) = &child.stdin {
+        widen_pipe(stdin.as_raw_fd());
+    }
+    Ok(child)
+}
+
+/// What the agent's stdin pipe holds: a stem's code (a compiled program is megabytes)
+/// crosses in a few writes instead of one per 64 KiB, each a wake-up of both sides on
+/// the cold start's path. Pages are taken only as the pipe fills.
+const STDIN_PIPE_BYTES: libc::c_int = 1 << 20;
+
+/// Grows the pipe behind `fd` to [`STDIN_PIPE_BYTES`]; where the host refuses (an
+/// unprivileged worker over its pipe allowance), it keeps the default size.
+fn widen_pipe(fd: std::os::fd::RawFd) {
+    // SAFETY: fcntl on an fd the caller owns; no pointers.
+    if unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, STDIN_PIPE_BYTES) } < 0 {
+        tracing::debug!(error = %io::Error::last_os_error(), "the agent's stdin pipe keeps its default size");
+    }
 }
 
 /// One spawn for the spawner thread: the command, the runtime that will own the child,
