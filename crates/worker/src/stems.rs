@@ -4,7 +4,9 @@
 //! A kind is learned from the first cold start that could have used it (the backend
 //! names it) and refilled in the background after every stem taken: at most
 //! [`StemConfig::per_kind`] wait per kind, and at most [`StemConfig::memory_budget_mb`]
-//! of memory is held by all of them together. A stem is taken out of the pool before it
+//! of memory is held by all of them together. When a kind asked for now does not fit,
+//! the waiting stems of the kinds asked for least recently make room for it (a kind
+//! learned once, say from a function since resized, must not hold the budget forever). A stem is taken out of the pool before it
 //! is specialized, and a specialized stem is an instance of that one function version
 //! (or destroyed): it never comes back here.
 
@@ -44,6 +46,9 @@ struct State {
     waiting: HashMap<StemKind, Vec<Box<dyn Stem>>>,
     /// Stems being made, per kind.
     making: HashMap<StemKind, usize>,
+    /// When each kind was last asked for (a count of asks, not a time).
+    asked: HashMap<StemKind, u64>,
+    asks: u64,
     closed: bool,
 }
 
@@ -72,6 +77,44 @@ impl State {
         metrics::gauge!("hearth_stems_waiting").set(waiting as f64);
         metrics::gauge!("hearth_stems_making").set(making as f64);
     }
+}
+
+/// Takes out of the pool the waiting stems of kinds asked for less recently than `kind`,
+/// least recent first, until `kind`'s missing stems fit in the budget (or nothing older
+/// is left); the caller destroys them.
+fn evict_for(state: &mut State, config: &StemConfig, kind: &StemKind) -> Vec<Box<dyn Stem>> {
+    let have =
+        state.waiting.get(kind).map_or(0, Vec::len) + state.making.get(kind).copied().unwrap_or(0);
+    let needed_mb = config.per_kind.saturating_sub(have) as u64 * kind.memory_mb();
+    let free_mb = config.memory_budget_mb.saturating_sub(state.memory_mb());
+    let mut to_free_mb = needed_mb.saturating_sub(free_mb);
+    let asked = |k: &StemKind| state.asked.get(k).copied().unwrap_or(0);
+    let this = asked(kind);
+    let mut older: Vec<(u64, StemKind)> = state
+        .waiting
+        .keys()
+        .filter(|k| asked(k) < this)
+        .map(|k| (asked(k), k.clone()))
+        .collect();
+    older.sort_by_key(|(asked, _)| *asked);
+    let mut evicted = Vec::new();
+    for (_, old) in older {
+        if to_free_mb == 0 {
+            break;
+        }
+        let Some(stems) = state.waiting.get_mut(&old) else {
+            continue;
+        };
+        while to_free_mb > 0 {
+            let Some(stem) = stems.pop() else { break };
+            to_free_mb = to_free_mb.saturating_sub(old.memory_mb());
+            evicted.push(stem);
+        }
+        if stems.is_empty() {
+            state.waiting.remove(&old);
+        }
+    }
+    evicted
 }
 
 /// How many more stems of `kind` to make: up to `per_kind` of it, within the budget.
@@ -107,6 +150,9 @@ impl Stems {
     pub fn take(self: &Arc<Self>, kind: &StemKind) -> Option<Box<dyn Stem>> {
         let stem = {
             let mut state = self.lock();
+            state.asks += 1;
+            let asks = state.asks;
+            state.asked.insert(kind.clone(), asks);
             let stem = state.waiting.get_mut(kind).and_then(Vec::pop);
             state.publish();
             stem
@@ -117,18 +163,31 @@ impl Stems {
 
     /// Starts making stems of `kind` in the background, up to the pool's bounds.
     pub fn refill(self: &Arc<Self>, kind: &StemKind) {
-        let wanted = {
+        let (wanted, evicted) = {
             let mut state = self.lock();
             if state.closed {
                 return;
             }
+            let evicted = evict_for(&mut state, &self.config, kind);
             let wanted = wanted(&state, &self.config, kind);
             if wanted > 0 {
                 *state.making.entry(kind.clone()).or_default() += wanted;
-                state.publish();
             }
-            wanted
+            state.publish();
+            (wanted, evicted)
         };
+        if !evicted.is_empty() {
+            tracing::debug!(
+                ?kind,
+                evicted = evicted.len(),
+                "stems of kinds asked for less recently make room"
+            );
+            tokio::spawn(async move {
+                for stem in evicted {
+                    stem.destroy().await;
+                }
+            });
+        }
         if wanted == 0 {
             return;
         }
@@ -225,5 +284,56 @@ mod tests {
             ..config
         };
         assert_eq!(wanted(&State::default(), &off, &python), 0);
+    }
+
+    /// A stem of no backend: only its kind matters here.
+    struct Idle(StemKind);
+
+    #[async_trait::async_trait]
+    impl Stem for Idle {
+        fn id(&self) -> &str {
+            "idle"
+        }
+        fn kind(&self) -> &StemKind {
+            &self.0
+        }
+        fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+            self
+        }
+        async fn destroy(self: Box<Self>) {}
+    }
+
+    #[test]
+    fn a_kind_asked_for_now_takes_the_room_of_the_least_recently_asked() {
+        let config = StemConfig {
+            per_kind: 2,
+            memory_budget_mb: 128,
+        };
+        let (python, node, cpp) = (
+            kind(Runtime::Python, 0),
+            kind(Runtime::Nodejs, 0),
+            kind(Runtime::Cpp, 0),
+        );
+        let mut state = State::default();
+        for (asks, k) in [&python, &node, &cpp].into_iter().enumerate() {
+            state.asked.insert(k.clone(), asks as u64 + 1);
+        }
+        for k in [&python, &node] {
+            let stems: Vec<Box<dyn Stem>> =
+                vec![Box::new(Idle(k.clone())), Box::new(Idle(k.clone()))];
+            state.waiting.insert(k.clone(), stems);
+        }
+        assert_eq!(wanted(&state, &config, &cpp), 0, "the budget is full");
+        let evicted = evict_for(&mut state, &config, &cpp);
+        assert_eq!(evicted.len(), 2);
+        assert!(
+            evicted.iter().all(|stem| stem.kind() == &python),
+            "python was asked first"
+        );
+        assert!(!state.waiting.contains_key(&python));
+        assert_eq!(wanted(&state, &config, &cpp), 2);
+        // Nothing is evicted for a kind asked before the ones waiting.
+        assert!(evict_for(&mut state, &config, &python).is_empty());
+        assert_eq!(state.waiting[&node].len(), 2);
     }
 }
