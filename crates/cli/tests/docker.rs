@@ -7,26 +7,13 @@
 //! them these tests fail, loudly: nothing here is skipped.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
+use hearth_testkit::backends::docker_cli as docker;
 use hearth_testkit::{eventually, Hearth};
 use serde_json::{json, Value};
 use std::process::Command;
 use std::time::Duration;
 
 const MB: u64 = 1024 * 1024;
-
-/// Runs the docker CLI and returns its stdout; panics with its stderr on failure.
-fn docker(args: &[&str]) -> String {
-    let output = Command::new("docker")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run docker {args:?}: {e} (is the engine installed?)"));
-    assert!(
-        output.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
 
 /// Whether `docker inspect` finds the container or volume.
 fn exists(kind: &str, id: &str) -> bool {

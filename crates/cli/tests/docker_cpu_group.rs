@@ -7,23 +7,10 @@
 //! `tests/docker.rs`); fails loudly without them.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
+use hearth_testkit::backends::docker_cli as docker;
 use hearth_testkit::Hearth;
 use serde_json::{json, Value};
 use std::path::PathBuf;
-use std::process::Command;
-
-fn docker(args: &[&str]) -> String {
-    let output = Command::new("docker")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run docker {args:?}: {e} (is the engine installed?)"));
-    assert!(
-        output.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
 
 /// The host pid of the one container serving `name`, and its inspect document.
 fn container_of(name: &str) -> (u32, Value) {

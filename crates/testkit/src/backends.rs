@@ -32,3 +32,18 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// Runs the docker CLI with `args` and returns its stdout, trimmed; panics with its
+/// stderr when it fails (a test that needs the engine fails loudly without it).
+pub fn docker_cli(args: &[&str]) -> String {
+    let output = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run docker {args:?}: {e} (is the engine installed?)"));
+    assert!(
+        output.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
