@@ -25,6 +25,30 @@ pub struct UidRange {
     pub slots: u32,
 }
 
+/// Why a uid range given on the command line is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UidRangeError {
+    /// Not two numbers around a dash.
+    #[error("uid range {0:?} is not FIRST-LAST")]
+    Shape(String),
+    /// One side is not a number.
+    #[error("uid range {text:?}: {part:?}: {source}")]
+    Number {
+        /// The whole range as given.
+        text: String,
+        /// The side that is not a number.
+        part: String,
+        /// Why it is not.
+        source: std::num::ParseIntError,
+    },
+    /// Outside the uids a range may use, or backwards.
+    #[error("uid range {0:?} must lie between 1000 and 4294967294, first ≤ last")]
+    Bounds(String),
+    /// Fewer than two uids.
+    #[error("uid range {0:?} holds no pair of uids")]
+    Empty(String),
+}
+
 impl UidRange {
     /// The default: 65 536 uids from 2 000 000, above the usual `/etc/subuid` ranges
     /// of the first users (100 000 + 65 536 each) and far below `(uid_t)-1`.
@@ -34,24 +58,26 @@ impl UidRange {
     };
 
     /// Parses `FIRST-LAST` (inclusive; an even number of uids).
-    pub fn parse(text: &str) -> Result<UidRange, String> {
+    pub fn parse(text: &str) -> Result<UidRange, UidRangeError> {
         let (first, last) = text
             .split_once('-')
-            .ok_or_else(|| format!("uid range {text:?} is not FIRST-LAST"))?;
-        let parse = |s: &str| {
-            s.trim()
+            .ok_or_else(|| UidRangeError::Shape(text.to_string()))?;
+        let parse = |part: &str| {
+            part.trim()
                 .parse::<u32>()
-                .map_err(|e| format!("uid range {text:?}: {s:?}: {e}"))
+                .map_err(|source| UidRangeError::Number {
+                    text: text.to_string(),
+                    part: part.to_string(),
+                    source,
+                })
         };
         let (first, last) = (parse(first)?, parse(last)?);
         if first < 1000 || last < first || last == u32::MAX {
-            return Err(format!(
-                "uid range {text:?} must lie between 1000 and 4294967294, first ≤ last"
-            ));
+            return Err(UidRangeError::Bounds(text.to_string()));
         }
         let slots = (last - first).div_ceil(2);
         if slots == 0 {
-            return Err(format!("uid range {text:?} holds no pair of uids"));
+            return Err(UidRangeError::Empty(text.to_string()));
         }
         Ok(UidRange { first, slots })
     }
