@@ -91,7 +91,7 @@ use hearth_core::protocol::{
 };
 use instance::Instance;
 use output::OutputDir;
-use runner::Runner;
+use runner::{Runner, SettleError};
 use std::path::Path;
 use std::time::Instant;
 use sweep::{Scope, Sweeper};
@@ -436,7 +436,7 @@ fn serve(
                 if early {
                     if let Err(why) = settle(runner, inst) {
                         diag!("after {}: {why}", spec.request_id);
-                        unfit = Some(why);
+                        unfit = Some(why.to_string());
                         continue;
                     }
                 }
@@ -451,11 +451,9 @@ fn serve(
 
 /// What follows an early answer: the runtime's sweep, then the scratch dirs wiped and
 /// the output dir emptied of anything written after it was archived.
-fn settle(runner: &mut dyn Runner, inst: &mut Instance) -> Result<(), String> {
+fn settle(runner: &mut dyn Runner, inst: &mut Instance) -> Result<(), SettleError> {
     runner.settle(inst)?;
-    inst.scratch
-        .wipe()
-        .map_err(|fault| format!("scratch dirs: {fault}"))?;
+    inst.scratch.wipe().map_err(SettleError::Scratch)?;
     if let Some(output) = &inst.output {
         if output.discard()? {
             diag!("discarded what reached the output dir after it was archived");

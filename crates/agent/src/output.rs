@@ -17,6 +17,7 @@
 
 use crate::error::{AgentError, ConfigError};
 use crate::process::MAX_CHUNK;
+use crate::runner::SettleError;
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};
 use std::io::{self, Read, Write};
@@ -145,8 +146,12 @@ impl OutputDir {
     /// Empties the directory without archiving it: what a process of an invocation
     /// already answered wrote there before the sweep killed it (it is nobody's output).
     /// Returns whether it held anything, or why it could not be emptied.
-    pub fn discard(&self) -> Result<bool, String> {
-        let fail = |what: &str, e: io::Error| format!("{what} {}: {e}", self.path.display());
+    pub fn discard(&self) -> Result<bool, SettleError> {
+        let fail = |what: &'static str, source: io::Error| SettleError::Output {
+            path: self.path.display().to_string(),
+            what,
+            source,
+        };
         let dir = self.open_top().map_err(|e| fail("open", e))?;
         if is_empty(&dir).map_err(|e| fail("read", e))? {
             return Ok(false);

@@ -13,7 +13,7 @@ use crate::instance::{unix_ms, Instance, LOAD_LIMIT};
 use crate::output::OutputDir;
 use crate::process::{self, Capture, ChildState, ExitInfo, Outbox, ReadState, SpawnSpec};
 use crate::run::{self, Ending, Finished, Pipes, Report};
-use crate::runner::Runner;
+use crate::runner::{Runner, SettleError};
 use crate::sweep::SweepReport;
 use hearth_core::invocation::ErrorInfo;
 use hearth_core::protocol::InvokeSpec;
@@ -569,7 +569,7 @@ impl Python {
     /// After an early answer: sweeps (the answered process, still exiting, and anything
     /// it left), takes the zygote's report on it, and restarts a zygote that lost the
     /// thread. `Err` when a process could not be killed or no zygote can be had.
-    fn settle(&mut self, inst: &mut Instance) -> Result<(), String> {
+    fn settle(&mut self, inst: &mut Instance) -> Result<(), SettleError> {
         let Some(child) = self.exiting.take() else {
             return Ok(());
         };
@@ -595,10 +595,10 @@ impl Python {
             );
         }
         if !self.ensure_zygote(inst, reported.is_none()) {
-            return Err("the python zygote could not be restarted".into());
+            return Err(SettleError::ZygoteLost);
         }
         if !sweep.converged {
-            return Err("a process of the last invocation could not be killed".into());
+            return Err(SettleError::Survivor);
         }
         Ok(())
     }
@@ -764,7 +764,7 @@ impl Runner for Python {
         self.exiting.is_some()
     }
 
-    fn settle(&mut self, inst: &mut Instance) -> Result<(), String> {
+    fn settle(&mut self, inst: &mut Instance) -> Result<(), SettleError> {
         Python::settle(self, inst)
     }
 

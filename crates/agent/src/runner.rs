@@ -8,6 +8,30 @@ use crate::run::Finished;
 use hearth_core::protocol::InvokeSpec;
 use std::os::fd::RawFd;
 
+/// Why an instance must not serve again after an early answer.
+#[derive(Debug, thiserror::Error)]
+pub enum SettleError {
+    /// The zygote lost the thread and no new one could be started.
+    #[error("the python zygote could not be restarted")]
+    ZygoteLost,
+    /// A process of the answered invocation survived the sweep.
+    #[error("a process of the last invocation could not be killed")]
+    Survivor,
+    /// The scratch dirs could not be wiped.
+    #[error("scratch dirs: {0}")]
+    Scratch(#[source] AgentError),
+    /// The output dir could not be emptied of what came after its archive.
+    #[error("the output dir {path}: cannot {what}: {source}")]
+    Output {
+        /// The output dir.
+        path: String,
+        /// What failed (open, read, empty).
+        what: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
 /// A runtime keeping the next invocation's process ready (a Python zygote, a standby, a
 /// compiled program, a build).
 pub trait Runner {
@@ -31,7 +55,7 @@ pub trait Runner {
     /// After an early answer: waits for the process's end and sweeps the invocation's
     /// leftovers, so that none of its processes is alive before the next invocation.
     /// `Err` (why) when the instance must not serve again.
-    fn settle(&mut self, _inst: &mut Instance) -> Result<(), String> {
+    fn settle(&mut self, _inst: &mut Instance) -> Result<(), SettleError> {
         Ok(())
     }
 
