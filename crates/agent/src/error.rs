@@ -306,3 +306,27 @@ fn load_message(error: &ErrorInfo) -> String {
         error.trace.trim_end().to_string()
     }
 }
+
+/// Why an instance must not serve again after an early answer.
+#[derive(Debug, thiserror::Error)]
+pub enum SettleError {
+    /// The zygote lost the thread and no new one could be started.
+    #[error("the python zygote could not be restarted")]
+    ZygoteLost,
+    /// A process of the answered invocation survived the sweep.
+    #[error("a process of the last invocation could not be killed")]
+    Survivor,
+    /// The scratch dirs could not be wiped.
+    #[error("scratch dirs: {0}")]
+    Scratch(#[source] AgentError),
+    /// The output dir could not be emptied of what came after its archive.
+    #[error("the output dir {path}: cannot {what}: {source}")]
+    Output {
+        /// The output dir.
+        path: String,
+        /// What failed (open, read, empty).
+        what: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+}

@@ -84,6 +84,7 @@ mod stem;
 mod sweep;
 
 use channel::Channel;
+use error::SettleError;
 use error::{AgentError, ConfigError};
 use hearth_core::protocol::{
     AgentFailure, FailurePhase, FromAgent, InitSpec, ReadyInfo, RootSetup, ToAgent,
@@ -91,7 +92,7 @@ use hearth_core::protocol::{
 };
 use instance::Instance;
 use output::OutputDir;
-use runner::{Runner, SettleError};
+use runner::Runner;
 use std::path::Path;
 use std::time::Instant;
 use sweep::{Scope, Sweeper};

@@ -15,9 +15,9 @@
 //! the quota (Existing mode has no tmpfs to size; a sparse file fits a tmpfs and
 //! would still stream gigabytes of zeros).
 
-use crate::error::{AgentError, ConfigError};
+use crate::error::{AgentError, ConfigError, SettleError};
 use crate::process::MAX_CHUNK;
-use crate::runner::SettleError;
+
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};
 use std::io::{self, Read, Write};

@@ -8,12 +8,13 @@
 //! wait status and rusage after `wait4`. Warm path: two `sendmsg`s, no fork, no exec.
 
 use crate::channel::LogSink;
+use crate::error::SettleError;
 use crate::error::{AgentError, CodeLoadError, RuntimeError};
 use crate::instance::{unix_ms, Instance, LOAD_LIMIT};
 use crate::output::OutputDir;
 use crate::process::{self, Capture, ChildState, ExitInfo, Outbox, ReadState, SpawnSpec};
 use crate::run::{self, Ending, Finished, Pipes, Report};
-use crate::runner::{Runner, SettleError};
+use crate::runner::Runner;
 use crate::sweep::SweepReport;
 use hearth_core::invocation::ErrorInfo;
 use hearth_core::protocol::InvokeSpec;

@@ -2,35 +2,11 @@
 //! a fresh process, then get the next one ready.
 
 use crate::channel::LogSink;
-use crate::error::AgentError;
+use crate::error::{AgentError, SettleError};
 use crate::instance::Instance;
 use crate::run::Finished;
 use hearth_core::protocol::InvokeSpec;
 use std::os::fd::RawFd;
-
-/// Why an instance must not serve again after an early answer.
-#[derive(Debug, thiserror::Error)]
-pub enum SettleError {
-    /// The zygote lost the thread and no new one could be started.
-    #[error("the python zygote could not be restarted")]
-    ZygoteLost,
-    /// A process of the answered invocation survived the sweep.
-    #[error("a process of the last invocation could not be killed")]
-    Survivor,
-    /// The scratch dirs could not be wiped.
-    #[error("scratch dirs: {0}")]
-    Scratch(#[source] AgentError),
-    /// The output dir could not be emptied of what came after its archive.
-    #[error("the output dir {path}: cannot {what}: {source}")]
-    Output {
-        /// The output dir.
-        path: String,
-        /// What failed (open, read, empty).
-        what: &'static str,
-        /// Why.
-        source: std::io::Error,
-    },
-}
 
 /// A runtime keeping the next invocation's process ready (a Python zygote, a standby, a
 /// compiled program, a build).
