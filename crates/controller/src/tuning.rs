@@ -19,7 +19,7 @@ use hearth_core::tuning::{self, Advice, ExploreRow, Sample, TuningInput};
 use hearth_core::{FunctionSpec, Invocation, InvocationStatus};
 use hearth_store::{FunctionRecord, InvocationFilter};
 use hearth_worker::fleet::first_attempt;
-use hearth_worker::Target;
+use hearth_worker::{host_cores, Target};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -69,10 +69,6 @@ impl Tuner {
             .filter(|r| r.code_sha256 == record.code_sha256)
             .cloned()
     }
-}
-
-fn host_cores() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// Runs `target` once with `event` through the controller's invoke path (the fleet).

@@ -617,7 +617,7 @@ impl Worker {
 /// Cores this process may use (CPU follows memory up to this many). Read once: the
 /// standard library reads the cgroup's files on every call, which cost a few percent of
 /// the worker's CPU when every invocation asked.
-pub(crate) fn host_cores() -> usize {
+pub fn host_cores() -> usize {
     static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
 }
