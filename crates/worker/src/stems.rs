@@ -53,6 +53,11 @@ struct State {
 }
 
 impl State {
+    /// Stems of `kind` waiting or being made.
+    fn of_kind(&self, kind: &StemKind) -> usize {
+        self.waiting.get(kind).map_or(0, Vec::len) + self.making.get(kind).copied().unwrap_or(0)
+    }
+
     /// Memory limit of the stems waiting and being made, MB.
     fn memory_mb(&self) -> u64 {
         let waiting = self
@@ -83,8 +88,7 @@ impl State {
 /// least recent first, until `kind`'s missing stems fit in the budget (or nothing older
 /// is left); the caller destroys them.
 fn evict_for(state: &mut State, config: &StemConfig, kind: &StemKind) -> Vec<Box<dyn Stem>> {
-    let have =
-        state.waiting.get(kind).map_or(0, Vec::len) + state.making.get(kind).copied().unwrap_or(0);
+    let have = state.of_kind(kind);
     let needed_mb = config.per_kind.saturating_sub(have) as u64 * kind.memory_mb();
     let free_mb = config.memory_budget_mb.saturating_sub(state.memory_mb());
     let mut to_free_mb = needed_mb.saturating_sub(free_mb);
@@ -119,8 +123,7 @@ fn evict_for(state: &mut State, config: &StemConfig, kind: &StemKind) -> Vec<Box
 
 /// How many more stems of `kind` to make: up to `per_kind` of it, within the budget.
 fn wanted(state: &State, config: &StemConfig, kind: &StemKind) -> usize {
-    let have =
-        state.waiting.get(kind).map_or(0, Vec::len) + state.making.get(kind).copied().unwrap_or(0);
+    let have = state.of_kind(kind);
     let room = config.memory_budget_mb.saturating_sub(state.memory_mb()) / kind.memory_mb();
     config
         .per_kind
