@@ -59,6 +59,8 @@ export function render(main, ctx, route) {
   let fn = null;
   let newest = null;
   let refresh = null;
+  // What the AutoTuner panel last said: it survives the panel's reload after an apply.
+  let tuningSaid = '';
   const loadFunction = async (withTuning = true) => {
     try {
       fn = await api('GET', `/v1/functions/${encodeURIComponent(name)}`);
@@ -91,13 +93,14 @@ export function render(main, ctx, route) {
     tuning.hidden = false;
     const rec = advice.recommended_memory_mb;
     const apply = h('button', {type: 'button'}, 'Apply');
-    const note = h('p', {role: 'status'});
+    const note = h('p', {role: 'status'}, tuningSaid);
     apply.disabled = rec === null || rec === undefined || rec === advice.current_memory_mb;
     apply.addEventListener('click', async () => {
       apply.disabled = true;
       try {
         const updated = await api('POST', `/v1/functions/${encodeURIComponent(name)}/tuning/apply`, {json: {memory_mb: advice.current_memory_mb}});
-        note.textContent = `Applied: version ${updated.version} has ${updated.memory_mb} MB.`;
+        tuningSaid = `Applied: version ${updated.version} has ${updated.memory_mb} MB.`;
+        note.textContent = tuningSaid;
         loadFunction();
       } catch (e) {
         note.textContent = e.message;
