@@ -7,7 +7,8 @@
 
 use crate::{InvocationSink, SandboxError};
 use hearth_core::protocol::{
-    encode, parse_prefix, FrameError, FromAgent, InvokeOutcome, InvokeSpec, ToAgent, PREFIX_BYTES,
+    encode, parse_prefix, FrameError, FromAgent, InvokeOutcome, InvokeSpec, SettleReport, ToAgent,
+    PREFIX_BYTES,
 };
 use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
@@ -33,6 +34,22 @@ const MAX_EXCHANGE_LOG_BYTES: u64 = 64 << 20;
 const OUTPUT_TAR_OVERHEAD: u64 = 100_000 * 2048 + (64 << 10);
 /// The slowest an output may stream before the exchange's deadline passes, bytes/s.
 const SLOWEST_OUTPUT_RATE: u64 = 4 << 20;
+
+/// Largest `Settled` header (an id and a short reason).
+const MAX_SETTLED_HEADER: usize = 64 << 10;
+
+/// A frame's kind, for an error message (never its content: the agent's stream may be
+/// its function's by then).
+fn frame_kind(message: &FromAgent) -> &'static str {
+    match message {
+        FromAgent::Ready(_) => "ready",
+        FromAgent::Log(_) => "log",
+        FromAgent::Output => "output",
+        FromAgent::Result(_) => "result",
+        FromAgent::Settled(_) => "settled",
+        FromAgent::Failed(_) => "failed",
+    }
+}
 
 /// Bounds on one invocation's exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,10 +272,40 @@ where
                     )))
                 }
                 FromAgent::Ready(_) => return Err(self.lost("unexpected ready".into())),
+                FromAgent::Settled(_) => return Err(self.lost("settled before a result".into())),
             };
             if let Err(e) = written {
                 sink_error.get_or_insert(e);
             }
+        }
+    }
+
+    /// After a `Result` that [settles](InvokeOutcome::settles): waits at most `limit`
+    /// for the agent's `Settled` frame of `request_id`. Anything else, or nothing in
+    /// time, and the instance cannot serve again ([`SandboxError::Lost`],
+    /// [`SandboxError::Unresponsive`]).
+    pub async fn settled(
+        &mut self,
+        request_id: &str,
+        limit: std::time::Duration,
+    ) -> Result<SettleReport, SandboxError> {
+        let received = tokio::time::timeout(limit, self.recv_bounded(MAX_SETTLED_HEADER, |_| 0));
+        let Ok(received) = received.await else {
+            return Err(SandboxError::Unresponsive {
+                instance: self.instance.clone(),
+                waited_ms: limit.as_millis() as u64,
+            });
+        };
+        match received?.0 {
+            FromAgent::Settled(report) if report.request_id == request_id => Ok(report),
+            FromAgent::Settled(report) => Err(self.lost(format!(
+                "settled {} while waiting for {request_id}",
+                report.request_id
+            ))),
+            other => Err(self.lost(format!(
+                "expected the settle of {request_id}, got {}",
+                frame_kind(&other)
+            ))),
         }
     }
 
