@@ -398,6 +398,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_settle_that_hangs_or_answers_wrong_loses_the_instance() {
+        let settled = |id: &str, healthy: bool| {
+            FromAgent::Settled(SettleReport {
+                request_id: id.into(),
+                healthy,
+                problem: (!healthy).then(|| "a survivor".to_string()),
+            })
+        };
+        // Its own Settled frame, healthy or not, is the answer.
+        for healthy in [true, false] {
+            let (worker_out, _agent_in) = duplex(1024);
+            let (mut agent_out, worker_in) = duplex(1024);
+            let mut stream = AgentStream::new("i", worker_out, worker_in);
+            let frame = encode(&settled("r1", healthy), b"").unwrap();
+            agent_out.write_all(&frame).await.unwrap();
+            let report = stream
+                .settled("r1", std::time::Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert_eq!(report.healthy, healthy);
+        }
+        // Nothing in time: unresponsive, never a wait without end.
+        let (worker_out, _agent_in) = duplex(1024);
+        let (_agent_out, worker_in) = duplex(1024);
+        let mut stream = AgentStream::new("i", worker_out, worker_in);
+        let err = stream
+            .settled("r1", std::time::Duration::from_millis(20))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SandboxError::Unresponsive { .. }), "{err:?}");
+        // Another call's settle, or another frame: lost.
+        for wrong in [settled("r0", true), ready()] {
+            let (worker_out, _agent_in) = duplex(1024);
+            let (mut agent_out, worker_in) = duplex(1024);
+            let mut stream = AgentStream::new("i", worker_out, worker_in);
+            agent_out
+                .write_all(&encode(&wrong, b"").unwrap())
+                .await
+                .unwrap();
+            let err = stream
+                .settled("r1", std::time::Duration::from_secs(5))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, SandboxError::Lost { .. }), "{err:?}");
+        }
+    }
+
+    #[tokio::test]
     async fn a_clean_end_of_stream_is_lost() {
         let (worker_out, _agent_in) = duplex(64);
         let (agent_out, worker_in) = duplex(64);

@@ -253,3 +253,62 @@ impl Drop for DecrementOnDrop<'_> {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+    use super::*;
+    use bytes::Bytes;
+    use hearth_core::protocol::InvokeSpec;
+    use hearth_sandbox::{InstanceRun, InvocationSink, SandboxError, Settled};
+
+    struct Fake;
+
+    #[async_trait::async_trait]
+    impl Instance for Fake {
+        fn id(&self) -> &str {
+            "fake"
+        }
+        async fn run_event(
+            &mut self,
+            _: InvokeSpec,
+            _: Bytes,
+            _: &mut dyn InvocationSink,
+        ) -> Result<InstanceRun, SandboxError> {
+            Err(SandboxError::Unavailable("a fake runs nothing".into()))
+        }
+        async fn settle(&mut self) -> Result<Option<Settled>, SandboxError> {
+            Ok(None)
+        }
+        async fn destroy(self: Box<Self>) {}
+    }
+
+    /// A second caller's checkout while the first call's instance settles.
+    async fn checkout_during_a_settle(healthy: bool) -> bool {
+        let pool = Arc::new(Pool::new("f".into(), 1, Runtime::Python, 2));
+        let Checkout::Cold(slot) = pool.checkout(10, Duration::from_secs(5)).await.unwrap() else {
+            panic!("an empty pool has no warm instance");
+        };
+        pool.settle_started();
+        let next = tokio::spawn({
+            let pool = pool.clone();
+            async move {
+                let checkout = pool.checkout(10, Duration::from_secs(5)).await.unwrap();
+                matches!(checkout, Checkout::Warm(..))
+            }
+        });
+        tokio::task::yield_now().await;
+        pool.checkin_settled(Box::new(Fake), slot, healthy);
+        next.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_caller_takes_the_settling_instance_rather_than_start_one() {
+        assert!(checkout_during_a_settle(true).await);
+    }
+
+    #[tokio::test]
+    async fn an_instance_that_did_not_settle_is_never_handed_out() {
+        assert!(!checkout_during_a_settle(false).await);
+    }
+}
