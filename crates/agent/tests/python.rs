@@ -259,7 +259,7 @@ def handler(event, context):
             "answered before its exit: {:#?}",
             reply.outcome
         );
-        let settled = reply.settled.expect("a Settled frame follows");
+        let settled = reply.settled.clone().expect("a Settled frame follows");
         assert!(settled.healthy, "{settled:?}");
         assert_eq!(settled.problem, None);
         let pid = reply.value()["pid"].as_i64().unwrap();
