@@ -24,7 +24,9 @@
 //!
 //! Verb (one per layer, README "One call, followed down"): [`Instance::run_event`] (one metered
 //! event in a warm instance), and below it [`agent_stream::AgentStream::exchange`] (the
-//! frames of that one call with the agent).
+//! frames of that one call with the agent). A call answered while its process was
+//! exiting is then [settled](Instance::settle): the agent's `Settled` frame, and the
+//! cgroup read again, so that what it used after the answer is its own.
 #![deny(missing_docs)]
 
 pub mod agent_stream;

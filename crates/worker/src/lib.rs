@@ -16,7 +16,9 @@
 //! the worker is the one writer of history; the Prometheus metrics of all that
 //! ([`telemetry`]). Also the seam to the controller ([`fleet::Fleet`];
 //! [`local::LocalFleet`] runs it in one process) and the policy of async invocations
-//! ([`async_runner`]: attempts, backoff, callbacks).
+//! ([`async_runner`]: attempts, backoff, callbacks). A call answered while its process
+//! was exiting keeps its instance out of the pool until it has settled, and its history
+//! row waits for the figures up to its end (`settle.rs`).
 //!
 //! Never: speaks HTTP (a callback POST is a client call), reads the metadata store
 //! beyond what an async attempt needs (the function's newest version), or knows which
