@@ -9,7 +9,7 @@
 //! making sure no process of an invocation outlives it.
 //!
 //! Never: creates namespaces or cgroups (the worker spawns it inside them), reads cgroup
-//! counters (the worker does, right after the result), talks to anything but its own
+//! counters (the worker does, after the result or the `Settled` frame), talks to anything but its own
 //! stdio (in a container, also the worker's one connection handing it its CPU group at
 //! start), or runs user code in a process that outlives its invocation.
 //!
@@ -32,8 +32,10 @@
 //! stdout/stderr as read, up to the invocation's `log_limit_bytes`, then a marker),
 //! then `Output`* (the output dir's tar, when it is not empty), then `Result`.
 //! A Python invocation whose process has written its result and closed its pipes is
-//! answered while that process exits; its exit, the sweep and the scratch wipe follow
-//! the `Result` and come before the next frame is read (`Runner::settle`).
+//! answered while that process exits (its `Result` says `settles`); its exit, the sweep
+//! and the scratch wipe follow the `Result` (`Runner::settle`), then a `Settled` frame
+//! says they are done (and whether the instance may serve again), before the next
+//! frame is read: the worker meters the invocation up to that frame.
 //!
 //! Modes (`InitSpec::root`): `Native` (the worker spawned it as root in fresh mount, pid,
 //! net, ipc and uts namespaces: it forks PID 1, builds a tmpfs root, pivots, drops to the
@@ -87,7 +89,7 @@ use channel::Channel;
 use error::SettleError;
 use error::{AgentError, ConfigError};
 use hearth_core::protocol::{
-    AgentFailure, FailurePhase, FromAgent, InitSpec, ReadyInfo, RootSetup, ToAgent,
+    AgentFailure, FailurePhase, FromAgent, InitSpec, ReadyInfo, RootSetup, SettleReport, ToAgent,
     PROTOCOL_VERSION,
 };
 use instance::Instance;
@@ -367,7 +369,8 @@ fn init(spec: &InitSpec, code: &[u8]) -> Result<Instance, AgentError> {
 ///
 /// An invocation answered before its process ended ([`Runner::answered_early`]) is
 /// settled right after its result went out and before the next frame is read: the
-/// sweep, then the scratch dirs and what reached the output dir after it was archived.
+/// sweep, then the scratch dirs and what reached the output dir after it was archived;
+/// a `Settled` frame then tells the worker how that went.
 /// When that fails, the instance answers every later invocation with an unhealthy crash
 /// without running it (the worker then replaces it).
 fn serve(
@@ -433,9 +436,19 @@ fn serve(
                         finished.outcome.healthy = false;
                     }
                 }
+                finished.outcome.settles = early;
                 channel.send(&FromAgent::Result(finished.outcome), &finished.payload)?;
                 if early {
-                    if let Err(why) = settle(runner, inst) {
+                    let settled = settle(runner, inst);
+                    let report = SettleReport {
+                        request_id: spec.request_id.clone(),
+                        healthy: settled.is_ok(),
+                        problem: settled.as_ref().err().map(ToString::to_string),
+                    };
+                    // The worker reads the cgroup's counters for the invocation when
+                    // this arrives: nothing of the next one has started.
+                    channel.send(&FromAgent::Settled(report), &[])?;
+                    if let Err(why) = settled {
                         diag!("after {}: {why}", spec.request_id);
                         unfit = Some(why.to_string());
                         continue;

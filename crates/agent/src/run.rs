@@ -288,6 +288,7 @@ pub fn finish(report: Report<'_>, pipes: &mut Pipes, result: &[u8]) -> Finished 
         healthy: report.runtime_healthy && report.sweep.converged,
         output_bytes: 0,
         output_quota_exceeded: false,
+        settles: false,
     };
     Finished { outcome, payload }
 }
@@ -332,6 +333,7 @@ pub fn not_run(request_id: &str, why: String) -> Finished {
             healthy: false,
             output_bytes: 0,
             output_quota_exceeded: false,
+            settles: false,
         },
         payload: Vec::new(),
     }

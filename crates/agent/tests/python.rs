@@ -224,3 +224,48 @@ fn a_syntax_error_is_the_codes_fault_and_a_missing_interpreter_the_platforms() {
     }
     assert_eq!(agent.wait().code(), Some(1));
 }
+
+/// A process answered while it still runs (here it burns CPU on its way out) is
+/// followed by a `Settled` frame once it has ended; the next call is answered only
+/// after that, and settles too.
+#[test]
+fn an_early_answer_is_followed_by_its_settle() {
+    let code = r#"
+import os, time
+def handler(event, context):
+    real_exit = os._exit
+    def burn_then_exit(code):
+        start = time.process_time()
+        while time.process_time() - start < event["burn_s"]:
+            pass
+        real_exit(code)
+    os._exit = burn_then_exit
+    return {"pid": os.getpid()}
+"#;
+    let init = spec(Runtime::Python, hearth_core::protocol::RootSetup::Existing);
+    let (mut agent, first) = Agent::existing(init, &[("main.py", code)]);
+    assert!(matches!(first, FromAgent::Ready(_)), "{first:?}");
+    for (i, burn_s) in [0.05, 0.0].into_iter().enumerate() {
+        let rid = format!("e{i}");
+        let reply = agent.invoke(&rid, 5000, &json!({ "burn_s": burn_s }).to_string());
+        assert_eq!(
+            reply.outcome.status,
+            OutcomeStatus::Success,
+            "{:#?}",
+            reply.outcome
+        );
+        assert!(
+            reply.outcome.settles,
+            "answered before its exit: {:#?}",
+            reply.outcome
+        );
+        let settled = reply.settled.clone().expect("a Settled frame follows");
+        assert!(settled.healthy, "{settled:?}");
+        assert_eq!(settled.problem, None);
+        let pid = reply.value()["pid"].as_i64().unwrap();
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "the process {pid} has ended once settled"
+        );
+    }
+}

@@ -609,3 +609,89 @@ fn a_log_bomb_is_cut_at_the_log_cap_on_disk_and_in_the_object_store() {
     let again = hearth.invoke("log-bomb", json!({}));
     assert_eq!(again["status"], "timeout", "{again}");
 }
+
+/// CPU of a call as recorded: user plus system, ms.
+fn cpu_ms(invocation: &Value) -> f64 {
+    invocation["cpu"]["user_ms"].as_f64().unwrap()
+        + invocation["cpu"]["system_ms"].as_f64().unwrap()
+}
+
+/// The invocation `id` as history stored it (the listing reads only history), once
+/// it is there.
+fn stored(hearth: &Hearth, name: &str, id: &str) -> Value {
+    let mut found = Value::Null;
+    hearth_testkit::eventually(
+        Duration::from_secs(20),
+        "the history row is written",
+        || {
+            let listed = hearth.get(&format!("/v1/functions/{name}/invocations?limit=100"));
+            let rows = listed["invocations"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            match rows.into_iter().find(|row| row["id"] == id) {
+                Some(row) => {
+                    found = row;
+                    true
+                }
+                None => false,
+            }
+        },
+    )
+    .unwrap();
+    found
+}
+
+/// A process that burns CPU after its answer (on its way out, as an `atexit` hook
+/// would) cannot bill it to the next call of the same warm instance: the settle after
+/// an early answer is metered as the answered call's, and its history row says so.
+#[test]
+fn cpu_spent_after_the_answer_is_billed_to_its_own_call() {
+    let hearth = Hearth::start(env!("CARGO_BIN_EXE_hearth"));
+    // One instance (the next call waits for it), a whole CPU: the agent waits one
+    // second (wall clock) for the process to exit before it kills it, so the burn is
+    // small enough to end well within that even on a loaded machine.
+    hearth.deploy_fixture(
+        "lingerer",
+        "py-hostile",
+        json!({"runtime": "python", "timeout_ms": 10000, "max_instances": 1, "cpus": 1}),
+    );
+    act(&hearth, "lingerer", json!({"action": "nothing"}));
+    const BURN_MS: f64 = 150.0;
+    for round in 0..2 {
+        let a = hearth.invoke(
+            "lingerer",
+            json!({"action": "burn_after_answer", "cpu_ms": BURN_MS}),
+        );
+        assert_eq!(a["status"], "success", "{a}");
+        let b = hearth.invoke("lingerer", json!({"action": "nothing"}));
+        assert_eq!(b["status"], "success", "{b}");
+        assert_eq!(b["cold_start"], false, "the same warm instance: {b}");
+        assert!(
+            cpu_ms(&b) < BURN_MS / 3.0,
+            "round {round}: the next call was billed the burn: {b}"
+        );
+        let a_id = a["id"].as_str().unwrap();
+        let b_id = b["id"].as_str().unwrap();
+        let a_row = stored(&hearth, "lingerer", a_id);
+        let b_row = stored(&hearth, "lingerer", b_id);
+        eprintln!(
+            "round {round}: CPU ms: burner answered {:.1}, stored {:.1}; next answered {:.1}, stored {:.1}",
+            cpu_ms(&a),
+            cpu_ms(&a_row),
+            cpu_ms(&b),
+            cpu_ms(&b_row)
+        );
+        assert!(
+            cpu_ms(&a_row) >= cpu_ms(&a) + BURN_MS / 2.0,
+            "round {round}: the burn is not in its own call's history row: answered {a}, stored {a_row}"
+        );
+        assert!(
+            cpu_ms(&b_row) < BURN_MS / 3.0,
+            "round {round}: the next call's history row holds the burn: {b_row}"
+        );
+        // Reading one invocation gives history's figures, not the answer's.
+        let a_read = hearth.get(&format!("/v1/invocations/{a_id}"));
+        assert_eq!(cpu_ms(&a_read), cpu_ms(&a_row), "{a_read}");
+    }
+}

@@ -266,14 +266,14 @@ pub(crate) async fn visible(
     caller: &Caller,
     id: &str,
 ) -> Result<Invocation, ApiError> {
-    let found = match state.history.recent(id) {
-        Some(invocation) => Some(invocation),
-        None => state
-            .metadata
-            .get_invocation(id)
-            .await
-            .map_err(|e| ApiError::store("reading invocation", e))?,
-    };
+    // History first: an invocation answered while its process was exiting gets its
+    // whole usage there once settled; the answer as sent waits in `recent` until then.
+    let stored = state
+        .metadata
+        .get_invocation(id)
+        .await
+        .map_err(|e| ApiError::store("reading invocation", e))?;
+    let found = stored.or_else(|| state.history.recent(id));
     found
         .filter(|invocation| caller.sees(&invocation.function))
         .ok_or_else(|| invocation_not_found(id))

@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 
 /// Bumped whenever a frame changes shape; `Init` and `Ready` carry it.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Largest header accepted (inline stdout/stderr are capped at 1 MB each).
 pub const MAX_HEADER_BYTES: u32 = 32 << 20;
 /// Largest payload accepted (a code tar, at most 250 MB uncompressed, plus headers).
@@ -97,6 +97,11 @@ pub enum FromAgent {
     Output,
     /// One invocation ended (payload: the handler's return value as JSON, may be empty).
     Result(InvokeOutcome),
+    /// After a `Result` with [`InvokeOutcome::settles`] (answered while its process was
+    /// still exiting): the process has ended and the invocation's leftovers are swept,
+    /// so what the sandbox's cgroup counts from here on is no longer the invocation's.
+    /// The agent reads no frame before it has sent this.
+    Settled(SettleReport),
     /// The agent cannot go on (bad init, broken runtime); it exits after sending this.
     Failed(AgentFailure),
 }
@@ -288,6 +293,22 @@ pub struct InvokeOutcome {
     /// Whether the output directory filled up (the quota was reached).
     #[serde(default)]
     pub output_quota_exceeded: bool,
+    /// Answered before the process had ended: a [`FromAgent::Settled`] follows once it
+    /// has (until then the invocation may still use CPU and memory).
+    #[serde(default)]
+    pub settles: bool,
+}
+
+/// The end of an invocation answered early ([`FromAgent::Settled`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SettleReport {
+    /// The invocation id from [`InvokeSpec`].
+    pub request_id: String,
+    /// False when the instance must not serve again (`problem` says why).
+    pub healthy: bool,
+    /// Why the settle failed (a survivor of the sweep, a lost zygote).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// Which stream a [`FromAgent::Log`] chunk belongs to.
@@ -495,6 +516,7 @@ mod tests {
             healthy: true,
             output_bytes: 0,
             output_quota_exceeded: false,
+            settles: false,
         };
         let json = serde_json::to_value(&outcome).unwrap();
         assert_eq!(json["stdout"], "out");

@@ -7,7 +7,8 @@
 
 use crate::{InvocationSink, SandboxError};
 use hearth_core::protocol::{
-    encode, parse_prefix, FrameError, FromAgent, InvokeOutcome, InvokeSpec, ToAgent, PREFIX_BYTES,
+    encode, parse_prefix, FrameError, FromAgent, InvokeOutcome, InvokeSpec, SettleReport, ToAgent,
+    PREFIX_BYTES,
 };
 use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
@@ -33,6 +34,22 @@ const MAX_EXCHANGE_LOG_BYTES: u64 = 64 << 20;
 const OUTPUT_TAR_OVERHEAD: u64 = 100_000 * 2048 + (64 << 10);
 /// The slowest an output may stream before the exchange's deadline passes, bytes/s.
 const SLOWEST_OUTPUT_RATE: u64 = 4 << 20;
+
+/// Largest `Settled` header (an id and a short reason).
+const MAX_SETTLED_HEADER: usize = 64 << 10;
+
+/// A frame's kind, for an error message (never its content: the agent's stream may be
+/// its function's by then).
+fn frame_kind(message: &FromAgent) -> &'static str {
+    match message {
+        FromAgent::Ready(_) => "ready",
+        FromAgent::Log(_) => "log",
+        FromAgent::Output => "output",
+        FromAgent::Result(_) => "result",
+        FromAgent::Settled(_) => "settled",
+        FromAgent::Failed(_) => "failed",
+    }
+}
 
 /// Bounds on one invocation's exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,10 +272,40 @@ where
                     )))
                 }
                 FromAgent::Ready(_) => return Err(self.lost("unexpected ready".into())),
+                FromAgent::Settled(_) => return Err(self.lost("settled before a result".into())),
             };
             if let Err(e) = written {
                 sink_error.get_or_insert(e);
             }
+        }
+    }
+
+    /// After a `Result` that [settles](InvokeOutcome::settles): waits at most `limit`
+    /// for the agent's `Settled` frame of `request_id`. Anything else, or nothing in
+    /// time, and the instance cannot serve again ([`SandboxError::Lost`],
+    /// [`SandboxError::Unresponsive`]).
+    pub async fn settled(
+        &mut self,
+        request_id: &str,
+        limit: std::time::Duration,
+    ) -> Result<SettleReport, SandboxError> {
+        let received = tokio::time::timeout(limit, self.recv_bounded(MAX_SETTLED_HEADER, |_| 0));
+        let Ok(received) = received.await else {
+            return Err(SandboxError::Unresponsive {
+                instance: self.instance.clone(),
+                waited_ms: limit.as_millis() as u64,
+            });
+        };
+        match received?.0 {
+            FromAgent::Settled(report) if report.request_id == request_id => Ok(report),
+            FromAgent::Settled(report) => Err(self.lost(format!(
+                "settled {} while waiting for {request_id}",
+                report.request_id
+            ))),
+            other => Err(self.lost(format!(
+                "expected the settle of {request_id}, got {}",
+                frame_kind(&other)
+            ))),
         }
     }
 
@@ -348,6 +395,54 @@ mod tests {
         ));
         assert_eq!(payload, b"payload");
         drop(writer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_settle_that_hangs_or_answers_wrong_loses_the_instance() {
+        let settled = |id: &str, healthy: bool| {
+            FromAgent::Settled(SettleReport {
+                request_id: id.into(),
+                healthy,
+                problem: (!healthy).then(|| "a survivor".to_string()),
+            })
+        };
+        // Its own Settled frame, healthy or not, is the answer.
+        for healthy in [true, false] {
+            let (worker_out, _agent_in) = duplex(1024);
+            let (mut agent_out, worker_in) = duplex(1024);
+            let mut stream = AgentStream::new("i", worker_out, worker_in);
+            let frame = encode(&settled("r1", healthy), b"").unwrap();
+            agent_out.write_all(&frame).await.unwrap();
+            let report = stream
+                .settled("r1", std::time::Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert_eq!(report.healthy, healthy);
+        }
+        // Nothing in time: unresponsive, never a wait without end.
+        let (worker_out, _agent_in) = duplex(1024);
+        let (_agent_out, worker_in) = duplex(1024);
+        let mut stream = AgentStream::new("i", worker_out, worker_in);
+        let err = stream
+            .settled("r1", std::time::Duration::from_millis(20))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SandboxError::Unresponsive { .. }), "{err:?}");
+        // Another call's settle, or another frame: lost.
+        for wrong in [settled("r0", true), ready()] {
+            let (worker_out, _agent_in) = duplex(1024);
+            let (mut agent_out, worker_in) = duplex(1024);
+            let mut stream = AgentStream::new("i", worker_out, worker_in);
+            agent_out
+                .write_all(&encode(&wrong, b"").unwrap())
+                .await
+                .unwrap();
+            let err = stream
+                .settled("r1", std::time::Duration::from_secs(5))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, SandboxError::Lost { .. }), "{err:?}");
+        }
     }
 
     #[tokio::test]

@@ -4,9 +4,9 @@
 
 use crate::agent_stream::AgentStream;
 use crate::cgroup::UsageMeter;
-use crate::session::{self, LogTail};
+use crate::session::{self, LogTail, PendingSettle};
 use crate::uids::UidLease;
-use crate::{Instance, InstanceRun, InvocationSink, SandboxError};
+use crate::{Instance, InstanceRun, InvocationSink, SandboxError, Settled};
 use async_trait::async_trait;
 use bytes::Bytes;
 use hearth_core::protocol::InvokeSpec;
@@ -43,6 +43,8 @@ pub struct AgentInstance<H: InstanceHost> {
     pub(crate) builder: bool,
     /// The instance's own uids (`crate::uids`).
     pub(crate) uids: Option<UidLease>,
+    /// The last invocation, answered while its process was exiting, until settled.
+    pub(crate) pending: Option<PendingSettle>,
 }
 
 impl<H: InstanceHost> AgentInstance<H> {
@@ -56,6 +58,7 @@ impl<H: InstanceHost> AgentInstance<H> {
             output_quota_mb: 0,
             builder: false,
             uids: None,
+            pending: None,
         }
     }
 
@@ -104,10 +107,37 @@ impl<H: InstanceHost> Instance for AgentInstance<H> {
         event: Bytes,
         sink: &mut dyn InvocationSink,
     ) -> Result<InstanceRun, SandboxError> {
+        // Never a new call before the last one settled: its process may still be
+        // running, and its CPU is not the next call's.
+        if let Some(settled) = self.settle().await? {
+            if !settled.healthy {
+                return Err(SandboxError::Lost {
+                    instance: self.id.clone(),
+                    message: format!(
+                        "the last invocation did not settle: {}",
+                        settled.problem.unwrap_or_default()
+                    ),
+                });
+            }
+        }
         let limits = session::event_limits(spec.timeout_ms, self.output_quota_mb, self.builder);
         let meter = self.host.meter(&self.id)?;
         let answer = session::run_event(&mut self.stream, meter, spec, event, sink, &limits).await;
-        answer.map_err(|error| self.with_agent_log(error))
+        let (run, pending) = answer.map_err(|error| self.with_agent_log(error))?;
+        self.pending = pending;
+        Ok(run)
+    }
+
+    async fn settle(&mut self) -> Result<Option<Settled>, SandboxError> {
+        let Some(pending) = self.pending.take() else {
+            return Ok(None);
+        };
+        let meter = self.host.meter(&self.id)?;
+        let settled =
+            session::settle(&mut self.stream, meter, pending, session::SETTLE_LIMIT).await;
+        settled
+            .map(Some)
+            .map_err(|error| self.with_agent_log(error))
     }
 
     async fn destroy(mut self: Box<Self>) {

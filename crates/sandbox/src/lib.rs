@@ -24,7 +24,9 @@
 //!
 //! Verb (one per layer, README "One call, followed down"): [`Instance::run_event`] (one metered
 //! event in a warm instance), and below it [`agent_stream::AgentStream::exchange`] (the
-//! frames of that one call with the agent).
+//! frames of that one call with the agent). A call answered while its process was
+//! exiting is then [settled](Instance::settle): the agent's `Settled` frame, and the
+//! cgroup read again, so that what it used after the answer is its own.
 #![deny(missing_docs)]
 
 pub mod agent_stream;
@@ -98,8 +100,24 @@ pub struct InstanceRun {
     pub outcome: InvokeOutcome,
     /// The handler's return value as JSON text (empty when it returned none).
     pub result: Vec<u8>,
-    /// What the invocation used.
+    /// What the invocation used, as read when its result arrived.
     pub usage: Usage,
+    /// The result came while the invocation's process was still exiting
+    /// ([`InvokeOutcome::settles`]): `usage` misses what it does until it has ended, and
+    /// [`Instance::settle`] must be called before the instance runs anything else.
+    pub settling: bool,
+}
+
+/// The end of an invocation answered early ([`Instance::settle`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settled {
+    /// What the invocation used from its event to its last process's end (the peak
+    /// included), read once the agent had swept its leftovers.
+    pub usage: Usage,
+    /// False when the instance must not serve again.
+    pub healthy: bool,
+    /// Why it must not, as the agent said.
+    pub problem: Option<String>,
 }
 
 /// Where an invocation's full logs and output files go while it runs: the agent's
@@ -281,6 +299,13 @@ pub trait Instance: Send + Sync {
         event: Bytes,
         sink: &mut dyn InvocationSink,
     ) -> Result<InstanceRun, SandboxError>;
+
+    /// After a run that is [`settling`](InstanceRun::settling): waits (bounded) until
+    /// the agent has seen the invocation's process end and swept its leftovers, then
+    /// reads the usage of the whole invocation. `None` when no run is settling. After an
+    /// error the instance must be destroyed. [`Instance::run_event`] settles first
+    /// when this was not called.
+    async fn settle(&mut self) -> Result<Option<Settled>, SandboxError>;
 
     /// Kills everything in the instance and removes its cgroup. Never fails: problems
     /// are logged.

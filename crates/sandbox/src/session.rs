@@ -6,8 +6,8 @@
 //! ([`RootSetup`]); everything said to it afterwards is written here, once.
 
 use crate::agent_stream::{AgentStream, ExchangeLimits};
-use crate::cgroup::UsageMeter;
-use crate::{InstanceRun, InstanceSpec, InvocationSink, SandboxError};
+use crate::cgroup::{Counters, UsageMeter};
+use crate::{InstanceRun, InstanceSpec, InvocationSink, SandboxError, Settled};
 use bytes::Bytes;
 use hearth_core::protocol::{
     FailurePhase, FromAgent, InitSpec, InvokeSpec, Purpose, ReadyInfo, RootSetup, SpecializeSpec,
@@ -163,10 +163,12 @@ pub(crate) fn expect_ready(instance: &str, message: FromAgent) -> Result<ReadyIn
                 failure.phase, failure.message
             )),
         }),
-        FromAgent::Result(_) | FromAgent::Log(_) | FromAgent::Output => Err(SandboxError::Lost {
-            instance: instance.to_string(),
-            message: "the agent sent invocation frames before ready".into(),
-        }),
+        FromAgent::Result(_) | FromAgent::Log(_) | FromAgent::Output | FromAgent::Settled(_) => {
+            Err(SandboxError::Lost {
+                instance: instance.to_string(),
+                message: "the agent sent invocation frames before ready".into(),
+            })
+        }
     }
 }
 
@@ -181,8 +183,22 @@ pub(crate) fn event_limits(timeout_ms: u64, output_quota_mb: u64, builder: bool)
     }
 }
 
+/// The longest the worker waits for the agent's `Settled` frame: the agent waits 1 s
+/// for the answered process to exit, kills it, 5 s for the zygote's report, and may
+/// restart a zygote that lost the thread (loading the code again).
+pub(crate) const SETTLE_LIMIT: Duration = Duration::from_secs(30);
+
+/// An invocation answered while its process was exiting, until its `Settled` frame.
+#[derive(Debug)]
+pub(crate) struct PendingSettle {
+    request_id: String,
+    /// The counters at its start (the peak was reset then).
+    before: Counters,
+}
+
 /// One invocation: resets the cgroup's peak, exchanges the frames within `limits`,
-/// reads what the invocation used.
+/// reads what the invocation used. A result that [settles](hearth_core::protocol::InvokeOutcome::settles)
+/// comes with what [`settle`] needs.
 pub(crate) async fn run_event<W, R>(
     stream: &mut AgentStream<W, R>,
     meter: &mut UsageMeter,
@@ -190,7 +206,7 @@ pub(crate) async fn run_event<W, R>(
     event: Bytes,
     sink: &mut dyn InvocationSink,
     limits: &ExchangeLimits,
-) -> Result<InstanceRun, SandboxError>
+) -> Result<(InstanceRun, Option<PendingSettle>), SandboxError>
 where
     W: AsyncWrite + Unpin,
     R: AsyncRead + Unpin,
@@ -198,10 +214,38 @@ where
     let before = meter.begin()?;
     let (outcome, result) = stream.exchange(spec, &event, sink, limits).await?;
     let usage = meter.finish(&before)?;
-    Ok(InstanceRun {
+    let pending = outcome.settles.then(|| PendingSettle {
+        request_id: outcome.request_id.clone(),
+        before,
+    });
+    let run = InstanceRun {
+        settling: pending.is_some(),
         outcome,
         result,
         usage,
+    };
+    Ok((run, pending))
+}
+
+/// Waits (at most `limit`) for the `Settled` frame of `pending`, then reads what its
+/// invocation used from its start: the CPU its process spent after the answer, its
+/// exit and the sweep are the invocation's, never the next one's.
+pub(crate) async fn settle<W, R>(
+    stream: &mut AgentStream<W, R>,
+    meter: &mut UsageMeter,
+    pending: PendingSettle,
+    limit: Duration,
+) -> Result<Settled, SandboxError>
+where
+    W: AsyncWrite + Unpin,
+    R: AsyncRead + Unpin,
+{
+    let report = stream.settled(&pending.request_id, limit).await?;
+    let usage = meter.finish(&pending.before)?;
+    Ok(Settled {
+        usage,
+        healthy: report.healthy,
+        problem: report.problem,
     })
 }
 

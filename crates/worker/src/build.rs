@@ -417,12 +417,14 @@ mod tests {
                 healthy: true,
                 output_bytes: 0,
                 output_quota_exceeded: false,
+                settles: false,
             },
             result: result.to_vec(),
             usage: Usage {
                 oom_killed: oom,
                 ..Usage::default()
             },
+            settling: false,
         }
     }
 
@@ -501,6 +503,10 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
             let artifact = [b"built:".as_slice(), &self.code].concat();
             Ok(run(OutcomeStatus::Success, None, &artifact, false))
+        }
+
+        async fn settle(&mut self) -> Result<Option<hearth_sandbox::Settled>, SandboxError> {
+            Ok(None)
         }
 
         async fn destroy(self: Box<Self>) {}

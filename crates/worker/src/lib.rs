@@ -16,7 +16,9 @@
 //! the worker is the one writer of history; the Prometheus metrics of all that
 //! ([`telemetry`]). Also the seam to the controller ([`fleet::Fleet`];
 //! [`local::LocalFleet`] runs it in one process) and the policy of async invocations
-//! ([`async_runner`]: attempts, backoff, callbacks).
+//! ([`async_runner`]: attempts, backoff, callbacks). A call answered while its process
+//! was exiting keeps its instance out of the pool until it has settled, and its history
+//! row waits for the figures up to its end (`settle.rs`).
 //!
 //! Never: speaks HTTP (a callback POST is a client call), reads the metadata store
 //! beyond what an async attempt needs (the function's newest version), or knows which
@@ -36,6 +38,7 @@ pub mod local;
 pub mod outcome;
 pub mod pool;
 pub mod reporter;
+mod settle;
 pub mod spool;
 pub mod stems;
 pub mod telemetry;
@@ -47,6 +50,7 @@ use hearth_sandbox::{InstanceSpec, SandboxBackend, SandboxError};
 use hearth_store::{CodeStore, MetadataStore};
 use pool::{Checkout, Pool, PoolStatus};
 use reporter::Reporter;
+use settle::Settling;
 use spool::{Job, OutputScan, Spool, SpoolWriter};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -237,6 +241,7 @@ pub struct Worker {
     spool: Spool,
     reporter: Arc<Reporter>,
     stems: Arc<stems::Stems>,
+    settles: settle::InFlight,
     shutting_down: std::sync::atomic::AtomicBool,
 }
 
@@ -264,6 +269,7 @@ impl Worker {
             code_tars,
             spool,
             reporter,
+            settles: Default::default(),
             shutting_down: Default::default(),
         });
         let weak = Arc::downgrade(&worker);
@@ -338,17 +344,18 @@ impl Worker {
             return Err(self.spool_full());
         }
         let mut spooled = self.spool.begin(&request.id, self.config.log_limit_bytes);
-        let (mut invocation, outputs) = match self.run(target, &request, &mut spooled).await {
-            Ok(invocation) => invocation,
-            Err(e) => {
-                let e = match spooled.quota_hit() {
-                    true => self.spool_full(),
-                    false => e,
-                };
-                spooled.discard().await;
-                return Err(e);
-            }
-        };
+        let (mut invocation, outputs, settling) =
+            match self.run(target, &request, &mut spooled).await {
+                Ok(invocation) => invocation,
+                Err(e) => {
+                    let e = match spooled.quota_hit() {
+                        true => self.spool_full(),
+                        false => e,
+                    };
+                    spooled.discard().await;
+                    return Err(e);
+                }
+            };
         invocation.output.truncated |= spooled.log_truncated();
         invocation.outputs = outputs.output_files(&request.id);
         invocation.advice = hearth_core::tuning::invocation_advice(&invocation);
@@ -356,27 +363,40 @@ impl Worker {
         // Metrics count how the run ended, before an async attempt is re-labelled.
         telemetry::invocation_finished(&invocation);
         finish(&mut invocation);
-        // Nothing to upload, and the caller gets the whole invocation in its answer:
-        // the history row waits in memory for the reporter's next batch (unless that
-        // queue is full, then it is a job record like any other).
-        let queued = match history == History::Answered && !spooled.holds_files() {
-            true => match self.reporter.record(invocation.clone()) {
-                None => Ok(()),
-                Some(full) => Err(Some(full)),
-            },
-            false => Err(None),
-        };
-        match queued {
-            Ok(()) => spooled.discard().await,
-            Err(unqueued) => {
-                let job = Job {
-                    invocation: unqueued.unwrap_or_else(|| invocation.clone()),
-                    outputs: outputs.files,
-                };
-                spooled.commit(&job).await.map_err(WorkerError::Spool)?;
-                self.reporter.wake();
+        match (settling, history) {
+            // The caller gets what was known at the answer now; the history row waits
+            // for the settle, and carries what the invocation used to its end.
+            (Some(settling), History::Answered) => {
+                let answer = invocation.clone();
+                let reporter = self.reporter.clone();
+                let in_flight = self.settles.enter();
+                tokio::spawn(async move {
+                    let _in_flight = in_flight;
+                    settling.finish(&mut invocation).await;
+                    invocation.advice = hearth_core::tuning::invocation_advice(&invocation);
+                    let kept = keep_history(&reporter, spooled, invocation, outputs, history);
+                    if let Err(error) = kept.await {
+                        tracing::error!(%error, "cannot keep an invocation's history row");
+                    }
+                });
+                self.publish_warm_instances();
+                return Ok(answer);
             }
+            // Nobody waits for an async attempt's answer: its record is the settled one.
+            (Some(settling), History::Spooled) => {
+                settling.finish(&mut invocation).await;
+                invocation.advice = hearth_core::tuning::invocation_advice(&invocation);
+            }
+            (None, _) => {}
         }
+        keep_history(
+            &self.reporter,
+            spooled,
+            invocation.clone(),
+            outputs,
+            history,
+        )
+        .await?;
         self.publish_warm_instances();
         Ok(invocation)
     }
@@ -388,7 +408,7 @@ impl Worker {
         target: &Target,
         request: &ExecuteRequest,
         spooled: &mut SpoolWriter,
-    ) -> Result<(Invocation, OutputScan), WorkerError> {
+    ) -> Result<(Invocation, OutputScan, Option<Settling>), WorkerError> {
         let pool = self.pool_for(target);
         let checkout = pool
             .checkout(self.config.queue_limit, self.config.queue_timeout)
@@ -399,7 +419,7 @@ impl Worker {
                 Ok(instance) => (instance, permit, true),
                 Err(WorkerError::Sandbox(SandboxError::InitFailed { message })) => {
                     let failed = outcome::init_failure(target, request, &self.config.id, message);
-                    return Ok((failed, OutputScan::default()));
+                    return Ok((failed, OutputScan::default(), None));
                 }
                 Err(e) => return Err(e),
             },
@@ -413,12 +433,17 @@ impl Worker {
         let run = instance
             .run_event(spec, request.event.clone(), &mut *spooled)
             .await;
+        let mut settling = None;
         let invocation = match run {
             Ok(run) => {
                 let healthy = run.outcome.healthy && !run.usage.oom_killed;
+                let early = run.settling;
                 let invocation =
                     outcome::from_run(target, request, &self.config.id, cold_start, run);
-                pool.checkin(instance, permit, healthy);
+                match early {
+                    true => settling = Some(Settling::begin(instance, permit, pool, healthy)),
+                    false => pool.checkin(instance, permit, healthy),
+                }
                 invocation
             }
             Err(SandboxError::Spool { source, .. }) => {
@@ -432,7 +457,7 @@ impl Worker {
             }
         };
         let outputs = spooled.close_and_scan().await.map_err(WorkerError::Spool)?;
-        Ok((invocation, outputs))
+        Ok((invocation, outputs, settling))
     }
 
     fn spool_full(&self) -> WorkerError {
@@ -442,9 +467,13 @@ impl Worker {
         }
     }
 
-    /// Waits (at most `limit`) until every finished invocation is reported.
+    /// Waits (at most `limit`) until every finished invocation is reported (the
+    /// settles after early answers first: their rows are queued when they end).
     pub async fn flush_reports(&self, limit: Duration) {
-        self.reporter.flush(limit).await;
+        let deadline = tokio::time::Instant::now() + limit;
+        self.settles.drain(limit).await;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.reporter.flush(left).await;
     }
 
     /// Destroys the warm instances of `name`, except those of `keep_version`.
@@ -489,6 +518,7 @@ impl Worker {
             pool.retire().await;
         }
         self.stems.shutdown().await;
+        self.settles.drain(SETTLES_CLOSE_LIMIT).await;
         self.reporter.close(HISTORY_CLOSE_LIMIT).await;
     }
 
@@ -616,6 +646,41 @@ impl Worker {
 pub fn host_cores() -> usize {
     static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
+
+/// Longest a shutdown waits for the settles after early answers (whose history rows
+/// are queued when they end); the sandbox bounds each settle itself.
+const SETTLES_CLOSE_LIMIT: Duration = Duration::from_secs(5);
+
+/// Where an invocation's history row waits for the reporter: with nothing to upload and
+/// the caller answered with the whole invocation, in memory for the reporter's next
+/// batch (unless that queue is full); otherwise a job record in the spool.
+async fn keep_history(
+    reporter: &Reporter,
+    spooled: SpoolWriter,
+    invocation: Invocation,
+    outputs: OutputScan,
+    history: History,
+) -> Result<(), WorkerError> {
+    let queued = match history == History::Answered && !spooled.holds_files() {
+        true => match reporter.record(invocation) {
+            None => Ok(()),
+            Some(full) => Err(full),
+        },
+        false => Err(invocation),
+    };
+    match queued {
+        Ok(()) => spooled.discard().await,
+        Err(invocation) => {
+            let job = Job {
+                invocation,
+                outputs: outputs.files,
+            };
+            spooled.commit(&job).await.map_err(WorkerError::Spool)?;
+            reporter.wake();
+        }
+    }
+    Ok(())
 }
 
 /// Longest a shutdown waits for queued history rows to be written before it spills

@@ -4,7 +4,7 @@ use crate::{ExecuteRequest, Target};
 use hearth_core::invocation::{CpuUsage, ErrorInfo, IoUsage, MemoryUsage};
 use hearth_core::protocol::OutcomeStatus;
 use hearth_core::{Invocation, InvocationStatus};
-use hearth_sandbox::{InstanceRun, SandboxError};
+use hearth_sandbox::{InstanceRun, SandboxError, Usage};
 
 fn base(target: &Target, request: &ExecuteRequest, worker: &str, cold_start: bool) -> Invocation {
     Invocation {
@@ -100,19 +100,26 @@ pub fn from_run(
     invocation.exit_code = outcome.exit_code;
     invocation.output = outcome.output;
     invocation.handler_duration_ms = outcome.handler_duration_ms;
-    invocation.memory.peak_bytes = run.usage.peak_bytes;
     invocation.memory.max_rss_bytes = outcome.max_rss_bytes;
-    invocation.cpu = CpuUsage {
-        user_ms: run.usage.cpu_user_ns as f64 / 1e6,
-        system_ms: run.usage.cpu_system_ns as f64 / 1e6,
-        cpus: target.spec.cpus_on(crate::host_cores()),
-    };
-    invocation.io = IoUsage {
-        read_bytes: run.usage.io_read_bytes,
-        write_bytes: run.usage.io_write_bytes,
-    };
+    invocation.cpu.cpus = target.spec.cpus_on(crate::host_cores());
+    amend_usage(&mut invocation, &run.usage);
     invocation.duration_ms = elapsed_ms(request);
     invocation
+}
+
+/// Puts what the cgroup counted for the invocation (peak, CPU, block I/O) into it: at
+/// its answer, then again once it settled.
+pub fn amend_usage(invocation: &mut Invocation, usage: &Usage) {
+    invocation.memory.peak_bytes = usage.peak_bytes;
+    invocation.cpu = CpuUsage {
+        user_ms: usage.cpu_user_ns as f64 / 1e6,
+        system_ms: usage.cpu_system_ns as f64 / 1e6,
+        cpus: invocation.cpu.cpus,
+    };
+    invocation.io = IoUsage {
+        read_bytes: usage.io_read_bytes,
+        write_bytes: usage.io_write_bytes,
+    };
 }
 
 /// The invocation when the function's code could not load (an import error): the

@@ -11,7 +11,7 @@ use hearth_sandbox::Instance;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 pub use hearth_core::status::PoolStatus;
 
@@ -55,7 +55,15 @@ pub struct Pool {
     idle: Mutex<IdleList>,
     waiting: AtomicUsize,
     busy: Arc<AtomicUsize>,
+    /// Instances answered early and not yet settled (see `settle.rs`).
+    settling: AtomicUsize,
+    /// Notified whenever an instance comes back.
+    returned: Notify,
 }
+
+/// The longest a caller with a slot waits for a settling instance before it starts a
+/// new one (a settle takes well under a millisecond unless the process lingers).
+const SETTLE_WAIT: Duration = Duration::from_secs(1);
 
 impl Pool {
     /// An empty pool allowing `max_instances` at once.
@@ -72,6 +80,8 @@ impl Pool {
             }),
             waiting: AtomicUsize::new(0),
             busy: Arc::new(AtomicUsize::new(0)),
+            settling: AtomicUsize::new(0),
+            returned: Notify::new(),
         }
     }
 
@@ -119,16 +129,58 @@ impl Pool {
             _permit: permit,
             busy: self.busy.clone(),
         };
-        let idle = self.lock_idle().instances.pop();
-        Ok(match idle {
-            Some(idle) => Checkout::Warm(idle.instance, slot),
+        Ok(match self.take_idle().await {
+            Some(instance) => Checkout::Warm(instance, slot),
             None => Checkout::Cold(slot),
         })
+    }
+
+    /// The most recently used idle instance; when there is none but one is settling,
+    /// that one once it is back (at most [`SETTLE_WAIT`]): a call right after an early
+    /// answer takes the same warm instance instead of a cold start.
+    async fn take_idle(&self) -> Option<Box<dyn Instance>> {
+        let deadline = tokio::time::Instant::now() + SETTLE_WAIT;
+        loop {
+            let returned = self.returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            if let Some(idle) = self.lock_idle().instances.pop() {
+                return Some(idle.instance);
+            }
+            if self.settling.load(Ordering::Acquire) == 0 {
+                return None;
+            }
+            tokio::time::timeout_at(deadline, returned).await.ok()?;
+        }
+    }
+
+    /// An instance of this pool was answered early and is settling.
+    pub(crate) fn settle_started(&self) {
+        self.settling.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// [`Pool::checkin`] of an instance that was settling.
+    pub(crate) fn checkin_settled(&self, instance: Box<dyn Instance>, slot: Slot, healthy: bool) {
+        self.checkin_and(instance, slot, healthy, || {
+            self.settling.fetch_sub(1, Ordering::AcqRel);
+        });
     }
 
     /// Returns an instance after an invocation: back to the idle list when it is
     /// healthy and the pool still serves, destroyed otherwise.
     pub fn checkin(&self, instance: Box<dyn Instance>, slot: Slot, healthy: bool) {
+        self.checkin_and(instance, slot, healthy, || {});
+    }
+
+    /// Checks in, then runs `counted` (after the instance is on the idle list, so that a
+    /// caller who sees it counted no more finds it there), then wakes waiting callers.
+    fn checkin_and(
+        &self,
+        instance: Box<dyn Instance>,
+        slot: Slot,
+        healthy: bool,
+        counted: impl FnOnce(),
+    ) {
         let mut idle = self.lock_idle();
         if healthy && !idle.retired {
             idle.instances.push(Idle {
@@ -139,6 +191,8 @@ impl Pool {
             tokio::spawn(instance.destroy());
         }
         drop(idle);
+        counted();
+        self.returned.notify_waiters();
         drop(slot);
     }
 
@@ -197,5 +251,64 @@ struct DecrementOnDrop<'a>(&'a AtomicUsize);
 impl Drop for DecrementOnDrop<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+    use super::*;
+    use bytes::Bytes;
+    use hearth_core::protocol::InvokeSpec;
+    use hearth_sandbox::{InstanceRun, InvocationSink, SandboxError, Settled};
+
+    struct Fake;
+
+    #[async_trait::async_trait]
+    impl Instance for Fake {
+        fn id(&self) -> &str {
+            "fake"
+        }
+        async fn run_event(
+            &mut self,
+            _: InvokeSpec,
+            _: Bytes,
+            _: &mut dyn InvocationSink,
+        ) -> Result<InstanceRun, SandboxError> {
+            Err(SandboxError::Unavailable("a fake runs nothing".into()))
+        }
+        async fn settle(&mut self) -> Result<Option<Settled>, SandboxError> {
+            Ok(None)
+        }
+        async fn destroy(self: Box<Self>) {}
+    }
+
+    /// A second caller's checkout while the first call's instance settles.
+    async fn checkout_during_a_settle(healthy: bool) -> bool {
+        let pool = Arc::new(Pool::new("f".into(), 1, Runtime::Python, 2));
+        let Checkout::Cold(slot) = pool.checkout(10, Duration::from_secs(5)).await.unwrap() else {
+            panic!("an empty pool has no warm instance");
+        };
+        pool.settle_started();
+        let next = tokio::spawn({
+            let pool = pool.clone();
+            async move {
+                let checkout = pool.checkout(10, Duration::from_secs(5)).await.unwrap();
+                matches!(checkout, Checkout::Warm(..))
+            }
+        });
+        tokio::task::yield_now().await;
+        pool.checkin_settled(Box::new(Fake), slot, healthy);
+        next.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_caller_takes_the_settling_instance_rather_than_start_one() {
+        assert!(checkout_during_a_settle(true).await);
+    }
+
+    #[tokio::test]
+    async fn an_instance_that_did_not_settle_is_never_handed_out() {
+        assert!(!checkout_during_a_settle(false).await);
     }
 }

@@ -88,6 +88,8 @@ pub struct Reply {
     pub logs: Vec<(LogStream, Vec<u8>)>,
     /// The `Output` frames' payloads, in order.
     pub output_pieces: Vec<Vec<u8>>,
+    /// The `Settled` frame that follows a result answered early (`outcome.settles`).
+    pub settled: Option<hearth_core::protocol::SettleReport>,
 }
 
 /// One entry of the output tar.
@@ -268,11 +270,19 @@ impl Agent {
                 }
                 Some((FromAgent::Result(outcome), payload)) => {
                     assert_eq!(outcome.request_id, request_id);
+                    let settled = outcome.settles.then(|| match self.next() {
+                        Some((FromAgent::Settled(report), _)) => {
+                            assert_eq!(report.request_id, request_id);
+                            report
+                        }
+                        other => panic!("expected Settled after an early result, got {other:?}"),
+                    });
                     return Reply {
                         outcome,
                         payload,
                         logs,
                         output_pieces,
+                        settled,
                     };
                 }
                 other => panic!("expected a result, got {other:?}"),
