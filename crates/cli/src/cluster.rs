@@ -163,9 +163,13 @@ pub async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     let limiter = hearth_cluster::limits::RedisLimiter::connect(args.backing.redis())
         .await
         .context("connecting to redis")?;
+    let sessions = hearth_cluster::sessions::RedisSessions::connect(args.backing.redis())
+        .await
+        .context("connecting to redis")?;
     let state = AppState::new(metadata, code, fleet, api_key, metrics)
         .with_function_ttl(FUNCTION_TTL)
-        .with_limiter(std::sync::Arc::new(limiter));
+        .with_limiter(std::sync::Arc::new(limiter))
+        .with_sessions(std::sync::Arc::new(sessions));
     let listener = tokio::net::TcpListener::bind((args.listen.as_str(), args.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.listen, args.port))?;

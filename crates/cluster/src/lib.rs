@@ -8,7 +8,8 @@
 //! per-controller reply streams, and the at-most-once claim of a sync invocation.
 //! [`controller::RedisFleet`] is the controller's side, [`node::WorkerNode`] the worker's;
 //! [`janitor`] cleans what dead workers leave in the sync queues (never an async lease).
-//! Also the controllers' shared rate limits and concurrency slots ([`limits`]).
+//! Also the controllers' shared rate limits and concurrency slots ([`limits`]) and their
+//! shared dashboard sessions (hashes only, [`sessions`]).
 //!
 //! Never: runs code (the worker crate does), speaks HTTP, or stores metadata and objects
 //! (PostgreSQL and S3 do, through `hearth-store`). Trimming never deletes a pending
@@ -25,6 +26,7 @@ pub mod janitor;
 pub mod limits;
 pub mod messages;
 pub mod node;
+pub mod sessions;
 pub mod status;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};

@@ -4,6 +4,7 @@
 //! rate limit. Every denial is counted (`hearth_denied_total{reason}`) and logged with
 //! the key's id, never its secret.
 
+use crate::session::SessionKey;
 use crate::tenancy::{checked_namespace, forbidden, Caller, Role};
 use crate::{ApiError, AppState};
 use axum::extract::{Query, Request, State};
@@ -27,14 +28,22 @@ pub(crate) async fn require_key(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let Some(secret) = presented else {
+        .map(|secret| secret_sha256(secret.trim()));
+    // A dashboard session stands for the key it was opened with (by its hash); the
+    // key is resolved here on every request, as a Bearer key is.
+    let from_session = || {
+        request
+            .extensions()
+            .get::<SessionKey>()
+            .map(|k| k.0.clone())
+    };
+    let Some(key_sha256) = presented.or_else(from_session) else {
         denied("unauthorized", None);
         return Err(unauthorized(
             "missing API key: send `Authorization: Bearer <key>`",
         ));
     };
-    let mut caller = identify(&state, secret).await?;
+    let mut caller = identify(&state, &key_sha256).await?;
     if caller.role == Role::Admin {
         choose_namespace(&mut caller, &request)?;
     }
@@ -67,14 +76,18 @@ pub(crate) async fn require_key(
     Ok(next.run(request).await)
 }
 
-/// The caller a presented secret stands for: the admin key, or a stored key.
-async fn identify(state: &AppState, secret: &str) -> Result<Caller, ApiError> {
-    if constant_time_eq(secret.as_bytes(), state.api_key.as_bytes()) {
+/// The caller a key stands for, by the SHA-256 of its secret: the admin key, or a
+/// stored key.
+async fn identify(state: &AppState, key_sha256: &str) -> Result<Caller, ApiError> {
+    if constant_time_eq(
+        key_sha256.as_bytes(),
+        secret_sha256(&state.api_key).as_bytes(),
+    ) {
         return Ok(Caller::admin());
     }
     let record = state
         .metadata
-        .key_by_secret(&secret_sha256(secret))
+        .key_by_secret(key_sha256)
         .await
         .map_err(|e| ApiError::store("checking the API key", e))?;
     let Some(record) = record else {

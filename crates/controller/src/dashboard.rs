@@ -18,8 +18,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use hearth_api::session::{Features, SessionBody, SignIn};
+use hearth_store::SessionStore;
 use std::sync::Arc;
-use std::time::Instant;
 use tower::ServiceExt;
 
 /// One file of the page set.
@@ -69,9 +69,10 @@ struct Dashboard {
     sessions: Arc<Sessions>,
 }
 
-/// The dashboard's routes in front of `api`, and the session layer around both.
-pub(crate) fn around(api: Router) -> Router {
-    let sessions = Sessions::new(SESSION_TTL);
+/// The dashboard's routes in front of `api`, and the session layer around both, with
+/// sessions kept in `store`.
+pub(crate) fn around(api: Router, store: Arc<dyn SessionStore>) -> Router {
+    let sessions = Sessions::new(SESSION_TTL, store);
     let state = Dashboard {
         api: api.clone(),
         sessions: sessions.clone(),
@@ -158,17 +159,22 @@ async fn has_tuning(api: &Router) -> bool {
     }
 }
 
-async fn session_info(State(state): State<Dashboard>, headers: HeaderMap) -> Json<SessionBody> {
-    let live =
-        session::token_from(&headers).and_then(|token| state.sessions.get(&token, Instant::now()));
-    match live {
+async fn session_info(
+    State(state): State<Dashboard>,
+    headers: HeaderMap,
+) -> Result<Json<SessionBody>, ApiError> {
+    let live = match session::token_from(&headers) {
+        Some(token) => state.sessions.get(&token).await?,
+        None => None,
+    };
+    Ok(match live {
         Some(view) => Json(session_body(
             &view.csrf_token,
             view.remaining.as_secs(),
             has_tuning(&state.api).await,
         )),
         None => Json(SessionBody::signed_out()),
-    }
+    })
 }
 
 async fn sign_in(
@@ -191,7 +197,7 @@ async fn sign_in(
         ));
     }
     check_key(&state.api, &api_key).await?;
-    let new = state.sessions.create(api_key, Instant::now());
+    let new = state.sessions.create(&api_key).await?;
     tracing::info!("dashboard session opened");
     let mut response = Json(session_body(
         &new.csrf_token,
@@ -244,7 +250,7 @@ async fn sign_out(
 ) -> Result<Response, ApiError> {
     session::check_same_origin(&headers)?;
     if let Some(token) = session::token_from(&headers) {
-        if let Some(view) = state.sessions.get(&token, Instant::now()) {
+        if let Some(view) = state.sessions.get(&token).await? {
             let presented = headers
                 .get(session::CSRF_HEADER)
                 .and_then(|v| v.to_str().ok())
@@ -256,7 +262,7 @@ async fn sign_out(
                     "missing or wrong X-CSRF-Token: sign out from the dashboard's own page",
                 ));
             }
-            state.sessions.remove(&token);
+            state.sessions.remove(&token).await?;
             tracing::info!("dashboard session closed");
         }
     }

@@ -13,7 +13,7 @@
 //! Reading stores rather than listening to the worker keeps it working unchanged on a
 //! cluster controller, where invocations run elsewhere.
 
-use crate::session::SessionLease;
+use crate::session::{SessionKey, SessionLease};
 use crate::tenancy::{split, Caller};
 use crate::{ApiError, AppState};
 use axum::body::Body;
@@ -67,6 +67,7 @@ pub(crate) async fn stream(
     Extension(caller): Extension<Caller>,
     Extension(api): Extension<ApiRouter>,
     lease: Option<Extension<SessionLease>>,
+    session_key: Option<Extension<SessionKey>>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let function = query
@@ -82,6 +83,7 @@ pub(crate) async fn stream(
     let status = StatusReader {
         api: api.0,
         authorization: headers.get(header::AUTHORIZATION).cloned(),
+        session_key: session_key.map(|Extension(key)| key),
     };
     let (events, rx) = mpsc::channel(8);
     tokio::spawn(feed(
@@ -113,7 +115,11 @@ async fn feed(
         if events.is_closed() {
             return;
         }
-        if lease.as_ref().is_some_and(|lease| !lease.is_live()) {
+        let ended = match &lease {
+            Some(lease) => !lease.is_live().await,
+            None => false,
+        };
+        if ended {
             let ended = Event::default()
                 .event("session")
                 .data(json!({"signed_in": false}).to_string());
@@ -189,6 +195,8 @@ enum StatusReadError {
 struct StatusReader {
     api: Router,
     authorization: Option<HeaderValue>,
+    /// A session's key, when the caller came with a cookie instead of a header.
+    session_key: Option<SessionKey>,
 }
 
 impl StatusReader {
@@ -201,6 +209,9 @@ impl StatusReader {
             request
                 .headers_mut()
                 .insert(header::AUTHORIZATION, value.clone());
+        }
+        if let Some(key) = &self.session_key {
+            request.extensions_mut().insert(key.clone());
         }
         let response = match self.api.clone().oneshot(request).await {
             Ok(response) => response,

@@ -80,9 +80,10 @@ impl Replays {
 }
 
 /// Who is calling, from the (already verified) credentials: keys of different callers
-/// never meet.
-fn caller(headers: &HeaderMap) -> String {
-    let auth = headers
+/// never meet. A dashboard session is its key (by hash), as a Bearer key is.
+fn caller(request: &Request) -> String {
+    let auth = request
+        .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
@@ -94,7 +95,13 @@ fn caller(headers: &HeaderMap) -> String {
             .unwrap_or("");
         return format!("aws:{key}");
     }
-    format!("bearer:{}", hex::encode(Sha256::digest(auth.as_bytes())))
+    if let Some(secret) = auth.strip_prefix("Bearer ") {
+        return format!("key:{}", crate::auth::secret_sha256(secret.trim()));
+    }
+    match request.extensions().get::<crate::session::SessionKey>() {
+        Some(key) => format!("key:{}", key.0),
+        None => format!("other:{}", hex::encode(Sha256::digest(auth.as_bytes()))),
+    }
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Option<String> {
@@ -115,7 +122,7 @@ pub(crate) async fn dedup(
     };
     let key = format!(
         "{} {} {} {key}",
-        caller(request.headers()),
+        caller(&request),
         request.method(),
         request.uri().path()
     );

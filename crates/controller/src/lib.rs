@@ -56,7 +56,9 @@ pub use telemetry::install_metrics;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use axum::Router;
-use hearth_store::{CodeStore, FunctionRecord, Limiter, LocalLimiter, MetadataStore};
+use hearth_store::{
+    CodeStore, FunctionRecord, Limiter, LocalLimiter, LocalSessions, MetadataStore, SessionStore,
+};
 use hearth_worker::fleet::Fleet;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::future::Future;
@@ -85,6 +87,8 @@ pub struct AppState {
     /// Keys' rate limits and concurrency slots: in process, or shared on Redis.
     limiter: Arc<dyn Limiter>,
     quota_cache: Arc<quota::QuotaCache>,
+    /// Dashboard sessions: in process, or shared on Redis.
+    sessions: Arc<dyn SessionStore>,
 }
 
 /// Newest versions by name, and a generation that every deploy or delete bumps, so a
@@ -119,6 +123,7 @@ impl AppState {
             tuner: Default::default(),
             limiter: Arc::new(LocalLimiter::default()),
             quota_cache: Default::default(),
+            sessions: Arc::new(LocalSessions::default()),
         };
         history::prune_forever(state.metadata.clone(), state.code.clone());
         state
@@ -135,6 +140,13 @@ impl AppState {
     /// share one on Redis) instead of this process's memory.
     pub fn with_limiter(mut self, limiter: Arc<dyn Limiter>) -> AppState {
         self.limiter = limiter;
+        self
+    }
+
+    /// Keeps dashboard sessions in `sessions` (a cluster's controllers share one on
+    /// Redis, so any of them serves a browser signed in through another).
+    pub fn with_sessions(mut self, sessions: Arc<dyn SessionStore>) -> AppState {
+        self.sessions = sessions;
         self
     }
 
@@ -186,6 +198,7 @@ impl AppState {
 
 /// The whole API as a router.
 pub fn router(state: AppState) -> Router {
+    let sessions = state.sessions.clone();
     let v1 = Router::new()
         .route("/functions", get(functions::list))
         .route(
@@ -234,7 +247,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state);
-    dashboard::around(api)
+    dashboard::around(api, sessions)
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.

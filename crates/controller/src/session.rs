@@ -4,20 +4,27 @@
 //! random session token in an `HttpOnly; SameSite=Strict` cookie plus a CSRF token the
 //! page holds in memory. [`from_cookie`] runs in front of `/v1`: a request that carries
 //! its own `Authorization` header passes untouched (Bearer auth is unchanged); one that
-//! carries only the cookie is given its session's key as a Bearer header, after the
-//! CSRF token (`X-CSRF-Token`) is checked on anything that is not a read. Sessions live
-//! in this process's memory (hashed tokens only) and end at expiry or sign-out.
+//! carries only the cookie is given its session's [`SessionKey`] (the key's SHA-256),
+//! which the key check resolves exactly as it resolves a Bearer key, after the CSRF
+//! token (`X-CSRF-Token`) is checked on anything that is not a read.
+//!
+//! Sessions live in a [`SessionStore`]: this process's memory for `hearth up`, Redis for
+//! a cluster's controllers (so any controller serves any session, and a sign-out on one
+//! ends it on all). The store keeps the token's SHA-256 and the key's SHA-256, never
+//! either secret; the CSRF token is derived from the session token (a different hash),
+//! so it is not stored either.
 
+use crate::auth::secret_sha256;
 use crate::ApiError;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
+use hearth_store::{SessionRecord, SessionStore};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Name of the session cookie.
 pub(crate) const COOKIE: &str = "hearth_session";
@@ -25,20 +32,11 @@ pub(crate) const COOKIE: &str = "hearth_session";
 pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
 /// How long a session lasts after sign-in.
 pub(crate) const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
-/// Most sessions kept at once; past it the oldest is dropped.
-const MAX_SESSIONS: usize = 10_000;
 
-/// The sessions of this process, by SHA-256 of their token.
+/// The sessions this controller serves, wherever they are kept.
 pub(crate) struct Sessions {
     ttl: Duration,
-    by_token_hash: Mutex<HashMap<String, Session>>,
-}
-
-struct Session {
-    api_key: String,
-    csrf_token: String,
-    created: Instant,
-    expires: Instant,
+    store: Arc<dyn SessionStore>,
 }
 
 /// What a sign-in hands to the browser.
@@ -54,10 +52,15 @@ pub(crate) struct NewSession {
 /// A live session as a request sees it.
 #[derive(Clone)]
 pub(crate) struct SessionView {
-    pub(crate) api_key: String,
+    pub(crate) key: SessionKey,
     pub(crate) csrf_token: String,
     pub(crate) remaining: Duration,
 }
+
+/// The key a cookie request stands for, put in its extensions by [`from_cookie`]: the
+/// hex SHA-256 of the API key (what the metadata store finds a key by).
+#[derive(Clone, Debug)]
+pub(crate) struct SessionKey(pub(crate) String);
 
 /// Lets a long response (the event stream) notice that its session ended.
 #[derive(Clone)]
@@ -67,81 +70,62 @@ pub(crate) struct SessionLease {
 }
 
 impl SessionLease {
-    /// Whether the session is still signed in and unexpired.
-    pub(crate) fn is_live(&self) -> bool {
-        self.sessions
-            .get_hashed(&self.token_hash, Instant::now())
-            .is_some()
+    /// Whether the session is still signed in and unexpired. A store that cannot be
+    /// read says nothing about the session: it counts as live (the feed's own reads
+    /// fail and say why).
+    pub(crate) async fn is_live(&self) -> bool {
+        match self.sessions.store.find(&self.token_hash).await {
+            Ok(found) => found.is_some(),
+            Err(error) => {
+                tracing::warn!(%error, "cannot check a live feed's session");
+                true
+            }
+        }
     }
 }
 
 impl Sessions {
-    pub(crate) fn new(ttl: Duration) -> Arc<Sessions> {
-        Arc::new(Sessions {
-            ttl,
-            by_token_hash: Mutex::new(HashMap::new()),
-        })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
-        // Plain data: still consistent if a holder panicked.
-        self.by_token_hash.lock().unwrap_or_else(|e| e.into_inner())
+    pub(crate) fn new(ttl: Duration, store: Arc<dyn SessionStore>) -> Arc<Sessions> {
+        Arc::new(Sessions { ttl, store })
     }
 
     /// Opens a session for an API key that was already checked.
-    pub(crate) fn create(&self, api_key: String, now: Instant) -> NewSession {
+    pub(crate) async fn create(&self, api_key: &str) -> Result<NewSession, ApiError> {
         let token = random_token();
-        let csrf_token = random_token();
-        let mut sessions = self.lock();
-        sessions.retain(|_, s| s.expires > now);
-        while sessions.len() >= MAX_SESSIONS {
-            let oldest = sessions
-                .iter()
-                .min_by_key(|(_, s)| s.created)
-                .map(|(k, _)| k.clone());
-            match oldest {
-                Some(k) => sessions.remove(&k),
-                None => break,
-            };
-        }
-        sessions.insert(
-            hash(&token),
-            Session {
-                api_key,
-                csrf_token: csrf_token.clone(),
-                created: now,
-                expires: now + self.ttl,
-            },
-        );
-        NewSession {
+        let record = SessionRecord {
+            key_sha256: secret_sha256(api_key),
+        };
+        self.store
+            .open(&hash(&token), &record, self.ttl)
+            .await
+            .map_err(|e| ApiError::store("opening the dashboard session", e))?;
+        Ok(NewSession {
+            csrf_token: csrf_of(&token),
             token,
-            csrf_token,
             max_age_secs: self.ttl.as_secs(),
-        }
-    }
-
-    /// The live session of `token`; an expired one is dropped.
-    pub(crate) fn get(&self, token: &str, now: Instant) -> Option<SessionView> {
-        self.get_hashed(&hash(token), now)
-    }
-
-    fn get_hashed(&self, token_hash: &str, now: Instant) -> Option<SessionView> {
-        let mut sessions = self.lock();
-        let session = sessions.get(token_hash)?;
-        if session.expires <= now {
-            sessions.remove(token_hash);
-            return None;
-        }
-        Some(SessionView {
-            api_key: session.api_key.clone(),
-            csrf_token: session.csrf_token.clone(),
-            remaining: session.expires - now,
         })
     }
 
-    /// Ends the session of `token` (sign-out).
-    pub(crate) fn remove(&self, token: &str) {
-        self.lock().remove(&hash(token));
+    /// The live session of `token`.
+    pub(crate) async fn get(&self, token: &str) -> Result<Option<SessionView>, ApiError> {
+        let found = self
+            .store
+            .find(&hash(token))
+            .await
+            .map_err(|e| ApiError::store("reading the dashboard session", e))?;
+        Ok(found.map(|live| SessionView {
+            key: SessionKey(live.record.key_sha256),
+            csrf_token: csrf_of(token),
+            remaining: live.remaining,
+        }))
+    }
+
+    /// Ends the session of `token` (sign-out), on every controller sharing the store.
+    pub(crate) async fn remove(&self, token: &str) -> Result<(), ApiError> {
+        self.store
+            .close(&hash(token))
+            .await
+            .map_err(|e| ApiError::store("ending the dashboard session", e))
     }
 }
 
@@ -151,8 +135,18 @@ fn random_token() -> String {
     hex::encode(bytes)
 }
 
+/// What the store finds a session by.
 fn hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// The session's CSRF token: only the holder of the (HttpOnly) session token can derive
+/// it, and it is not the stored hash of that token.
+fn csrf_of(token: &str) -> String {
+    let mut digest = Sha256::new();
+    digest.update(b"hearth-csrf\0");
+    digest.update(token.as_bytes());
+    hex::encode(digest.finalize())
 }
 
 /// The session token in the request's `Cookie` headers.
@@ -207,8 +201,8 @@ fn is_read(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// In front of `/v1`: turns a session cookie into its key's Bearer header (see the
-/// module doc). Requests with their own `Authorization` header are not touched.
+/// In front of `/v1`: turns a session cookie into its [`SessionKey`] (see the module
+/// doc). Requests with their own `Authorization` header are not touched.
 pub(crate) async fn from_cookie(
     State(sessions): State<Arc<Sessions>>,
     mut request: Request,
@@ -221,7 +215,7 @@ pub(crate) async fn from_cookie(
     let Some(token) = token_from(headers) else {
         return Ok(next.run(request).await);
     };
-    let session = sessions.get(&token, Instant::now()).ok_or_else(|| {
+    let session = sessions.get(&token).await?.ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "session_expired",
@@ -242,9 +236,7 @@ pub(crate) async fn from_cookie(
             ));
         }
     }
-    let bearer = HeaderValue::from_str(&format!("Bearer {}", session.api_key))
-        .map_err(|e| ApiError::internal("using the session's key", e))?;
-    request.headers_mut().insert(header::AUTHORIZATION, bearer);
+    request.extensions_mut().insert(session.key);
     request.extensions_mut().insert(SessionLease {
         sessions: sessions.clone(),
         token_hash: hash(&token),
@@ -260,50 +252,39 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hearth_store::LocalSessions;
 
-    #[test]
-    fn a_session_lives_until_its_expiry_then_is_gone() {
-        let sessions = Sessions::new(Duration::from_secs(60));
-        let t0 = Instant::now();
-        let new = sessions.create("key-1".into(), t0);
-        assert_eq!(new.max_age_secs, 60);
-        assert_ne!(new.token, new.csrf_token);
-        let view = sessions
-            .get(&new.token, t0 + Duration::from_secs(59))
-            .unwrap();
-        assert_eq!(view.api_key, "key-1");
-        assert_eq!(view.csrf_token, new.csrf_token);
-        assert!(sessions
-            .get(&new.token, t0 + Duration::from_secs(60))
-            .is_none());
-        // Dropped, not just hidden: an earlier clock does not revive it.
-        assert!(sessions.get(&new.token, t0).is_none());
-    }
-
-    #[test]
-    fn sign_out_ends_the_session_and_its_lease() {
-        let sessions = Sessions::new(SESSION_TTL);
-        let new = sessions.create("k".into(), Instant::now());
+    #[tokio::test]
+    async fn sign_out_ends_the_session_and_its_lease() {
+        let sessions = Sessions::new(SESSION_TTL, Arc::new(LocalSessions::default()));
+        let new = sessions.create("k").await.unwrap();
         let lease = SessionLease {
             sessions: sessions.clone(),
             token_hash: hash(&new.token),
         };
-        assert!(lease.is_live());
-        sessions.remove(&new.token);
-        assert!(!lease.is_live());
-        assert!(sessions.get(&new.token, Instant::now()).is_none());
+        assert!(lease.is_live().await);
+        let view = sessions.get(&new.token).await.unwrap().unwrap();
+        assert_eq!(view.csrf_token, new.csrf_token);
+        assert_eq!(view.key.0, secret_sha256("k"));
+        sessions.remove(&new.token).await.unwrap();
+        assert!(!lease.is_live().await);
+        assert!(sessions.get(&new.token).await.unwrap().is_none());
     }
 
-    #[test]
-    fn tokens_are_random_and_stored_hashed() {
-        let sessions = Sessions::new(SESSION_TTL);
-        let a = sessions.create("k".into(), Instant::now());
-        let b = sessions.create("k".into(), Instant::now());
+    #[tokio::test]
+    async fn tokens_are_random_and_neither_secret_is_stored() {
+        let store = Arc::new(LocalSessions::default());
+        let sessions = Sessions::new(SESSION_TTL, store.clone());
+        let a = sessions.create("hk_secret").await.unwrap();
+        let b = sessions.create("hk_secret").await.unwrap();
         assert_ne!(a.token, b.token);
+        assert_ne!(a.token, a.csrf_token);
         assert_eq!(a.token.len(), 64);
-        let stored = sessions.lock();
-        assert!(!stored.contains_key(&a.token));
-        assert!(stored.contains_key(&hash(&a.token)));
+        assert!(store.find(&a.token).await.unwrap().is_none());
+        let stored = store.find(&hash(&a.token)).await.unwrap().unwrap();
+        assert_ne!(stored.record.key_sha256, "hk_secret");
+        assert_ne!(stored.record.key_sha256, a.csrf_token);
+        assert_ne!(hash(&a.token), a.csrf_token);
     }
 
     #[test]

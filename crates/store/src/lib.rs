@@ -5,7 +5,9 @@
 //! its PostgreSQL one for a cluster ([`metadata`]), the durable async queue on both
 //! ([`queue`]), API keys (hashed secrets) and namespace quotas on both ([`keys`]); the
 //! [`Limiter`] interface of rate limits and concurrency slots with its in-process
-//! implementation ([`limits`]; the Redis one is `hearth-cluster`'s); content-addressed code packages and other objects (logs, outputs) in a
+//! implementation ([`limits`]; the Redis one is `hearth-cluster`'s); the [`SessionStore`]
+//! of dashboard sessions (hashes only) with its in-process implementation ([`sessions`];
+//! the Redis one is `hearth-cluster`'s); content-addressed code packages and other objects (logs, outputs) in a
 //! local directory or S3, multipart above one part ([`objects`]); opening both from
 //! the URLs a deployment names ([`open`]); validation of uploaded zips and their
 //! re-packing as a tar ([`package`]); freeing the objects that pruned history and
@@ -33,6 +35,7 @@ pub mod objects;
 pub mod open;
 pub mod package;
 pub mod queue;
+pub mod sessions;
 
 pub use keys::{KeyLimits, KeyRecord, KeyStore, NamespaceQuotas};
 pub use limits::{Admission, Limiter, LocalLimiter, SLOT_RETRY_AFTER};
@@ -44,6 +47,7 @@ pub use objects::{artifact_key, code_key, CodeStore, GetPackageError, PART_BYTES
 pub use open::{open_metadata, MetadataHandles};
 pub use package::{inspect_zip, CodePackage, PackageError, PackageLimits};
 pub use queue::{AsyncJob, AsyncQueue};
+pub use sessions::{LiveSession, LocalSessions, SessionRecord, SessionStore};
 
 use std::path::PathBuf;
 

@@ -335,13 +335,7 @@ impl crate::Worker {
     pub(crate) async fn artifact_tar(&self, target: &crate::Target) -> Result<Bytes, WorkerError> {
         let runtime = target.spec.runtime;
         let key = hearth_store::artifact_key(&target.code_sha256, runtime, BUILD_VERSION);
-        let cached = self
-            .code_tars
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            .cloned();
-        if let Some(tar) = cached {
+        if let Some(tar) = self.code_tars.get(&key) {
             return Ok(tar);
         }
         let code_error = |source: CodeError| WorkerError::Code {
@@ -390,10 +384,7 @@ impl crate::Worker {
                     .ok_or_else(|| code_error(CodeError::ArtifactVanished))?
             }
         };
-        self.code_tars
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, artifact.clone());
+        self.code_tars.insert(&key, artifact.clone());
         Ok(artifact)
     }
 }

@@ -3,8 +3,8 @@
 //! Owns: one warm [`pool`] per function version (instances serve one invocation at a
 //! time; more are started up to the function's maximum; callers past that wait in a
 //! bounded queue, then get [`WorkerError::Overloaded`]), cold starts (code fetched from
-//! the object store, checked, handed to the sandbox as a tar; for a compiled function,
-//! the artifact its [`build`] made; with the version's dependency layer, which
+//! the object store, checked, handed to the sandbox as a tar, kept for the next cold start
+//! in a bounded [`code_cache`]; for a compiled function, the artifact its [`build`] made; with the version's dependency layer, which
 //! [`deps`] installs at deploy and unpacks once per worker), idle keep-alive, and
 //! turning a sandbox's report into the API's [`Invocation`] ([`outcome`]), and
 //! everything after the answer: full logs and output files land in the on-disk
@@ -29,6 +29,7 @@
 
 pub mod async_runner;
 pub mod build;
+pub mod code_cache;
 pub mod deps;
 pub mod fleet;
 pub mod local;
@@ -76,6 +77,8 @@ pub struct WorkerConfig {
     pub deps: deps::DepsConfig,
     /// The pre-started generic sandboxes cold starts take.
     pub stems: stems::StemConfig,
+    /// Most bytes of code (tars, artifacts) kept in memory for cold starts.
+    pub code_cache_bytes: usize,
 }
 
 impl Default for WorkerConfig {
@@ -91,6 +94,7 @@ impl Default for WorkerConfig {
             build: build::BuildConfig::default(),
             deps: deps::DepsConfig::default(),
             stems: stems::StemConfig::default(),
+            code_cache_bytes: code_cache::DEFAULT_CODE_CACHE_BYTES,
         }
     }
 }
@@ -227,7 +231,7 @@ pub struct Worker {
     backend: Arc<dyn SandboxBackend>,
     code: CodeStore,
     pools: Mutex<HashMap<String, Arc<Pool>>>,
-    code_tars: Mutex<HashMap<String, Bytes>>,
+    code_tars: code_cache::CodeCache,
     builds: build::Builds,
     deps: deps::Dependencies,
     spool: Spool,
@@ -247,6 +251,7 @@ impl Worker {
         spool: Spool,
     ) -> Arc<Worker> {
         let spool = spool.with_quota(config.spool_quota_bytes);
+        let code_tars = code_cache::CodeCache::new(config.code_cache_bytes);
         let reporter = Reporter::start(spool.clone(), code.object_store().clone(), metadata);
         let worker = Arc::new(Worker {
             builds: build::Builds::new(config.build.clone()),
@@ -256,7 +261,7 @@ impl Worker {
             backend,
             code,
             pools: Mutex::new(HashMap::new()),
-            code_tars: Mutex::new(HashMap::new()),
+            code_tars,
             spool,
             reporter,
             shutting_down: Default::default(),
@@ -579,13 +584,7 @@ impl Worker {
         if target.spec.runtime.is_compiled() {
             return self.artifact_tar(target).await;
         }
-        let cached = self
-            .code_tars
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&target.code_sha256)
-            .cloned();
-        if let Some(tar) = cached {
+        if let Some(tar) = self.code_tars.get(&target.code_sha256) {
             return Ok(tar);
         }
         let package = self
@@ -598,10 +597,7 @@ impl Worker {
                 source: e.into(),
             })?;
         let tar = Bytes::from(package.tar);
-        self.code_tars
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(target.code_sha256.clone(), tar.clone());
+        self.code_tars.insert(&target.code_sha256, tar.clone());
         Ok(tar)
     }
 
