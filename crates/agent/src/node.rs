@@ -4,7 +4,8 @@
 //! The standby (`runtimes/nodejs/bootstrap.js`) has fd 0 = event pipe, fds 1/2 = this
 //! invocation's stdout/stderr pipes, fd 3 = result pipe. Once node has started it writes
 //! `B` on fd 3 and waits for `G` on fd 0 (meanwhile the agent moves it into the function's
-//! CPU quota: node's own start is not the function's work). It writes the marker `R` on
+//! CPU quota: node's own start is not the function's work; a stem's standby is moved
+//! before the stem says ready, off the cold start's path). It writes the marker `R` on
 //! fd 3 once `index.js` is loaded, then blocks reading its event. Warm path: write the event,
 //! close the pipe, wait for the result; the bootstrap closes fd 3 once it is written and
 //! stdout/stderr are flushed, and the agent then kills it rather than wait ~10-40 ms for
@@ -14,7 +15,7 @@
 //! this file says how node starts, takes its event and fails to load.
 
 use crate::error::{AgentError, CodeLoadError, RuntimeError};
-use crate::instance::{unix_ms, Instance};
+use crate::instance::{unix_ms, Instance, LOAD_LIMIT};
 use crate::process::ExitInfo;
 use crate::run::{Pipes, MAX_RESULT_BYTES};
 use crate::standby::{Proc, Standby, StandbyRuntime};
@@ -66,10 +67,18 @@ fn shapes_startup(key: &str) -> bool {
         || key == "LANG"
 }
 
-/// Starts a stem's standby: it boots, then waits for [`specialize`].
+/// Starts a stem's standby and waits until node has booted and the standby is in the
+/// function's CPU group (the stem says ready only then: a cold start that takes it
+/// neither waits for node's start nor pays the cgroup move); it then waits for
+/// [`specialize`].
 pub fn prestart(inst: &mut Instance) -> Result<PrestartedNode, AgentError> {
+    let mut proc = spawn_node(inst, true)?;
+    if let Err(e) = proc.await_booted(inst, LOAD_LIMIT, &NodeJs) {
+        proc.kill(inst);
+        return Err(e);
+    }
     Ok(PrestartedNode {
-        proc: spawn_node(inst, true)?,
+        proc,
         env: inst.env.clone(),
     })
 }

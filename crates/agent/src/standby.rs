@@ -29,6 +29,15 @@ const BOOTED: u8 = b'B';
 /// The byte the agent sends a booted standby once it is inside the function's CPU quota.
 const GO: u8 = b'G';
 
+/// What a standby is waited for to say.
+#[derive(Debug, Clone, Copy)]
+enum Marker {
+    /// [`BOOTED`]: its runtime is up, no code of the function's loaded.
+    Booted,
+    /// [`READY`]: it waits for its event.
+    Ready,
+}
+
 /// A started process, its event pipe and its output pipes.
 #[derive(Debug)]
 pub struct Proc {
@@ -178,6 +187,24 @@ impl Proc {
         outbox.is_done()
     }
 
+    /// Waits up to `limit` for a booting standby's [`BOOTED`], then moves it into the
+    /// function's CPU group (when outside) but sends no [`GO`]: a stem's standby has
+    /// booted and moved before the stem says ready, so neither is on a cold start's
+    /// path (and a stem's standby reads its function's environment before its `GO`).
+    pub fn await_booted<R: StandbyRuntime>(
+        &mut self,
+        inst: &mut Instance,
+        limit: Duration,
+        runtime: &R,
+    ) -> Result<(), AgentError> {
+        self.await_marker(inst, limit, runtime, Marker::Booted)?;
+        if self.booting == Some(true) {
+            crate::cpu_group::move_into(self.pid)?;
+            self.booting = Some(false);
+        }
+        Ok(())
+    }
+
     /// Waits up to `limit` for the ready marker; `runtime` says why there was none.
     fn await_ready<R: StandbyRuntime>(
         &mut self,
@@ -185,12 +212,31 @@ impl Proc {
         limit: Duration,
         runtime: &R,
     ) -> Result<(), AgentError> {
+        self.await_marker(inst, limit, runtime, Marker::Ready)?;
+        self.ready = true;
+        Ok(())
+    }
+
+    /// Waits up to `limit` for `marker` (moving a booted standby on when waiting for
+    /// [`READY`]); `runtime` says why there was none.
+    fn await_marker<R: StandbyRuntime>(
+        &mut self,
+        inst: &mut Instance,
+        limit: Duration,
+        runtime: &R,
+        marker: Marker,
+    ) -> Result<(), AgentError> {
         let until = Instant::now() + limit;
         loop {
             self.pipes.pump(&mut self.held);
-            self.advance_boot()?;
-            if self.reported().first() == Some(&READY) {
-                self.ready = true;
+            let seen = match marker {
+                Marker::Booted => self.pipes.result.data().first() == Some(&BOOTED),
+                Marker::Ready => {
+                    self.advance_boot()?;
+                    self.reported().first() == Some(&READY)
+                }
+            };
+            if seen {
                 return Ok(());
             }
             if let ChildState::Exited(info) = inst.reaper.state(self.pid) {
@@ -199,11 +245,14 @@ impl Proc {
             }
             let now = Instant::now();
             if now >= until {
-                return Err(CodeLoadError::TooSlow {
-                    what: R::TOO_SLOW,
-                    limit,
-                }
-                .into());
+                return Err(match marker {
+                    Marker::Booted => RuntimeError::StandbyNotStarted.into(),
+                    Marker::Ready => CodeLoadError::TooSlow {
+                        what: R::TOO_SLOW,
+                        limit,
+                    }
+                    .into(),
+                });
             }
             let mut fds = self.pipes.pollfds();
             fds.push(process::pollfd(self.pidfd.as_raw_fd(), libc::POLLIN));

@@ -250,3 +250,50 @@ async fn a_stems_waiting_interpreter_loads_the_code_with_the_functions_environme
         instance.destroy().await;
     }
 }
+
+/// The cpu cgroup v1 dir of instance `id`, when the host has one (`None` on v2).
+fn v1_cpu_dir(id: &str) -> Option<PathBuf> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let path = own.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == "cpu")
+            .then(|| path.to_string())
+    })?;
+    let dir = Path::new("/sys/fs/cgroup/cpu")
+        .join(path.trim_start_matches('/'))
+        .join("hearth")
+        .join(id);
+    Some(dir).filter(|d| d.is_dir())
+}
+
+/// A node stem says ready only once node has booted and its standby sits in the
+/// function's CPU group: a cold start that takes it waits for neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stem_is_ready_once_its_standby_booted_inside_the_function_group() {
+    let (backend, _data) = backend();
+    let mut function = spec("booted", tar_of("index.js", NODE_LOAD), 128);
+    function.runtime = Runtime::Nodejs;
+    let kind = backend.stem_kind(&function).expect("a stem kind");
+    let stem = backend.create_stem(&kind).await.expect("stem");
+    if let Some(dir) = v1_cpu_dir(stem.id()) {
+        let procs = std::fs::read_to_string(dir.join("fn/cgroup.procs")).unwrap();
+        let pids: Vec<&str> = procs.split_whitespace().collect();
+        assert_eq!(pids.len(), 1, "one standby in fn: {procs:?}");
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", pids[0])).unwrap();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        assert!(
+            cmdline.contains("bootstrap.js") && cmdline.contains("--stem"),
+            "{cmdline}"
+        );
+    }
+    let mut instance = backend
+        .specialize(stem, function)
+        .await
+        .expect("specialize");
+    let result = run_once(instance.as_mut()).await;
+    assert_eq!(result["who"], "booted", "{result}");
+    instance.destroy().await;
+}

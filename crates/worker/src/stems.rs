@@ -156,7 +156,12 @@ impl Stems {
             state.asks += 1;
             let asks = state.asks;
             state.asked.insert(kind.clone(), asks);
-            let stem = state.waiting.get_mut(kind).and_then(Vec::pop);
+            // The one that has waited longest: whatever it still did after it said
+            // ready (its CFS burst refilling, its pages settling) is most likely over.
+            let stem = state
+                .waiting
+                .get_mut(kind)
+                .and_then(|stems| (!stems.is_empty()).then(|| stems.remove(0)));
             state.publish();
             stem
         };
