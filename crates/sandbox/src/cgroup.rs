@@ -22,13 +22,9 @@
 //! on the agent's reading, reaping and sweeping. On v2 (one hierarchy, where a group with
 //! children may hold no processes) the quota stays on the whole instance.
 //!
-//! Moving a process between cgroups is made cheap for the host once per process
-//! ([`dynmods::favor_dynamic_moves`]): hearth moves processes on the path of a call.
-//!
 //! Every path comes from the `/sys/fs/cgroup` and `/proc` roots in [`CgroupConfig`], so
 //! the logic is tested against fixture trees.
 
-pub mod dynmods;
 mod meter;
 pub(crate) mod mounts;
 

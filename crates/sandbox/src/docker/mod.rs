@@ -195,8 +195,6 @@ impl DockerBackend {
                 };
             }
         }
-        // The agent and every Node.js standby move into the function's CPU group.
-        crate::cgroup::dynmods::favor_dynamic_moves();
         let uids = UidPool::new(config.uids, &config.uid_lock_dir)?;
         if found.is_empty() {
             return Err(SandboxError::Unavailable(format!(

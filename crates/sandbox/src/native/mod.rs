@@ -137,7 +137,6 @@ impl NativeBackend {
         check_agent(&config.agent_path)?;
         let cgroups = CgroupHost::detect(&config.cgroup)?;
         cgroups.prepare()?;
-        crate::cgroup::dynmods::favor_dynamic_moves();
         let mount_point = prepare_mount_point(&config.data_dir)?;
         let uids = UidPool::new(config.uids, &config.uid_lock_dir)?;
 
