@@ -34,6 +34,7 @@ fn concurrent_calls_run_on_two_instances_at_once() {
     // A warm instance first, so the long call's handler starts as soon as it takes it
     // (a cold one could still be starting while a second instance serves the other).
     hearth.invoke("sleepy", json!({"seconds": 0}));
+    hearth.wait_settled("sleepy");
     // A long call holds one instance; a second call made while it is busy (seen in
     // /v1/status, not guessed from a sleep) must be served by another instance and
     // end inside the long call's interval, by the handlers' own clocks. The long

@@ -20,6 +20,7 @@ fn past_max_instances_calls_queue_boundedly_then_get_429_overloaded() {
         json!({"runtime": "python", "max_instances": 1, "timeout_ms": 120000}),
     );
     hearth.invoke("narrow", json!({"seconds": 0}));
+    hearth.wait_settled("narrow");
     // One long call holds the only instance for longer than the queue's 30 s wait.
     let messages = std::thread::scope(|s| {
         let long = s.spawn(|| hearth.invoke("narrow", json!({"seconds": 50})));

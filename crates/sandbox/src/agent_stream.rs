@@ -11,6 +11,7 @@ use hearth_core::protocol::{
     PREFIX_BYTES,
 };
 use std::io;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 /// Read buffer size: a typical `Result` frame (header + small return value) arrives in
@@ -34,6 +35,11 @@ const MAX_EXCHANGE_LOG_BYTES: u64 = 64 << 20;
 const OUTPUT_TAR_OVERHEAD: u64 = 100_000 * 2048 + (64 << 10);
 /// The slowest an output may stream before the exchange's deadline passes, bytes/s.
 const SLOWEST_OUTPUT_RATE: u64 = 4 << 20;
+
+/// The longest the worker waits for the agent's `Settled` frame: the agent waits 1 s
+/// for the answered process to exit, kills it, 5 s for the zygote's report, and may
+/// restart a zygote that lost the thread (loading the code again).
+pub(crate) const SETTLE_LIMIT: Duration = Duration::from_secs(30);
 
 /// Largest `Settled` header (an id and a short reason).
 const MAX_SETTLED_HEADER: usize = 64 << 10;
@@ -254,10 +260,15 @@ where
                     sink.output(&payload).await
                 }
                 FromAgent::Result(outcome) if outcome.request_id == request_id => {
-                    return match sink_error {
-                        None => Ok((outcome, payload)),
-                        Some(source) => Err(SandboxError::Spool { request_id, source }),
+                    let Some(source) = sink_error else {
+                        return Ok((outcome, payload));
                     };
+                    // The call is refused but its instance serves on: the settle that
+                    // follows its result is read now, or the next call would meet it.
+                    if outcome.settles {
+                        self.settled(&request_id, SETTLE_LIMIT).await?;
+                    }
+                    return Err(SandboxError::Spool { request_id, source });
                 }
                 FromAgent::Result(outcome) => {
                     return Err(self.lost(format!(

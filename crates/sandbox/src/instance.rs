@@ -133,8 +133,13 @@ impl<H: InstanceHost> Instance for AgentInstance<H> {
             return Ok(None);
         };
         let meter = self.host.meter(&self.id)?;
-        let settled =
-            session::settle(&mut self.stream, meter, pending, session::SETTLE_LIMIT).await;
+        let settled = session::settle(
+            &mut self.stream,
+            meter,
+            pending,
+            crate::agent_stream::SETTLE_LIMIT,
+        )
+        .await;
         settled
             .map(Some)
             .map_err(|error| self.with_agent_log(error))

@@ -183,11 +183,6 @@ pub(crate) fn event_limits(timeout_ms: u64, output_quota_mb: u64, builder: bool)
     }
 }
 
-/// The longest the worker waits for the agent's `Settled` frame: the agent waits 1 s
-/// for the answered process to exit, kills it, 5 s for the zygote's report, and may
-/// restart a zygote that lost the thread (loading the code again).
-pub(crate) const SETTLE_LIMIT: Duration = Duration::from_secs(30);
-
 /// An invocation answered while its process was exiting, until its `Settled` frame.
 #[derive(Debug)]
 pub(crate) struct PendingSettle {

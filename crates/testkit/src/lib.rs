@@ -384,6 +384,16 @@ impl Hearth {
             .unwrap_or(0)
     }
 
+    /// Waits until no instance of `name` is busy: the calls answered so far have also
+    /// settled (an instance answered early stays busy until then), so the next call
+    /// takes a warm instance and `busy_instances` counts only calls made after this.
+    pub fn wait_settled(&self, name: &str) {
+        eventually(Duration::from_secs(60), "the answered calls settle", || {
+            self.busy_instances(name) == 0
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
     /// GETs a path and asserts a 2xx; returns the JSON.
     pub fn get(&self, path: &str) -> Value {
         expect_ok(
