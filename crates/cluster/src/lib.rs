@@ -146,6 +146,19 @@ impl RedisConfig {
             source,
         }
     }
+
+    /// Maps a failed `op` on this Redis to the stores' error (for the store traits this
+    /// crate implements on Redis).
+    pub(crate) fn unavailable(
+        &self,
+        op: &'static str,
+    ) -> impl Fn(redis::RedisError) -> hearth_store::StoreError + '_ {
+        move |e| hearth_store::StoreError::Unavailable {
+            service: format!("Redis ({})", self.error(e.clone())),
+            op,
+            source: Box::new(e),
+        }
+    }
 }
 
 /// A URL without its password.

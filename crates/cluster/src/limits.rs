@@ -67,14 +67,6 @@ impl RedisLimiter {
         let conn = config.manager().await?;
         Ok(RedisLimiter { config, conn })
     }
-
-    fn unavailable(&self, op: &'static str) -> impl Fn(redis::RedisError) -> StoreError + '_ {
-        move |e| StoreError::Unavailable {
-            service: format!("Redis ({})", self.config.error(e.clone())),
-            op,
-            source: Box::new(e),
-        }
-    }
 }
 
 #[async_trait]
@@ -93,7 +85,7 @@ impl Limiter for RedisLimiter {
             .arg(burst.max(1))
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(self.unavailable("take a rate-limit token"))?;
+            .map_err(self.config.unavailable("take a rate-limit token"))?;
         Ok(match wait_ms {
             0 => Admission::Granted,
             ms => Admission::Denied {
@@ -118,7 +110,7 @@ impl Limiter for RedisLimiter {
             .arg(lease.as_millis().max(1) as u64)
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(self.unavailable("take a concurrency slot"))?;
+            .map_err(self.config.unavailable("take a concurrency slot"))?;
         Ok(if granted == 1 {
             Admission::Granted
         } else {
@@ -134,7 +126,7 @@ impl Limiter for RedisLimiter {
             .arg(holder)
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(self.unavailable("free a concurrency slot"))?;
+            .map_err(self.config.unavailable("free a concurrency slot"))?;
         Ok(())
     }
 }

@@ -35,14 +35,6 @@ impl RedisSessions {
     fn key(&self, token_sha256: &str) -> String {
         self.config.key(&format!("session:{token_sha256}"))
     }
-
-    fn unavailable(&self, op: &'static str) -> impl Fn(redis::RedisError) -> StoreError + '_ {
-        move |e| StoreError::Unavailable {
-            service: format!("Redis ({})", self.config.error(e.clone())),
-            op,
-            source: Box::new(e),
-        }
-    }
 }
 
 #[async_trait]
@@ -61,7 +53,7 @@ impl SessionStore for RedisSessions {
             .arg(ttl.as_millis().max(1) as u64)
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(self.unavailable("open a dashboard session"))?;
+            .map_err(self.config.unavailable("open a dashboard session"))?;
         Ok(())
     }
 
@@ -73,7 +65,7 @@ impl SessionStore for RedisSessions {
             .pttl(&key)
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(self.unavailable("read a dashboard session"))?;
+            .map_err(self.config.unavailable("read a dashboard session"))?;
         let (Some(value), true) = (value, pttl_ms > 0) else {
             return Ok(None);
         };
@@ -96,7 +88,7 @@ impl SessionStore for RedisSessions {
             .arg(self.key(token_sha256))
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(self.unavailable("end a dashboard session"))?;
+            .map_err(self.config.unavailable("end a dashboard session"))?;
         Ok(())
     }
 }
