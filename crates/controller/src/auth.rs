@@ -4,7 +4,6 @@
 //! rate limit. Every denial is counted (`hearth_denied_total{reason}`) and logged with
 //! the key's id, never its secret.
 
-use crate::session::SessionKey;
 use crate::tenancy::{checked_namespace, forbidden, Caller, Role};
 use crate::{ApiError, AppState};
 use axum::extract::{Query, Request, State};
@@ -155,6 +154,11 @@ pub(crate) fn denied(reason: &'static str, key_id: Option<&str>) {
     metrics::counter!(DENIED_TOTAL, "reason" => reason).increment(1);
     tracing::warn!(reason, key = key_id.unwrap_or("(none)"), "request denied");
 }
+
+/// The key a cookie request stands for, put in its extensions by [`from_cookie`](crate::session::from_cookie): the
+/// hex SHA-256 of the API key (what the metadata store finds a key by).
+#[derive(Clone, Debug)]
+pub(crate) struct SessionKey(pub(crate) String);
 
 /// How a key's secret is stored and looked up: hex SHA-256. Secrets are 32 random
 /// bytes, so a fast hash is enough (nothing to brute-force).

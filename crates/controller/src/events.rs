@@ -13,7 +13,8 @@
 //! Reading stores rather than listening to the worker keeps it working unchanged on a
 //! cluster controller, where invocations run elsewhere.
 
-use crate::session::{SessionKey, SessionLease};
+use crate::auth::SessionKey;
+use crate::session::SessionLease;
 use crate::tenancy::{split, Caller};
 use crate::{ApiError, AppState};
 use axum::body::Body;

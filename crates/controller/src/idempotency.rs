@@ -98,7 +98,7 @@ fn caller(request: &Request) -> String {
     if let Some(secret) = auth.strip_prefix("Bearer ") {
         return format!("key:{}", crate::auth::secret_sha256(secret.trim()));
     }
-    match request.extensions().get::<crate::session::SessionKey>() {
+    match request.extensions().get::<crate::auth::SessionKey>() {
         Some(key) => format!("key:{}", key.0),
         None => format!("other:{}", hex::encode(Sha256::digest(auth.as_bytes()))),
     }

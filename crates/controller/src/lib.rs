@@ -246,7 +246,10 @@ pub fn router(state: AppState) -> Router {
         .merge(lambda::router(state.clone()))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .with_state(state);
+        .with_state(state)
+        .layer(axum::middleware::from_fn(
+            rejection::close_after_error_with_body,
+        ));
     dashboard::around(api, sessions)
 }
 

@@ -1,10 +1,11 @@
 //! axum answers the rejections of its extractors (a query string, a path or a JSON body
 //! that does not parse) in plain text; this layer gives them the API's error shape
-//! (`{"error": {"code", "message"}}`), as API.md promises for every error.
+//! (`{"error": {"code", "message"}}`), as API.md promises for every error. And an error
+//! answered before a request's body was read closes its connection.
 
 use crate::ApiError;
 use axum::extract::Request;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -38,6 +39,26 @@ pub(crate) async fn json_errors(request: Request, next: Next) -> Response {
         text
     };
     ApiError::new(status, code, message).into_response()
+}
+
+/// An error answered to a request with a body may leave that body unread (a deploy
+/// refused by its key's role before its upload is read). Such a connection cannot carry
+/// another request, and a client that reused it would see its next request cut off:
+/// `Connection: close` tells it to open a new one.
+pub(crate) async fn close_after_error_with_body(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|length| length.as_bytes() != b"0");
+    let mut response = next.run(request).await;
+    let status = response.status();
+    if has_body && (status.is_client_error() || status.is_server_error()) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 #[cfg(test)]
@@ -78,5 +99,31 @@ mod tests {
             .unwrap();
         let response = app.oneshot(ok).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn an_error_to_a_request_with_a_body_closes_its_connection() {
+        let app = Router::new()
+            .route(
+                "/x",
+                axum::routing::post(|| async { StatusCode::FORBIDDEN })
+                    .put(|| async { StatusCode::OK }),
+            )
+            .layer(axum::middleware::from_fn(close_after_error_with_body));
+        let send = |method: &str, length: &str| {
+            Request::builder()
+                .method(method)
+                .uri("/x")
+                .header(header::CONTENT_LENGTH, length)
+                .body(axum::body::Body::from(vec![b'x'; length.parse().unwrap()]))
+                .unwrap()
+        };
+        let connection = |response: Response| response.headers().get(header::CONNECTION).cloned();
+        let refused = app.clone().oneshot(send("POST", "5")).await.unwrap();
+        assert_eq!(connection(refused), Some(HeaderValue::from_static("close")));
+        let empty = app.clone().oneshot(send("POST", "0")).await.unwrap();
+        assert_eq!(connection(empty), None, "no body left unread");
+        let fine = app.oneshot(send("PUT", "5")).await.unwrap();
+        assert_eq!(connection(fine), None, "a success keeps its connection");
     }
 }

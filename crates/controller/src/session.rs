@@ -14,7 +14,7 @@
 //! either secret; the CSRF token is derived from the session token (a different hash),
 //! so it is not stored either.
 
-use crate::auth::secret_sha256;
+use crate::auth::{secret_sha256, SessionKey};
 use crate::ApiError;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -56,11 +56,6 @@ pub(crate) struct SessionView {
     pub(crate) csrf_token: String,
     pub(crate) remaining: Duration,
 }
-
-/// The key a cookie request stands for, put in its extensions by [`from_cookie`]: the
-/// hex SHA-256 of the API key (what the metadata store finds a key by).
-#[derive(Clone, Debug)]
-pub(crate) struct SessionKey(pub(crate) String);
 
 /// Lets a long response (the event stream) notice that its session ended.
 #[derive(Clone)]

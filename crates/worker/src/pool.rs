@@ -62,8 +62,12 @@ pub struct Pool {
 }
 
 /// The longest a caller with a slot waits for a settling instance before it starts a
-/// new one (a settle takes well under a millisecond unless the process lingers).
-const SETTLE_WAIT: Duration = Duration::from_secs(1);
+/// new one: past the sandbox's own bound on a settle (30 s), after which the instance
+/// comes back or is destroyed. A settle takes well under a millisecond unless the
+/// process lingers or the host is loaded; a caller that gave up sooner would start a
+/// second instance the function may not be allowed (a namespace's warm quota) and a
+/// cold start slower than the wait, where before settling it took the same instance.
+const SETTLE_WAIT: Duration = Duration::from_secs(35);
 
 impl Pool {
     /// An empty pool allowing `max_instances` at once.
@@ -227,14 +231,17 @@ impl Pool {
         }
     }
 
-    /// Numbers for `/v1/status`.
+    /// Numbers for `/v1/status`. An instance that answered and is settling counts as
+    /// idle, not busy: it runs no invocation, and the next caller takes it (so the
+    /// controller's warm quotas see it as the function's own warm instance).
     pub fn status(&self) -> PoolStatus {
+        let settling = self.settling.load(Ordering::Acquire);
         PoolStatus {
             function: self.function.clone(),
             version: self.version,
             runtime: self.runtime,
-            idle: self.lock_idle().instances.len(),
-            busy: self.busy.load(Ordering::Relaxed),
+            idle: self.lock_idle().instances.len() + settling,
+            busy: self.busy.load(Ordering::Relaxed).saturating_sub(settling),
             queued: self.waiting.load(Ordering::Relaxed),
             max_instances: self.max_instances,
         }
