@@ -34,16 +34,7 @@ impl Browser {
             .json(&json!({ "api_key": api_key }))
             .send()
             .unwrap();
-        let cookie = response
-            .headers()
-            .get("set-cookie")
-            .expect("a session cookie")
-            .to_str()
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_string();
+        let cookie = hearth_testkit::session_cookie(&response);
         let body = expect_ok(response, "sign in");
         let csrf_token = body["csrf_token"].as_str().unwrap().to_string();
         Browser {

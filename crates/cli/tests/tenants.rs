@@ -480,16 +480,7 @@ fn a_dashboard_session_of_a_key_sees_its_namespace_until_the_key_is_revoked() {
         .json(&json!({"api_key": a.secret}))
         .send()
         .unwrap();
-    let cookie = signed_in
-        .headers()
-        .get("set-cookie")
-        .expect("a session cookie")
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = hearth_testkit::session_cookie(&signed_in);
     expect_ok(signed_in, "sign in with a developer key");
     let with_cookie = |path: &str| {
         hearth

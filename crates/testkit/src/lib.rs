@@ -411,6 +411,19 @@ impl Drop for Hearth {
     }
 }
 
+/// The `name=value` of the session cookie a dashboard sign-in set.
+pub fn session_cookie(signed_in: &Response) -> String {
+    signed_in
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| panic!("no session cookie was set"))
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Asserts a 2xx and returns the JSON body (Null when empty).
 pub fn expect_ok(response: Response, what: &str) -> Value {
     let status = response.status();
